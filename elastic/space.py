@@ -1,0 +1,172 @@
+"""`SearchSpace`: the allowed values of every elastic dimension, with sampling and search helpers.
+
+All randomness goes through an explicit ``numpy.random.Generator`` so that runs are reproducible and
+several samplers never share hidden global state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from elastic.config import SubnetConfig
+
+
+def _choices(name: str, values: Any) -> tuple:
+    vals = tuple(sorted(set(values)))
+    if not vals:
+        raise ValueError(f"SearchSpace.{name} must list at least one value")
+    return vals
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Allowed kernel sizes, expand ratios, stage depths and resolutions of a supernet.
+
+    Attributes:
+        ks: Allowed depthwise kernel sizes.
+        e: Allowed expand ratios.
+        d: Allowed depths per stage; each stage has ``max(d)`` block slots.
+        r: Allowed input resolutions.
+        n_stages: Number of elastic-depth stages.
+    """
+
+    ks: tuple[int, ...]
+    e: tuple[int | float, ...]
+    d: tuple[int, ...]
+    r: tuple[int, ...]
+    n_stages: int
+
+    def __post_init__(self) -> None:
+        for name in ("ks", "e", "d", "r"):
+            object.__setattr__(self, name, _choices(name, getattr(self, name)))
+        if any(k % 2 == 0 for k in self.ks):
+            raise ValueError(f"SearchSpace.ks={self.ks} must hold odd kernel sizes only")
+        if self.n_stages < 1:
+            raise ValueError(f"SearchSpace.n_stages={self.n_stages} must be >= 1")
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def max_depth(self) -> int:
+        """Block slots per stage."""
+        return max(self.d)
+
+    @property
+    def n_blocks(self) -> int:
+        """Length of a config's ``ks`` and ``e``."""
+        return self.n_stages * self.max_depth
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"ks": list(self.ks), "e": list(self.e), "d": list(self.d), "r": list(self.r),
+                "n_stages": self.n_stages}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
+        """Inverse of :meth:`to_dict`."""
+        return cls(ks=tuple(data["ks"]), e=tuple(data["e"]), d=tuple(data["d"]), r=tuple(data["r"]),
+                   n_stages=int(data["n_stages"]))
+
+    # ------------------------------------------------------------- validation
+    def validate(self, cfg: SubnetConfig) -> SubnetConfig:
+        """Return ``cfg`` if it belongs to this space, else raise ``ValueError`` naming the bad value."""
+        if not isinstance(cfg, SubnetConfig):
+            raise ValueError(f"expected a SubnetConfig, got {type(cfg).__name__}")
+        if len(cfg.d) != self.n_stages:
+            raise ValueError(f"SubnetConfig.d has {len(cfg.d)} entries; this space has {self.n_stages} stages")
+        for name, n in (("ks", self.n_blocks), ("e", self.n_blocks)):
+            got = len(getattr(cfg, name))
+            if got != n:
+                raise ValueError(f"SubnetConfig.{name} has {got} entries; this space needs {n} "
+                                 f"({self.n_stages} stages x {self.max_depth} blocks)")
+        for name in ("ks", "e", "d"):
+            allowed = getattr(self, name)
+            for i, v in enumerate(getattr(cfg, name)):
+                if v not in allowed:
+                    raise ValueError(f"SubnetConfig.{name}[{i}]={v!r} is outside the space; allowed: {list(allowed)}")
+        if cfg.r not in self.r:
+            raise ValueError(f"SubnetConfig.r={cfg.r!r} is outside the space; allowed: {list(self.r)}")
+        return cfg
+
+    def __contains__(self, cfg: object) -> bool:
+        try:
+            self.validate(cfg)  # type: ignore[arg-type]
+        except ValueError:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- members
+    def largest(self, r: int | None = None) -> SubnetConfig:
+        """The widest, deepest subnet with the largest kernels (at the largest resolution by default)."""
+        n = self.n_blocks
+        return SubnetConfig(ks=(max(self.ks),) * n, e=(max(self.e),) * n, d=(max(self.d),) * self.n_stages,
+                            r=max(self.r) if r is None else r)
+
+    def smallest(self, r: int | None = None) -> SubnetConfig:
+        """The narrowest, shallowest subnet with the smallest kernels (smallest resolution by default)."""
+        n = self.n_blocks
+        return SubnetConfig(ks=(min(self.ks),) * n, e=(min(self.e),) * n, d=(min(self.d),) * self.n_stages,
+                            r=min(self.r) if r is None else r)
+
+    def sample(self, rng: np.random.Generator) -> SubnetConfig:
+        """Draw every dimension uniformly and independently, as OFA does."""
+        n = self.n_blocks
+        ks = rng.choice(len(self.ks), size=n)
+        e = rng.choice(len(self.e), size=n)
+        d = rng.choice(len(self.d), size=self.n_stages)
+        r = rng.choice(len(self.r))
+        return SubnetConfig(ks=tuple(self.ks[i] for i in ks), e=tuple(self.e[i] for i in e),
+                            d=tuple(self.d[i] for i in d), r=self.r[r])
+
+    def canonical(self, cfg: SubnetConfig) -> SubnetConfig:
+        """Same architecture with inactive block slots set to the smallest choices.
+
+        Two configs describe the same network exactly when their canonical forms are equal.
+        """
+        self.validate(cfg)
+        active = set(cfg.active_blocks())
+        ks = tuple(k if i in active else min(self.ks) for i, k in enumerate(cfg.ks))
+        e = tuple(v if i in active else min(self.e) for i, v in enumerate(cfg.e))
+        return SubnetConfig(ks=ks, e=e, d=cfg.d, r=cfg.r)
+
+    def size(self, with_resolution: bool = True) -> int:
+        """Number of distinct subnets (architectures, times resolutions by default).
+
+        A stage of depth ``d`` has ``(|ks| * |e|) ** d`` variants; inactive slots do not count.
+        """
+        per_block = len(self.ks) * len(self.e)
+        per_stage = sum(per_block**depth for depth in self.d)
+        total = per_stage**self.n_stages
+        return total * len(self.r) if with_resolution else total
+
+    # ------------------------------------------------------------ search ops
+    def mutate(self, cfg: SubnetConfig, rng: np.random.Generator, prob: float = 0.1) -> SubnetConfig:
+        """Resample each entry of ``cfg`` independently with probability ``prob``."""
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"mutation prob={prob!r} must be within [0, 1]")
+        self.validate(cfg)
+        fresh = self.sample(rng)
+        n = self.n_blocks
+        pick_b = rng.random(n) < prob
+        pick_d = rng.random(self.n_stages) < prob
+        pick_r = rng.random() < prob
+        return SubnetConfig(
+            ks=tuple(f if p else o for o, f, p in zip(cfg.ks, fresh.ks, pick_b)),
+            e=tuple(f if p else o for o, f, p in zip(cfg.e, fresh.e, rng.random(n) < prob)),
+            d=tuple(f if p else o for o, f, p in zip(cfg.d, fresh.d, pick_d)),
+            r=fresh.r if pick_r else cfg.r,
+        )
+
+    def crossover(self, a: SubnetConfig, b: SubnetConfig, rng: np.random.Generator) -> SubnetConfig:
+        """Uniform crossover: every entry comes from ``a`` or ``b`` with equal probability."""
+        self.validate(a)
+        self.validate(b)
+        n = self.n_blocks
+
+        def mix(x: tuple, y: tuple, m: int) -> tuple:
+            return tuple(p if c else q for p, q, c in zip(x, y, rng.random(m) < 0.5))
+
+        return SubnetConfig(ks=mix(a.ks, b.ks, n), e=mix(a.e, b.e, n), d=mix(a.d, b.d, self.n_stages),
+                            r=a.r if rng.random() < 0.5 else b.r)

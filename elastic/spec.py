@@ -1,0 +1,189 @@
+"""Architecture spec of an elastic MobileNetV3 supernet and the per-subnet layer plan derived from it.
+
+The spec is a frozen, JSON-round-trippable description (widths, strides, activations, SE, the elastic
+space). :func:`plan` turns a spec and a :class:`SubnetConfig` into the exact list of blocks that run, with
+their channels and feature-map sizes; FLOPs, parameter counts, extraction and latency tables all read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from elastic.config import SubnetConfig
+from elastic.ops import make_divisible
+from elastic.space import SearchSpace
+
+_ACTS = ("relu", "h_swish")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: output width, stride of its first block, activation and squeeze-excite."""
+
+    width: int
+    stride: int
+    act: str
+    se: bool
+
+    def __post_init__(self) -> None:
+        if self.act not in _ACTS:
+            raise ValueError(f"StageSpec.act={self.act!r} is not supported; allowed: {list(_ACTS)}")
+        if self.stride not in (1, 2) or self.width < 1:
+            raise ValueError(f"StageSpec(width={self.width}, stride={self.stride}): width >= 1, stride 1 or 2")
+
+
+@dataclass(frozen=True)
+class MobileNetV3Spec:
+    """An OFA-style MobileNetV3 supernet: fixed stem and head, elastic stages of MBConv blocks."""
+
+    in_channels: int
+    num_classes: int
+    stem_width: int
+    stem_stride: int
+    first_block: StageSpec
+    stages: tuple[StageSpec, ...]
+    final_expand_width: int
+    feature_mix_width: int
+    ks: tuple[int, ...]
+    e: tuple[int | float, ...]
+    d: tuple[int, ...]
+    r: tuple[int, ...]
+    dropout: float = 0.1
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+    divisor: int = 8
+    se_reduction: int = 4
+    space: SearchSpace = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        for name in ("in_channels", "num_classes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r} must be within [0, 1)")
+        object.__setattr__(self, "space", SearchSpace(self.ks, self.e, self.d, self.r, len(self.stages)))
+        for name in ("ks", "e", "d", "r"):
+            object.__setattr__(self, name, getattr(self.space, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (inverse of :meth:`from_dict`)."""
+        out = asdict(self)
+        out.pop("space")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MobileNetV3Spec":
+        """Build from :meth:`to_dict` output."""
+        data = dict(data)
+        data["first_block"] = StageSpec(**data["first_block"])
+        data["stages"] = tuple(StageSpec(**s) for s in data["stages"])
+        for k in ("ks", "e", "d", "r"):
+            data[k] = tuple(data[k])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One MBConv block as it runs in a subnet (``slot`` is -1 for the fixed first block)."""
+
+    slot: int
+    in_ch: int
+    mid_ch: int
+    out_ch: int
+    kernel: int
+    stride: int
+    act: str
+    se_mid: int  # 0 when the block has no squeeze-excite
+    has_expand: bool
+    hw_in: int
+
+    @property
+    def hw_out(self) -> int:
+        """Output feature-map size (``same`` padding)."""
+        return conv_out(self.hw_in, self.stride)
+
+    @property
+    def residual(self) -> bool:
+        """Whether the block adds its input back."""
+        return self.stride == 1 and self.in_ch == self.out_ch
+
+
+def conv_out(hw: int, stride: int) -> int:
+    """Output size of an odd-kernel conv with ``k // 2`` padding."""
+    return (hw - 1) // stride + 1
+
+
+def mid_channels(spec: MobileNetV3Spec, in_ch: int, e: float) -> int:
+    """Hidden width of an MBConv block with input ``in_ch`` and expand ratio ``e``."""
+    return make_divisible(round(in_ch * e), spec.divisor)
+
+
+def se_mid_channels(spec: MobileNetV3Spec, channels: int) -> int:
+    """Hidden width of a squeeze-excite over ``channels``."""
+    return make_divisible(channels // spec.se_reduction, spec.divisor)
+
+
+def slot_layout(spec: MobileNetV3Spec) -> list[tuple[int, int, StageSpec, int]]:
+    """``(in_ch, out_ch, stage, stride)`` of every elastic block slot, in order."""
+    out, in_ch = [], spec.first_block.width
+    for stage in spec.stages:
+        for i in range(spec.space.max_depth):
+            out.append((in_ch, stage.width, stage, stage.stride if i == 0 else 1))
+            in_ch = stage.width
+    return out
+
+
+def plan(spec: MobileNetV3Spec, cfg: SubnetConfig) -> list[BlockPlan]:
+    """The blocks that run for ``cfg`` (first block included), with exact channels and sizes."""
+    spec.space.validate(cfg)
+    hw = conv_out(cfg.r, spec.stem_stride)
+    fb = spec.first_block
+    blocks = [BlockPlan(-1, spec.stem_width, spec.stem_width, fb.width, 3, fb.stride, fb.act,
+                        se_mid_channels(spec, spec.stem_width) if fb.se else 0, False, hw)]
+    hw = blocks[0].hw_out
+    has_expand = max(spec.e) != 1
+    layout = slot_layout(spec)
+    for i in cfg.active_blocks():
+        in_ch, out_ch, stage, stride = layout[i]
+        mid = mid_channels(spec, in_ch, cfg.e[i]) if has_expand else in_ch
+        blocks.append(BlockPlan(i, in_ch, mid, out_ch, cfg.ks[i], stride, stage.act,
+                                se_mid_channels(spec, mid) if stage.se else 0, has_expand, hw))
+        hw = blocks[-1].hw_out
+    return blocks
+
+
+def _block_costs(b: BlockPlan) -> tuple[int, int]:
+    macs = params = 0
+    if b.has_expand:
+        macs += b.hw_in**2 * b.in_ch * b.mid_ch
+        params += b.in_ch * b.mid_ch + 2 * b.mid_ch
+    macs += b.hw_out**2 * b.mid_ch * b.kernel**2
+    params += b.mid_ch * b.kernel**2 + 2 * b.mid_ch
+    if b.se_mid:
+        macs += 2 * b.mid_ch * b.se_mid
+        params += 2 * b.mid_ch * b.se_mid + b.se_mid + b.mid_ch
+    macs += b.hw_out**2 * b.mid_ch * b.out_ch
+    params += b.mid_ch * b.out_ch + 2 * b.out_ch
+    return macs, params
+
+
+def costs(spec: MobileNetV3Spec, cfg: SubnetConfig) -> tuple[int, int]:
+    """``(MACs, parameters)`` of the subnet ``cfg``, analytically, without a forward pass.
+
+    MACs count multiply-accumulates of every conv and linear layer (the "FLOPs" of the OFA paper);
+    parameters are those of the extracted static network (BatchNorm affine terms included).
+    """
+    blocks = plan(spec, cfg)
+    hw0 = conv_out(cfg.r, spec.stem_stride)
+    macs = hw0**2 * spec.in_channels * spec.stem_width * 9
+    params = spec.in_channels * spec.stem_width * 9 + 2 * spec.stem_width
+    for b in blocks:
+        bm, bp = _block_costs(b)
+        macs, params = macs + bm, params + bp
+    last, hw = blocks[-1].out_ch, blocks[-1].hw_out
+    fe, fm, nc = spec.final_expand_width, spec.feature_mix_width, spec.num_classes
+    macs += hw**2 * last * fe + fe * fm + fm * nc
+    params += last * fe + 2 * fe + fe * fm + fm * nc + nc
+    return macs, params

@@ -1,0 +1,125 @@
+"""The elastic OFA-MobileNetV3 supernet: ``supernet(x, cfg)``, ``extract(cfg)``, ``flops``/``params``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elastic.blocks import ElasticMBConv
+from elastic.config import SubnetConfig
+from elastic.ops import resize
+from elastic.space import SearchSpace
+from elastic.spec import MobileNetV3Spec, costs, slot_layout
+from elastic.static import StaticMobileNetV3, conv_bn_act, make_bn, make_conv, make_linear
+
+BNPairs = list[tuple[nn.BatchNorm2d, nn.BatchNorm2d]]
+
+
+class ElasticMobileNetV3(nn.Module):
+    """OFA-MobileNetV3 supernet; every call names its subnet explicitly.
+
+    Args:
+        spec: The architecture and its elastic space.
+        recipe: Registry name the supernet was built from (recorded in checkpoints).
+
+    Attributes:
+        spec: The architecture.
+        space: The :class:`SearchSpace` of subnets.
+    """
+
+    def __init__(self, spec: MobileNetV3Spec, recipe: str | None = None):
+        super().__init__()
+        self.spec, self.recipe = spec, recipe
+        self.stem_conv = nn.Conv2d(spec.in_channels, spec.stem_width, 3, spec.stem_stride, 1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(spec.stem_width)
+        fb = spec.first_block
+        self.first_block = ElasticMBConv(spec.stem_width, fb.width, fb.stride, fb.act, fb.se, (3,), (1,),
+                                         spec.divisor, spec.se_reduction)
+        self.blocks = nn.ModuleList(
+            ElasticMBConv(i, o, s, st.act, st.se, spec.ks, spec.e, spec.divisor, spec.se_reduction)
+            for i, o, st, s in slot_layout(spec)
+        )
+        last = spec.stages[-1].width
+        self.final_conv = nn.Conv2d(last, spec.final_expand_width, 1, bias=False)
+        self.final_bn = nn.BatchNorm2d(spec.final_expand_width)
+        self.mix_conv = nn.Conv2d(spec.final_expand_width, spec.feature_mix_width, 1, bias=False)
+        self.classifier = nn.Linear(spec.feature_mix_width, spec.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.momentum, m.eps = self.spec.bn_momentum, self.spec.bn_eps
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def space(self) -> SearchSpace:
+        """The search space of this supernet."""
+        return self.spec.space
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, cfg: SubnetConfig) -> torch.Tensor:
+        """Logits of subnet ``cfg``; ``x`` is resized (bilinear) to ``cfg.r`` when its size differs."""
+        self.space.validate(cfg)
+        if x.dim() != 4 or x.shape[1] != self.spec.in_channels:
+            raise ValueError(f"input shape {tuple(x.shape)} must be (N, {self.spec.in_channels}, H, W)")
+        x = F.hardswish(self.stem_bn(self.stem_conv(resize(x, cfg.r))))
+        x = self.first_block(x, 3, 1)
+        for i in cfg.active_blocks():
+            x = self.blocks[i](x, cfg.ks[i], cfg.e[i])
+        x = F.hardswish(self.final_bn(self.final_conv(x)))
+        x = F.hardswish(self.mix_conv(x.mean((2, 3), keepdim=True))).flatten(1)
+        x = F.dropout(x, self.spec.dropout, self.training)
+        return self.classifier(x)
+
+    # ------------------------------------------------------------- extraction
+    def extract(self, cfg: SubnetConfig) -> StaticMobileNetV3:
+        """A plain static network equal to ``self(x, cfg)`` in eval mode; weights are copied.
+
+        The result keeps the supernet's device, dtype and train/eval mode.
+        """
+        return self.extract_with_bn_pairs(cfg)[0]
+
+    def extract_with_bn_pairs(self, cfg: SubnetConfig) -> tuple[StaticMobileNetV3, BNPairs]:
+        """:meth:`extract`, plus ``(static_bn, supernet_bn)`` for every BatchNorm of the subnet."""
+        self.space.validate(cfg)
+        pairs: BNPairs = []
+        with torch.no_grad():
+            stem_bn = make_bn(self.stem_bn, self.spec.stem_width)
+            pairs.append((stem_bn, self.stem_bn))
+            stem = conv_bn_act(make_conv(self.stem_conv.weight, stride=self.spec.stem_stride), stem_bn, "h_swish")
+            blocks = nn.Sequential()
+            for i, (block, k, e) in enumerate(self._active(cfg)):
+                static, block_pairs = block.extract(k, e)
+                blocks.add_module(str(i), static)
+                pairs += block_pairs
+            final_bn = make_bn(self.final_bn, self.spec.final_expand_width)
+            pairs.append((final_bn, self.final_bn))
+            final = conv_bn_act(make_conv(self.final_conv.weight), final_bn, "h_swish")
+            mix = conv_bn_act(make_conv(self.mix_conv.weight), None, "h_swish")
+            classifier = nn.Sequential()
+            classifier.add_module("dropout", nn.Dropout(self.spec.dropout))
+            classifier.add_module("linear", make_linear(self.classifier.weight, self.classifier.bias))
+        net = StaticMobileNetV3(stem, blocks, final, mix, classifier, (self.spec.in_channels, cfg.r, cfg.r),
+                                cfg.to_json())
+        return net.train(self.training), pairs
+
+    def _active(self, cfg: SubnetConfig) -> list[tuple[ElasticMBConv, int, float]]:
+        return [(self.first_block, 3, 1)] + [(self.blocks[i], cfg.ks[i], cfg.e[i]) for i in cfg.active_blocks()]
+
+    # ------------------------------------------------------------------ costs
+    def flops(self, cfg: SubnetConfig) -> int:
+        """Multiply-accumulates of subnet ``cfg`` (OFA's "FLOPs"), computed analytically."""
+        return costs(self.spec, cfg)[0]
+
+    def params(self, cfg: SubnetConfig) -> int:
+        """Parameter count of the extracted subnet ``cfg``, computed analytically."""
+        return costs(self.spec, cfg)[1]

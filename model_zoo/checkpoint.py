@@ -1,0 +1,112 @@
+"""ofa-kit checkpoints: safetensors weights plus a JSON sidecar, written atomically and verified on load.
+
+``save_checkpoint(net, "runs/x/supernet")`` writes ``supernet.safetensors`` and ``supernet.json``. The
+sidecar records the recipe name, the full architecture spec (space, classes, input channels), the
+weights' sha256 and optional metrics. Loading recomputes the sha256 and rebuilds the supernet from the
+registered recipe, refusing a file whose hash or architecture does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from elastic import ElasticMobileNetV3, MobileNetV3Spec
+from elastic.fileio import atomic_path, atomic_write_text
+from model_zoo.registry import get_spec
+
+FORMAT = "ofa-kit-checkpoint"
+VERSION = 1
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights.safetensors, sidecar.json)`` for a checkpoint path given with or without a suffix."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Atomically write ``supernet``'s weights and sidecar; returns the ``.safetensors`` path.
+
+    Args:
+        supernet: The supernet; it must come from a registered recipe (``supernet.recipe``).
+        path: Checkpoint path, with or without ``.safetensors``.
+        metrics: Measured figures to record (accuracy, ...).
+        extra: Further JSON-serialisable metadata (e.g. input preprocessing).
+    """
+    if not supernet.recipe:
+        raise ValueError("the supernet has no recipe name; build it with model_zoo.get_supernet(name)")
+    weights, sidecar = checkpoint_paths(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in supernet.state_dict().items()}
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "recipe": supernet.recipe})
+        digest = sha256_file(tmp)
+    meta = {
+        "format": FORMAT, "version": VERSION, "recipe": supernet.recipe, "spec": supernet.spec.to_dict(),
+        "space": supernet.space.to_dict(), "num_classes": supernet.spec.num_classes,
+        "in_channels": supernet.spec.in_channels, "weights": weights.name, "sha256": digest,
+        "metrics": dict(metrics or {}), **dict(extra or {}),
+    }
+    atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return weights
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar JSON of a checkpoint (no hash check)."""
+    _, sidecar = checkpoint_paths(path)
+    if not sidecar.is_file():
+        raise ValueError(f"checkpoint sidecar {sidecar} not found (expected next to the .safetensors file)")
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"checkpoint sidecar {sidecar} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{sidecar} is not an ofa-kit checkpoint sidecar (format must be {FORMAT!r})")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> ElasticMobileNetV3:
+    """Load a checkpoint written by :func:`save_checkpoint`, verifying sha256 and recipe.
+
+    The sidecar is available afterwards as ``supernet.checkpoint_meta``.
+    """
+    weights, _ = checkpoint_paths(path)
+    meta = read_checkpoint_meta(path)
+    if not weights.is_file():
+        raise ValueError(f"checkpoint weights {weights} not found")
+    digest = sha256_file(weights)
+    if digest != meta.get("sha256"):
+        raise ValueError(f"sha256 mismatch for {weights}: file has {digest}, sidecar says {meta.get('sha256')}; "
+                         "the weights are corrupt or belong to another checkpoint")
+    stored = MobileNetV3Spec.from_dict(meta["spec"])
+    spec = get_spec(meta["recipe"], num_classes=stored.num_classes, in_channels=stored.in_channels,
+                    dropout=stored.dropout)
+    if spec != stored:
+        diff = [k for k, v in stored.to_dict().items() if spec.to_dict()[k] != v]
+        raise ValueError(f"checkpoint {weights} was made with a different '{meta['recipe']}' architecture "
+                         f"(fields {diff} differ from the registered recipe)")
+    try:
+        tensors = load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"cannot read safetensors file {weights}: {exc}") from None
+    supernet = ElasticMobileNetV3(spec, recipe=meta["recipe"])
+    supernet.load_state_dict(tensors, strict=True)
+    supernet.checkpoint_meta = meta
+    return supernet

@@ -1,0 +1,133 @@
+"""Import official OFA-MobileNetV3 supernet checkpoints and export ours in OFA's layout.
+
+The ``ofa`` package names tensors after its module tree (``blocks.5.conv.depth_conv.conv.conv.weight``,
+``...7to5_matrix``); our supernet uses flat names (``blocks.4.dw_conv.weight``). The mapping below is the
+single source for both directions. Older OFA files (``mobile_inverted_conv``) and the static-layer
+spellings that OFA's own loader accepts (``.bn.`` for ``.bn.bn.``, ``.conv.weight`` for
+``.conv.conv.weight``) are accepted on import. Files are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from elastic import ElasticMobileNetV3
+from elastic.fileio import atomic_path
+from model_zoo.registry import get_supernet
+
+_BLOCK_BODY = (  # (our suffix, OFA suffix) inside one elastic block
+    (r"expand_conv\.weight", "conv.inverted_bottleneck.conv.conv.weight"),
+    (r"expand_bn\.(\w+)", r"conv.inverted_bottleneck.bn.bn.\1"),
+    (r"dw_conv\.weight", "conv.depth_conv.conv.conv.weight"),
+    (r"dw_conv\.transforms\.(\d+to\d+)", r"conv.depth_conv.conv.\1_matrix"),
+    (r"dw_bn\.(\w+)", r"conv.depth_conv.bn.bn.\1"),
+    (r"se\.(reduce|expand)\.(\w+)", r"conv.depth_conv.se.fc.\1.\2"),
+    (r"project_conv\.weight", "conv.point_linear.conv.conv.weight"),
+    (r"project_bn\.(\w+)", r"conv.point_linear.bn.bn.\1"),
+)
+_FIXED = (
+    (r"stem_conv\.weight", "first_conv.conv.weight"),
+    (r"stem_bn\.(\w+)", r"first_conv.bn.\1"),
+    (r"first_block\.dw_conv\.weight", "blocks.0.conv.depth_conv.conv.weight"),
+    (r"first_block\.dw_bn\.(\w+)", r"blocks.0.conv.depth_conv.bn.\1"),
+    (r"first_block\.project_conv\.weight", "blocks.0.conv.point_linear.conv.weight"),
+    (r"first_block\.project_bn\.(\w+)", r"blocks.0.conv.point_linear.bn.\1"),
+    (r"final_conv\.weight", "final_expand_layer.conv.weight"),
+    (r"final_bn\.(\w+)", r"final_expand_layer.bn.\1"),
+    (r"mix_conv\.weight", "feature_mix_layer.conv.weight"),
+    (r"classifier\.(weight|bias)", r"classifier.linear.\1"),
+)
+_ALIASES = ((".bn.bn.", ".bn."), (".conv.conv.weight", ".conv.weight"), (".linear.linear.", ".linear."))
+
+
+def ofa_key(key: str) -> str:
+    """OFA's name for one of our state-dict keys."""
+    for ours, theirs in _FIXED:
+        if re.fullmatch(ours, key):
+            return re.sub(ours, theirs, key)
+    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", key)
+    if m:
+        for ours, theirs in _BLOCK_BODY:
+            if re.fullmatch(ours, m.group(2)):
+                return f"blocks.{int(m.group(1)) + 1}." + re.sub(ours, theirs, m.group(2))
+    raise ValueError(f"no OFA name for state-dict key {key!r}")
+
+
+def to_ofa_state_dict(supernet: ElasticMobileNetV3) -> dict[str, torch.Tensor]:
+    """Our state dict renamed to OFA's ``OFAMobileNetV3`` layout."""
+    return {ofa_key(k): v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
+
+
+def export_ofa_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike) -> Path:
+    """Atomically save ``{"state_dict": ...}`` in OFA's layout, loadable by ``OFAMobileNetV3.load_state_dict``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": to_ofa_state_dict(supernet)}, tmp)
+    return path
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    if not path.is_file():
+        raise ValueError(f"OFA checkpoint {path} not found")
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/pickled files
+        raise ValueError(f"cannot read OFA checkpoint {path} as a weights-only PyTorch file: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"OFA checkpoint {path} holds no state dict of tensors (top level or under 'state_dict')")
+    return obj
+
+
+def import_ofa_checkpoint(name: str, path: str | os.PathLike, **kwargs: Any) -> ElasticMobileNetV3:
+    """Load an official OFA supernet checkpoint into our supernet of recipe ``name``.
+
+    ``num_classes`` is taken from the file's classifier unless given. A missing, unexpected or
+    wrongly shaped tensor is an error naming it.
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
+    cls_w = next((v for k, v in state.items() if k.endswith("classifier.linear.weight")), None)
+    if cls_w is not None and "num_classes" not in kwargs:
+        kwargs["num_classes"] = int(cls_w.shape[0])
+    supernet = get_supernet(name, **kwargs)
+    ours = supernet.state_dict()
+    lookup: dict[str, str] = {}
+    for k in ours:
+        canonical = ofa_key(k)
+        lookup[canonical] = k
+        alias = canonical
+        for long, short in _ALIASES:
+            alias = alias.replace(long, short)
+        lookup.setdefault(alias, k)
+    loaded: dict[str, torch.Tensor] = {}
+    unexpected, mismatched = [], []
+    for key, value in state.items():
+        target = lookup.get(key.replace(".mobile_inverted_conv.", ".conv."))
+        if target is None:
+            unexpected.append(key)
+        elif tuple(value.shape) != tuple(ours[target].shape):
+            mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(ours[target].shape)}")
+        else:
+            loaded[target] = value
+    missing = [k for k in ours if k not in loaded and not k.endswith("num_batches_tracked")]
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s), e.g. {[ofa_key(k) for k in missing[:3]]}")
+    if problems:
+        raise ValueError(f"OFA checkpoint {path} does not match recipe {name!r}: " + "; ".join(problems))
+    for k, v in ours.items():
+        loaded.setdefault(k, v)
+    supernet.load_state_dict({k: v.to(ours[k].dtype) for k, v in loaded.items()}, strict=True)
+    return supernet

@@ -1,0 +1,35 @@
+"""The supernet recipe registry: ``list_supernets()``, ``get_supernet(name, **kw)``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from elastic import ElasticMobileNetV3, MobileNetV3Spec, Registry
+
+SpecFactory = Callable[..., MobileNetV3Spec]
+
+SUPERNETS: Registry[SpecFactory] = Registry("supernet recipe")
+
+
+def register_supernet(name: str) -> Callable[[SpecFactory], SpecFactory]:
+    """Decorator registering a spec factory; it must accept ``num_classes`` and ``in_channels``."""
+    return SUPERNETS.register(name)  # type: ignore[return-value]
+
+
+def list_supernets() -> list[str]:
+    """Names of all registered supernet recipes."""
+    return SUPERNETS.names()
+
+
+def get_spec(name: str, **kwargs: Any) -> MobileNetV3Spec:
+    """The architecture spec of recipe ``name`` with overrides such as ``num_classes``."""
+    factory = SUPERNETS.get(name)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad option for supernet recipe {name!r}: {exc}") from None
+
+
+def get_supernet(name: str, **kwargs: Any) -> ElasticMobileNetV3:
+    """A freshly initialised supernet of recipe ``name`` (e.g. ``num_classes=10``)."""
+    return ElasticMobileNetV3(get_spec(name, **kwargs), recipe=name)
