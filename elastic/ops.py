@@ -116,8 +116,20 @@ class ElasticDepthwiseConv2d(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+        """Depthwise conv of ``x`` with the active ``kernel_size`` filter (``same`` padding).
+
+        On feature maps smaller than the kernel, taps that can only ever meet zero padding are cropped
+        away first (radius ``min(k // 2, max(H, W) - 1)``): the output and both gradients are unchanged,
+        but low-resolution training avoids paying for multiplications by padding.
+        """
         c = x.shape[1]
-        return F.conv2d(x, self.active_weight(c, kernel_size), None, self.stride, kernel_size // 2, 1, c)
+        w = self.active_weight(c, kernel_size)
+        half = kernel_size // 2
+        radius = min(half, max(x.shape[-2], x.shape[-1]) - 1)
+        if radius < half:
+            lo = half - radius
+            w = w[:, :, lo:lo + 2 * radius + 1, lo:lo + 2 * radius + 1]
+        return F.conv2d(x, w, None, self.stride, radius, 1, c)
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):

@@ -97,7 +97,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Elast
                          "the weights are corrupt or belong to another checkpoint")
     stored = MobileNetV3Spec.from_dict(meta["spec"])
     spec = get_spec(meta["recipe"], num_classes=stored.num_classes, in_channels=stored.in_channels,
-                    dropout=stored.dropout)
+                    dropout=stored.dropout, resolutions=stored.r)
     if spec != stored:
         diff = [k for k, v in stored.to_dict().items() if spec.to_dict()[k] != v]
         raise ValueError(f"checkpoint {weights} was made with a different '{meta['recipe']}' architecture "

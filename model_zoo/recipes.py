@@ -1,6 +1,12 @@
-"""Named supernet recipes: the two official OFA-MobileNetV3 spaces and a tiny single-channel family."""
+"""Named supernet recipes: the two official OFA-MobileNetV3 spaces and a tiny single-channel family.
+
+Every recipe accepts ``num_classes``, ``in_channels``, ``dropout`` and ``resolutions`` (the elastic
+resolutions; e.g. ``resolutions=(32,)`` to use an ImageNet layout on 32 px images).
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 from elastic import MobileNetV3Spec, StageSpec, make_divisible
 from model_zoo.registry import register_supernet
@@ -11,8 +17,8 @@ _OFA_STAGES = ((24, 2, "relu", False), (40, 2, "relu", True), (80, 2, "h_swish",
 _OFA_RESOLUTIONS = tuple(range(128, 225, 4))
 
 
-def ofa_mbv3_spec(width_mult: float, num_classes: int = 1000, in_channels: int = 3,
-                  dropout: float = 0.1) -> MobileNetV3Spec:
+def ofa_mbv3_spec(width_mult: float, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.1,
+                  resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
     """The OFA-MobileNetV3 space ``d234_e346_k357`` at a width multiplier (ImageNet layout)."""
     def w(base: int) -> int:
         return make_divisible(base * width_mult, 8)
@@ -22,24 +28,27 @@ def ofa_mbv3_spec(width_mult: float, num_classes: int = 1000, in_channels: int =
         first_block=StageSpec(w(16), 1, "relu", False),
         stages=tuple(StageSpec(w(b), s, a, se) for b, s, a, se in _OFA_STAGES),
         final_expand_width=w(960), feature_mix_width=w(1280),
-        ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), r=_OFA_RESOLUTIONS, dropout=dropout,
+        ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), r=tuple(resolutions or _OFA_RESOLUTIONS), dropout=dropout,
     )
 
 
 @register_supernet("ofa_mbv3_d234_e346_k357_w1.0")
-def ofa_mbv3_w10(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.1) -> MobileNetV3Spec:
+def ofa_mbv3_w10(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.1,
+                 resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
     """Official OFA-MobileNetV3 space, width 1.0: 3x{128..224} px, 1000 classes."""
-    return ofa_mbv3_spec(1.0, num_classes, in_channels, dropout)
+    return ofa_mbv3_spec(1.0, num_classes, in_channels, dropout, resolutions)
 
 
 @register_supernet("ofa_mbv3_d234_e346_k357_w1.2")
-def ofa_mbv3_w12(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.1) -> MobileNetV3Spec:
+def ofa_mbv3_w12(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.1,
+                 resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
     """Official OFA-MobileNetV3 space, width 1.2: 3x{128..224} px, 1000 classes."""
-    return ofa_mbv3_spec(1.2, num_classes, in_channels, dropout)
+    return ofa_mbv3_spec(1.2, num_classes, in_channels, dropout, resolutions)
 
 
 @register_supernet("ofa_mbv3_tiny")
-def ofa_mbv3_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.1) -> MobileNetV3Spec:
+def ofa_mbv3_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.1,
+                  resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
     """A small OFA-MobileNetV3 family for 28-32 px single-channel images (Fashion-MNIST).
 
     Same elastic dimensions as OFA (kernel 3/5/7, expand 3/4/6, depth 2/3/4) over four stages, a
@@ -52,5 +61,5 @@ def ofa_mbv3_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 
         stages=(StageSpec(24, 2, "relu", False), StageSpec(40, 2, "h_swish", True),
                 StageSpec(64, 1, "h_swish", True), StageSpec(96, 2, "h_swish", True)),
         final_expand_width=384, feature_mix_width=512,
-        ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), r=(28, 30, 32), dropout=dropout,
+        ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), r=tuple(resolutions or (28, 30, 32)), dropout=dropout,
     )

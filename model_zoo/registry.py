@@ -12,7 +12,10 @@ SUPERNETS: Registry[SpecFactory] = Registry("supernet recipe")
 
 
 def register_supernet(name: str) -> Callable[[SpecFactory], SpecFactory]:
-    """Decorator registering a spec factory; it must accept ``num_classes`` and ``in_channels``."""
+    """Decorator registering a spec factory.
+
+    The factory must accept ``num_classes``, ``in_channels``, ``dropout`` and ``resolutions``.
+    """
     return SUPERNETS.register(name)  # type: ignore[return-value]
 
 
