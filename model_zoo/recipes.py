@@ -58,8 +58,8 @@ def ofa_mbv3_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 
     return MobileNetV3Spec(
         in_channels=in_channels, num_classes=num_classes, stem_width=16, stem_stride=2,
         first_block=StageSpec(16, 1, "relu", False),
-        stages=(StageSpec(24, 2, "relu", False), StageSpec(40, 2, "h_swish", True),
-                StageSpec(64, 1, "h_swish", True), StageSpec(96, 2, "h_swish", True)),
+        stages=(StageSpec(24, 2, "relu", False), StageSpec(32, 2, "h_swish", True),
+                StageSpec(48, 1, "h_swish", True), StageSpec(64, 2, "h_swish", True)),
         final_expand_width=384, feature_mix_width=512,
         ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), r=tuple(resolutions or (28, 30, 32)), dropout=dropout,
     )

@@ -23,6 +23,16 @@ def _fmt_m(v: int) -> str:
     return f"{v / 1e6:.2f}M"
 
 
+def _table(title: str, *columns: str) -> Table:
+    """A table whose first column (names) never wraps or truncates."""
+    table = Table(title=title)
+    width = max(len(n) for n in model_zoo.list_supernets())
+    table.add_column(columns[0], no_wrap=True, min_width=width)
+    for col in columns[1:]:
+        table.add_column(col)
+    return table
+
+
 @zoo_app.command("list")
 def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """List registered supernet recipes with their space and cost range."""
@@ -30,9 +40,8 @@ def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON for 
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="Supernet recipes")
-    for col in ("recipe", "input", "classes", "subnets", "MACs (min-max)", "params (min-max)"):
-        table.add_column(col)
+    table = _table("Supernet recipes", "recipe", "input", "classes", "subnets", "MACs (min-max)",
+                   "params (min-max)")
     for r in rows:
         table.add_row(r["recipe"], f"{r['in_channels']}x{{{min(r['resolutions'])}..{max(r['resolutions'])}}}",
                       str(r["num_classes"]), f"{r['subnets']:.2e}",
@@ -60,15 +69,13 @@ def demo(configs: int = typer.Option(20, help="Random subnets for the OFA parity
         typer.echo(json.dumps(result, indent=2))
         return
     zoo_list(as_json=False)
-    t = Table(title="Extraction parity: supernet(x, cfg) vs extract(cfg)(x), eval mode")
-    for col in ("recipe", "configs", "max |diff|", "extract ms (median)"):
-        t.add_column(col)
+    t = _table("Extraction parity: supernet(x, cfg) vs extract(cfg)(x), eval mode", "recipe", "configs",
+               "max |diff|", "extract ms (median)")
     for r in result["extraction"]:
         t.add_row(r["recipe"], str(r["configs"]), f"{r['max_abs_diff']:.2e}", f"{r['extract_ms_median']:.1f}")
     console.print(t)
-    t = Table(title="Parity with the reference ofa package (same random weights)")
-    for col in ("recipe", "configs", "resolutions", "max |diff| supernet", "max |diff| extracted", "verdict"):
-        t.add_column(col)
+    t = _table("Parity with the reference ofa package (same random weights)", "recipe", "configs",
+               "resolutions", "max |diff| supernet", "max |diff| extracted", "verdict")
     ok = True
     for r in result["ofa_parity"]:
         if "unavailable" in r:

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny supernets with random, non-degenerate weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import model_zoo
+from model_zoo.ofa_parity import randomize_
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny():
+    """A randomised ``ofa_mbv3_tiny`` supernet in eval mode."""
+    return randomize_(model_zoo.get_supernet("ofa_mbv3_tiny"), seed=1).eval()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def ofa_available() -> bool:
+    try:
+        import ofa.imagenet_classification.elastic_nn.networks  # noqa: F401
+    except ImportError:
+        return False
+    return True
