@@ -28,8 +28,13 @@ def act_module(name: str | None) -> nn.Module | None:
         raise ValueError(f"unknown activation {name!r}; allowed: {sorted(_ACT_MODULES)}") from None
 
 
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of ``t`` that shares nothing with it."""
+    return t.detach().clone(memory_format=torch.contiguous_format)
+
+
 def _param(t: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(t.detach().clone())
+    return nn.Parameter(_copy(t))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -69,9 +74,9 @@ def make_bn(src: nn.BatchNorm2d, channels: int) -> nn.BatchNorm2d:
     bn = _fresh(nn.BatchNorm2d, channels, src.eps, src.momentum)
     bn._parameters["weight"] = _param(src.weight[:channels])
     bn._parameters["bias"] = _param(src.bias[:channels])
-    bn._buffers["running_mean"] = src.running_mean[:channels].clone()
-    bn._buffers["running_var"] = src.running_var[:channels].clone()
-    bn._buffers["num_batches_tracked"] = src.num_batches_tracked.clone()
+    bn._buffers["running_mean"] = _copy(src.running_mean[:channels])
+    bn._buffers["running_var"] = _copy(src.running_var[:channels])
+    bn._buffers["num_batches_tracked"] = _copy(src.num_batches_tracked)
     return bn
 
 
