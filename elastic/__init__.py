@@ -4,7 +4,7 @@ extraction to static networks, channel sorting and BatchNorm recalibration.
 This package imports none of ofa-kit's other packages.
 """
 
-from elastic.bn import recalibrate_bn
+from elastic.bn import calibrated_subnet, recalibrate_bn
 from elastic.config import SubnetConfig
 from elastic.ops import make_divisible
 from elastic.registry import Registry
@@ -15,6 +15,6 @@ from elastic.static import StaticMobileNetV3
 from elastic.supernet import ElasticMobileNetV3
 
 __all__ = [
-    "BlockPlan", "ElasticMobileNetV3", "MobileNetV3Spec", "Registry", "SearchSpace", "StageSpec",
+    "BlockPlan", "ElasticMobileNetV3", "calibrated_subnet", "MobileNetV3Spec", "Registry", "SearchSpace", "StageSpec",
     "StaticMobileNetV3", "SubnetConfig", "make_divisible", "plan", "recalibrate_bn", "sort_channels",
 ]

@@ -18,24 +18,34 @@ log = logging.getLogger(__name__)
 
 
 class _Moments:
-    """Per-channel count, sum and sum of squares of a BatchNorm's inputs, in float64."""
+    """Per-channel count, mean and sum of squared deviations of a BatchNorm's inputs.
+
+    Each batch's statistics are computed in its own precision (two-pass ``var_mean``) and merged in
+    float64 with Chan et al.'s parallel formula, so pooling many batches stays exact without converting
+    whole activation tensors to float64.
+    """
 
     def __init__(self) -> None:
         self.n = 0
-        self.s: torch.Tensor | None = None
-        self.ss: torch.Tensor | None = None
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
 
     def __call__(self, _module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        x = args[0].detach().double()
-        s, ss = x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))
-        self.s = s if self.s is None else self.s + s
-        self.ss = ss if self.ss is None else self.ss + ss
-        self.n += x.shape[0] * x.shape[2] * x.shape[3]
+        x = args[0].detach()
+        nb = x.shape[0] * x.shape[2] * x.shape[3]
+        var_b, mean_b = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        mean_b, m2_b = mean_b.double(), var_b.double() * nb
+        if self.mean is None:
+            self.n, self.mean, self.m2 = nb, mean_b, m2_b
+            return
+        n = self.n + nb
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2_b + delta * delta * (self.n * nb / n)
+        self.n = n
 
     def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.s / self.n
-        var = (self.ss - self.n * mean * mean) / max(self.n - 1, 1)
-        return mean, var.clamp_min(0.0)
+        return self.mean, self.m2 / max(self.n - 1, 1)
 
 
 def _images(batch: object) -> torch.Tensor:
@@ -44,6 +54,28 @@ def _images(batch: object) -> torch.Tensor:
     if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
         return batch[0]
     raise ValueError(f"recalibrate_bn batches must be tensors or (images, labels) pairs, got {type(batch).__name__}")
+
+
+def _pooled_statistics(supernet: torch.nn.Module, cfg: SubnetConfig, batches: Iterable[object]):
+    """Extract ``cfg`` and run it with batch statistics over ``batches``; returns (net, pairs, stats, images)."""
+    net, pairs = supernet.extract_with_bn_pairs(cfg)
+    net.eval().to(memory_format=torch.channels_last)  # same values, 2-3x faster on CPU
+    moments = []
+    for static_bn, _ in pairs:
+        static_bn.train()
+        m = _Moments()
+        static_bn.register_forward_pre_hook(m)
+        moments.append(m)
+    param = next(supernet.parameters())
+    seen = 0
+    with torch.no_grad():
+        for batch in batches:
+            x = _images(batch).to(device=param.device, dtype=param.dtype)
+            net(resize(x, cfg.r).contiguous(memory_format=torch.channels_last))
+            seen += x.shape[0]
+    if seen == 0:
+        raise ValueError("BatchNorm recalibration got no images: pass at least one non-empty batch")
+    return net, pairs, [m.mean_var() for m in moments], seen
 
 
 def recalibrate_bn(supernet: torch.nn.Module, cfg: SubnetConfig, batches: Iterable[object]) -> int:
@@ -62,28 +94,25 @@ def recalibrate_bn(supernet: torch.nn.Module, cfg: SubnetConfig, batches: Iterab
     Returns:
         The number of images used.
     """
-    net, pairs = supernet.extract_with_bn_pairs(cfg)
-    net.eval()
-    moments = []
-    for static_bn, _ in pairs:
-        static_bn.train()
-        m = _Moments()
-        static_bn.register_forward_pre_hook(m)
-        moments.append(m)
-    param = next(supernet.parameters())
-    seen = 0
+    _, pairs, stats, seen = _pooled_statistics(supernet, cfg, batches)
     with torch.no_grad():
-        for batch in batches:
-            x = _images(batch).to(device=param.device, dtype=param.dtype)
-            net(resize(x, cfg.r))
-            seen += x.shape[0]
-    if seen == 0:
-        raise ValueError("recalibrate_bn got no images: pass at least one non-empty batch")
-    with torch.no_grad():
-        for (static_bn, src), m in zip(pairs, moments):
-            mean, var = m.mean_var()
+        for (static_bn, src), (mean, var) in zip(pairs, stats):
             c = static_bn.num_features
             src.running_mean[:c].copy_(mean)
             src.running_var[:c].copy_(var)
     log.debug("recalibrated %d BatchNorm layers of %s on %d images", len(pairs), cfg.to_json(), seen)
     return seen
+
+
+def calibrated_subnet(supernet: torch.nn.Module, cfg: SubnetConfig, batches: Iterable[object]) -> torch.nn.Module:
+    """The extracted static subnet ``cfg`` with BatchNorm statistics recalibrated on ``batches``.
+
+    Same statistics as :func:`recalibrate_bn`, but the supernet is left untouched (use this to evaluate
+    subnets during training). The result is in eval mode.
+    """
+    net, pairs, stats, _ = _pooled_statistics(supernet, cfg, batches)
+    with torch.no_grad():
+        for (static_bn, _), (mean, var) in zip(pairs, stats):
+            static_bn.running_mean.copy_(mean)
+            static_bn.running_var.copy_(var)
+    return net.eval()

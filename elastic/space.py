@@ -110,15 +110,15 @@ class SearchSpace:
         return SubnetConfig(ks=(min(self.ks),) * n, e=(min(self.e),) * n, d=(min(self.d),) * self.n_stages,
                             r=min(self.r) if r is None else r)
 
-    def sample(self, rng: np.random.Generator) -> SubnetConfig:
-        """Draw every dimension uniformly and independently, as OFA does."""
+    def sample(self, rng: np.random.Generator, r: int | None = None) -> SubnetConfig:
+        """Draw every dimension uniformly and independently, as OFA does (``r`` fixes the resolution)."""
         n = self.n_blocks
         ks = rng.choice(len(self.ks), size=n)
         e = rng.choice(len(self.e), size=n)
         d = rng.choice(len(self.d), size=self.n_stages)
-        r = rng.choice(len(self.r))
+        ri = rng.choice(len(self.r))
         return SubnetConfig(ks=tuple(self.ks[i] for i in ks), e=tuple(self.e[i] for i in e),
-                            d=tuple(self.d[i] for i in d), r=self.r[r])
+                            d=tuple(self.d[i] for i in d), r=self.r[ri] if r is None else r)
 
     def canonical(self, cfg: SubnetConfig) -> SubnetConfig:
         """Same architecture with inactive block slots set to the smallest choices.

@@ -23,6 +23,23 @@ from model_zoo.registry import get_spec
 
 FORMAT = "ofa-kit-checkpoint"
 VERSION = 1
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+
+
+def list_checkpoints() -> list[str]:
+    """Names of the checkpoints shipped in the zoo (``arch.tag``, e.g. ``ofa_mbv3_tiny.fmnist``)."""
+    return sorted(p.name[: -len(".json")] for p in WEIGHTS_DIR.glob("*.json"))
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A zoo checkpoint name or a checkpoint path (with or without suffix) -> the ``.safetensors`` path."""
+    weights, sidecar = checkpoint_paths(name_or_path)
+    if sidecar.is_file() or weights.is_file():
+        return weights
+    if str(name_or_path) in list_checkpoints():
+        return WEIGHTS_DIR / f"{name_or_path}.safetensors"
+    raise ValueError(f"checkpoint {str(name_or_path)!r} not found: not a file, and not a zoo checkpoint "
+                     f"{list_checkpoints()}")
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -69,8 +86,8 @@ def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metri
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The sidecar JSON of a checkpoint (no hash check)."""
-    _, sidecar = checkpoint_paths(path)
+    """The sidecar JSON of a checkpoint path or zoo name (no hash check)."""
+    _, sidecar = checkpoint_paths(resolve_checkpoint(path))
     if not sidecar.is_file():
         raise ValueError(f"checkpoint sidecar {sidecar} not found (expected next to the .safetensors file)")
     try:
@@ -82,11 +99,12 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> ElasticMobileNetV3:
-    """Load a checkpoint written by :func:`save_checkpoint`, verifying sha256 and recipe.
+def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") -> ElasticMobileNetV3:
+    """Load a checkpoint (a path, or a zoo name like ``ofa_mbv3_tiny.fmnist``), verifying sha256 and recipe.
 
     The sidecar is available afterwards as ``supernet.checkpoint_meta``.
     """
+    path = resolve_checkpoint(name_or_path)
     weights, _ = checkpoint_paths(path)
     meta = read_checkpoint_meta(path)
     if not weights.is_file():

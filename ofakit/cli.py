@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -91,9 +92,39 @@ def demo(configs: int = typer.Option(20, help="Random subnets for the OFA parity
         raise typer.Exit(1)
 
 
+@app.command()
+def train(recipe: str = typer.Option(None, help="Built-in recipe name (see `ofakit zoo recipes`) or a .toml/.yaml file."),
+          data: str = typer.Option(None, help="fashion-mnist[:DIR], imagefolder:DIR, cifar10:DIR or a directory; "
+                                              "default: the recipe's."),
+          out: Path = typer.Option(..., help="Run directory (checkpoints, metrics.jsonl, accuracy.png, supernet)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+          limit: int = typer.Option(None, help="Use only this many training images (quick runs)."),
+          as_json: bool = typer.Option(False, "--json", help="Print the final checkpoint metadata as JSON.")) -> None:
+    """Train a supernet by progressive shrinking (or the sandwich rule); runs under torchrun too."""
+    from ofakit.train import run_training
+
+    try:
+        meta = run_training(recipe, out, data=data, resume=resume, train_limit=limit, progress=not as_json)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    if not meta:
+        return
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2))
+        return
+    t = _table(f"Trained supernet: {out / 'supernet.safetensors'}", "subnet", "MACs", "params", "val top-1",
+               "test top-1")
+    m = meta["metrics"]
+    for name, info in m["subnets"].items():
+        t.add_row(name, _fmt_m(info["macs"]), _fmt_m(info["params"]), f"{100 * m['val_top1'].get(name, 0):.2f}%",
+                  f"{100 * m.get('test_top1', {}).get(name, float('nan')):.2f}%")
+    console.print(t)
+
+
 def main() -> None:
     """Console-script entry point."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app()
 
 

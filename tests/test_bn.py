@@ -69,7 +69,7 @@ def test_recalibration_changes_nothing_else(rng):
 
 
 def test_recalibration_errors(tiny):
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match="got no images"):
         recalibrate_bn(tiny, tiny.space.largest(), [])
     with pytest.raises(ValueError, match="tensors or"):
         recalibrate_bn(tiny, tiny.space.largest(), ["not a batch"])

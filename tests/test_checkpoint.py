@@ -60,9 +60,14 @@ def test_recipe_mismatch(tiny, tmp_path):
 
 
 def test_missing_or_bad_files(tiny, tmp_path):
-    with pytest.raises(ValueError, match="sidecar .* not found"):
+    with pytest.raises(ValueError, match="checkpoint '.*nothing' not found: not a file, and not a zoo checkpoint"):
         load_checkpoint(tmp_path / "nothing")
     path = save_checkpoint(tiny, tmp_path / "sn")
+    sidecar = (tmp_path / "sn.json").read_text()
+    (tmp_path / "sn.json").unlink()
+    with pytest.raises(ValueError, match="sidecar .*sn.json not found"):
+        load_checkpoint(path)
+    (tmp_path / "sn.json").write_text(sidecar)
     (tmp_path / "sn.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_checkpoint(path)

@@ -1,0 +1,53 @@
+"""Accuracy of subnets: top-1 of a static network on a dataset, and of named supernet subnets after
+BatchNorm recalibration (the OFA protocol: no fine-tuning)."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from elastic.bn import calibrated_subnet
+from elastic.config import SubnetConfig
+from elastic.ops import resize
+
+
+def top1(model: torch.nn.Module, batches: Iterable[object], r: int) -> float:
+    """Top-1 accuracy of ``model`` (eval mode assumed) on ``(images, labels)`` batches resized to ``r``.
+
+    The model is moved to channels-last memory format in place (same values; 2-3x faster on CPU).
+    """
+    correct = total = 0
+    model = model.to(memory_format=torch.channels_last)  # 2-3x faster CPU inference for depthwise nets
+    with torch.no_grad():
+        for x, y in batches:
+            pred = model(resize(x, r).contiguous(memory_format=torch.channels_last)).argmax(1)
+            correct += int((pred == y).sum())
+            total += int(y.numel())
+    if total == 0:
+        raise ValueError("accuracy needs at least one labelled image")
+    return correct / total
+
+
+def loader(dataset: Dataset, batch_size: int = 500, num_workers: int = 0) -> DataLoader:
+    """A deterministic (unshuffled) evaluation loader."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def evaluate_subnets(supernet: torch.nn.Module, cfgs: Mapping[str, SubnetConfig], calib: Dataset,
+                     data: Dataset, batch_size: int = 500) -> dict[str, float]:
+    """Top-1 of each named subnet on ``data`` after recalibrating its BatchNorm on ``calib``.
+
+    The supernet is not modified.
+    """
+    out = {}
+    was_training = supernet.training
+    supernet.eval()
+    try:
+        for name, cfg in cfgs.items():
+            net = calibrated_subnet(supernet, cfg, loader(calib, batch_size))
+            out[name] = top1(net, loader(data, batch_size), cfg.r)
+    finally:
+        supernet.train(was_training)
+    return out

@@ -1,0 +1,327 @@
+"""Supernet training by progressive shrinking (or the sandwich rule): resumable, distributed-ready.
+
+The schedule is a list of :class:`~elastic.schedule.Phase` records. Every optimizer step draws its subnets
+from a generator seeded by ``(seed, phase, epoch, step)``, so all ranks train the same subnets and a
+resumed run draws exactly what an uninterrupted one would. Rank 0 evaluates, logs metrics (JSON lines +
+PNG) and checkpoints after every epoch; ``resume=True`` continues from the last checkpoint and reaches the
+same weights as an uninterrupted run (one process, same seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from elastic import distributed
+from elastic.config import SubnetConfig
+from elastic.data import Splits
+from elastic.evaluate import evaluate_subnets
+from elastic.fileio import atomic_write_text
+from elastic.ops import resize
+from elastic.plots import plot_accuracy_curves
+from elastic.schedule import Phase, validate_schedule
+from elastic.sorting import sort_channels
+from elastic.space import SearchSpace
+from elastic.supernet import ElasticMobileNetV3
+from elastic.train_state import TrainState, load_train_state, save_train_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and evaluation settings shared by all phases."""
+
+    batch_size: int = 128
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    label_smoothing: float = 0.1
+    seed: int = 0
+    calib_images: int = 2000
+    epoch_calib_images: int = 1000
+    eval_images: int = 1000
+    eval_random_subnets: int = 2
+    eval_batch_size: int = 500
+    num_workers: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.calib_images < 1 or self.eval_random_subnets < 0:
+            raise ValueError(f"bad TrainConfig {self}: batch_size and calib_images must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a mapping; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train setting(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+
+def eval_subnets(space: SearchSpace, seed: int, n_random: int) -> dict[str, SubnetConfig]:
+    """The subnets tracked every epoch: largest, smallest and ``n_random`` fixed random ones."""
+    rng = np.random.default_rng([seed, 12345])
+    out = {"largest": space.largest(), "smallest": space.smallest()}
+    out.update({f"random{i}": space.sample(rng) for i in range(n_random)})
+    return out
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (knowledge distillation)."""
+    return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
+
+
+def draw_subnets(phase: Phase, space: SearchSpace, rng: np.random.Generator) -> list[SubnetConfig]:
+    """The subnets of one step; all share one resolution, drawn first."""
+    r = space.r[int(rng.integers(len(space.r)))]
+    if phase.sampler == "sandwich":
+        extra = [space.sample(rng, r) for _ in range(phase.subnets_per_step - 2)]
+        return [space.largest(r), space.smallest(r), *extra]
+    return [space.sample(rng, r) for _ in range(phase.subnets_per_step)]
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at ``step`` (linear warm-up, then cosine or constant)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def trained_widths(phases: Sequence[Phase], space: SearchSpace) -> tuple[float, ...]:
+    """Expand ratios trained by ``phases`` (kept nested when channels are re-sorted)."""
+    return tuple(sorted({e for p in phases for e in (p.e or (max(space.e),))}))
+
+
+class Trainer:
+    """Runs a schedule on a supernet and writes the run directory.
+
+    Run directory: ``state.json`` + ``state-N.safetensors`` (latest training state), ``metrics.jsonl``
+    (one record per epoch), ``accuracy.png`` (validation curves).
+
+    Args:
+        supernet: The supernet to train (modified in place).
+        splits: Train/val data (``splits.train`` is augmented; BN calibration uses the plain val-split
+            transform on training images).
+        phases: The schedule.
+        config: Optimisation/evaluation settings.
+        out_dir: Run directory.
+        progress: Show a progress bar on rank 0.
+    """
+
+    def __init__(self, supernet: ElasticMobileNetV3, splits: Splits, phases: Sequence[Phase], config: TrainConfig,
+                 out_dir: str | Path, progress: bool = True):
+        self.supernet, self.splits, self.config = supernet, splits, config
+        self.phases = validate_schedule(phases, supernet.space)
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        if splits.in_channels != supernet.spec.in_channels:
+            raise ValueError(f"the data has {splits.in_channels} channel(s) but the supernet expects "
+                             f"{supernet.spec.in_channels}; pick a recipe with in_channels={splits.in_channels}")
+        if splits.num_classes != supernet.spec.num_classes:
+            raise ValueError(f"the data has {splits.num_classes} classes but the supernet has "
+                             f"{supernet.spec.num_classes} outputs")
+        self.tracked = eval_subnets(supernet.space, config.seed, config.eval_random_subnets)
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+
+    # ------------------------------------------------------------------ setup
+    def calib_set(self, n: int | None = None) -> Subset:
+        """Un-augmented training images for BatchNorm recalibration (``calib_images`` by default)."""
+        base = self.splits.val.dataset if isinstance(self.splits.val, Subset) else self.splits.val
+        train_idx = self.splits.train.indices if isinstance(self.splits.train, Subset) else range(len(base))
+        return Subset(base, list(train_idx)[: n or self.config.calib_images])
+
+    def _train_loader(self, rank: int, world: int) -> tuple[DataLoader, DistributedSampler]:
+        if self.config.batch_size % world:
+            raise ValueError(f"batch_size={self.config.batch_size} must be divisible by the {world} processes")
+        sampler = DistributedSampler(self.splits.train, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=self.config.seed, drop_last=True)
+        per_rank = self.config.batch_size // world
+        if len(sampler) < per_rank:
+            raise ValueError(f"only {len(sampler)} training images per process, fewer than a batch of {per_rank}")
+        loader = DataLoader(self.splits.train, batch_size=per_rank, sampler=sampler, drop_last=True,
+                            num_workers=self.config.num_workers)
+        return loader, sampler
+
+    def _optimizer(self, phase: Phase, steps_per_epoch: int):
+        decay, no_decay = [], []
+        for name, p in self.supernet.named_parameters():
+            (no_decay if p.dim() <= 1 or ".transforms." in name else decay).append(p)
+        c = self.config
+        opt = torch.optim.SGD([{"params": decay, "weight_decay": c.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}],
+                              lr=phase.lr, momentum=c.momentum, nesterov=c.nesterov)
+        total, warm = phase.epochs * steps_per_epoch, int(phase.warmup_epochs * steps_per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, phase.lr_schedule))
+        return opt, sched
+
+    def _teacher(self, state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
+        teacher = self.supernet.extract(self.supernet.space.largest())
+        if state is not None:
+            teacher.load_state_dict(dict(state))
+        return teacher.eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------ run
+    def run(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Train through the whole schedule; returns the per-epoch metric records."""
+        rank, world, device = distributed.setup()
+        self.supernet.to(device)
+        state = load_train_state(self.out_dir) if resume else None
+        if not resume and (self.out_dir / "state.json").exists():
+            raise ValueError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
+                             "or choose another output directory")
+        teacher, pi0, epoch0, global_epoch, records = None, 0, 0, 0, []
+        if state is not None:
+            self.supernet.load_state_dict(state.model)
+            teacher = self._teacher(state.teacher).to(device) if state.teacher else None
+            pi0, epoch0, global_epoch = state.phase_index, state.epoch, state.global_epoch
+            torch.set_rng_state(state.rng["torch"])
+            if state.rng.get("cuda") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state.rng["cuda"])
+            records = self._read_records(global_epoch)
+            log.info("resuming at phase %s, epoch %d (global epoch %d)", self.phases[pi0].name, epoch0, global_epoch)
+        elif resume:
+            log.warning("no checkpoint in %s: starting from scratch", self.out_dir)
+        model = self.supernet
+        if world > 1:
+            model = DistributedDataParallel(self.supernet, find_unused_parameters=True,
+                                            device_ids=[device.index] if device.type == "cuda" else None)
+        loader, sampler = self._train_loader(rank, world)
+        calib = self.calib_set(self.config.epoch_calib_images)
+        val_subset = Subset(self.splits.val, range(min(self.config.eval_images, len(self.splits.val))))
+        for pi in range(pi0, len(self.phases)):
+            phase = self.phases[pi]
+            space = phase.space(self.supernet.space)
+            resuming = state is not None and pi == state.phase_index
+            if resuming and epoch0 >= phase.epochs:
+                continue
+            if not resuming:
+                if phase.sort_channels:
+                    sort_channels(self.supernet, keep=trained_widths(self.phases[:pi], self.supernet.space))
+                if phase.uses_teacher and teacher is None:
+                    teacher = self._teacher().to(device)
+            opt, sched = self._optimizer(phase, len(loader))
+            if resuming:
+                opt.load_state_dict(state.optimizer)
+                sched.load_state_dict(state.scheduler)
+            for epoch in range(epoch0 if resuming else 0, phase.epochs):
+                sampler.set_epoch(global_epoch)
+                t0 = time.perf_counter()
+                loss = self._train_epoch(model, phase, pi, space, epoch, opt, sched, teacher, loader, device, rank)
+                global_epoch += 1
+                if distributed.is_main():
+                    rec = {"phase": phase.name, "phase_index": pi, "epoch": epoch + 1, "global_epoch": global_epoch,
+                           "loss": loss, "lr": sched.get_last_lr()[0], "steps": len(loader),
+                           "images": len(loader) * self.config.batch_size, "train_s": time.perf_counter() - t0}
+                    rec["val"] = evaluate_subnets(self.supernet, self.tracked, calib, val_subset,
+                                                  self.config.eval_batch_size)
+                    rec["eval_s"] = time.perf_counter() - t0 - rec["train_s"]
+                    records.append(rec)
+                    self._write_records(records)
+                    self._save(pi, epoch + 1, global_epoch, teacher, opt, sched)
+                    log.info("phase %s epoch %d/%d: loss %.4f, val %s", phase.name, epoch + 1, phase.epochs, loss,
+                             {k: round(v, 4) for k, v in rec["val"].items()})
+                distributed.barrier()
+        return records
+
+    def _train_epoch(self, model, phase: Phase, pi: int, space: SearchSpace, epoch: int, opt, sched,
+                     teacher, loader: DataLoader, device: torch.device, rank: int) -> float:
+        model.train()
+        total, count = 0.0, 0
+        bar = _Progress(self.progress and rank == 0, f"{phase.name} {epoch + 1}/{phase.epochs}", len(loader))
+        with bar:
+            for step, (x, y) in enumerate(loader):
+                cfgs = draw_subnets(phase, space, np.random.default_rng([self.config.seed, pi, epoch, step]))
+                x, y = resize(x.to(device), cfgs[0].r), y.to(device)
+                soft = None
+                if phase.uses_teacher:
+                    with torch.no_grad():
+                        soft = F.softmax(teacher(x), dim=1)
+                opt.zero_grad(set_to_none=True)
+                for i, cfg in enumerate(cfgs):
+                    out = model(x, cfg)
+                    loss = F.cross_entropy(out, y, label_smoothing=self.config.label_smoothing)
+                    if soft is not None and phase.kd_weight > 0:
+                        loss = loss + phase.kd_weight * soft_cross_entropy(out, soft)
+                    if phase.kd_source == "inplace" and phase.kd_weight > 0 and i == 0:
+                        soft = F.softmax(out.detach(), dim=1)
+                    loss.backward()
+                    total += loss.item()
+                    count += 1
+                opt.step()
+                sched.step()
+                bar.advance(total / count)
+                if rank == 0 and self.config.log_every and (step + 1) % self.config.log_every == 0:
+                    log.info("%s epoch %d step %d/%d loss %.4f", phase.name, epoch + 1, step + 1, len(loader),
+                             total / count)
+        return total / max(count, 1)
+
+    # -------------------------------------------------------------- records
+    def _save(self, pi: int, epoch: int, global_epoch: int, teacher, opt, sched) -> None:
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        meta = {"phase": self.phases[pi].name, "schedule": [p.to_dict() for p in self.phases],
+                "config": self.config.to_dict(), "recipe": self.supernet.recipe}
+        save_train_state(self.out_dir, TrainState(
+            phase_index=pi, epoch=epoch, global_epoch=global_epoch, model=self.supernet.state_dict(),
+            teacher=teacher.state_dict() if teacher is not None else {}, optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(), rng=rng, meta=meta))
+
+    def _read_records(self, up_to_epoch: int) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        recs = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        return [r for r in recs if r["global_epoch"] <= up_to_epoch]
+
+    def _write_records(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        try:
+            plot_accuracy_curves(records, self.out_dir / "accuracy.png",
+                                 title=f"{self.supernet.recipe or 'supernet'}: validation accuracy per subnet")
+        except Exception as exc:  # a plotting failure must never stop training
+            log.warning("could not write accuracy.png: %s", exc)
+
+
+class _Progress:
+    """A rich progress bar for one epoch (does nothing when disabled)."""
+
+    def __init__(self, enabled: bool, label: str, total: int):
+        self.enabled, self.label, self.total = enabled, label, total
+        self._progress = self._task = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=self.total, loss=float("nan"))
+        return self
+
+    def advance(self, loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, loss=loss)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

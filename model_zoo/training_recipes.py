@@ -1,0 +1,117 @@
+"""Training recipes: TOML (or YAML) files naming a supernet, its data, settings and schedule.
+
+Built-in recipes live in ``model_zoo/recipes/*.toml``; any file path works too. A recipe either lists
+its phases explicitly (``[[phase]]`` tables) or asks for a preset (``strategy = "progressive"`` for OFA's
+progressive shrinking, ``"sandwich"`` for the sandwich rule) tuned by a ``[schedule]`` table.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from elastic.schedule import Phase, ofa_schedule, sandwich_schedule
+from elastic.trainer import TrainConfig
+from model_zoo.registry import get_spec
+
+RECIPE_DIR = Path(__file__).with_name("recipes")
+_TOP_KEYS = {"name", "description", "supernet", "supernet_options", "strategy", "data", "train", "schedule", "phase"}
+_DATA_KEYS = {"source", "val_size", "train_limit", "test_limit", "image_size", "augment"}
+STRATEGIES = ("progressive", "sandwich")
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """A fully resolved training recipe."""
+
+    name: str
+    supernet: str
+    supernet_options: dict[str, Any]
+    data: dict[str, Any]
+    train: TrainConfig
+    phases: list[Phase]
+    strategy: str = "progressive"
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved settings (saved beside each run)."""
+        return {"name": self.name, "description": self.description, "supernet": self.supernet,
+                "supernet_options": self.supernet_options, "strategy": self.strategy, "data": self.data,
+                "train": self.train.to_dict(), "phase": [p.to_dict() for p in self.phases]}
+
+
+def list_training_recipes() -> list[str]:
+    """Names of the built-in recipes."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: YAML recipes need PyYAML (pip install pyyaml); TOML needs nothing") from None
+        data = yaml.safe_load(text)
+    else:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a table of settings")
+    return data
+
+
+def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingRecipe:
+    """Validate and resolve a recipe mapping (as read from TOML/YAML or from a run's settings)."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ValueError(f"recipe {name!r}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    if "supernet" not in data:
+        raise ValueError(f"recipe {name!r} must name a supernet (e.g. supernet = \"ofa_mbv3_tiny\")")
+    options = dict(data.get("supernet_options", {}))
+    spec = get_spec(data["supernet"], **options)
+    data_cfg = dict(data.get("data", {}))
+    bad = sorted(set(data_cfg) - _DATA_KEYS)
+    if bad:
+        raise ValueError(f"recipe {name!r}: unknown [data] key(s) {bad}; allowed: {sorted(_DATA_KEYS)}")
+    train = TrainConfig.from_dict(data.get("train", {}))
+    strategy = data.get("strategy", "progressive")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"recipe {name!r}: strategy={strategy!r}; allowed: {list(STRATEGIES)}")
+    if "phase" in data:
+        phases = [Phase.from_dict(p) for p in data["phase"]]
+    else:
+        sched = dict(data.get("schedule", {}))
+        try:
+            if strategy == "progressive":
+                phases = ofa_schedule(space=spec.space, **sched)
+            else:
+                phases = sandwich_schedule(space=spec.space, **sched)
+        except TypeError as exc:
+            raise ValueError(f"recipe {name!r}: bad [schedule] for strategy {strategy!r}: {exc}") from None
+    for p in phases:
+        p.space(spec.space)
+    return TrainingRecipe(name=data.get("name", name), supernet=data["supernet"], supernet_options=options,
+                          data=data_cfg, train=train, phases=phases, strategy=strategy,
+                          description=data.get("description", ""))
+
+
+def load_training_recipe(name_or_path: str | Path) -> TrainingRecipe:
+    """A built-in recipe by name, or a recipe file (``.toml``, ``.yaml``, ``.yml``)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        builtin = RECIPE_DIR / f"{name_or_path}.toml"
+        if not builtin.is_file():
+            raise ValueError(f"unknown training recipe {str(name_or_path)!r}: not a file, and not one of the "
+                             f"built-in recipes {list_training_recipes()}")
+        path = builtin
+    return recipe_from_dict(_read(path), name=path.stem)

@@ -1,0 +1,88 @@
+"""`ofakit train`: compose a recipe, a dataset, a supernet and the elastic trainer into one run.
+
+The run directory gets ``settings.json`` (the resolved recipe and data), the trainer's state, metrics and
+plots, and at the end ``supernet.safetensors`` + ``supernet.json`` (a zoo checkpoint whose metadata holds
+test-set accuracies and the input preprocessing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import model_zoo
+from elastic import distributed
+from elastic.data import DataSource, load_splits
+from elastic.evaluate import evaluate_subnets
+from elastic.fileio import atomic_write_text
+from elastic.trainer import Trainer, eval_subnets
+from model_zoo.training_recipes import TrainingRecipe, load_training_recipe, recipe_from_dict
+
+log = logging.getLogger(__name__)
+
+
+def resolve_recipe(recipe: str | None, out: Path, resume: bool) -> TrainingRecipe:
+    """The recipe to run: the one saved in ``out`` when resuming, else ``recipe``."""
+    saved = out / "settings.json"
+    if resume and saved.is_file():
+        settings = json.loads(saved.read_text())
+        stored = recipe_from_dict(settings["recipe"], name=settings["recipe"].get("name", "saved"))
+        if recipe is not None and load_training_recipe(recipe).to_dict() != stored.to_dict():
+            raise ValueError(f"--recipe {recipe} differs from the recipe this run was started with "
+                             f"({saved}); resume without --recipe or use a new --out")
+        return stored
+    if recipe is None:
+        raise ValueError("--recipe is required (a built-in name or a .toml/.yaml file)")
+    return load_training_recipe(recipe)
+
+
+def run_training(recipe: str | None, out: str | Path, data: str | None = None, resume: bool = False,
+                 train_limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train per ``recipe`` into ``out``; returns the final checkpoint's metadata (rank 0) or ``{}``."""
+    out = Path(out)
+    rec = resolve_recipe(recipe, out, resume)
+    data_cfg = dict(rec.data)
+    if data is not None:
+        data_cfg["source"] = data
+    if train_limit is not None:
+        data_cfg["train_limit"] = train_limit
+    settings_path = out / "settings.json"
+    if resume and settings_path.is_file():
+        data_cfg = json.loads(settings_path.read_text())["data"]
+    source = DataSource.parse(str(data_cfg.get("source", "fashion-mnist")))
+    splits = load_splits(source, val_size=int(data_cfg.get("val_size", 5000)), seed=rec.train.seed,
+                         train_limit=data_cfg.get("train_limit"), test_limit=data_cfg.get("test_limit"),
+                         image_size=int(data_cfg.get("image_size", 224)), augment=bool(data_cfg.get("augment", True)))
+    torch.manual_seed(rec.train.seed)
+    supernet = model_zoo.get_supernet(rec.supernet, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                                      **rec.supernet_options)
+    if distributed.is_main() and not settings_path.is_file():
+        if not resume and (out / "state.json").exists():
+            raise ValueError(f"{out} already holds a training run; pass --resume or choose another --out")
+        atomic_write_text(settings_path, json.dumps({"recipe": rec.to_dict(), "data": data_cfg,
+                                                     "source": splits.source}, indent=2) + "\n")
+    trainer = Trainer(supernet, splits, rec.phases, rec.train, out, progress=progress)
+    records = trainer.run(resume=resume)
+    meta: dict[str, Any] = {}
+    if distributed.is_main():
+        tracked = eval_subnets(supernet.space, rec.train.seed, rec.train.eval_random_subnets)
+        metrics: dict[str, Any] = {"val_top1": evaluate_subnets(supernet, tracked, trainer.calib_set(), splits.val,
+                                                                rec.train.eval_batch_size)}
+        if splits.test is not None:
+            metrics["test_top1"] = evaluate_subnets(supernet, tracked, trainer.calib_set(), splits.test,
+                                                    rec.train.eval_batch_size)
+        metrics["subnets"] = {k: {"config": json.loads(c.to_json()), "macs": supernet.flops(c),
+                                  "params": supernet.params(c)} for k, c in tracked.items()}
+        metrics["protocol"] = (f"top-1 after BatchNorm recalibration on {rec.train.calib_images} training "
+                               "images, no fine-tuning")
+        extra = {"preprocess": {**splits.preprocessing(), "resolutions": list(supernet.space.r)},
+                 "training": {"recipe": rec.name, "epochs": sum(p.epochs for p in rec.phases),
+                              "data": splits.source}}
+        path = model_zoo.save_checkpoint(supernet, out / "supernet", metrics=metrics, extra=extra)
+        meta = model_zoo.read_checkpoint_meta(path)
+    distributed.barrier()
+    return meta
