@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
 
+from elastic.config import SubnetConfig
 from elastic.space import SearchSpace
 
 SAMPLERS = ("random", "sandwich")
@@ -36,6 +37,8 @@ class Phase:
             widths trained by earlier phases (OFA does this before each elastic-expand stage).
         warmup_epochs: Linear warm-up length (may be fractional).
         lr_schedule: ``cosine`` (per step, to zero) or ``constant``.
+        subnet: Train exactly this subnet every step (e.g. a from-scratch baseline or a fine-tune);
+            the elastic-dimension fields must then be left unset.
     """
 
     name: str
@@ -52,8 +55,14 @@ class Phase:
     sort_channels: bool = False
     warmup_epochs: float = 0.0
     lr_schedule: str = "cosine"
+    subnet: SubnetConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.subnet, Mapping):
+            object.__setattr__(self, "subnet", SubnetConfig.from_dict(self.subnet))
+        if self.subnet is not None and (any(getattr(self, n) is not None for n in ("ks", "e", "d", "r"))
+                                        or self.subnets_per_step != 1 or self.sampler != "random"):
+            raise ValueError(f"phase {self.name!r}: a fixed subnet excludes ks/e/d/r, sampler and subnets_per_step")
         for name in ("ks", "e", "d", "r"):
             v = getattr(self, name)
             if v is not None:
@@ -79,6 +88,10 @@ class Phase:
 
     def space(self, full: SearchSpace) -> SearchSpace:
         """The sub-space this phase samples from; values outside ``full`` are an error."""
+        if self.subnet is not None:
+            c = full.validate(self.subnet)
+            return SearchSpace(ks=set(c.ks), e=set(c.e), d=set(c.d) | {full.max_depth}, r=(c.r,),
+                               n_stages=full.n_stages)
         chosen = {}
         for name in ("ks", "e", "d", "r"):
             allowed = getattr(full, name)
@@ -102,7 +115,10 @@ class Phase:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/TOML-ready dict."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
+        if self.subnet is not None:
+            out["subnet"] = self.subnet.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Phase":

@@ -91,6 +91,8 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
 
 def draw_subnets(phase: Phase, space: SearchSpace, rng: np.random.Generator) -> list[SubnetConfig]:
     """The subnets of one step; all share one resolution, drawn first."""
+    if phase.subnet is not None:
+        return [phase.subnet]
     r = space.r[int(rng.integers(len(space.r)))]
     if phase.sampler == "sandwich":
         extra = [space.sample(rng, r) for _ in range(phase.subnets_per_step - 2)]
@@ -126,10 +128,12 @@ class Trainer:
         config: Optimisation/evaluation settings.
         out_dir: Run directory.
         progress: Show a progress bar on rank 0.
+        track: Subnets evaluated after every epoch (default: largest, smallest and
+            ``config.eval_random_subnets`` fixed random ones).
     """
 
     def __init__(self, supernet: ElasticMobileNetV3, splits: Splits, phases: Sequence[Phase], config: TrainConfig,
-                 out_dir: str | Path, progress: bool = True):
+                 out_dir: str | Path, progress: bool = True, track: Mapping[str, SubnetConfig] | None = None):
         self.supernet, self.splits, self.config = supernet, splits, config
         self.phases = validate_schedule(phases, supernet.space)
         self.out_dir = Path(out_dir)
@@ -140,7 +144,7 @@ class Trainer:
         if splits.num_classes != supernet.spec.num_classes:
             raise ValueError(f"the data has {splits.num_classes} classes but the supernet has "
                              f"{supernet.spec.num_classes} outputs")
-        self.tracked = eval_subnets(supernet.space, config.seed, config.eval_random_subnets)
+        self.tracked = dict(track) if track else eval_subnets(supernet.space, config.seed, config.eval_random_subnets)
         self.metrics_path = self.out_dir / "metrics.jsonl"
 
     # ------------------------------------------------------------------ setup
