@@ -128,3 +128,21 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
     supernet.load_state_dict(tensors, strict=True)
     supernet.checkpoint_meta = meta
     return supernet
+
+
+def publish_checkpoint(src: str | os.PathLike, name: str) -> Path:
+    """Copy a verified checkpoint into the zoo as ``name`` (``arch.tag``, e.g. ``ofa_mbv3_tiny.fmnist``)."""
+    import re
+    import shutil
+
+    if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+", name):
+        raise ValueError(f"zoo name {name!r} must look like arch.tag (letters, digits, underscores, dots)")
+    net = load_checkpoint(src)  # verifies sha256 and recipe
+    if not name.startswith(net.recipe + "."):
+        raise ValueError(f"zoo name {name!r} must start with the checkpoint's recipe {net.recipe!r} + '.'")
+    weights, _ = checkpoint_paths(resolve_checkpoint(src))
+    with atomic_path(WEIGHTS_DIR / f"{name}.safetensors") as tmp:
+        shutil.copyfile(weights, tmp)
+    meta = {**net.checkpoint_meta, "name": name, "weights": f"{name}.safetensors"}
+    atomic_write_text(WEIGHTS_DIR / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return WEIGHTS_DIR / f"{name}.safetensors"

@@ -44,6 +44,7 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
                  train_limit: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Train per ``recipe`` into ``out``; returns the final checkpoint's metadata (rank 0) or ``{}``."""
     out = Path(out)
+    distributed.setup()  # join the process group first, so that only rank 0 writes anything
     rec = resolve_recipe(recipe, out, resume)
     data_cfg = dict(rec.data)
     if data is not None:
@@ -85,4 +86,5 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
         path = model_zoo.save_checkpoint(supernet, out / "supernet", metrics=metrics, extra=extra)
         meta = model_zoo.read_checkpoint_meta(path)
     distributed.barrier()
+    distributed.cleanup()
     return meta

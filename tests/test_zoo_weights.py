@@ -1,0 +1,52 @@
+"""Shipped zoo checkpoints: their frozen metadata checked against reality (hash, architecture, accuracy)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import Subset
+
+import model_zoo
+from elastic import SubnetConfig
+from elastic.data import FMNIST_DIR, DataSource, load_splits
+from elastic.evaluate import evaluate_subnets
+
+CHECKPOINTS = model_zoo.list_checkpoints()
+
+
+def test_fmnist_checkpoint_is_shipped():
+    assert "ofa_mbv3_tiny.fmnist" in CHECKPOINTS
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_metadata_is_complete_and_consistent(name):
+    net = model_zoo.load_checkpoint(name)  # verifies sha256 and the recipe's architecture
+    meta = net.checkpoint_meta
+    assert meta["name"] == name and name.startswith(meta["recipe"] + ".")
+    pre = meta["preprocess"]
+    assert len(pre["mean"]) == len(pre["std"]) == net.spec.in_channels
+    assert pre["resolutions"] == list(net.space.r) and pre["classes"] and len(pre["classes"]) == net.spec.num_classes
+    for key, info in meta["metrics"]["subnets"].items():
+        cfg = net.space.validate(SubnetConfig.from_dict(info["config"]))
+        assert (info["macs"], info["params"]) == (net.flops(cfg), net.params(cfg)), key
+        assert 0.0 < meta["metrics"]["test_top1"][key] <= 1.0
+    assert meta["metrics"]["test_top1"]["largest"] >= meta["metrics"]["test_top1"]["smallest"] - 0.02
+    assert (model_zoo.checkpoint.WEIGHTS_DIR / meta["weights"]).stat().st_size < 16e6
+
+
+@pytest.mark.skipif(not (FMNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_fmnist_accuracy_matches_metadata_on_a_quick_reevaluation(tmp_path, monkeypatch):
+    monkeypatch.setenv("OFAKIT_CACHE", str(tmp_path))
+    net = model_zoo.load_checkpoint("ofa_mbv3_tiny.fmnist").eval()
+    meta = net.checkpoint_meta
+    src = meta["training"]["data"]
+    splits = load_splits(DataSource("fashion-mnist", FMNIST_DIR), val_size=src["val_size"], seed=src["seed"],
+                         test_limit=2000)
+    assert [round(m, 4) for m in splits.mean] == [round(m, 4) for m in meta["preprocess"]["mean"]]
+    calib = Subset(splits.val.dataset, splits.train.indices[:1000])
+    cfgs = {k: SubnetConfig.from_dict(meta["metrics"]["subnets"][k]["config"]) for k in ("largest", "smallest")}
+    torch.set_num_threads(2)
+    got = evaluate_subnets(net, cfgs, calib, splits.test)
+    for k, acc in got.items():  # 2000 test images: binomial s.e. ~0.6pp; calibration on 1000 vs 2000 images
+        assert abs(acc - meta["metrics"]["test_top1"][k]) < 0.03, (k, acc, meta["metrics"]["test_top1"][k])
