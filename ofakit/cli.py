@@ -24,10 +24,10 @@ def _fmt_m(v: int) -> str:
     return f"{v / 1e6:.2f}M"
 
 
-def _table(title: str, *columns: str) -> Table:
-    """A table whose first column (names) never wraps or truncates."""
+def _table(title: str, *columns: str, names: list[str] | None = None) -> Table:
+    """A table whose first column (names; supernet names by default) never wraps or truncates."""
     table = Table(title=title)
-    width = max(len(n) for n in model_zoo.list_supernets())
+    width = max(len(n) for n in (names or model_zoo.list_supernets()))
     table.add_column(columns[0], no_wrap=True, min_width=width)
     for col in columns[1:]:
         table.add_column(col)
@@ -49,6 +49,32 @@ def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON for 
                       f"{_fmt_m(r['smallest']['macs'])}-{_fmt_m(r['largest']['macs'])}",
                       f"{_fmt_m(r['smallest']['params'])}-{_fmt_m(r['largest']['params'])}")
     console.print(table)
+    checkpoints = [model_zoo.read_checkpoint_meta(n) for n in model_zoo.list_checkpoints()]
+    if checkpoints:
+        t = _table("Zoo checkpoints", "checkpoint", "recipe", "test top-1 (largest / smallest)", "sha256",
+                   names=[m["name"] for m in checkpoints])
+        for m in checkpoints:
+            acc = m.get("metrics", {}).get("test_top1", {})
+            t.add_row(m["name"], m["recipe"], f"{100 * acc.get('largest', 0):.2f}% / {100 * acc.get('smallest', 0):.2f}%",
+                      m["sha256"][:12])
+        console.print(t)
+
+
+@zoo_app.command("recipes")
+def zoo_recipes(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the built-in training recipes."""
+    from model_zoo.training_recipes import list_training_recipes, load_training_recipe
+
+    rows = [load_training_recipe(n) for n in list_training_recipes()]
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    t = _table("Training recipes", "recipe", "supernet", "strategy", "epochs", "phases",
+               names=[r.name for r in rows])
+    for r in rows:
+        t.add_row(r.name, r.supernet, r.strategy, str(sum(p.epochs for p in r.phases)),
+                  " > ".join(p.name for p in r.phases))
+    console.print(t)
 
 
 @app.command()
