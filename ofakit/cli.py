@@ -132,7 +132,7 @@ def train(recipe: str = typer.Option(None, help="Built-in recipe name (see `ofak
     try:
         meta = run_training(recipe, out, data=data, resume=resume, train_limit=limit, progress=not as_json)
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        typer.echo(f"error: {exc}", err=True)  # one line, never wrapped
         raise typer.Exit(2)
     if not meta:
         return

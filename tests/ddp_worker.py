@@ -48,7 +48,8 @@ def run(rank: int, world: int, data_dir: str, out_dir: str, port: int, record_di
     config = TrainConfig(batch_size=16, seed=5, calib_images=16, epoch_calib_images=16, eval_images=16,
                          eval_random_subnets=1, eval_batch_size=16, log_every=0)
     Trainer(net, splits, phases, config, out_dir, progress=False).run()
-    digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in net.state_dict().values()))
+    # parameters must match exactly; BN running stats are re-broadcast from rank 0 before every forward
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters()))
     Path(record_dir, f"rank{rank}.json").write_text(json.dumps(
         {"drawn": drawn, "saves": saves, "weights": digest.hexdigest(),
          "world": torch.distributed.get_world_size()}))

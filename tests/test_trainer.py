@@ -175,7 +175,7 @@ def test_ddp_two_processes(data_dir, tmp_path):
              nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
     assert r0["world"] == r1["world"] == 2
-    assert r0["drawn"] == r1["drawn"] and len(r0["drawn"]) == 2 * 1 + 2 * 2  # 2 steps/epoch per rank
+    assert r0["drawn"] == r1["drawn"] and len(r0["drawn"]) == 4 * 1 + 4 * 2  # 4 steps/epoch per rank (64 images, 8 per rank per step)
     assert r0["weights"] == r1["weights"]  # replicas stay identical
     assert r0["saves"] == [0, 0] and r1["saves"] == []  # only rank 0 writes
     assert load_train_state(tmp_path / "run").global_epoch == 2
