@@ -123,14 +123,19 @@ class Phase:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Phase":
         """Build from a mapping; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown phase key(s) {unknown}; allowed: {sorted(known)}")
+        check_fields(cls, data, "phase key")
         try:
             return cls(**data)
         except TypeError as exc:
             raise ValueError(f"bad phase {dict(data)!r}: {exc}") from None
+
+
+def check_fields(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Raise ``ValueError`` naming any key of ``data`` that is not a field of dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; allowed: {sorted(known)}")
 
 
 def validate_schedule(phases: Sequence[Phase], space: SearchSpace) -> list[Phase]:

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,7 +31,7 @@ from elastic.evaluate import evaluate_subnets
 from elastic.fileio import atomic_write_text
 from elastic.ops import resize
 from elastic.plots import plot_accuracy_curves
-from elastic.schedule import Phase, validate_schedule
+from elastic.schedule import Phase, check_fields, validate_schedule
 from elastic.sorting import sort_channels
 from elastic.space import SearchSpace
 from elastic.supernet import ElasticMobileNetV3
@@ -69,10 +69,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         """Build from a mapping; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown train setting(s) {unknown}; allowed: {sorted(known)}")
+        check_fields(cls, data, "train setting")
         return cls(**data)
 
 

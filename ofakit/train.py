@@ -67,7 +67,7 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
         atomic_write_text(settings_path, json.dumps({"recipe": rec.to_dict(), "data": data_cfg,
                                                      "source": splits.source}, indent=2) + "\n")
     trainer = Trainer(supernet, splits, rec.phases, rec.train, out, progress=progress)
-    records = trainer.run(resume=resume)
+    trainer.run(resume=resume)
     meta: dict[str, Any] = {}
     if distributed.is_main():
         tracked = eval_subnets(supernet.space, rec.train.seed, rec.train.eval_random_subnets)
