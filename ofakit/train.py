@@ -25,8 +25,8 @@ from model_zoo.training_recipes import TrainingRecipe, load_training_recipe, rec
 log = logging.getLogger(__name__)
 
 
-def resolve_recipe(recipe: str | None, out: Path, resume: bool) -> TrainingRecipe:
-    """The recipe to run: the one saved in ``out`` when resuming, else ``recipe``."""
+def resolve_recipe(recipe: str | None, out: Path, resume: bool) -> tuple[TrainingRecipe, dict[str, Any] | None]:
+    """The recipe to run and, when resuming, the data settings the run was started with (else ``None``)."""
     saved = out / "settings.json"
     if resume and saved.is_file():
         settings = json.loads(saved.read_text())
@@ -34,10 +34,10 @@ def resolve_recipe(recipe: str | None, out: Path, resume: bool) -> TrainingRecip
         if recipe is not None and load_training_recipe(recipe).to_dict() != stored.to_dict():
             raise ValueError(f"--recipe {recipe} differs from the recipe this run was started with "
                              f"({saved}); resume without --recipe or use a new --out")
-        return stored
+        return stored, settings["data"]
     if recipe is None:
         raise ValueError("--recipe is required (a built-in name or a .toml/.yaml file)")
-    return load_training_recipe(recipe)
+    return load_training_recipe(recipe), None
 
 
 def run_training(recipe: str | None, out: str | Path, data: str | None = None, resume: bool = False,
@@ -45,15 +45,14 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
     """Train per ``recipe`` into ``out``; returns the final checkpoint's metadata (rank 0) or ``{}``."""
     out = Path(out)
     distributed.setup()  # join the process group first, so that only rank 0 writes anything
-    rec = resolve_recipe(recipe, out, resume)
-    data_cfg = dict(rec.data)
-    if data is not None:
-        data_cfg["source"] = data
-    if train_limit is not None:
-        data_cfg["train_limit"] = train_limit
+    rec, data_cfg = resolve_recipe(recipe, out, resume)
+    if data_cfg is None:
+        data_cfg = dict(rec.data)
+        if data is not None:
+            data_cfg["source"] = data
+        if train_limit is not None:
+            data_cfg["train_limit"] = train_limit
     settings_path = out / "settings.json"
-    if resume and settings_path.is_file():
-        data_cfg = json.loads(settings_path.read_text())["data"]
     source = DataSource.parse(str(data_cfg.get("source", "fashion-mnist")))
     splits = load_splits(source, val_size=int(data_cfg.get("val_size", 5000)), seed=rec.train.seed,
                          train_limit=data_cfg.get("train_limit"), test_limit=data_cfg.get("test_limit"),
