@@ -1,4 +1,13 @@
 """Exporters of extracted subnets to deployable artifacts (ONNX, TensorRT, CoreML, ...).
 
-Exporters import only ``elastic``; they never import ``profilers``. (Filled in by the export issue.)
+One registry (:func:`list_exporters`, :func:`get_exporter`), one contract (:class:`Exporter`:
+:class:`ExportSpec` in, :class:`ExportResult` out). Exporters import only ``elastic``; they never import
+``profilers``. Heavy SDKs are imported inside the exporter that needs them.
 """
+
+from deploy_targets import onnx_export as _onnx  # noqa: F401  (registers the exporter)
+from deploy_targets.base import (EXPORTERS, Exporter, ExporterUnavailable, ExportResult, ExportSpec, get_exporter,
+                                 list_exporters, register_exporter)
+
+__all__ = ["EXPORTERS", "ExportResult", "ExportSpec", "Exporter", "ExporterUnavailable", "get_exporter",
+           "list_exporters", "register_exporter"]

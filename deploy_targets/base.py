@@ -1,0 +1,151 @@
+"""The exporter contract: a typed :class:`ExportSpec` in, an :class:`ExportResult` out, one registry.
+
+Every exporter turns a static ``nn.Module`` (an extracted subnet, or any small model) into a deployable
+artifact. Exporters never modify the module they are given (they work on a copy in eval mode) and write
+their artifact atomically: a crash leaves either the previous file or the complete new one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from elastic import Registry
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ExporterUnavailable(RuntimeError):
+    """The exporter cannot run on this machine; the message says what it needs."""
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What to export and how.
+
+    Attributes:
+        module: The model (left untouched; a copy in eval mode is exported).
+        input_shape: Example input shape ``(batch, channels, height, width)``.
+        out: Artifact path (``.onnx``, ``.mlpackage``, ``.engine`` ...).
+        precision: ``fp32``, ``fp16`` or ``int8`` (what the target supports).
+        dynamic_batch: Whether the batch dimension may vary at run time.
+        opset: ONNX opset (ONNX-based targets), at least 17.
+        inputs: Real example inputs for the parity check (default: seeded random normal data).
+        calibration: Batches for int8 calibration (TensorRT).
+        atol: Maximum absolute difference allowed between the artifact and the PyTorch module.
+        options: Target-specific settings (e.g. CoreML ``compute_units``).
+    """
+
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    out: Path
+    precision: str = "fp32"
+    dynamic_batch: bool = False
+    opset: int = 17
+    inputs: torch.Tensor | None = None
+    calibration: tuple[torch.Tensor, ...] = ()
+    atol: float = 1e-4
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        shape = tuple(self.input_shape)
+        if len(shape) != 4 or any(not isinstance(v, int) or v < 1 for v in shape):
+            raise ValueError(f"input_shape={self.input_shape!r} must be four positive integers (N, C, H, W)")
+        object.__setattr__(self, "input_shape", shape)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not supported; allowed: {list(PRECISIONS)}")
+        if not isinstance(self.opset, int) or self.opset < 17:
+            raise ValueError(f"opset={self.opset!r} is not supported; allowed: 17 or newer")
+
+    def example(self) -> torch.Tensor:
+        """The parity-check input: ``inputs`` or seeded random data of ``input_shape``."""
+        if self.inputs is not None:
+            return self.inputs.detach().float()
+        gen = torch.Generator().manual_seed(0)
+        return torch.randn(self.input_shape, generator=gen)
+
+    def frozen_module(self) -> nn.Module:
+        """A deep copy of the module in eval mode, so the caller's module is never changed."""
+        return copy.deepcopy(self.module).eval()
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A written artifact.
+
+    Attributes:
+        path: The artifact.
+        target: Exporter name.
+        settings: Export settings as recorded in sidecars (precision, opset, dynamic batch, ...).
+        versions: Versions of the tools involved.
+        max_abs_diff: Parity against PyTorch where it could be checked here (``None`` otherwise).
+        seconds: Export wall time.
+        notes: What could not be checked on this machine and why.
+    """
+
+    path: Path
+    target: str
+    settings: dict[str, Any]
+    versions: dict[str, str]
+    max_abs_diff: float | None
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+
+class Exporter(ABC):
+    """Base of all exporters. Subclasses implement :meth:`_export`; :meth:`export` is the entry point."""
+
+    name: ClassVar[str]
+    suffix: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def unavailable(self) -> str | None:
+        """Why this exporter cannot run here (``None`` when it can)."""
+        return None
+
+    def export(self, spec: ExportSpec) -> ExportResult:
+        """Export ``spec.module`` to ``spec.out``; raises :class:`ExporterUnavailable` when it cannot run."""
+        reason = self.unavailable()
+        if reason is not None:
+            raise ExporterUnavailable(f"{self.name} export is unavailable: {reason}")
+        if spec.precision not in self.precisions:
+            raise ValueError(f"{self.name} does not support precision={spec.precision!r}; "
+                             f"allowed: {list(self.precisions)}")
+        t0 = time.perf_counter()
+        result = self._export(spec)
+        log.debug("%s export of %s took %.2fs", self.name, spec.out, time.perf_counter() - t0)
+        return result
+
+    @abstractmethod
+    def _export(self, spec: ExportSpec) -> ExportResult:
+        """Write the artifact for ``spec`` atomically and return what was written."""
+
+
+EXPORTERS: Registry[Callable[[], Exporter]] = Registry("exporter")
+
+
+def register_exporter(cls: type[Exporter]) -> type[Exporter]:
+    """Class decorator registering an exporter under its ``name``."""
+    EXPORTERS.register(cls.name, cls)
+    return cls
+
+
+def list_exporters() -> list[str]:
+    """Names of all registered exporters."""
+    return EXPORTERS.names()
+
+
+def get_exporter(name: str) -> Exporter:
+    """A new exporter called ``name``."""
+    return EXPORTERS.get(name)()

@@ -1,0 +1,249 @@
+"""Measurement records: the device fingerprint, the timing protocol and the statistics of one measurement.
+
+A :class:`Measurement` is what every runtime returns: robust latency statistics plus the environment they
+were taken in (device, runtime and version, execution provider, threads, precision, batch, load average),
+so a figure is never separated from what it means. All records are JSON round-trippable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _strict(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``data`` as keyword arguments of dataclass ``cls``; unknown keys raise ``ValueError``."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what} must be a JSON object, got {data!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} key(s) {unknown}; allowed: {sorted(known)}")
+    return dict(data)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_model() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - a broken CUDA set-up simply means "no GPU" here
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a measurement ran on: CPU and GPU model, cores, OS; ``fingerprint`` hashes them."""
+
+    cpu: str
+    cores: int
+    os: str
+    machine: str
+    gpu: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A short stable hash of the hardware and OS description."""
+        text = json.dumps([self.cpu, self.cores, self.os, self.machine, self.gpu])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (with the fingerprint)."""
+        return {**asdict(self), "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DeviceInfo":
+        """Inverse of :meth:`to_dict` (the stored fingerprint is recomputed)."""
+        data = {k: v for k, v in data.items() if k != "fingerprint"}
+        return cls(**_strict(cls, data, "device info"))
+
+
+def local_device(gpu: bool = True) -> DeviceInfo:
+    """The machine this process runs on."""
+    uname = platform.uname()
+    return DeviceInfo(cpu=_cpu_model(), cores=os.cpu_count() or 1, os=f"{uname.system} {uname.release}",
+                      machine=uname.machine, gpu=_gpu_model() if gpu else None)
+
+
+def load_average() -> float:
+    """The 1-minute load average (0 where the OS does not report one)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a latency is measured on a noisy machine.
+
+    Attributes:
+        warmup_s: Minimum warm-up time; at least ``warmup_runs`` runs are made as well.
+        warmup_runs: Minimum warm-up runs.
+        blocks: Number of timed blocks; blocks of several candidates are interleaved (A, B, A, B, ...).
+        block_s: Target duration of one block; the runs per block follow from the warm-up speed.
+        min_runs_per_block: Lower bound of runs per block.
+        max_runs_per_block: Upper bound of runs per block.
+    """
+
+    warmup_s: float = 0.05
+    warmup_runs: int = 10
+    blocks: int = 10
+    block_s: float = 0.02
+    min_runs_per_block: int = 3
+    max_runs_per_block: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("blocks", "min_runs_per_block", "max_runs_per_block", "warmup_runs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"Protocol.{name}={getattr(self, name)!r} must be a positive integer")
+        for name in ("warmup_s", "block_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"Protocol.{name}={getattr(self, name)!r} must be >= 0 seconds")
+        if self.max_runs_per_block < self.min_runs_per_block:
+            raise ValueError(f"Protocol.max_runs_per_block={self.max_runs_per_block} is below "
+                             f"min_runs_per_block={self.min_runs_per_block}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
+        """Inverse of :meth:`to_dict`; unknown keys raise."""
+        return cls(**_strict(cls, data, "protocol"))
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Robust statistics of per-run latencies, in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    runs: int
+    blocks: int
+
+    @classmethod
+    def of(cls, times_s: Sequence[float], blocks: int) -> "Stats":
+        """Statistics of run times given in seconds."""
+        ms = np.asarray(times_s, dtype=np.float64) * 1e3
+        if ms.size == 0:
+            raise ValueError("no timed runs to summarise")
+        p10, med, p90 = np.percentile(ms, [10, 50, 90])
+        return cls(float(med), float(p10), float(p90), float(ms.mean()), float(ms.std()), float(ms.min()),
+                   int(ms.size), blocks)
+
+
+def time_interleaved(runners: Sequence[Callable[[], Any]], protocol: Protocol) -> list[Stats]:
+    """Time several candidates with the same protocol, their blocks interleaved.
+
+    Each runner performs one inference; a runner that returns a ``float`` reports its own elapsed seconds
+    (e.g. from CUDA events), otherwise ``time.perf_counter`` brackets the call. Every candidate is warmed up first; the runs per block are chosen
+    per candidate from its warm-up speed so that one block lasts about ``protocol.block_s``. Blocks then
+    alternate between candidates, so slow drifts of the machine affect all of them alike.
+    """
+    if not runners:
+        return []
+    per_block = []
+    for run in runners:
+        n, start = 0, time.perf_counter()
+        while n < protocol.warmup_runs or time.perf_counter() - start < protocol.warmup_s:
+            run()
+            n += 1
+        each = (time.perf_counter() - start) / n
+        k = int(protocol.block_s / each) if each > 0 else protocol.max_runs_per_block
+        per_block.append(min(protocol.max_runs_per_block, max(protocol.min_runs_per_block, k)))
+    times: list[list[float]] = [[] for _ in runners]
+    clock = time.perf_counter
+    for _ in range(protocol.blocks):
+        for i, run in enumerate(runners):
+            out = times[i]
+            for _ in range(per_block[i]):
+                t0 = clock()
+                r = run()
+                dt = clock() - t0
+                out.append(r if type(r) is float else dt)  # a runner may report device-timed seconds
+    return [Stats.of(t, protocol.blocks) for t in times]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One latency measurement and everything needed to interpret it.
+
+    Attributes:
+        stats: Per-run latency statistics (milliseconds).
+        device: The device it ran on.
+        runtime: Runtime name (``onnxruntime``, ``torch``, ...).
+        runtime_version: Version of that runtime.
+        provider: Execution provider / device / compute units (e.g. ``CPUExecutionProvider``).
+        threads: Intra-op threads.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        batch: Batch size (first input dimension).
+        input_shape: Full input shape.
+        protocol: The timing protocol used.
+        load_avg: 1-minute load average when the measurement started.
+        measured_at: Unix time at the end of the measurement.
+    """
+
+    stats: Stats
+    device: DeviceInfo
+    runtime: str
+    runtime_version: str
+    provider: str
+    threads: int
+    precision: str
+    batch: int
+    input_shape: tuple[int, ...]
+    protocol: Protocol = field(default_factory=Protocol)
+    load_avg: float = 0.0
+    measured_at: float = 0.0
+
+    @property
+    def contended(self) -> bool:
+        """Whether the machine was busy (load average above its core count minus one)."""
+        return self.load_avg > max(1.0, self.device.cores - 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (inverse of :meth:`from_dict`)."""
+        out = asdict(self)
+        out["device"] = self.device.to_dict()
+        out["input_shape"] = list(self.input_shape)
+        out["contended"] = self.contended
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Measurement":
+        """Parse :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        data = {k: v for k, v in data.items() if k != "contended"}
+        kw = _strict(cls, data, "measurement")
+        kw["stats"] = Stats(**_strict(Stats, kw["stats"], "stats"))
+        kw["device"] = DeviceInfo.from_dict(kw["device"])
+        kw["protocol"] = Protocol.from_dict(kw.get("protocol", {}))
+        kw["input_shape"] = tuple(int(v) for v in kw["input_shape"])
+        return cls(**kw)

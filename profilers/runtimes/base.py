@@ -1,0 +1,190 @@
+"""The runtime contract: a :class:`MeasureSpec` in, a :class:`~profilers.record.Measurement` out.
+
+A runtime times an exported artifact (or a torch module) on fixed input with the shared protocol
+(:func:`~profilers.record.time_interleaved`): warm-up, fixed threads, interleaved blocks, robust
+statistics. Subclasses implement one method, :meth:`Runtime._runner`, which loads the artifact and returns
+a callable running one inference; the callable may return the elapsed seconds itself when the device
+has better clocks (CUDA events). The artifact and module given are never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+from torch import nn
+
+from deploy_targets import ExportSpec, get_exporter
+from elastic import Registry
+from profilers.record import PRECISIONS, DeviceInfo, Measurement, Protocol, load_average, local_device, time_interleaved
+
+Runner = Callable[[], Any]
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime cannot run here; the message starts with ``unavailable:`` and says what it needs."""
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    """One thing to time.
+
+    Attributes:
+        artifact: Path of an exported artifact (``.onnx``, ``.mlpackage``, ``.engine``) or, for the torch
+            runtime, an ``nn.Module``.
+        input_shape: Input shape ``(batch, channels, height, width)``.
+        threads: Intra-op threads (1 by default: the most stable figures on a shared machine).
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        provider: Execution provider / device / compute units; ``None`` for the runtime's default.
+        protocol: The timing protocol.
+    """
+
+    artifact: Path | nn.Module
+    input_shape: tuple[int, ...]
+    threads: int = 1
+    precision: str = "fp32"
+    provider: str | None = None
+    protocol: Protocol = field(default_factory=Protocol)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.artifact, nn.Module):
+            object.__setattr__(self, "artifact", Path(self.artifact))
+        shape = tuple(self.input_shape)
+        if not shape or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
+            raise ValueError(f"input_shape={self.input_shape!r} must be positive integers, e.g. (1, 3, 224, 224)")
+        object.__setattr__(self, "input_shape", shape)
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads={self.threads!r} must be a positive integer")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not supported; allowed: {list(PRECISIONS)}")
+
+    def example(self) -> np.ndarray:
+        """Seeded random float32 input of ``input_shape`` (latency does not depend on the values)."""
+        return np.random.default_rng(0).standard_normal(self.input_shape).astype(np.float32)
+
+
+class Runtime(ABC):
+    """Base of all runtimes.
+
+    Class attributes:
+        name: Registry name.
+        artifact_format: What :meth:`prepare` produces: ``onnx``, ``coreml`` (``.mlpackage``) or ``module``.
+        default_provider: Provider used when a spec names none.
+        precisions: Precisions this runtime supports.
+    """
+
+    name: ClassVar[str]
+    artifact_format: ClassVar[str]
+    default_provider: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def unavailable(self) -> str | None:
+        """Why this runtime cannot run here (``None`` when it can)."""
+        return None
+
+    def version(self) -> str:
+        """Version of the runtime library."""
+        return "unknown"
+
+    def device(self) -> DeviceInfo:
+        """The device measurements run on."""
+        return local_device()
+
+    def prepare(self, module: nn.Module, input_shape: Sequence[int], out: Path) -> Path | nn.Module:
+        """The artifact this runtime measures, exported from ``module`` to ``out`` (suffix added)."""
+        if self.artifact_format == "module":
+            return copy.deepcopy(module).eval()
+        exporter = get_exporter(self.artifact_format)
+        path = Path(out).with_suffix(exporter.suffix)
+        return exporter.export(ExportSpec(module, tuple(input_shape), path)).path
+
+    def provider_of(self, spec: MeasureSpec) -> str:
+        """The provider ``spec`` runs on."""
+        return spec.provider or self.default_provider
+
+    def check(self, spec: MeasureSpec) -> None:
+        """Raise when ``spec`` cannot be measured by this runtime here."""
+        reason = self.unavailable()
+        if reason is not None:
+            raise RuntimeUnavailable(f"unavailable: {self.name}: {reason}")
+        if spec.precision not in self.precisions:
+            raise ValueError(f"runtime {self.name} does not support precision={spec.precision!r}; "
+                             f"allowed: {list(self.precisions)}")
+        if isinstance(spec.artifact, nn.Module) != (self.artifact_format == "module"):
+            kind = "an nn.Module" if self.artifact_format == "module" else f"a {self.artifact_format} file"
+            raise ValueError(f"runtime {self.name} measures {kind}, got {type(spec.artifact).__name__}")
+        if isinstance(spec.artifact, Path) and not spec.artifact.exists():
+            raise ValueError(f"artifact {spec.artifact} does not exist")
+
+    @abstractmethod
+    def _runner(self, spec: MeasureSpec) -> Runner:
+        """Load ``spec.artifact`` and return a callable that runs one inference on fixed input."""
+
+    def measure(self, spec: MeasureSpec) -> Measurement:
+        """Time one artifact."""
+        return self.measure_many([spec])[0]
+
+    def measure_many(self, specs: Sequence[MeasureSpec]) -> list[Measurement]:
+        """Time several artifacts with interleaved blocks (they must share one protocol)."""
+        if not specs:
+            return []
+        protocols = {s.protocol for s in specs}
+        if len(protocols) != 1:
+            raise ValueError("measure_many needs one protocol for all specs")
+        for s in specs:
+            self.check(s)
+        load = load_average()
+        with self._threads(max(s.threads for s in specs)):
+            runners = [self._runner(s) for s in specs]
+            stats = time_interleaved(runners, specs[0].protocol)
+        del runners
+        now, device, version = time.time(), self.device(), self.version()
+        return [Measurement(st, device, self.name, version, self.provider_of(s), s.threads, s.precision,
+                            s.input_shape[0], s.input_shape, s.protocol, load, now) for st, s in zip(stats, specs)]
+
+    def _threads(self, n: int):  # noqa: ARG002 - runtimes with process-wide thread settings override this
+        """Context manager applying process-wide thread settings while measuring."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+RUNTIMES: Registry[Callable[[], Runtime]] = Registry("runtime")
+
+
+def register_runtime(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator registering a runtime under its ``name``."""
+    RUNTIMES.register(cls.name, cls)
+    return cls
+
+
+def list_runtimes() -> list[str]:
+    """Names of all registered runtimes."""
+    return RUNTIMES.names()
+
+
+def get_runtime(name: str) -> Runtime:
+    """A new runtime called ``name``."""
+    return RUNTIMES.get(name)()
+
+
+def runtime_status() -> dict[str, dict[str, Any]]:
+    """``{name: {"available": bool, "reason": str | None, "version": str | None}}`` for every runtime."""
+    out = {}
+    for name in list_runtimes():
+        rt = get_runtime(name)
+        reason = rt.unavailable()
+        out[name] = {"available": reason is None, "reason": reason,
+                     "version": rt.version() if reason is None else None, "format": rt.artifact_format}
+    return out
+
+
+def is_macos() -> bool:
+    """Whether this process runs on macOS."""
+    return platform.system() == "Darwin"

@@ -1,0 +1,54 @@
+"""onnxruntime: an ``.onnx`` file on the CPU execution provider (CUDA / TensorRT providers when present)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+
+from profilers.runtimes.base import MeasureSpec, Runner, Runtime, register_runtime
+
+
+@register_runtime
+class OnnxRuntime(Runtime):
+    """Times ``session.run`` with fixed intra-op threads, one inter-op thread and spinning disabled."""
+
+    name = "onnxruntime"
+    artifact_format = "onnx"
+    default_provider = "CPUExecutionProvider"
+    precisions = ("fp32", "fp16")
+
+    def unavailable(self) -> str | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed (pip install 'ofa-kit[onnx]')"
+        return None
+
+    def version(self) -> str:
+        return importlib.metadata.version("onnxruntime")
+
+    def check(self, spec: MeasureSpec) -> None:
+        super().check(spec)
+        import onnxruntime as ort
+
+        provider = self.provider_of(spec)
+        if provider not in ort.get_available_providers():
+            raise ValueError(f"execution provider {provider!r} is not available here; "
+                             f"allowed: {ort.get_available_providers()}")
+        if spec.precision == "fp16" and provider != "TensorrtExecutionProvider":
+            raise ValueError(f"precision='fp16' needs provider TensorrtExecutionProvider (got {provider!r}); "
+                             "export an fp16 model or use the tensorrt runtime")
+
+    def _runner(self, spec: MeasureSpec) -> Runner:
+        from deploy_targets.onnx_export import ort_session
+
+        provider = self.provider_of(spec)
+        providers: list = [provider]
+        if provider == "TensorrtExecutionProvider":
+            providers = [(provider, {"trt_fp16_enable": spec.precision == "fp16"}), "CUDAExecutionProvider"]
+        session = ort_session(str(spec.artifact), spec.threads, providers)
+        feed = {session.get_inputs()[0].name: spec.example()}
+        run = session.run
+
+        def infer() -> None:
+            run(None, feed)
+
+        return infer
