@@ -1,0 +1,343 @@
+"""The latency lookup-table store: one SQLite file (``lut.sqlite``) for many devices and runtimes.
+
+Tables: ``devices`` (name, hardware description, fingerprint), ``runtimes`` (name, provider, threads,
+precision, batch), ``entries`` (one layer's latency statistics per device and runtime, when it was measured,
+with which runtime version, protocol and load average), ``recipes`` (the architecture spec each table was
+built for) and ``calibrations`` (whole-subnet measurements per device, runtime and recipe). The schema is
+versioned. Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with a busy timeout, so several
+processes can fill one table at once without losing rows, and a killed build keeps all committed rows.
+Tables are shared as JSON (:meth:`LatencyTable.export_json`, :meth:`LatencyTable.import_json`) and merged
+(newest measurement wins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from elastic.fileio import atomic_write_text
+from profilers.record import DeviceInfo, Measurement
+
+SCHEMA_VERSION = 1
+DEFAULT_TABLE = "lut.sqlite"
+STATS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "runs")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, info TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runtimes (id INTEGER PRIMARY KEY, name TEXT NOT NULL, provider TEXT NOT NULL,
+    threads INTEGER NOT NULL, precision TEXT NOT NULL, batch INTEGER NOT NULL,
+    UNIQUE (name, provider, threads, precision, batch));
+CREATE TABLE IF NOT EXISTS entries (device_id INTEGER NOT NULL REFERENCES devices(id),
+    runtime_id INTEGER NOT NULL REFERENCES runtimes(id), key TEXT NOT NULL,
+    median_ms REAL NOT NULL, p10_ms REAL NOT NULL, p90_ms REAL NOT NULL, mean_ms REAL NOT NULL,
+    std_ms REAL NOT NULL, min_ms REAL NOT NULL, runs INTEGER NOT NULL, measured_at REAL NOT NULL,
+    runtime_version TEXT NOT NULL, fingerprint TEXT NOT NULL, protocol TEXT NOT NULL, load_avg REAL NOT NULL,
+    PRIMARY KEY (device_id, runtime_id, key));
+CREATE TABLE IF NOT EXISTS recipes (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS calibrations (device_id INTEGER NOT NULL REFERENCES devices(id),
+    runtime_id INTEGER NOT NULL REFERENCES runtimes(id), recipe TEXT NOT NULL, subnet TEXT NOT NULL,
+    measured_ms REAL NOT NULL, measured_at REAL NOT NULL, runtime_version TEXT NOT NULL,
+    PRIMARY KEY (device_id, runtime_id, recipe, subnet));
+"""
+
+
+@dataclass(frozen=True)
+class RuntimeKey:
+    """A runtime configuration whose latencies are comparable: name, provider, threads, precision, batch."""
+
+    name: str
+    provider: str
+    threads: int = 1
+    precision: str = "fp32"
+    batch: int = 1
+
+    @classmethod
+    def of(cls, m: Measurement) -> "RuntimeKey":
+        """The configuration a measurement was taken with."""
+        return cls(m.runtime, m.provider, m.threads, m.precision, m.batch)
+
+    def label(self) -> str:
+        """Short human label, e.g. ``onnxruntime/CPUExecutionProvider/1t/fp32/b1``."""
+        return f"{self.name}/{self.provider}/{self.threads}t/{self.precision}/b{self.batch}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored layer latency."""
+
+    device: str
+    runtime: RuntimeKey
+    key: str
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    runs: int
+    measured_at: float
+    runtime_version: str
+    fingerprint: str
+    protocol: str
+    load_avg: float
+
+
+@dataclass(frozen=True)
+class CalibrationSample:
+    """A whole-subnet measurement used to calibrate a predictor."""
+
+    subnet: str  # SubnetConfig JSON
+    measured_ms: float
+    measured_at: float
+    runtime_version: str
+
+
+class LatencyTable:
+    """A SQLite latency table; use as a context manager or call :meth:`close`.
+
+    Args:
+        path: The SQLite file (created when missing).
+        timeout: Seconds a writer waits for another writer's transaction.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_TABLE, timeout: float = 60.0):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"table path {self.path} is a directory; give a .sqlite file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            with self._write() as db:
+                for stmt in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(stmt)
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise ValueError(f"{self.path} has table schema version {row[0]}; this ofa-kit reads version "
+                                     f"{SCHEMA_VERSION} only")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ValueError(f"{self.path} is not a latency table (SQLite): {exc}") from None
+        except ValueError:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> "LatencyTable":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ ids
+    def _device_id(self, db: sqlite3.Connection, name: str, info: DeviceInfo | None, create: bool) -> int | None:
+        row = db.execute("SELECT id FROM devices WHERE name = ?", (name,)).fetchone()
+        if info is not None:
+            payload = (json.dumps(info.to_dict()), info.fingerprint, time.time(), name)
+            if row is None:
+                db.execute("INSERT INTO devices (info, fingerprint, updated_at, name) VALUES (?, ?, ?, ?)", payload)
+            else:
+                db.execute("UPDATE devices SET info = ?, fingerprint = ?, updated_at = ? WHERE name = ?", payload)
+            row = db.execute("SELECT id FROM devices WHERE name = ?", (name,)).fetchone()
+        elif row is None and create:
+            raise ValueError(f"device {name!r} is not in {self.path}")
+        return None if row is None else int(row[0])
+
+    def _runtime_id(self, db: sqlite3.Connection, rk: RuntimeKey, create: bool) -> int | None:
+        vals = tuple(asdict(rk).values())
+        where = "name = ? AND provider = ? AND threads = ? AND precision = ? AND batch = ?"
+        row = db.execute(f"SELECT id FROM runtimes WHERE {where}", vals).fetchone()
+        if row is None and create:
+            db.execute("INSERT INTO runtimes (name, provider, threads, precision, batch) VALUES (?, ?, ?, ?, ?)", vals)
+            row = db.execute(f"SELECT id FROM runtimes WHERE {where}", vals).fetchone()
+        return None if row is None else int(row[0])
+
+    # --------------------------------------------------------------- writes
+    def put_many(self, device: str, items: Sequence[tuple[str, Measurement]]) -> None:
+        """Store layer measurements (one transaction); a key measured again is replaced."""
+        if not items:
+            return
+        with self._write() as db:
+            dev = self._device_id(db, device, items[0][1].device, True)
+            rows = []
+            for key, m in items:
+                rt = self._runtime_id(db, RuntimeKey.of(m), True)
+                s = m.stats
+                rows.append((dev, rt, key, *(getattr(s, f) for f in STATS), m.measured_at, m.runtime_version,
+                             m.device.fingerprint, json.dumps(m.protocol.to_dict(), sort_keys=True), m.load_avg))
+            db.executemany(f"INSERT OR REPLACE INTO entries VALUES ({', '.join('?' * 16)})", rows)
+
+    def put(self, device: str, key: str, m: Measurement) -> None:
+        """Store one layer measurement."""
+        self.put_many(device, [(key, m)])
+
+    def put_recipe(self, name: str, spec: Mapping[str, Any]) -> None:
+        """Record the architecture spec (``MobileNetV3Spec.to_dict()``) a table is built for."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO recipes VALUES (?, ?, ?)", (name, json.dumps(spec), time.time()))
+
+    def add_calibration(self, device: str, recipe: str, subnet_json: str, m: Measurement) -> None:
+        """Store a whole-subnet measurement of ``recipe``'s subnet (replacing an older one of that subnet)."""
+        with self._write() as db:
+            dev = self._device_id(db, device, m.device, True)
+            rt = self._runtime_id(db, RuntimeKey.of(m), True)
+            db.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (dev, rt, recipe, subnet_json, m.stats.median_ms, m.measured_at, m.runtime_version))
+
+    # ---------------------------------------------------------------- reads
+    def devices(self) -> dict[str, DeviceInfo]:
+        """Devices in the table with their hardware description."""
+        rows = self._db.execute("SELECT name, info FROM devices ORDER BY name").fetchall()
+        return {n: DeviceInfo.from_dict(json.loads(i)) for n, i in rows}
+
+    def runtimes(self) -> list[RuntimeKey]:
+        """Runtime configurations in the table."""
+        rows = self._db.execute("SELECT name, provider, threads, precision, batch FROM runtimes ORDER BY 1, 2, 3")
+        return [RuntimeKey(*r) for r in rows.fetchall()]
+
+    def recipe(self, name: str) -> dict[str, Any]:
+        """The spec dict recorded for ``name``."""
+        row = self._db.execute("SELECT spec FROM recipes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            known = [r[0] for r in self._db.execute("SELECT name FROM recipes ORDER BY name")]
+            raise ValueError(f"recipe {name!r} has no table in {self.path}; tables exist for: {known}")
+        return json.loads(row[0])
+
+    def recipes(self) -> list[str]:
+        """Recipes with a recorded spec."""
+        return [r[0] for r in self._db.execute("SELECT name FROM recipes ORDER BY name")]
+
+    def entries(self, device: str | None = None, runtime: RuntimeKey | None = None,
+                keys: Iterable[str] | None = None) -> list[Entry]:
+        """Stored entries, optionally only those of one device, runtime configuration and set of keys."""
+        sql = ("SELECT d.name, r.name, r.provider, r.threads, r.precision, r.batch, e.key, e.median_ms, e.p10_ms, "
+               "e.p90_ms, e.mean_ms, e.std_ms, e.min_ms, e.runs, e.measured_at, e.runtime_version, e.fingerprint, "
+               "e.protocol, e.load_avg FROM entries e JOIN devices d ON d.id = e.device_id "
+               "JOIN runtimes r ON r.id = e.runtime_id WHERE 1 = 1")
+        args: list[Any] = []
+        if device is not None:
+            sql += " AND d.name = ?"
+            args.append(device)
+        if runtime is not None:
+            sql += " AND r.name = ? AND r.provider = ? AND r.threads = ? AND r.precision = ? AND r.batch = ?"
+            args += list(asdict(runtime).values())
+        rows = self._db.execute(sql + " ORDER BY d.name, r.id, e.key", args).fetchall()
+        out = [Entry(r[0], RuntimeKey(*r[1:6]), *r[6:]) for r in rows]
+        if keys is not None:
+            wanted = set(keys)
+            out = [e for e in out if e.key in wanted]
+        return out
+
+    def calibration(self, device: str, runtime: RuntimeKey, recipe: str) -> list[CalibrationSample]:
+        """Whole-subnet measurements stored for a device, runtime configuration and recipe."""
+        rows = self._db.execute(
+            "SELECT c.subnet, c.measured_ms, c.measured_at, c.runtime_version FROM calibrations c "
+            "JOIN devices d ON d.id = c.device_id JOIN runtimes r ON r.id = c.runtime_id WHERE d.name = ? "
+            "AND r.name = ? AND r.provider = ? AND r.threads = ? AND r.precision = ? AND r.batch = ? "
+            "AND c.recipe = ? ORDER BY c.measured_at", (device, *asdict(runtime).values(), recipe)).fetchall()
+        return [CalibrationSample(*r) for r in rows]
+
+    def stale(self, device: str, runtime: RuntimeKey, keys: Iterable[str], max_age_s: float | None = None,
+              runtime_version: str | None = None, fingerprint: str | None = None) -> list[str]:
+        """Keys that must be (re-)measured: missing, older than ``max_age_s``, measured with another runtime
+        version or on other hardware (another device fingerprint)."""
+        have = {e.key: e for e in self.entries(device, runtime)}
+        now, out = time.time(), []
+        for k in keys:
+            e = have.get(k)
+            if (e is None or (max_age_s is not None and now - e.measured_at > max_age_s)
+                    or (runtime_version is not None and e.runtime_version != runtime_version)
+                    or (fingerprint is not None and e.fingerprint != fingerprint)):
+                out.append(k)
+        return out
+
+    # ------------------------------------------------------- share / merge
+    def to_json(self) -> dict[str, Any]:
+        """The whole table as a JSON-ready dict."""
+        devices = {n: i.to_dict() for n, i in self.devices().items()}
+        entries = [{**asdict(e), "runtime": asdict(e.runtime)} for e in self.entries()]
+        cal = []
+        for (dev, rt, rec, sub, ms, at, ver) in self._db.execute(
+                "SELECT d.name, r.name || '\x1f' || r.provider || '\x1f' || r.threads || '\x1f' || r.precision "
+                "|| '\x1f' || r.batch, c.recipe, c.subnet, c.measured_ms, c.measured_at, c.runtime_version "
+                "FROM calibrations c JOIN devices d ON d.id = c.device_id JOIN runtimes r ON r.id = c.runtime_id"):
+            n, p, t, pr, b = rt.split("\x1f")
+            cal.append({"device": dev, "runtime": asdict(RuntimeKey(n, p, int(t), pr, int(b))), "recipe": rec,
+                        "subnet": sub, "measured_ms": ms, "measured_at": at, "runtime_version": ver})
+        recipes = {n: self.recipe(n) for n in self.recipes()}
+        return {"format": "ofakit-latency-table", "schema_version": SCHEMA_VERSION, "devices": devices,
+                "recipes": recipes, "entries": entries, "calibrations": cal}
+
+    def export_json(self, path: str | Path) -> Path:
+        """Write the table as JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
+        return Path(path)
+
+    def import_json(self, path_or_data: str | Path | Mapping[str, Any]) -> int:
+        """Merge a JSON export (or another ``.sqlite`` table) into this one; newer measurements win.
+
+        Returns the number of entries added or replaced.
+        """
+        data = path_or_data
+        if not isinstance(data, Mapping):
+            p = Path(data)
+            if p.suffix in (".sqlite", ".db"):
+                with LatencyTable(p) as other:
+                    data = other.to_json()
+            else:
+                try:
+                    data = json.loads(p.read_text())
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise ValueError(f"cannot read latency table JSON {p}: {exc}") from None
+        if data.get("format") != "ofakit-latency-table" or data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"not an ofa-kit latency table export (schema {SCHEMA_VERSION}): "
+                             f"format={data.get('format')!r}, schema_version={data.get('schema_version')!r}")
+        changed = 0
+        with self._write() as db:
+            for name, spec in data.get("recipes", {}).items():
+                db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?)", (name, json.dumps(spec), time.time()))
+            for name, info in data["devices"].items():
+                self._device_id(db, name, DeviceInfo.from_dict(info), True)
+            for e in data["entries"]:
+                dev = self._device_id(db, e["device"], None, True)
+                rt = self._runtime_id(db, RuntimeKey(**e["runtime"]), True)
+                cur = db.execute("SELECT measured_at FROM entries WHERE device_id = ? AND runtime_id = ? AND key = ?",
+                                 (dev, rt, e["key"])).fetchone()
+                if cur is None or cur[0] < e["measured_at"]:
+                    db.execute(f"INSERT OR REPLACE INTO entries VALUES ({', '.join('?' * 16)})",
+                               (dev, rt, e["key"], *(e[f] for f in STATS), e["measured_at"], e["runtime_version"],
+                                e["fingerprint"], e["protocol"], e["load_avg"]))
+                    changed += 1
+            for c in data.get("calibrations", []):
+                dev = self._device_id(db, c["device"], None, True)
+                rt = self._runtime_id(db, RuntimeKey(**c["runtime"]), True)
+                cur = db.execute("SELECT measured_at FROM calibrations WHERE device_id = ? AND runtime_id = ? AND "
+                                 "recipe = ? AND subnet = ?", (dev, rt, c["recipe"], c["subnet"])).fetchone()
+                if cur is None or cur[0] < c["measured_at"]:
+                    db.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (dev, rt, c["recipe"], c["subnet"], c["measured_ms"], c["measured_at"],
+                                c["runtime_version"]))
+        return changed
