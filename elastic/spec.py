@@ -154,7 +154,8 @@ def plan(spec: MobileNetV3Spec, cfg: SubnetConfig) -> list[BlockPlan]:
     return blocks
 
 
-def _block_costs(b: BlockPlan) -> tuple[int, int]:
+def block_costs(b: BlockPlan) -> tuple[int, int]:
+    """``(MACs, parameters)`` of one MBConv block as planned."""
     macs = params = 0
     if b.has_expand:
         macs += b.hw_in**2 * b.in_ch * b.mid_ch
@@ -180,7 +181,7 @@ def costs(spec: MobileNetV3Spec, cfg: SubnetConfig) -> tuple[int, int]:
     macs = hw0**2 * spec.in_channels * spec.stem_width * 9
     params = spec.in_channels * spec.stem_width * 9 + 2 * spec.stem_width
     for b in blocks:
-        bm, bp = _block_costs(b)
+        bm, bp = block_costs(b)
         macs, params = macs + bm, params + bp
     last, hw = blocks[-1].out_ch, blocks[-1].hw_out
     fe, fm, nc = spec.final_expand_width, spec.feature_mix_width, spec.num_classes

@@ -2,8 +2,10 @@
 
 Tables: ``devices`` (name, hardware description, fingerprint), ``runtimes`` (name, provider, threads,
 precision, batch), ``entries`` (one layer's latency statistics per device and runtime, when it was measured,
-with which runtime version, protocol and load average), ``recipes`` (the architecture spec each table was
-built for) and ``calibrations`` (whole-subnet measurements per device, runtime and recipe). The schema is
+with which runtime version, protocol and load average), ``recipes`` (a name for each architecture spec a
+table was built for; specs are identified by a hash of their JSON, so layers and calibrations follow the
+architecture, not its label), ``calibrations`` (whole-subnet measurements per device, runtime and spec) and
+``corrections`` (the calibration fitted from them). The schema is
 versioned. Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with a busy timeout, so several
 processes can fill one table at once without losing rows, and a killed build keeps all committed rows.
 Tables are shared as JSON (:meth:`LatencyTable.export_json`, :meth:`LatencyTable.import_json`) and merged
@@ -13,6 +15,7 @@ Tables are shared as JSON (:meth:`LatencyTable.export_json`, :meth:`LatencyTable
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 import time
@@ -26,6 +29,7 @@ from profilers.record import DeviceInfo, Measurement
 SCHEMA_VERSION = 1
 DEFAULT_TABLE = "lut.sqlite"
 STATS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "runs")
+_ENTRY_MARKS = ", ".join("?" * (3 + len(STATS) + 5))  # ids + key, stats, measured_at .. load_avg
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,12 +44,22 @@ CREATE TABLE IF NOT EXISTS entries (device_id INTEGER NOT NULL REFERENCES device
     std_ms REAL NOT NULL, min_ms REAL NOT NULL, runs INTEGER NOT NULL, measured_at REAL NOT NULL,
     runtime_version TEXT NOT NULL, fingerprint TEXT NOT NULL, protocol TEXT NOT NULL, load_avg REAL NOT NULL,
     PRIMARY KEY (device_id, runtime_id, key));
-CREATE TABLE IF NOT EXISTS recipes (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS recipes (name TEXT PRIMARY KEY, spec_id TEXT NOT NULL, spec TEXT NOT NULL,
+    updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS calibrations (device_id INTEGER NOT NULL REFERENCES devices(id),
-    runtime_id INTEGER NOT NULL REFERENCES runtimes(id), recipe TEXT NOT NULL, subnet TEXT NOT NULL,
+    runtime_id INTEGER NOT NULL REFERENCES runtimes(id), spec_id TEXT NOT NULL, subnet TEXT NOT NULL,
     measured_ms REAL NOT NULL, measured_at REAL NOT NULL, runtime_version TEXT NOT NULL,
-    PRIMARY KEY (device_id, runtime_id, recipe, subnet));
+    PRIMARY KEY (device_id, runtime_id, spec_id, subnet));
+CREATE TABLE IF NOT EXISTS corrections (device_id INTEGER NOT NULL REFERENCES devices(id),
+    runtime_id INTEGER NOT NULL REFERENCES runtimes(id), spec_id TEXT NOT NULL, model TEXT NOT NULL,
+    fitted_at REAL NOT NULL, PRIMARY KEY (device_id, runtime_id, spec_id));
 """
+
+
+def spec_id(spec: Mapping[str, Any]) -> str:
+    """A short stable id of an architecture spec dict (``MobileNetV3Spec.to_dict()``)."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -188,24 +202,41 @@ class LatencyTable:
                 s = m.stats
                 rows.append((dev, rt, key, *(getattr(s, f) for f in STATS), m.measured_at, m.runtime_version,
                              m.device.fingerprint, json.dumps(m.protocol.to_dict(), sort_keys=True), m.load_avg))
-            db.executemany(f"INSERT OR REPLACE INTO entries VALUES ({', '.join('?' * 16)})", rows)
+            db.executemany(f"INSERT OR REPLACE INTO entries VALUES ({_ENTRY_MARKS})", rows)
 
     def put(self, device: str, key: str, m: Measurement) -> None:
         """Store one layer measurement."""
         self.put_many(device, [(key, m)])
 
-    def put_recipe(self, name: str, spec: Mapping[str, Any]) -> None:
-        """Record the architecture spec (``MobileNetV3Spec.to_dict()``) a table is built for."""
-        with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO recipes VALUES (?, ?, ?)", (name, json.dumps(spec), time.time()))
+    def put_recipe(self, name: str, spec: Mapping[str, Any]) -> str:
+        """Name the architecture spec (``MobileNetV3Spec.to_dict()``) a table is built for; returns its id.
 
-    def add_calibration(self, device: str, recipe: str, subnet_json: str, m: Measurement) -> None:
-        """Store a whole-subnet measurement of ``recipe``'s subnet (replacing an older one of that subnet)."""
+        A name already bound to another spec is an error (pick another name).
+        """
+        sid = spec_id(spec)
+        with self._write() as db:
+            row = db.execute("SELECT spec_id FROM recipes WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != sid:
+                raise ValueError(f"recipe name {name!r} in {self.path} belongs to another architecture "
+                                 f"(spec {row[0]}, not {sid}); choose another name")
+            db.execute("INSERT OR REPLACE INTO recipes VALUES (?, ?, ?, ?)", (name, sid, json.dumps(spec), time.time()))
+        return sid
+
+    def add_calibration(self, device: str, sid: str, subnet_json: str, m: Measurement) -> None:
+        """Store a whole-subnet measurement of a subnet of spec ``sid`` (replacing an older one)."""
         with self._write() as db:
             dev = self._device_id(db, device, m.device, True)
             rt = self._runtime_id(db, RuntimeKey.of(m), True)
             db.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (dev, rt, recipe, subnet_json, m.stats.median_ms, m.measured_at, m.runtime_version))
+                       (dev, rt, sid, subnet_json, m.stats.median_ms, m.measured_at, m.runtime_version))
+
+    def put_correction(self, device: str, runtime: RuntimeKey, sid: str, model: Mapping[str, Any]) -> None:
+        """Store the fitted latency correction of a device, runtime configuration and spec."""
+        with self._write() as db:
+            dev = self._device_id(db, device, None, True)
+            rt = self._runtime_id(db, runtime, True)
+            db.execute("INSERT OR REPLACE INTO corrections VALUES (?, ?, ?, ?, ?)",
+                       (dev, rt, sid, json.dumps(dict(model), sort_keys=True), time.time()))
 
     # ---------------------------------------------------------------- reads
     def devices(self) -> dict[str, DeviceInfo]:
@@ -222,8 +253,7 @@ class LatencyTable:
         """The spec dict recorded for ``name``."""
         row = self._db.execute("SELECT spec FROM recipes WHERE name = ?", (name,)).fetchone()
         if row is None:
-            known = [r[0] for r in self._db.execute("SELECT name FROM recipes ORDER BY name")]
-            raise ValueError(f"recipe {name!r} has no table in {self.path}; tables exist for: {known}")
+            raise ValueError(f"recipe {name!r} has no table in {self.path}; tables exist for: {self.recipes()}")
         return json.loads(row[0])
 
     def recipes(self) -> list[str]:
@@ -251,13 +281,21 @@ class LatencyTable:
             out = [e for e in out if e.key in wanted]
         return out
 
-    def calibration(self, device: str, runtime: RuntimeKey, recipe: str) -> list[CalibrationSample]:
-        """Whole-subnet measurements stored for a device, runtime configuration and recipe."""
+    def correction(self, device: str, runtime: RuntimeKey, sid: str) -> dict[str, Any] | None:
+        """The stored correction of a device, runtime configuration and spec (``None`` when not fitted)."""
+        row = self._db.execute(
+            "SELECT c.model FROM corrections c JOIN devices d ON d.id = c.device_id JOIN runtimes r ON "
+            "r.id = c.runtime_id WHERE d.name = ? AND r.name = ? AND r.provider = ? AND r.threads = ? AND "
+            "r.precision = ? AND r.batch = ? AND c.spec_id = ?", (device, *asdict(runtime).values(), sid)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def calibration(self, device: str, runtime: RuntimeKey, sid: str) -> list[CalibrationSample]:
+        """Whole-subnet measurements stored for a device, runtime configuration and spec id."""
         rows = self._db.execute(
             "SELECT c.subnet, c.measured_ms, c.measured_at, c.runtime_version FROM calibrations c "
             "JOIN devices d ON d.id = c.device_id JOIN runtimes r ON r.id = c.runtime_id WHERE d.name = ? "
             "AND r.name = ? AND r.provider = ? AND r.threads = ? AND r.precision = ? AND r.batch = ? "
-            "AND c.recipe = ? ORDER BY c.measured_at", (device, *asdict(runtime).values(), recipe)).fetchall()
+            "AND c.spec_id = ? ORDER BY c.measured_at", (device, *asdict(runtime).values(), sid)).fetchall()
         return [CalibrationSample(*r) for r in rows]
 
     def stale(self, device: str, runtime: RuntimeKey, keys: Iterable[str], max_age_s: float | None = None,
@@ -282,10 +320,10 @@ class LatencyTable:
         cal = []
         for (dev, rt, rec, sub, ms, at, ver) in self._db.execute(
                 "SELECT d.name, r.name || '\x1f' || r.provider || '\x1f' || r.threads || '\x1f' || r.precision "
-                "|| '\x1f' || r.batch, c.recipe, c.subnet, c.measured_ms, c.measured_at, c.runtime_version "
+                "|| '\x1f' || r.batch, c.spec_id, c.subnet, c.measured_ms, c.measured_at, c.runtime_version "
                 "FROM calibrations c JOIN devices d ON d.id = c.device_id JOIN runtimes r ON r.id = c.runtime_id"):
             n, p, t, pr, b = rt.split("\x1f")
-            cal.append({"device": dev, "runtime": asdict(RuntimeKey(n, p, int(t), pr, int(b))), "recipe": rec,
+            cal.append({"device": dev, "runtime": asdict(RuntimeKey(n, p, int(t), pr, int(b))), "spec_id": rec,
                         "subnet": sub, "measured_ms": ms, "measured_at": at, "runtime_version": ver})
         recipes = {n: self.recipe(n) for n in self.recipes()}
         return {"format": "ofakit-latency-table", "schema_version": SCHEMA_VERSION, "devices": devices,
@@ -318,7 +356,8 @@ class LatencyTable:
         changed = 0
         with self._write() as db:
             for name, spec in data.get("recipes", {}).items():
-                db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?)", (name, json.dumps(spec), time.time()))
+                db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?, ?)",
+                           (name, spec_id(spec), json.dumps(spec), time.time()))
             for name, info in data["devices"].items():
                 self._device_id(db, name, DeviceInfo.from_dict(info), True)
             for e in data["entries"]:
@@ -327,7 +366,7 @@ class LatencyTable:
                 cur = db.execute("SELECT measured_at FROM entries WHERE device_id = ? AND runtime_id = ? AND key = ?",
                                  (dev, rt, e["key"])).fetchone()
                 if cur is None or cur[0] < e["measured_at"]:
-                    db.execute(f"INSERT OR REPLACE INTO entries VALUES ({', '.join('?' * 16)})",
+                    db.execute(f"INSERT OR REPLACE INTO entries VALUES ({_ENTRY_MARKS})",
                                (dev, rt, e["key"], *(e[f] for f in STATS), e["measured_at"], e["runtime_version"],
                                 e["fingerprint"], e["protocol"], e["load_avg"]))
                     changed += 1
@@ -335,9 +374,9 @@ class LatencyTable:
                 dev = self._device_id(db, c["device"], None, True)
                 rt = self._runtime_id(db, RuntimeKey(**c["runtime"]), True)
                 cur = db.execute("SELECT measured_at FROM calibrations WHERE device_id = ? AND runtime_id = ? AND "
-                                 "recipe = ? AND subnet = ?", (dev, rt, c["recipe"], c["subnet"])).fetchone()
+                                 "spec_id = ? AND subnet = ?", (dev, rt, c["spec_id"], c["subnet"])).fetchone()
                 if cur is None or cur[0] < c["measured_at"]:
                     db.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (dev, rt, c["recipe"], c["subnet"], c["measured_ms"], c["measured_at"],
+                               (dev, rt, c["spec_id"], c["subnet"], c["measured_ms"], c["measured_at"],
                                 c["runtime_version"]))
         return changed

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
-from profilers.runtimes import onnxruntime_rt as _ort  # noqa: F401  (registration)
+from profilers.runtimes import coreml_rt as _coreml  # noqa: F401  (registration)
+from profilers.runtimes import onnxruntime_rt as _ort  # noqa: F401
 from profilers.runtimes import openvino_rt as _ov  # noqa: F401
+from profilers.runtimes import tensorrt_rt as _tensorrt  # noqa: F401
 from profilers.runtimes import torch_rt as _torch  # noqa: F401
 from profilers.runtimes.base import (RUNTIMES, MeasureSpec, Runtime, RuntimeUnavailable, get_runtime, list_runtimes,
                                      register_runtime, runtime_status)

@@ -1,0 +1,353 @@
+"""Remote profiling agent: a small HTTP service that times exported artifacts on the device it runs on.
+
+Run it on the target device (a Jetson, a Mac, a Linux/Android board with Python) with ``ofakit agent serve``;
+the host then measures there through :class:`profilers.runtimes.remote.RemoteRuntime` exactly as with a local
+runtime. Only exported files travel (ONNX, a zipped ``.mlpackage``, a TensorRT engine); nothing is unpickled.
+
+HTTP API (every request needs ``Authorization: Bearer <token>``; every reply is JSON, errors ``{"error": "..."}``):
+
+``GET /v1/info``
+    ``{"device": DeviceInfo.to_dict(), "runtimes": {name: runtime_status() entry + "formats" (accepted body
+    formats), "default_provider", "precisions"}, "agent_version": 1, "max_bytes": N}``.
+``POST /v1/measure``
+    Body (``Content-Type: application/octet-stream``, ``Content-Length`` required): the ``.onnx`` bytes, a zip of
+    the *contents* of the ``.mlpackage`` directory (``Manifest.json`` at the top), or the raw engine bytes.
+    Header ``X-Ofakit-Measure``: JSON ``{"runtime", "format", "input_shape"`` (required) ``, "threads",
+    "precision", "provider", "protocol"}`` (optional; ``protocol`` is ``Protocol.to_dict()``).
+    Reply: ``Measurement.to_dict()``.
+
+Status codes: 200 ok; 400 malformed request or rejected by the runtime; 401 missing or bad token; 404 unknown
+path; 409 runtime unavailable on this device; 413 artifact over the size limit (refused from ``Content-Length``
+before the body is read, then the connection is closed); 500 the measurement failed.
+
+Measurements are serialised by one lock: a second client waits its turn in the queue, it is not refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import logging
+import math
+import socket
+import tempfile
+import threading
+import time
+import zipfile
+from collections import deque
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Sequence
+
+from profilers.record import Protocol, local_device
+from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, runtime_status
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = 1
+DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_BYTES = "127.0.0.1", 8470, 64 * 2**20
+MEASURE_HEADER = "X-Ofakit-Measure"
+WIRE_FORMATS = {"onnx": "onnx", "coreml": "mlpackage", "mlpackage": "mlpackage", "tensorrt": "engine",
+                "engine": "engine"}  # a runtime's artifact_format -> the body format it is sent as
+EXTRA_FORMATS = {"tensorrt": ("engine",)}  # runtimes that also time prebuilt files
+SUFFIXES = {"onnx": ".onnx", "mlpackage": ".mlpackage", "engine": ".engine"}
+REQUIRED, OPTIONAL = ("runtime", "format", "input_shape"), ("threads", "precision", "provider", "protocol")
+MAX_INPUT_ELEMENTS = 2**27  # 512 MiB of float32 input at most
+MAX_ZIP_MEMBERS = 10_000
+
+
+class RequestError(Exception):
+    """A refused request: HTTP ``status``, a one-line message and optional extra reply fields."""
+
+    def __init__(self, status: int, message: str, **extra: Any):
+        super().__init__(message)
+        self.status, self.extra = status, extra
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:500]
+
+
+def parse_params(raw: str | None, formats: dict[str, tuple[str, ...]]) -> tuple[str, str, MeasureSpec]:
+    """``(runtime, format, spec without artifact)`` from the ``X-Ofakit-Measure`` header; raises ``RequestError``."""
+    if raw is None:
+        raise RequestError(400, f"missing header {MEASURE_HEADER} (JSON measurement parameters)")
+    try:
+        params = json.loads(raw)
+    except ValueError as exc:
+        raise RequestError(400, f"header {MEASURE_HEADER} is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise RequestError(400, f"header {MEASURE_HEADER} must be a JSON object, got {type(params).__name__}")
+    unknown, missing = sorted(set(params) - {*REQUIRED, *OPTIONAL}), [k for k in REQUIRED if k not in params]
+    if unknown or missing:
+        bad = f"unknown key(s) {unknown}" if unknown else f"missing key(s) {missing}"
+        raise RequestError(400, f"{bad} in {MEASURE_HEADER}; required: {list(REQUIRED)}, optional: {list(OPTIONAL)}")
+    name, fmt = params["runtime"], params["format"]
+    if not isinstance(name, str) or name not in formats:
+        raise RequestError(400, f"unknown runtime {name!r}; available: {sorted(formats)}")
+    if fmt not in formats[name]:
+        raise RequestError(400, f"format={fmt!r} does not match runtime {name}; allowed: {list(formats[name])}")
+    provider = params.get("provider")
+    if provider is not None and not isinstance(provider, str):
+        raise RequestError(400, f"provider={provider!r} must be a string or null")
+    try:
+        spec = MeasureSpec(Path("pending"), tuple(params["input_shape"]), params.get("threads", 1),
+                           params.get("precision", "fp32"), provider, Protocol.from_dict(params.get("protocol", {})))
+    except (TypeError, ValueError) as exc:
+        raise RequestError(400, f"bad measurement parameters: {_one_line(exc)}") from None
+    if math.prod(spec.input_shape) > MAX_INPUT_ELEMENTS:
+        raise RequestError(400, f"input_shape={list(spec.input_shape)} is too large; at most {MAX_INPUT_ELEMENTS} elements")
+    return name, fmt, spec
+
+
+def extract_zip(data: bytes, dest: Path, max_total: int) -> None:
+    """Unpack zip ``data`` into ``dest``: no absolute or ``..`` members, at most ``max_total`` bytes unpacked."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise RequestError(400, f"an mlpackage must be sent as a zip of its directory: {exc}") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise RequestError(400, f"zip has {len(infos)} members; at most {MAX_ZIP_MEMBERS} allowed")
+        for info in infos:
+            parts = PurePosixPath(info.filename).parts
+            if info.filename.startswith(("/", "\\")) or "\\" in info.filename or ".." in parts or not parts \
+                    or ":" in parts[0]:
+                raise RequestError(400, f"unsafe zip member {info.filename!r}: absolute paths and '..' are not allowed")
+        total = sum(i.file_size for i in infos)
+        if total > max_total:
+            raise RequestError(413, f"mlpackage unpacks to {total} bytes; the agent's limit is {max_total} bytes")
+        try:
+            for info in infos:
+                target = dest / info.filename
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:  # reads stop at the declared file_size
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise RequestError(400, f"corrupt mlpackage zip: {_one_line(exc)}") from None
+    if not (dest / "Manifest.json").is_file():
+        raise RequestError(400, "no Manifest.json at the top of the zip: zip the contents of the .mlpackage directory")
+
+
+def write_artifact(data: bytes, fmt: str, folder: Path, max_unpacked: int) -> Path:
+    """Check ``data`` as a ``fmt`` artifact and write it into ``folder``; never unpickles anything."""
+    if not data:
+        raise RequestError(400, "empty body: send the artifact bytes")
+    path = folder / f"model{SUFFIXES[fmt]}"
+    if fmt == "onnx":
+        try:
+            import onnx
+        except ImportError:
+            raise RequestError(409, "unavailable: the agent needs the onnx package to check ONNX artifacts "
+                                    "(pip install onnx)") from None
+        try:
+            onnx.checker.check_model(onnx.load_from_string(data))
+        except Exception as exc:  # noqa: BLE001 - protobuf decode and checker errors alike mean "not ONNX"
+            raise RequestError(400, f"body is not a valid ONNX model: {_one_line(exc)}") from None
+    if fmt == "mlpackage":
+        extract_zip(data, path, max_unpacked)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One HTTP request of the agent (see the module docstring for the API)."""
+
+    server: "AgentServer"
+    protocol_version = "HTTP/1.1"
+    server_version = f"ofakit-agent/{AGENT_VERSION}"
+    timeout = 120  # seconds a silent client may hold a connection
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.info("%s %s", self.address_string(), format % args)
+
+    def handle_expect_100(self) -> bool:
+        """Refuse a bad token or an oversize body before the client sends it."""
+        try:
+            self._auth()
+            if self.command == "POST":
+                self._length()
+        except RequestError as exc:
+            self._reply(exc.status, {"error": str(exc), **exc.extra}, close=True, linger=False)
+            return False  # the client has not sent the body; the connection is closed
+        return super().handle_expect_100()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch(self._info)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch(self._measure)
+
+    def _dispatch(self, fn: Callable[[], dict[str, Any]]) -> None:
+        # whether a request body is still unread (then the reply closes the connection)
+        self._unread = self.command == "POST" or self.headers.get("Content-Length", "0").strip() not in ("", "0")
+        try:
+            status, payload = 200, fn()
+        except RequestError as exc:
+            status, payload = exc.status, {"error": str(exc), **exc.extra}
+        except Exception as exc:  # noqa: BLE001 - a failed measurement must not kill the agent
+            log.exception("%s %s failed", self.command, self.path)
+            status, payload = 500, {"error": f"{self.command} {self.path} failed: {type(exc).__name__}: {_one_line(exc)}"}
+        self._reply(status, payload, close=self._unread)
+
+    def _auth(self) -> None:
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.server.token.encode()):
+            raise RequestError(401, "missing or bad token: send 'Authorization: Bearer <token>'")
+
+    def _route(self, path: str) -> None:
+        if self.path.split("?", 1)[0] != path:
+            raise RequestError(404, f"unknown path {self.command} {self.path!r}; available: GET /v1/info, "
+                                    "POST /v1/measure")
+
+    def _length(self) -> int:
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            raise RequestError(400, "missing Content-Length: send the artifact as a plain (not chunked) body")
+        if not (raw.strip().isascii() and raw.strip().isdigit()):
+            raise RequestError(400, f"bad Content-Length {raw!r}: expected a byte count")
+        n, limit = int(raw), self.server.max_bytes
+        if n > limit:
+            raise RequestError(413, f"artifact of {n} bytes exceeds the agent's limit of {limit} bytes", max_bytes=limit)
+        return n
+
+    def _info(self) -> dict[str, Any]:
+        self._auth()
+        self._route("/v1/info")
+        return self.server.info()
+
+    def _measure(self) -> dict[str, Any]:
+        self._auth()
+        self._route("/v1/measure")
+        n = self._length()
+        data = self.rfile.read(n)
+        self._unread = len(data) != n
+        if self._unread:
+            raise RequestError(400, f"body ended after {len(data)} of {n} bytes")
+        name, fmt, spec = parse_params(self.headers.get(MEASURE_HEADER), self.server.formats)
+        return self.server.measure(data, name, fmt, spec)
+
+    def _reply(self, status: int, payload: dict[str, Any], close: bool, linger: bool = True) -> None:
+        """Send JSON; ``close`` (a body left unread) closes the connection afterwards."""
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        if close and linger:
+            self._linger()
+
+    def _linger(self, seconds: float = 2.0) -> None:
+        """Half-close, then discard (never store) what the client still sends for a moment, so that it
+        reads our error reply instead of a connection reset."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            left, end = 2 * self.server.max_bytes + (16 << 20), time.monotonic() + seconds
+            while left > 0 and time.monotonic() < end and (chunk := self.connection.recv(min(left, 1 << 16))):
+                left -= len(chunk)
+        except OSError:
+            pass
+
+
+class AgentServer(ThreadingHTTPServer):
+    """The profiling agent on ``host:port`` (port 0: any free port); ``serve_forever()`` runs it.
+
+    Args:
+        host: Address to bind (loopback by default).
+        port: TCP port.
+        token: Shared secret every request must present; an empty token is refused.
+        max_bytes: Largest artifact accepted.
+        runtimes: Runtime names served (default: every registered runtime that measures a file).
+    """
+
+    daemon_threads = True
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str = "",
+                 max_bytes: int = DEFAULT_MAX_BYTES, runtimes: Sequence[str] | None = None):
+        if not isinstance(token, str) or not token.strip():
+            raise ValueError("token must be a non-empty string; the agent refuses to run without one")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes={max_bytes!r} must be a positive integer")
+        self.token, self.max_bytes = token.strip(), max_bytes
+        self.formats = _served(runtimes)
+        self.lock = threading.Lock()
+        self.history: deque[dict[str, float]] = deque(maxlen=1000)  # monotonic received/start/end per measurement
+        self._device = local_device().to_dict()
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log (never print) a request that broke the handler."""
+        log.exception("request from %s failed", client_address)
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the bound socket."""
+        host, port = self.server_address[:2]
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
+    def info(self) -> dict[str, Any]:
+        """The ``GET /v1/info`` reply."""
+        status = runtime_status()
+        runtimes = {}
+        for name in self.formats:
+            rt = get_runtime(name)
+            runtimes[name] = {**status[name], "formats": list(self.formats[name]),
+                              "default_provider": rt.default_provider, "precisions": list(rt.precisions)}
+        return {"device": self._device, "runtimes": runtimes, "agent_version": AGENT_VERSION,
+                "max_bytes": self.max_bytes}
+
+    def measure(self, data: bytes, name: str, fmt: str, spec: MeasureSpec) -> dict[str, Any]:
+        """Write and check the artifact, then time it while holding the one measurement lock."""
+        received = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="ofakit-agent-") as tmp:
+            spec = replace(spec, artifact=write_artifact(data, fmt, Path(tmp), 4 * self.max_bytes))
+            runtime = get_runtime(name)
+            if self.lock.locked():
+                log.info("%s measurement queued behind the one running", name)
+            with self.lock:
+                start = time.monotonic()
+                try:
+                    m = runtime.measure(spec)
+                except RuntimeUnavailable as exc:
+                    raise RequestError(409, _one_line(exc)) from None
+                except ValueError as exc:
+                    raise RequestError(400, _one_line(exc)) from None
+                finally:
+                    self.history.append({"received": received, "start": start, "end": time.monotonic()})
+        log.info("%s %s: median %.3f ms over %d runs", name, list(spec.input_shape), m.stats.median_ms, m.stats.runs)
+        return m.to_dict()
+
+
+def _served(names: Sequence[str] | None) -> dict[str, tuple[str, ...]]:
+    """``{runtime: accepted body formats}`` for the runtimes the agent serves."""
+    out = {}
+    for name in list_runtimes() if names is None else names:
+        fmt = WIRE_FORMATS.get(get_runtime(name).artifact_format)  # unknown names raise, listing the known ones
+        if fmt is not None:
+            out[name] = (fmt, *EXTRA_FORMATS.get(name, ()))
+        elif names is not None:
+            raise ValueError(f"runtime {name!r} measures in-process modules, not files; an agent can serve: "
+                             f"{sorted(n for n in list_runtimes() if WIRE_FORMATS.get(get_runtime(n).artifact_format))}")
+    return out
+
+
+def make_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str = "", max_bytes: int = DEFAULT_MAX_BYTES,
+                runtimes: Sequence[str] | None = None) -> AgentServer:
+    """A bound :class:`AgentServer`; call ``serve_forever()`` on it (``shutdown()`` from another thread stops it)."""
+    return AgentServer(host, port, token, max_bytes, runtimes)

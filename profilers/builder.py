@@ -1,0 +1,206 @@
+"""Building and refreshing latency lookup tables: measure a space's layers and a few whole subnets.
+
+:func:`build_table` enumerates the distinct layers of a supernet's space (:func:`~profilers.layers.space_layers`),
+exports each as a tiny standalone model for the runtime, times them in interleaved groups and commits each
+group to the SQLite store, so a killed build resumes where it stopped. It then times a few whole subnets
+(largest, smallest and seeded random ones, extracted from the supernet) and fits the predictor's
+correction (:func:`~profilers.predictor.fit_correction`). Refreshing is the same call: only layers and
+calibration subnets that are missing, older than ``max_age_s`` or measured with another runtime version or
+on other hardware are measured again.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from elastic import ElasticMobileNetV3, MobileNetV3Spec, SubnetConfig
+from profilers.layers import LAYOUT_VERSION, space_layers
+from profilers.predictor import LatencyPredictor, fit_correction
+from profilers.record import Measurement, Protocol
+from profilers.runtimes import MeasureSpec, Runtime
+from profilers.store import LatencyTable, RuntimeKey, spec_id
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How a table is measured.
+
+    Attributes:
+        threads: Intra-op threads of the runtime.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        provider: Execution provider / device / compute units (``None``: the runtime's default).
+        batch: Batch size of every measurement.
+        protocol: Timing protocol.
+        calibration_subnets: Whole subnets measured to calibrate the predictor (largest and smallest first).
+        seed: Seed of the random calibration subnets.
+        group: Layers timed together with interleaved blocks (and committed together).
+        max_age_s: Re-measure entries older than this (``None``: never because of age).
+        force: Re-measure everything.
+    """
+
+    threads: int = 1
+    precision: str = "fp32"
+    provider: str | None = None
+    batch: int = 1
+    protocol: Protocol = field(default_factory=Protocol)
+    calibration_subnets: int = 12
+    seed: int = 0
+    group: int = 4
+    max_age_s: float | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "batch", "group"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        if not isinstance(self.calibration_subnets, int) or self.calibration_subnets < 0:
+            raise ValueError(f"calibration_subnets={self.calibration_subnets!r} must be an integer >= 0")
+        if self.max_age_s is not None and not self.max_age_s > 0:
+            raise ValueError(f"max_age_s={self.max_age_s!r} must be a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build or refresh did."""
+
+    recipe: str
+    device: str
+    runtime: str
+    layers: int
+    measured: int
+    calibration_measured: int
+    calibration_used: int
+    correction: dict
+    seconds: float
+    contended: int
+
+
+def calibration_configs(spec: MobileNetV3Spec, n: int, seed: int) -> list[SubnetConfig]:
+    """``n`` subnets spread over the space: largest and smallest at the top resolution, then seeded random."""
+    sp = spec.space
+    out = [sp.largest(), sp.smallest()][:n]
+    rng = np.random.default_rng(seed)
+    seen = {c.to_json() for c in out}
+    while len(out) < n and len(seen) < sp.size():
+        cfg = sp.sample(rng)
+        if cfg.to_json() not in seen:
+            seen.add(cfg.to_json())
+            out.append(cfg)
+    return out
+
+
+def _specs(runtime: Runtime, items: list[tuple[torch.nn.Module, tuple[int, ...]]], workdir: Path,
+           s: BuildSettings) -> list[MeasureSpec]:
+    out = []
+    for i, (module, shape) in enumerate(items):
+        shape = (s.batch, *shape[1:])
+        artifact = runtime.prepare(module, shape, workdir / f"m{i}")
+        out.append(MeasureSpec(artifact, shape, s.threads, s.precision, s.provider, s.protocol))
+    return out
+
+
+def _stale(m_version: str, fingerprint: str, measured_at: float, s: BuildSettings, now: float,
+           version: str, device_fp: str) -> bool:
+    return (s.force or m_version != version or fingerprint != device_fp
+            or (s.max_age_s is not None and now - measured_at > s.max_age_s))
+
+
+def build_table(table: LatencyTable, recipe: str, spec: MobileNetV3Spec, runtime: Runtime, device: str = "local",
+                settings: BuildSettings | None = None, progress: Progress | None = None) -> BuildReport:
+    """Measure what ``table`` lacks (or holds stale) for ``recipe`` on ``device`` and refit the correction.
+
+    Args:
+        table: An open :class:`LatencyTable`.
+        recipe: Name to record the spec under in the table.
+        spec: The supernet architecture whose space is tabled.
+        runtime: The runtime to measure with (local, or a remote agent's).
+        device: Device name in the table (``"local"`` for this machine).
+        settings: Measurement settings.
+        progress: Called as ``progress(phase, done, total)`` after each group.
+    """
+    s = settings or BuildSettings()
+    t0 = time.time()
+    reason = runtime.unavailable()
+    if reason is not None:
+        raise ValueError(f"runtime {runtime.name} is unavailable on device {device!r}: {reason}")
+    sid = table.put_recipe(recipe, spec.to_dict())
+    version, dev_fp = runtime.version(), runtime.device().fingerprint
+    provider = s.provider or runtime.default_provider
+    rk = RuntimeKey(runtime.name, provider, s.threads, s.precision, s.batch)
+    now = time.time()
+    have = {e.key: e for e in table.entries(device, rk)}
+    layers = space_layers(spec)
+    todo = [L for L in layers if L.key not in have or _stale(have[L.key].runtime_version, have[L.key].fingerprint,
+                                                             have[L.key].measured_at, s, now, version, dev_fp)]
+    log.info("%s on %s/%s: %d of %d layers to measure (layout v%d)", recipe, device, rk.label(), len(todo),
+             len(layers), LAYOUT_VERSION)
+    contended = 0
+    with tempfile.TemporaryDirectory(prefix="ofakit-lut-") as tmp:
+        for start in range(0, len(todo), s.group):
+            group = todo[start:start + s.group]
+            specs = _specs(runtime, [(L.build(), L.input_shape) for L in group], Path(tmp), s)
+            ms = runtime.measure_many(specs)
+            contended += sum(m.contended for m in ms)
+            table.put_many(device, [(L.key, m) for L, m in zip(group, ms)])
+            if progress:
+                progress("layers", start + len(group), len(todo))
+        cal_measured = _calibrate(table, sid, spec, runtime, device, rk, s, Path(tmp), progress)
+    corr = refit(table, recipe, device, rk)
+    return BuildReport(recipe, device, rk.label(), len(layers), len(todo), cal_measured, corr["samples"], corr,
+                       time.time() - t0, contended)
+
+
+def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Runtime, device: str,
+               rk: RuntimeKey, s: BuildSettings, tmp: Path, progress: Progress | None) -> int:
+    """Measure the calibration subnets that are missing or stale; returns how many were measured."""
+    cfgs = calibration_configs(spec, s.calibration_subnets, s.seed)
+    have = {c.subnet: c for c in table.calibration(device, rk, sid)}
+    version, dev_fp, now = runtime.version(), runtime.device().fingerprint, time.time()
+    todo = [c for c in cfgs if c.to_json() not in have
+            or _stale(have[c.to_json()].runtime_version, dev_fp, have[c.to_json()].measured_at, s, now, version, dev_fp)]
+    if not todo:
+        return 0
+    torch.manual_seed(s.seed)
+    supernet = ElasticMobileNetV3(spec).eval()  # weights do not change latency; shapes and ops do
+    shape = (s.batch, spec.in_channels)
+    for i, cfg in enumerate(todo):
+        (spec_,) = _specs(runtime, [(supernet.extract(cfg), (*shape, cfg.r, cfg.r))], tmp / f"c{i}", s)
+        (m,) = runtime.measure_many([spec_])
+        table.add_calibration(device, sid, cfg.to_json(), m)
+        if progress:
+            progress("calibration", i + 1, len(todo))
+    return len(todo)
+
+
+def refit(table: LatencyTable, recipe: str, device: str, runtime: RuntimeKey) -> dict:
+    """Fit and store the correction of ``recipe`` on ``device``/``runtime`` from its calibration samples."""
+    spec = MobileNetV3Spec.from_dict(table.recipe(recipe))
+    sid = spec_id(spec.to_dict())
+    samples = table.calibration(device, runtime, sid)
+    layer_ms = {e.key: e.median_ms for e in table.entries(device, runtime)}
+    raw = LatencyPredictor(spec, layer_ms, fit_correction({}, np.array([])), device, runtime)
+    cfgs = [SubnetConfig.from_json(c.subnet) for c in samples]
+    feats = raw.features(cfgs) if cfgs else {}
+    corr = fit_correction(feats, np.array([c.measured_ms for c in samples])).to_dict()
+    table.put_correction(device, runtime, sid, corr)
+    return corr
+
+
+def measure_subnet(runtime: Runtime, module: torch.nn.Module, input_shape: tuple[int, ...], workdir: Path,
+                   settings: BuildSettings | None = None) -> Measurement:
+    """Export ``module`` for ``runtime`` and time it with the build settings (one whole-network measurement)."""
+    s = settings or BuildSettings()
+    (spec_,) = _specs(runtime, [(module, input_shape)], Path(workdir), s)
+    return runtime.measure(spec_)

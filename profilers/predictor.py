@@ -1,0 +1,237 @@
+"""Whole-subnet latency from a lookup table: the sum of layer latencies, calibrated per device and runtime.
+
+A layer measured alone keeps its weights in cache between runs; inside a whole network they are streamed
+from memory, and the runtime's per-call costs (session call, layout reorders at the model boundary) are paid
+once rather than once per layer. So the raw sum of layer entries is biased, and by an amount that depends on
+the subnet. :func:`fit_correction` fits ``measured ≈ a * layer_sum + b * weight_millions + c`` on a few
+whole-subnet measurements (relative least squares; fewer features when there are few samples), and
+:class:`LatencyPredictor` applies it to any number of configs at once with array lookups.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from elastic import MobileNetV3Spec, SubnetConfig
+from profilers.layers import slot_grid
+from profilers.store import LatencyTable, RuntimeKey, spec_id
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("layer_sum_ms", "weights_m", "one")
+STATS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "mean_ms")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A fitted linear correction ``sum(coef[f] * feature[f])``; the identity when not calibrated.
+
+    Attributes:
+        features: Names of the features used (a prefix-free subset of :data:`FEATURES`).
+        coef: One coefficient per feature.
+        samples: Whole-subnet measurements the fit used.
+        fit_mape: Mean absolute percentage error on those samples.
+        loo_mape: Leave-one-out MAPE (an honest estimate of the error on new subnets), when computable.
+    """
+
+    features: tuple[str, ...] = ("layer_sum_ms",)
+    coef: tuple[float, ...] = (1.0,)
+    samples: int = 0
+    fit_mape: float | None = None
+    loo_mape: float | None = None
+
+    def apply(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The corrected latency for feature arrays keyed by name."""
+        return sum(c * feats[f] for f, c in zip(self.features, self.coef))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"features": list(self.features), "coef": list(self.coef), "samples": self.samples,
+                "fit_mape": self.fit_mape, "loo_mape": self.loo_mape}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Correction":
+        """Inverse of :meth:`to_dict`."""
+        bad = [f for f in data["features"] if f not in FEATURES]
+        if bad or len(data["features"]) != len(data["coef"]):
+            raise ValueError(f"stored correction has unknown features {bad} or mismatched coefficients")
+        return cls(tuple(data["features"]), tuple(float(c) for c in data["coef"]), int(data["samples"]),
+                   data.get("fit_mape"), data.get("loo_mape"))
+
+
+def _lstsq_rel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    w = 1.0 / y
+    return np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
+
+
+def fit_correction(feats: Mapping[str, np.ndarray], measured: np.ndarray) -> Correction:
+    """Fit the correction from features of calibration subnets and their measured latencies (ms).
+
+    Candidates: all of :data:`FEATURES` (6 or more samples), scale and offset (3 or more), scale only. A
+    candidate whose layer-sum coefficient is not positive is dropped; of the rest, the one with the lowest
+    leave-one-out error is kept.
+    """
+    y = np.asarray(measured, dtype=np.float64)
+    n = y.size
+    if n == 0:
+        return Correction()
+    if not np.all(y > 0):
+        raise ValueError("calibration latencies must be positive milliseconds")
+    choices = [FEATURES, ("layer_sum_ms", "one"), ("layer_sum_ms",)]
+    fits = []
+    for names in (c for c in choices if n >= {3: 6, 2: 3, 1: 1}[len(c)]):
+        x = np.stack([np.asarray(feats[f], dtype=np.float64) for f in names], 1)
+        coef = _lstsq_rel(x, y)
+        if coef[0] <= 0:
+            continue
+        fit = float(np.mean(np.abs(x @ coef / y - 1)))
+        loo = None
+        if n > len(names) + 1:
+            errs = [abs(x[i] @ _lstsq_rel(np.delete(x, i, 0), np.delete(y, i)) / y[i] - 1) for i in range(n)]
+            loo = float(np.mean(errs))
+        fits.append(Correction(names, tuple(float(c) for c in coef), n, fit, loo))
+    if fits:  # the model that generalises best (leave-one-out), the richest one when LOO is not computable
+        return min(fits, key=lambda c: (c.loo_mape is None, c.loo_mape or 0.0))
+    scale = float(np.median(y / np.asarray(feats["layer_sum_ms"])))
+    return Correction(("layer_sum_ms",), (scale,), n, None, None)
+
+
+class LatencyPredictor:
+    """Predicts whole-subnet latency (ms) of one space on one device and runtime configuration.
+
+    Build with :meth:`load`. Attributes: ``spec``, ``device``, ``runtime`` (:class:`RuntimeKey`),
+    ``correction`` (:class:`Correction`), ``stat`` (which layer statistic is summed).
+    """
+
+    def __init__(self, spec: MobileNetV3Spec, layer_ms: Mapping[str, float], correction: Correction,
+                 device: str = "local", runtime: RuntimeKey | None = None, stat: str = "median_ms"):
+        self.spec, self.device, self.runtime, self.stat = spec, device, runtime, stat
+        self.correction = correction
+        sp = spec.space
+        grid = slot_grid(spec)
+        needed = {k for slot in grid.block_keys for rs in slot for ks in rs for k in ks}
+        needed |= {k for ks in grid.fixed_keys for k in ks}
+        missing = sorted(needed - set(layer_ms))
+        if missing:
+            raise ValueError(f"the table lacks {len(missing)} layer(s) of this space (e.g. {missing[0]}); "
+                             "run `ofakit profile build` (or `refresh`) for this recipe, device and runtime")
+        self._block = np.array([[[[layer_ms[k] for k in es] for es in ks] for ks in rs] for rs in grid.block_keys])
+        self._fixed = np.array([sum(layer_ms[k] for k in ks) for ks in grid.fixed_keys])
+        self._block_w = np.asarray(grid.block_params, dtype=np.float64) / 1e6
+        self._fixed_w = grid.fixed_params / 1e6
+        self._values = {name: np.asarray(getattr(sp, name)) for name in ("ks", "e", "r")}
+
+    # ------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, table_path: str | Path, device: str, runtime: str | RuntimeKey,
+             recipe: str | MobileNetV3Spec, stat: str = "median_ms") -> "LatencyPredictor":
+        """The predictor for ``recipe`` (a name in the table or a spec) on ``device`` and ``runtime``.
+
+        Args:
+            table_path: The SQLite table.
+            device: Device name in the table (``"local"`` for this machine).
+            runtime: A runtime name (when the table holds one configuration of it), a label such as
+                ``onnxruntime/CPUExecutionProvider/1t/fp32/b1``, or a :class:`RuntimeKey`.
+            recipe: Recipe name recorded in the table, or the architecture spec itself.
+            stat: The layer statistic to sum (``median_ms`` by default).
+        """
+        if stat not in STATS:
+            raise ValueError(f"stat={stat!r} is not supported; allowed: {list(STATS)}")
+        if not Path(table_path).is_file():
+            raise ValueError(f"latency table {table_path} does not exist; build one with `ofakit profile build`")
+        with LatencyTable(table_path) as table:
+            spec = recipe if isinstance(recipe, MobileNetV3Spec) else MobileNetV3Spec.from_dict(table.recipe(recipe))
+            if device not in table.devices():
+                raise ValueError(f"device {device!r} is not in {table_path}; devices there: {sorted(table.devices())}")
+            rk = resolve_runtime(table, runtime, device)
+            entries = table.entries(device, rk)
+            stored = table.correction(device, rk, spec_id(spec.to_dict()))
+        layer_ms = {e.key: getattr(e, stat) for e in entries}
+        corr = Correction.from_dict(stored) if stored else Correction()
+        if not corr.samples:
+            log.warning("no calibration for %s on %s/%s: predictions are raw layer sums", device, rk.label(), stat)
+        return cls(spec, layer_ms, corr, device, rk, stat)
+
+    # ----------------------------------------------------------- encoding
+    def encode(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Index arrays of configs: ``k``/``e`` ``[N, slots]`` (value indices), ``active`` ``[N, slots]``, ``r`` ``[N]``.
+
+        ``cfgs`` is a sequence of :class:`SubnetConfig` or a mapping of arrays ``ks`` ``[N, slots]``,
+        ``e`` ``[N, slots]``, ``d`` ``[N, stages]``, ``r`` ``[N]`` (the fast path for search).
+        """
+        if isinstance(cfgs, Mapping):
+            arrays = {k: np.asarray(cfgs[k]) for k in ("ks", "e", "d", "r")}
+        else:
+            arrays = {k: np.array([getattr(c, k) for c in cfgs]) for k in ("ks", "e", "d", "r")}
+        sp = self.spec.space
+        slots = sp.n_stages * sp.max_depth
+        n = arrays["r"].shape[0]
+        for k, shape in (("ks", (n, slots)), ("e", (n, slots)), ("d", (n, sp.n_stages))):
+            if arrays[k].shape != shape:
+                raise ValueError(f"config array {k!r} has shape {arrays[k].shape}; expected {shape}")
+        out = {name: self._index(name, arrays[name]) for name in ("ks", "e", "r")}
+        d = arrays["d"]
+        if np.any((d < min(sp.d)) | (d > max(sp.d))):
+            raise ValueError(f"depth {d[(d < min(sp.d)) | (d > max(sp.d))][0]} is outside the space; allowed: {list(sp.d)}")
+        pos = np.arange(sp.max_depth)
+        out["active"] = (pos[None, None, :] < d[:, :, None]).reshape(n, slots)
+        return out
+
+    def _index(self, name: str, values: np.ndarray) -> np.ndarray:
+        allowed = self._values[name]
+        order = np.argsort(allowed)
+        pos = np.clip(np.searchsorted(allowed[order], values), 0, len(allowed) - 1)
+        idx = order[pos]
+        bad = allowed[idx] != values
+        if np.any(bad):
+            raise ValueError(f"{name}={values[bad][0]!r} is outside the space; allowed: {allowed.tolist()}")
+        return idx
+
+    # --------------------------------------------------------- prediction
+    def features(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The correction's input features of every config (raw layer sum, weights in millions, 1)."""
+        enc = self.encode(cfgs)
+        slots = np.arange(enc["ks"].shape[1])[None, :]
+        r = enc["r"][:, None]
+        lat = self._block[slots, r, enc["ks"], enc["e"]]
+        w = self._block_w[slots, r, enc["ks"], enc["e"]]
+        act = enc["active"]
+        return {"layer_sum_ms": (lat * act).sum(1) + self._fixed[enc["r"]],
+                "weights_m": (w * act).sum(1) + self._fixed_w, "one": np.ones(act.shape[0])}
+
+    def predict_raw(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any]) -> np.ndarray:
+        """Uncalibrated latency: the sum of the subnet's layer entries (ms)."""
+        return self.features(cfgs)["layer_sum_ms"]
+
+    def predict(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | SubnetConfig) -> np.ndarray:
+        """Calibrated whole-subnet latency in milliseconds, one per config."""
+        if isinstance(cfgs, SubnetConfig):
+            cfgs = [cfgs]
+        return self.correction.apply(self.features(cfgs))
+
+    def describe(self) -> dict[str, Any]:
+        """What this predictor is: device, runtime, statistic, calibration."""
+        return {"device": self.device, "runtime": self.runtime.label() if self.runtime else None, "stat": self.stat,
+                "spec_id": spec_id(self.spec.to_dict()), "correction": self.correction.to_dict(),
+                "loaded_at": time.time()}
+
+
+def resolve_runtime(table: LatencyTable, runtime: str | RuntimeKey, device: str) -> RuntimeKey:
+    """The one runtime configuration of ``table`` on ``device`` that ``runtime`` names."""
+    have = sorted({e.runtime for e in table.entries(device)}, key=RuntimeKey.label)
+    if isinstance(runtime, RuntimeKey):
+        matches = [r for r in have if r == runtime]
+    else:
+        matches = [r for r in have if runtime in (r.name, r.label())]
+    if len(matches) == 1:
+        return matches[0]
+    labels = [r.label() for r in have]
+    if not matches:
+        raise ValueError(f"runtime {runtime!r} has no entries for device {device!r}; measured there: {labels}")
+    raise ValueError(f"runtime {runtime!r} is ambiguous on device {device!r}; give one of {labels}")
