@@ -6,6 +6,8 @@ One registry (:func:`list_exporters`, :func:`get_exporter`), one contract (:clas
 """
 
 from deploy_targets import onnx_export as _onnx  # noqa: F401  (registers the exporter)
+from deploy_targets import coreml_export as _coreml  # noqa: F401
+from deploy_targets import tensorrt_export as _tensorrt  # noqa: F401
 from deploy_targets.base import (EXPORTERS, Exporter, ExporterUnavailable, ExportResult, ExportSpec, get_exporter,
                                  list_exporters, register_exporter)
 

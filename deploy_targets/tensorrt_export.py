@@ -1,0 +1,306 @@
+"""TensorRT exporter: the ONNX graph of :func:`~deploy_targets.onnx_export.onnx_bytes` built into a serialized
+``.engine`` (fp32, fp16, or int8 with entropy calibration), checked for parity on the GPU, then written.
+
+An engine is specific to the GPU model and TensorRT version it was built with, so it is built on the
+target (or through the profiling agent). Device memory, streams and timing events come from
+``torch.cuda``, so no pycuda is needed. :class:`EngineRunner` (deserialise, bind, run, time with CUDA
+events) is shared with the ``tensorrt`` runtime in ``profilers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import logging
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from deploy_targets.base import Exporter, ExportResult, ExportSpec, register_exporter
+from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
+from elastic.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+TRT_PRECISIONS = ("fp32", "fp16", "int8")
+OPTIONS = ("workspace_mb", "max_batch", "device")
+#: Parity tolerances: fp32 uses ``spec.atol`` (TF32 is disabled in the engine and in the reference);
+#: fp16 and int8 allow ``max(atol, REL_TOL · max |torch output|)``: fp16 keeps ~3 significant digits,
+#: int8 has 256 levels per tensor, and the errors add up over layers.
+FP16_REL_TOL = 1e-2
+INT8_REL_TOL = 1e-1
+NO_GPU = ("no NVIDIA GPU (CUDA) available: TensorRT engines are built on the GPU they run on — "
+          "build on the target or through the profiling agent")
+
+
+def tensorrt_unavailable() -> str | None:
+    """Why TensorRT cannot build or run engines here (``None`` when it can)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt is not installed (it needs an NVIDIA GPU; pip install tensorrt on the target)"
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - a stub wheel or a missing CUDA library fails in many ways
+        return f"tensorrt cannot be imported ({exc}); it needs an NVIDIA GPU and the CUDA libraries it was built for"
+    if not torch.cuda.is_available():
+        return NO_GPU
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _trt_logger() -> Any:
+    """One process-wide TensorRT logger forwarding to :mod:`logging`."""
+    import tensorrt as trt
+
+    sev = trt.ILogger.Severity
+    levels = {sev.INTERNAL_ERROR: logging.CRITICAL, sev.ERROR: logging.ERROR, sev.WARNING: logging.WARNING,
+              sev.INFO: logging.INFO, sev.VERBOSE: logging.DEBUG}
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = levels.get(severity, logging.DEBUG)
+            if log.isEnabledFor(level):
+                log.log(level, "TensorRT: %s", msg)
+
+    return _Logger()
+
+
+def _calibrator(trt: Any, batches: list[np.ndarray]) -> Any:
+    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` through one torch CUDA buffer."""
+
+    class _Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.pending = iter(batches)
+            self.buffer = torch.empty(batches[0].shape, dtype=torch.float32, device="cuda")
+            self.cache: bytes | None = None
+
+        def get_batch_size(self) -> int:
+            return int(batches[0].shape[0])
+
+        def get_batch(self, names: list[str], p_str: Any = None) -> list[int] | None:  # noqa: ARG002
+            batch = next(self.pending, None)
+            if batch is None:
+                return None
+            self.buffer.copy_(torch.from_numpy(batch))
+            torch.cuda.synchronize()
+            return [int(self.buffer.data_ptr())]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return self.cache
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            self.cache = bytes(cache)
+
+    return _Calibrator()
+
+
+def build_engine(onnx_model: bytes, precision: str, calibration: Sequence[np.ndarray] = (), workspace_mb: int = 1024,
+                 input_shape: Sequence[int] | None = None, max_batch: int | None = None) -> bytes:
+    """Build a serialized TensorRT engine from an ONNX model on the current CUDA device.
+
+    Args:
+        onnx_model: Serialized ONNX model with one input.
+        precision: ``fp32`` (TF32 off), ``fp16``, or ``int8`` (fp16 fallback; needs ``calibration``).
+        calibration: Input batches of one shape for int8 entropy calibration.
+        workspace_mb: Builder workspace memory pool limit.
+        input_shape: Expected input shape; for a dynamic-batch model its batch is the profile's optimum.
+        max_batch: Largest batch of a dynamic-batch model's profile (default: ``input_shape[0]``).
+    """
+    if precision not in TRT_PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; allowed: {list(TRT_PRECISIONS)}")
+    if isinstance(workspace_mb, bool) or not isinstance(workspace_mb, int) or workspace_mb < 1:
+        raise ValueError(f"workspace_mb={workspace_mb!r} must be a positive integer")
+    batches = [np.ascontiguousarray(b, dtype=np.float32) for b in calibration]
+    if precision == "int8" and not batches:
+        raise ValueError("precision='int8' needs calibration batches (ExportSpec.calibration); none were given")
+    if len({b.shape for b in batches}) > 1:
+        raise ValueError(f"calibration batches must share one shape; got {sorted({b.shape for b in batches})}")
+    shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+    import tensorrt as trt
+
+    logger = _trt_logger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_model):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse the ONNX model: {errors}")
+    if network.num_inputs != 1:
+        raise ValueError(f"the ONNX model has {network.num_inputs} inputs; one input is supported")
+    inp = network.get_input(0)
+    dims = tuple(inp.shape)
+    if -1 in dims[1:]:
+        raise ValueError(f"ONNX input shape {dims} is not supported; only the batch dimension may be dynamic")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # true fp32, comparable with the torch reference
+    else:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if dims[0] == -1:
+        if shape is None:
+            raise ValueError("a dynamic-batch ONNX model needs input_shape (its batch is the profile optimum)")
+        top = shape[0] if max_batch is None else max_batch
+        if top < shape[0]:
+            raise ValueError(f"max_batch={max_batch!r} must be >= the input batch {shape[0]}")
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, (1, *dims[1:]), (shape[0], *dims[1:]), (top, *dims[1:]))
+        config.add_optimization_profile(profile)
+    elif shape is not None and shape != dims:
+        raise ValueError(f"input_shape={shape} does not match the static ONNX input shape {dims}")
+    calibrator = None  # referenced until the build ends: TensorRT keeps only a raw pointer to it
+    if precision == "int8":
+        cal = batches[0].shape
+        if cal[1:] != dims[1:] or (dims[0] != -1 and cal[0] != dims[0]):
+            raise ValueError(f"calibration batch shape {cal} does not fit the ONNX input shape {dims}")
+        config.set_flag(trt.BuilderFlag.INT8)
+        if dims[0] == -1:
+            cal_profile = builder.create_optimization_profile()
+            cal_profile.set_shape(inp.name, cal, cal, cal)
+            config.set_calibration_profile(cal_profile)
+        calibrator = config.int8_calibrator = _calibrator(trt, batches)
+    serialized = builder.build_serialized_network(network, config)
+    del calibrator
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build the {precision} engine (see the TensorRT log messages)")
+    return bytes(serialized)
+
+
+class EngineRunner:
+    """A deserialized engine with torch CUDA tensors bound as its I/O buffers, for one input shape."""
+
+    def __init__(self, engine: bytes, input_shape: Sequence[int], device: str | torch.device = "cuda:0") -> None:
+        import tensorrt as trt
+
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ValueError(f"device={str(device)!r} is not supported; allowed: 'cuda' or 'cuda:N'")
+        dtypes = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
+                  "UINT8": torch.uint8, "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool}
+        with torch.cuda.device(self.device):
+            self._runtime = trt.Runtime(_trt_logger())
+            self.engine = self._runtime.deserialize_cuda_engine(engine)
+            if self.engine is None:
+                raise RuntimeError("TensorRT could not deserialize the engine (built by another TensorRT version "
+                                   "or for another GPU?)")
+            self.context = self.engine.create_execution_context()
+            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+            inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+            if len(inputs) != 1:
+                raise ValueError(f"the engine has inputs {inputs}; one input is supported")
+            self.input_name, self.output_names = inputs[0], [n for n in names if n not in inputs]
+            shape = tuple(int(v) for v in input_shape)
+            if not self.context.set_input_shape(self.input_name, shape):
+                raise ValueError(f"input_shape={shape} is not supported by the engine; allowed: "
+                                 f"{tuple(self.engine.get_tensor_shape(self.input_name))} within its profile")
+            self.buffers: dict[str, torch.Tensor] = {}
+            for n in names:
+                dims = shape if n == self.input_name else tuple(self.context.get_tensor_shape(n))
+                self.buffers[n] = torch.empty(dims, dtype=dtypes[self.engine.get_tensor_dtype(n).name],
+                                              device=self.device)
+                self.context.set_tensor_address(n, self.buffers[n].data_ptr())
+            self.stream = torch.cuda.Stream(self.device)
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._end = torch.cuda.Event(enable_timing=True)
+
+    def feed(self, x: np.ndarray | torch.Tensor) -> None:
+        """Copy ``x`` into the input buffer."""
+        buf = self.buffers[self.input_name]
+        x = torch.as_tensor(x)
+        if tuple(x.shape) != tuple(buf.shape):
+            raise ValueError(f"input shape {tuple(x.shape)} is not supported; allowed: {tuple(buf.shape)}")
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            buf.copy_(x)
+        self.stream.synchronize()
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log messages)")
+
+    def run(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The first output for input ``x``, as float32 on the host."""
+        self.feed(x)
+        with torch.cuda.device(self.device):
+            self._execute()
+            self.stream.synchronize()
+        return self.buffers[self.output_names[0]].float().cpu().numpy()
+
+    def time_once(self) -> float:
+        """Run once on the current input; the GPU time in seconds, measured with CUDA events."""
+        with torch.cuda.device(self.device):
+            self._start.record(self.stream)
+            self._execute()
+            self._end.record(self.stream)
+            self._end.synchronize()
+        return self._start.elapsed_time(self._end) / 1e3
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def parity_tolerance(precision: str, atol: float, ref: np.ndarray) -> float:
+    """The documented parity tolerance of ``precision`` for reference output ``ref``."""
+    rel = {"fp32": 0.0, "fp16": FP16_REL_TOL, "int8": INT8_REL_TOL}[precision]
+    return max(atol, rel * float(np.abs(ref).max()))
+
+
+@register_exporter
+class TensorRTExporter(Exporter):
+    """``.engine`` for the local NVIDIA GPU, with a parity check against PyTorch on that GPU before writing."""
+
+    name = "tensorrt"
+    suffix = ".engine"
+    precisions = TRT_PRECISIONS
+
+    def unavailable(self) -> str | None:
+        if importlib.util.find_spec("onnx") is None:
+            return "onnx is not installed (pip install 'ofa-kit[onnx]')"
+        return tensorrt_unavailable()
+
+    def _export(self, spec: ExportSpec) -> ExportResult:
+        import tensorrt as trt
+
+        t0 = time.perf_counter()
+        unknown = sorted(set(spec.options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown tensorrt option(s) {unknown}; allowed: {list(OPTIONS)}")
+        n = spec.input_shape[0]
+        max_batch = spec.options.get("max_batch", 2 * n) if spec.dynamic_batch else None
+        workspace = spec.options.get("workspace_mb", 1024)
+        device = torch.device(spec.options.get("device", "cuda:0"))
+        calibration = [t.detach().float().cpu().numpy() for t in spec.calibration]
+        with torch.cuda.device(device):
+            engine = build_engine(onnx_bytes(spec), spec.precision, calibration, workspace, spec.input_shape, max_batch)
+        x = spec.example()
+        if spec.dynamic_batch and x.shape[0] == n and (max_batch or n) >= 2 * n:
+            x = torch.cat([x, x])  # prove the batch dimension really varies
+        got = EngineRunner(engine, tuple(x.shape), device).run(x)
+        with _no_tf32(), torch.no_grad():
+            ref = spec.frozen_module().to(device)(x.to(device)).float().cpu().numpy()
+        diff, tol = float(np.abs(got - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
+        if not diff <= tol:
+            raise RuntimeError(f"TensorRT parity check failed: max |tensorrt - torch| = {diff:.3g} > {tol:.3g} "
+                               f"({spec.precision}); {spec.out} was not written")
+        with atomic_path(spec.out) as tmp:
+            tmp.write_bytes(engine)
+        gpu = torch.cuda.get_device_name(device)
+        settings = {"precision": spec.precision, "opset": spec.opset, "dynamic_batch": spec.dynamic_batch,
+                    "max_batch": max_batch, "input_shape": list(spec.input_shape), "input_name": INPUT_NAME,
+                    "output_name": OUTPUT_NAME, "workspace_mb": workspace, "gpu": gpu,
+                    "calibration_batches": len(calibration), "parity_tolerance": tol}
+        versions = {"torch": torch.__version__, "tensorrt": trt.__version__, "cuda": str(torch.version.cuda)}
+        notes = (f"the engine runs only on {gpu}-class GPUs with TensorRT {trt.__version__}",)
+        return ExportResult(spec.out, self.name, settings, versions, diff, time.perf_counter() - t0, notes)

@@ -1,0 +1,81 @@
+"""``ofakit agent``: run the remote profiling agent (:mod:`profilers.agent`) on a device.
+
+On the device: ``ofakit agent serve --token-file F``; on the host: ``--device http://DEVICE:8470`` with the
+same token in ``OFAKIT_AGENT_TOKEN``. The agent binds to loopback unless told otherwise (e.g. ``--host 0.0.0.0``
+behind a trusted network or an SSH tunnel).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+
+import typer
+
+from profilers.agent import DEFAULT_HOST, DEFAULT_PORT, make_server
+
+log = logging.getLogger(__name__)
+
+agent_app = typer.Typer(no_args_is_help=True, help="Profiling agent for remote devices.")
+
+
+@agent_app.callback()
+def _agent() -> None:
+    """Profiling agent for remote devices."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)  # one line, never wrapped
+    return typer.Exit(code)
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise _fail(f"cannot read token file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _fail(f"token file {path} is not UTF-8 text") from None
+    if not token:
+        raise _fail(f"token file {path} is empty; put a long random secret in it (e.g. `openssl rand -hex 32`)")
+    if path.stat().st_mode & 0o077:
+        log.warning("token file %s is readable by other users; chmod 600 it", path)
+    return token
+
+
+@agent_app.command()
+def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback by default."),
+          port: int = typer.Option(DEFAULT_PORT, min=0, max=65535, help="TCP port (0: any free port)."),
+          token_file: Path = typer.Option(..., "--token-file", help="File holding the shared secret clients send."),
+          max_mb: float = typer.Option(64.0, "--max-mb", help="Largest artifact accepted, in MiB.")) -> None:
+    """Serve measurements of uploaded ONNX / mlpackage / engine artifacts until Ctrl-C."""
+    token = _read_token(token_file)
+    if not max_mb > 0:
+        raise _fail(f"--max-mb={max_mb} must be a positive number of MiB")
+    if not _is_loopback(host):
+        log.warning("binding to non-loopback address %s: anyone on that network who has the token can run "
+                    "measurements; prefer an SSH tunnel or a trusted network", host)
+    try:
+        server = make_server(host, port, token, max_bytes=int(max_mb * 2**20))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
+    typer.echo(f"ofakit agent listening on {server.url} (runtimes: {', '.join(server.formats) or 'none'}; "
+               f"max artifact {max_mb:g} MiB); Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("agent stopped")
+    finally:
+        server.server_close()

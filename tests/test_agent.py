@@ -1,0 +1,292 @@
+"""The remote profiling agent for real on loopback: a server thread, real HTTP, real onnxruntime measurements."""
+
+from __future__ import annotations
+
+import http.client
+import importlib.metadata
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from deploy_targets import ExportSpec, get_exporter  # noqa: E402
+from ofakit.agent_cmd import agent_app  # noqa: E402
+from profilers.agent import MEASURE_HEADER, AgentServer, RequestError, extract_zip, make_server  # noqa: E402
+from profilers.record import Measurement, Protocol, local_device  # noqa: E402
+from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, open_runtime  # noqa: E402
+from profilers.runtimes.base import is_macos  # noqa: E402
+from profilers.runtimes.remote import TOKEN_ENV, AgentError, AgentRequestError, RemoteRuntime, zip_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-0123456789"
+SHAPE = (1, 1, 8, 8)
+TINY = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002, min_runs_per_block=2, max_runs_per_block=5)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("agent") / "tiny.onnx"
+    return get_exporter("onnx").export(ExportSpec(_model(), SHAPE, path)).path
+
+
+@pytest.fixture
+def start_agent():
+    """Start agents on ephemeral loopback ports in background threads; shut each down cleanly afterwards."""
+    started: list[tuple[AgentServer, threading.Thread]] = []
+
+    def start(**kw) -> AgentServer:
+        server = make_server("127.0.0.1", 0, TOKEN, **kw)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def _params(**kw) -> dict:
+    return {"runtime": "onnxruntime", "format": "onnx", "input_shape": list(SHAPE), "protocol": TINY.to_dict(), **kw}
+
+
+def _raw(server: AgentServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+         token: str | None = TOKEN, length: int | None = None) -> tuple[int, dict, http.client.HTTPResponse]:
+    """One request by hand; ``length`` sends that Content-Length without the body (``-1``: no header at all)."""
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    conn.putrequest(method, path)
+    hdrs = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+    if length is None and body is not None:
+        length = len(body)
+    if length is not None and length >= 0:
+        hdrs["Content-Length"] = str(length)
+    for k, v in hdrs.items():
+        conn.putheader(k, v)
+    conn.endheaders(body if body is not None and length == len(body) else None)
+    resp = conn.getresponse()
+    payload = json.loads(resp.read())
+    conn.close()
+    return resp.status, payload, resp
+
+
+def test_measurement_through_remote_runtime(start_agent, onnx_file, tmp_path):
+    server = start_agent()
+    rt = open_runtime("onnxruntime", server.url, TOKEN)
+    assert isinstance(rt, RemoteRuntime) and rt.unavailable() is None
+    local = get_runtime("onnxruntime")
+    assert (rt.name, rt.artifact_format, rt.default_provider) == ("onnxruntime", "onnx", "CPUExecutionProvider")
+    assert rt.version() == local.version() == importlib.metadata.version("onnxruntime")
+    assert rt.device() == local_device()
+    m = rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY))
+    assert Measurement.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    assert (m.runtime, m.runtime_version, m.provider) == ("onnxruntime", local.version(), "CPUExecutionProvider")
+    assert m.input_shape == SHAPE and m.protocol == TINY and m.device == local_device()
+    assert 0 < m.stats.min_ms <= m.stats.median_ms <= m.stats.p90_ms and m.stats.runs >= 2 * TINY.blocks
+    assert len(server.history) == 1
+    prepared = rt.prepare(_model(), SHAPE, tmp_path / "sub")  # exported here, measured there
+    assert prepared.suffix == ".onnx" and rt.measure(MeasureSpec(prepared, SHAPE, protocol=TINY)).stats.runs >= 4
+    with pytest.raises(ValueError, match="needs an exported file"):
+        rt.measure(MeasureSpec(_model(), SHAPE, protocol=TINY))
+    status, info, _ = _raw(server, "GET", "/v1/info")
+    assert status == 200 and info["agent_version"] == 1 and info["runtimes"]["onnxruntime"]["available"]
+    assert "torch" not in info["runtimes"]  # in-process modules cannot be sent
+
+
+def test_bad_token_is_401(start_agent, onnx_file, monkeypatch):
+    server = start_agent()
+    rt = RemoteRuntime(server.url, "onnxruntime", token="wrong")
+    with pytest.raises(AgentError, match="agent rejected the token") as err:
+        rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY))
+    assert err.value.status == 401 and "rejected the token" in rt.unavailable()
+    assert _raw(server, "GET", "/v1/info", token=None)[0] == 401
+    status, payload, resp = _raw(server, "POST", "/v1/measure", onnx_file.read_bytes(),
+                                 {MEASURE_HEADER: json.dumps(_params())}, token="wrong")
+    assert status == 401 and "token" in payload["error"] and resp.getheader("Connection") == "close"
+    status, _, _ = _raw(server, "POST", "/v1/measure", headers={"Expect": "100-continue"}, token="x", length=10)
+    assert status == 401  # refused before the body is sent
+    assert len(server.history) == 0
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    assert RemoteRuntime(server.url, "onnxruntime").unavailable() is None
+    monkeypatch.delenv(TOKEN_ENV)
+    with pytest.raises(ValueError, match=TOKEN_ENV):
+        RemoteRuntime(server.url, "onnxruntime")
+    with pytest.raises(ValueError, match="non-empty"):
+        make_server("127.0.0.1", 0, "  ")
+    with pytest.raises(ValueError, match="http\\(s\\)://HOST:PORT"):
+        RemoteRuntime("ftp://127.0.0.1:8470", "onnxruntime", token=TOKEN)
+
+
+def test_oversize_body_is_413(start_agent, onnx_file):
+    server = start_agent(max_bytes=64)
+    size = onnx_file.stat().st_size
+    rt = RemoteRuntime(server.url, "onnxruntime", token=TOKEN)
+    with pytest.raises(AgentError, match=f"artifact of {size} bytes exceeds the agent's limit of 64 bytes") as err:
+        rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY))  # checked before uploading
+    assert err.value.status == 413
+    with pytest.raises(AgentError, match=f"artifact of {size} bytes exceeds the agent's limit of 64 bytes") as err:
+        rt.send(onnx_file.read_bytes(), _params())  # uploaded: the agent refuses from Content-Length
+    assert err.value.status == 413
+    status, payload, resp = _raw(server, "POST", "/v1/measure", headers={MEASURE_HEADER: json.dumps(_params())},
+                                 length=10**9)
+    assert status == 413 and payload["max_bytes"] == 64 and resp.getheader("Connection") == "close"
+    status, _, _ = _raw(server, "POST", "/v1/measure", headers={"Expect": "100-continue"}, length=10**9)
+    assert status == 413
+    assert len(server.history) == 0 and _raw(server, "GET", "/v1/info")[0] == 200
+
+
+def test_malformed_requests_are_400(start_agent, onnx_file):
+    server = start_agent()
+    good = onnx_file.read_bytes()
+    cases = [  # (header, body, length, expected message)
+        ("{not json", good, None, "not valid JSON"),
+        (None, good, None, f"missing header {MEASURE_HEADER}"),
+        (json.dumps([1, 2]), good, None, "must be a JSON object"),
+        (json.dumps(_params(bogus=1)), good, None, "unknown key(s) ['bogus']"),
+        (json.dumps({"runtime": "onnxruntime"}), good, None, "missing key(s) ['format', 'input_shape']"),
+        (json.dumps(_params(input_shape=[1, 0, 8])), good, None, "input_shape=(1, 0, 8)"),
+        (json.dumps(_params(input_shape=7)), good, None, "bad measurement parameters"),
+        (json.dumps(_params(protocol={"blocks": 0})), good, None, "Protocol.blocks=0"),
+        (json.dumps(_params(format="mlpackage")), good, None, "format='mlpackage' does not match runtime onnxruntime"),
+        (json.dumps(_params(precision="fp64")), good, None, "precision='fp64'"),
+        (json.dumps(_params()), b"\x80\x04garbage, surely not onnx" * 8, None, "not a valid ONNX model"),
+        (json.dumps(_params()), b"", None, "empty body"),
+        (json.dumps(_params()), None, -1, "missing Content-Length"),
+    ]
+    for header, body, length, message in cases:
+        headers = {"Content-Type": "application/octet-stream", **({MEASURE_HEADER: header} if header else {})}
+        status, payload, _ = _raw(server, "POST", "/v1/measure", body, headers, length=length)
+        assert status == 400 and message in payload["error"], (message, payload)
+        assert "\n" not in payload["error"]
+    rt = RemoteRuntime(server.url, "onnxruntime", token=TOKEN)
+    with pytest.raises(AgentRequestError, match="not a valid ONNX model") as err:
+        rt.send(b"garbage", _params())
+    assert isinstance(err.value, ValueError) and err.value.status == 400
+    status, payload, _ = _raw(server, "GET", "/v2/nothing")
+    assert status == 404 and "/v1/measure" in payload["error"]
+    assert len(server.history) == 0
+    assert rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY)).runtime == "onnxruntime"  # still serving
+
+
+def test_unknown_and_unavailable_runtimes(start_agent, onnx_file, tmp_path):
+    server = start_agent()
+    rt = RemoteRuntime(server.url, "onnxruntime", token=TOKEN)
+    with pytest.raises(AgentRequestError, match=r"unknown runtime 'nope'; available: \[.*'onnxruntime'") as err:
+        rt.send(onnx_file.read_bytes(), _params(runtime="nope"))
+    assert err.value.status == 400
+    reason = RemoteRuntime(server.url, "nope", token=TOKEN).unavailable()
+    assert "not served by the agent" in reason and "onnxruntime" in reason
+    if "coreml" not in list_runtimes() or is_macos():
+        return
+    pkg = tmp_path / "m.mlpackage"
+    (pkg / "Data").mkdir(parents=True)
+    (pkg / "Manifest.json").write_text("{}")
+    (pkg / "Data" / "model.bin").write_bytes(b"\0" * 100)
+    coreml = RemoteRuntime(server.url, "coreml", token=TOKEN)
+    assert "needs macOS" in coreml.unavailable()
+    with pytest.raises(RuntimeUnavailable, match="^unavailable: .*needs macOS"):
+        coreml.send(zip_dir(pkg), _params(runtime="coreml", format="mlpackage"))  # agent replies 409
+
+
+def test_two_clients_are_queued_not_overlapped(start_agent, onnx_file):
+    server = start_agent()
+    slow = Protocol(warmup_s=0.05, warmup_runs=2, blocks=4, block_s=0.03, min_runs_per_block=2, max_runs_per_block=10**4)
+    barrier, results, errors = threading.Barrier(2), [], []
+
+    def client() -> None:
+        try:
+            rt = RemoteRuntime(server.url, "onnxruntime", token=TOKEN)
+            rt.info()
+            barrier.wait()
+            results.append(rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=slow)))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(results) == 2 and all(m.stats.runs >= 8 for m in results)
+    first, second = sorted(server.history, key=lambda h: h["start"])
+    assert second["received"] < first["end"]  # the second request arrived while the first was measuring ...
+    assert first["end"] <= second["start"]  # ... and waited: measurements never overlap
+
+
+def test_extract_zip_is_safe(tmp_path):
+    pkg = tmp_path / "a.mlpackage"
+    (pkg / "Data" / "w").mkdir(parents=True)
+    (pkg / "Manifest.json").write_text('{"x": 1}')
+    (pkg / "Data" / "w" / "weights.bin").write_bytes(os.urandom(1000))
+    extract_zip(zip_dir(pkg), tmp_path / "out.mlpackage", 10_000)
+    assert (tmp_path / "out.mlpackage" / "Data" / "w" / "weights.bin").read_bytes() == \
+        (pkg / "Data" / "w" / "weights.bin").read_bytes()
+    for member, status, message in (("../evil", 400, "unsafe zip member"), ("/abs/evil", 400, "unsafe zip member"),
+                                    ("Data/../../evil", 400, "unsafe zip member"), ("big", 413, "unpacks to")):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("Manifest.json", "{}")
+            zf.writestr(member, b"\0" * 20_000)
+        with pytest.raises(RequestError, match=message) as err:
+            extract_zip(buf.getvalue(), tmp_path / f"x{status}", 10_000)
+        assert err.value.status == status
+    assert not (tmp_path / "evil").exists()
+    with pytest.raises(RequestError, match="zip of its directory"):
+        extract_zip(b"not a zip", tmp_path / "y", 10_000)
+
+
+def test_stopped_agent_is_reported_unreachable():
+    server = make_server("127.0.0.1", 0, TOKEN)
+    url = server.url
+    server.server_close()
+    reason = RemoteRuntime(url, "onnxruntime", token=TOKEN).unavailable()
+    assert reason.startswith(f"agent at {url} unreachable:")
+
+
+def test_cli_token_file_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(agent_app, ["serve", "--port", "0", "--token-file", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: cannot read token file")
+    assert len(result.stderr.strip().splitlines()) == 1
+    (tmp_path / "empty").write_text("\n")
+    result = runner.invoke(agent_app, ["serve", "--port", "0", "--token-file", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: token file") and "is empty" in result.stderr
+
+
+def test_cli_serve_until_ctrl_c(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    code = "import sys; from ofakit.agent_cmd import agent_app; agent_app(sys.argv[1:], prog_name='ofakit agent')"
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", "0", "--token-file", str(token_file)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("ofakit agent listening on http://127.0.0.1:"), (line, proc.stderr.read())
+        url = line.split()[4]
+        assert RemoteRuntime(url, "onnxruntime", token=TOKEN).unavailable() is None
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "agent stopped" in out

@@ -1,0 +1,263 @@
+"""CoreML and TensorRT exporters and runtimes: real conversions where this machine allows them, clear
+``unavailable`` reasons where it does not (CoreML predicts only on macOS; TensorRT needs an NVIDIA GPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deploy_targets import ExporterUnavailable, ExportSpec, get_exporter, list_exporters
+from deploy_targets.coreml_export import FP16_REL_TOL, PRECISION_KEY, replace_dir
+from deploy_targets.tensorrt_export import build_engine, tensorrt_unavailable
+from profilers.record import Protocol
+from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, runtime_status
+
+ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'ofa-kit[coreml]')")
+
+SHAPE = (1, 3, 16, 16)
+MACOS = platform.system() == "Darwin"
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+HAS_CUDA = torch.cuda.is_available()
+QUICK = Protocol(warmup_s=0.0, warmup_runs=2, blocks=2, block_s=0.0, min_runs_per_block=2, max_runs_per_block=2)
+
+
+def tiny_net(seed: int = 3) -> nn.Module:
+    """A small static conv net with random BN statistics (outputs far from zero), left in train mode."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    bn = net[1]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.3, 0.3)
+    return net
+
+
+def package_spec(path: Path):
+    return ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+
+
+def op_types(spec) -> list[str]:
+    blocks = [b for f in spec.mlProgram.functions.values() for b in f.block_specializations.values()]
+    return [op.type for b in blocks for op in b.operations]
+
+
+def test_registries_list_the_new_targets():
+    assert {"onnx", "coreml", "tensorrt"} <= set(list_exporters())
+    assert get_exporter("coreml").suffix == ".mlpackage" and get_exporter("tensorrt").suffix == ".engine"
+    assert get_exporter("coreml").precisions == ("fp32", "fp16")
+    assert get_exporter("tensorrt").precisions == ("fp32", "fp16", "int8")
+    status = runtime_status()
+    assert {"onnxruntime", "openvino", "torch", "tensorrt", "coreml"} <= set(status)
+    for name, st in status.items():
+        assert st["available"] == (st["reason"] is None), name
+        assert st["available"] or len(st["reason"]) > 10, name
+    assert status["coreml"]["format"] == "coreml" and status["tensorrt"]["format"] == "onnx"
+
+
+# ---------------------------------------------------------------- CoreML export (real, on any OS)
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_coreml_export_writes_a_valid_package(tmp_path, precision):
+    net = tiny_net()
+    meta = {"author": "ofa-kit tests", "short_description": "tiny net", "version": "7", "subnet": "k3e4d2"}
+    res = get_exporter("coreml").export(ExportSpec(net, SHAPE, tmp_path / "m.mlpackage", precision=precision,
+                                                   options={"metadata": meta, "compute_units": "CPU_ONLY"}))
+    assert res.path == tmp_path / "m.mlpackage" and res.path.is_dir()
+    assert res.target == "coreml" and res.settings["precision"] == precision
+    assert res.settings["compute_units"] == "CPU_ONLY" and "coremltools" in res.versions
+    spec = package_spec(res.path)
+    (inp,), (out,) = spec.description.input, spec.description.output
+    assert (inp.name, tuple(inp.type.multiArrayType.shape)) == ("input", SHAPE)
+    assert (out.name, tuple(out.type.multiArrayType.shape)) == ("output", (1, 10))
+    float32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    assert inp.type.multiArrayType.dataType == float32 and out.type.multiArrayType.dataType == float32
+    md = spec.description.metadata
+    assert (md.author, md.shortDescription, md.versionString) == ("ofa-kit tests", "tiny net", "7")
+    assert md.userDefined["subnet"] == "k3e4d2" and md.userDefined[PRECISION_KEY] == precision
+    casts = op_types(spec).count("cast")  # fp16 compute: float32 I/O cast to and from fp16
+    assert (casts >= 2) if precision == "fp16" else (casts == 0)
+    assert "conv" in op_types(spec)
+    if MACOS:
+        assert res.max_abs_diff is not None and res.notes == ()
+    else:
+        assert res.max_abs_diff is None
+        assert any("macOS" in n and "parity" in n for n in res.notes)
+
+
+def test_coreml_export_leaves_the_module_untouched(tmp_path):
+    net = tiny_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    get_exporter("coreml").export(ExportSpec(net, SHAPE, tmp_path / "m.mlpackage"))
+    after = net.state_dict()
+    assert net.training and before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_coreml_export_replaces_an_existing_package(tmp_path):
+    target = tmp_path / "m.mlpackage"
+    target.mkdir()
+    (target / "stale.txt").write_text("old package")
+    get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, target, precision="fp16"))
+    assert not (target / "stale.txt").exists() and (target / "Manifest.json").is_file()
+    assert package_spec(target).description.metadata.userDefined[PRECISION_KEY] == "fp16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]  # no temporary leftovers
+    get_exporter("coreml").export(ExportSpec(tiny_net(seed=4), SHAPE, target, precision="fp32"))
+    assert package_spec(target).description.metadata.userDefined[PRECISION_KEY] == "fp32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]
+
+
+class MatrixInverse(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.inv(x)  # coremltools cannot lower linalg_inv of a non-constant input
+
+
+class TwoOutputs(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.relu(), x.sigmoid()
+
+
+def test_a_failed_coreml_export_keeps_the_previous_package(tmp_path):
+    target = tmp_path / "m.mlpackage"
+    get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, target))
+    manifest = (target / "Manifest.json").read_bytes()
+    with pytest.raises(NotImplementedError, match="linalg_inv"):
+        get_exporter("coreml").export(ExportSpec(MatrixInverse(), SHAPE, target))
+    with pytest.raises(ValueError, match=r"the module returns tuple; allowed: one output tensor"):
+        get_exporter("coreml").export(ExportSpec(TwoOutputs(), SHAPE, target))
+    assert (target / "Manifest.json").read_bytes() == manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]
+
+
+def test_replace_dir_restores_the_old_directory_when_the_move_fails(tmp_path):
+    dst = tmp_path / "pkg"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("previous")
+    (tmp_path / "staging").mkdir()
+    with pytest.raises(FileNotFoundError):
+        replace_dir(tmp_path / "staging" / "missing", dst)
+    assert (dst / "keep.txt").read_text() == "previous"
+
+
+def test_coreml_export_dynamic_batch_records_the_range(tmp_path):
+    res = get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "d.mlpackage", dynamic_batch=True,
+                                                   options={"max_batch": 4}))
+    arr = package_spec(res.path).description.input[0].type.multiArrayType
+    batch = arr.shapeRange.sizeRanges[0]
+    assert (batch.lowerBound, batch.upperBound) == (1, 4) and tuple(arr.shape) == SHAPE
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"compute_units": "GPU_ONLY"}, r"compute_units='GPU_ONLY'.*allowed: .*CPU_ONLY"),
+    ({"metadata": {"version": 3}}, r"metadata entry 'version': 3"),
+    ({"units": "ALL"}, r"unknown coreml option\(s\) \['units'\]; allowed"),
+])
+def test_coreml_export_rejects_bad_options(tmp_path, options, match):
+    with pytest.raises(ValueError, match=match):
+        get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.mlpackage", options=options))
+    assert not (tmp_path / "m.mlpackage").exists()
+
+
+def test_coreml_export_rejects_inputs_of_another_shape(tmp_path):
+    spec = ExportSpec(tiny_net(), SHAPE, tmp_path / "m.mlpackage", inputs=torch.zeros(2, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"inputs shape \(2, 3, 16, 16\) is not supported; allowed: \(1, 3, 16, 16\)"):
+        get_exporter("coreml").export(spec)
+
+
+def test_coreml_export_rejects_int8(tmp_path):
+    with pytest.raises(ValueError, match=r"precision='int8'.*allowed: \['fp32', 'fp16'\]"):
+        get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.mlpackage", precision="int8"))
+
+
+# ---------------------------------------------------------------- CoreML runtime
+
+@pytest.mark.skipif(MACOS, reason="checks the non-macOS behaviour")
+def test_coreml_runtime_is_unavailable_off_macos(tmp_path):
+    rt = get_runtime("coreml")
+    assert "needs macOS" in rt.unavailable()
+    path = rt.prepare(tiny_net(), SHAPE, tmp_path / "m")  # exporting works here; predicting does not
+    assert path == tmp_path / "m.mlpackage" and path.is_dir()
+    with pytest.raises(RuntimeUnavailable, match=r"^unavailable: coreml: needs macOS"):
+        rt.measure(MeasureSpec(path, SHAPE, protocol=QUICK))
+
+
+@pytest.mark.skipif(not MACOS, reason="CoreML predicts only on macOS (coremltools converts but cannot run on Linux)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_coreml_parity_and_timing_on_macos(tmp_path, precision):
+    net = tiny_net()
+    spec = ExportSpec(net, SHAPE, tmp_path / "m.mlpackage", precision=precision, options={"compute_units": "CPU_ONLY"})
+    res = get_exporter("coreml").export(spec)
+    with torch.no_grad():
+        scale = float(net.eval()(spec.example()).abs().max())
+    assert res.max_abs_diff <= (spec.atol if precision == "fp32" else max(spec.atol, FP16_REL_TOL * scale))
+    m = get_runtime("coreml").measure(MeasureSpec(res.path, SHAPE, precision=precision, provider="CPU_ONLY",
+                                                  protocol=QUICK))
+    assert m.provider == "CPU_ONLY" and m.stats.median_ms > 0
+    with pytest.raises(ValueError, match="does not match the package"):
+        get_runtime("coreml").measure(MeasureSpec(res.path, SHAPE, precision="fp16" if precision == "fp32" else "fp32"))
+
+
+# ---------------------------------------------------------------- TensorRT
+
+@pytest.mark.skipif(HAS_TRT and HAS_CUDA, reason="TensorRT and a GPU are present: the GPU test covers them")
+def test_tensorrt_reports_what_it_needs(tmp_path):
+    reason = tensorrt_unavailable()
+    assert reason is not None and "NVIDIA GPU" in reason
+    if not HAS_TRT:
+        assert reason == "tensorrt is not installed (it needs an NVIDIA GPU; pip install tensorrt on the target)"
+    assert get_exporter("tensorrt").unavailable() == reason
+    with pytest.raises(ExporterUnavailable, match=r"^tensorrt export is unavailable: .*NVIDIA GPU"):
+        get_exporter("tensorrt").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.engine", precision="fp16"))
+    assert not (tmp_path / "m.engine").exists()
+    rt = get_runtime("tensorrt")
+    assert rt.unavailable() == reason and runtime_status()["tensorrt"]["reason"] == reason
+    onnx_path = rt.prepare(tiny_net(), SHAPE, tmp_path / "m")  # the ONNX artifact is made anywhere
+    assert onnx_path.suffix == ".onnx" and onnx_path.is_file()
+    with pytest.raises(RuntimeUnavailable, match=r"^unavailable: tensorrt: "):
+        rt.measure(MeasureSpec(onnx_path, SHAPE, protocol=QUICK))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"precision": "int8"}, r"precision='int8' needs calibration batches"),
+    ({"precision": "bf16"}, r"precision='bf16' is not supported; allowed: \['fp32', 'fp16', 'int8'\]"),
+    ({"precision": "int8", "calibration": [np.zeros(SHAPE), np.zeros((2, 3, 16, 16))]}, "must share one shape"),
+    ({"precision": "fp16", "workspace_mb": 0}, r"workspace_mb=0 must be a positive integer"),
+])
+def test_build_engine_rejects_bad_arguments_before_touching_tensorrt(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_engine(b"not parsed", **kwargs)
+
+
+def _trt_skip_reason() -> str:
+    return tensorrt_unavailable() or ""
+
+
+@pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason=f"TensorRT GPU test: {_trt_skip_reason()}")
+@pytest.mark.parametrize("precision, dynamic", [("fp32", False), ("fp16", False), ("int8", False), ("fp32", True)])
+def test_tensorrt_build_parity_and_timing_on_gpu(tmp_path, precision, dynamic):
+    net = tiny_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    gen = torch.Generator().manual_seed(1)
+    calib = tuple(torch.randn(SHAPE, generator=gen) for _ in range(8)) if precision == "int8" else ()
+    spec = ExportSpec(net, SHAPE, tmp_path / "m.engine", precision=precision, dynamic_batch=dynamic,
+                      calibration=calib)
+    res = get_exporter("tensorrt").export(spec)
+    assert res.path.is_file() and res.max_abs_diff <= res.settings["parity_tolerance"]
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    rt = get_runtime("tensorrt")
+    m = rt.measure(MeasureSpec(res.path, SHAPE, precision=precision, protocol=QUICK))
+    assert m.runtime == "tensorrt" and m.provider == "cuda:0" and 0 < m.stats.median_ms < 1e3
+    onnx_path = rt.prepare(net, SHAPE, tmp_path / "m")
+    if precision == "int8":
+        with pytest.raises(ValueError, match="needs calibration data"):
+            rt.measure(MeasureSpec(onnx_path, SHAPE, precision="int8", protocol=QUICK))
+    else:
+        assert rt.measure(MeasureSpec(onnx_path, SHAPE, precision=precision, protocol=QUICK)).stats.median_ms > 0
