@@ -12,11 +12,15 @@ from rich.console import Console
 from rich.table import Table
 
 import model_zoo
+from ofakit.agent_cmd import agent_app
+from ofakit.profile_cmd import profile_app
 from ofakit.summary import extraction_check, recipe_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ofa-kit: once-for-all elastic model kit.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Supernet recipes and checkpoints.")
 app.add_typer(zoo_app, name="zoo")
+app.add_typer(profile_app, name="profile")
+app.add_typer(agent_app, name="agent")
 console = Console()
 
 

@@ -178,7 +178,7 @@ class LatencyPredictor:
         out = {name: self._index(name, arrays[name]) for name in ("ks", "e", "r")}
         d = arrays["d"]
         if np.any((d < min(sp.d)) | (d > max(sp.d))):
-            raise ValueError(f"depth {d[(d < min(sp.d)) | (d > max(sp.d))][0]} is outside the space; allowed: {list(sp.d)}")
+            raise ValueError(f"d={d[(d < min(sp.d)) | (d > max(sp.d))][0].item()!r} is outside the space; allowed: {list(sp.d)}")
         pos = np.arange(sp.max_depth)
         out["active"] = (pos[None, None, :] < d[:, :, None]).reshape(n, slots)
         return out
@@ -190,7 +190,7 @@ class LatencyPredictor:
         idx = order[pos]
         bad = allowed[idx] != values
         if np.any(bad):
-            raise ValueError(f"{name}={values[bad][0]!r} is outside the space; allowed: {allowed.tolist()}")
+            raise ValueError(f"{name}={values[bad][0].item()!r} is outside the space; allowed: {allowed.tolist()}")
         return idx
 
     # --------------------------------------------------------- prediction

@@ -1,0 +1,253 @@
+"""``ofakit profile``: build, refresh, show, export and import device latency tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import model_zoo
+from elastic import MobileNetV3Spec
+from profilers import builder
+from profilers.layers import space_layers
+from profilers.record import Protocol
+from profilers.runtimes import LOCAL, list_runtimes, open_runtime
+from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, spec_id
+
+profile_app = typer.Typer(no_args_is_help=True, help="Device latency tables: build, refresh, show, share.")
+console = Console(stderr=True)
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class CliError(ValueError):
+    """Bad command-line input; printed as one line."""
+
+
+def fail(exc: Exception) -> None:
+    """Print ``error: ...`` on one line and exit with status 2."""
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def parse_age(text: str | None) -> float | None:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"`` or seconds -> seconds."""
+    if text is None:
+        return None
+    m = _AGE.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise CliError(f"--max-age {text!r} is not an age; use e.g. 30d, 12h, 90m or 3600")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNetV3Spec]:
+    """Table name and spec of a zoo recipe (optionally at other resolutions) or of a checkpoint."""
+    res = None
+    if resolutions:
+        try:
+            res = tuple(int(v) for v in resolutions.split(","))
+        except ValueError:
+            raise CliError(f"--resolutions {resolutions!r} must be comma-separated integers, e.g. 128,160") from None
+    if recipe in model_zoo.list_supernets():
+        spec = model_zoo.get_spec(recipe, **({"resolutions": res} if res else {}))
+        return (f"{recipe}@r{'-'.join(map(str, res))}" if res else recipe), spec
+    try:
+        meta = model_zoo.read_checkpoint_meta(recipe)
+    except (ValueError, OSError):
+        raise CliError(f"--recipe {recipe!r} is neither a supernet recipe ({model_zoo.list_supernets()}) "
+                       "nor a checkpoint name or path") from None
+    spec = MobileNetV3Spec.from_dict(meta["spec"])
+    if res:
+        spec = MobileNetV3Spec.from_dict({**spec.to_dict(), "r": list(res)})
+    return meta["recipe"] + (f"@r{'-'.join(map(str, res))}" if res else ""), spec
+
+
+def _token(token_file: Path | None) -> str | None:
+    if token_file is None:
+        return None
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"--token-file {token_file}: {exc.strerror or exc}") from None
+    if not token:
+        raise CliError(f"--token-file {token_file} is empty")
+    return token
+
+
+def _run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name: str, device: str,
+               token: str | None, settings: builder.BuildSettings, quiet: bool) -> builder.BuildReport:
+    if runtime_name not in list_runtimes():
+        raise CliError(f"--runtime {runtime_name!r} is unknown; allowed: {list_runtimes()}")
+    runtime = open_runtime(runtime_name, device, token)
+    with LatencyTable(table_path) as table, Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=quiet) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(f"{name} {phase}", total=total)
+            bar.update(tasks[phase], completed=done)
+
+        return builder.build_table(table, name, spec, runtime, device, settings, progress)
+
+
+def _print_report(r: builder.BuildReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(r.__dict__, indent=2))
+        return
+    c = r.correction
+    loo = f"{100 * c['loo_mape']:.1f}%" if c.get("loo_mape") is not None else "n/a"
+    typer.echo(f"{r.recipe} on {r.device} [{r.runtime}]: {r.measured}/{r.layers} layers measured, "
+               f"{r.calibration_measured} calibration subnets measured, correction from {r.calibration_used} "
+               f"subnets ({'+'.join(c['features'])}, leave-one-out error {loo}), {r.seconds:.0f}s"
+               + (f"; {r.contended} measurements taken under load" if r.contended else ""))
+
+
+@profile_app.command("build")
+def build(recipe: str = typer.Option(..., help="Supernet recipe (see `ofakit zoo list`) or a checkpoint name/path."),
+          runtime: str = typer.Option("onnxruntime", help="Runtime to measure with."),
+          table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file."),
+          device: str = typer.Option(LOCAL, help="'local' (this machine) or an agent URL http://HOST:8470."),
+          token_file: Path = typer.Option(None, help="File holding the agent token (remote devices)."),
+          resolutions: str = typer.Option(None, help="Only these resolutions, e.g. 128 or 128,160."),
+          threads: int = typer.Option(1, help="Intra-op threads."),
+          precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (as the runtime supports)."),
+          provider: str = typer.Option(None, help="Execution provider / device / compute units."),
+          calibrate: int = typer.Option(12, help="Whole subnets measured to calibrate the predictor."),
+          max_age: str = typer.Option(None, help="Also re-measure entries older than this (e.g. 30d)."),
+          force: bool = typer.Option(False, "--force", help="Re-measure everything."),
+          quick: bool = typer.Option(False, "--quick", help="Short timing protocol (smoke tests, not for decisions)."),
+          as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON.")) -> None:
+    """Measure a recipe's layers and calibration subnets on a device; resumes where a killed build stopped."""
+    try:
+        name, spec = resolve_recipe(recipe, resolutions)
+        protocol = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002) if quick else Protocol()
+        settings = builder.BuildSettings(threads=threads, precision=precision, provider=provider, protocol=protocol,
+                                         calibration_subnets=calibrate, max_age_s=parse_age(max_age), force=force)
+        report = _run_build(table, name, spec, runtime, device, _token(token_file), settings, as_json)
+    except ValueError as exc:
+        fail(exc)
+    _print_report(report, as_json)
+
+
+@profile_app.command("refresh")
+def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file."),
+            device: str = typer.Option(LOCAL, help="'local' or the agent URL the table was built with."),
+            token_file: Path = typer.Option(None, help="File holding the agent token (remote devices)."),
+            recipe: str = typer.Option(None, help="Only this recipe name of the table (default: all)."),
+            runtime: str = typer.Option(None, help="Only this runtime (default: all on the device)."),
+            max_age: str = typer.Option(None, help="Re-measure entries older than this (e.g. 30d)."),
+            quick: bool = typer.Option(False, "--quick", help="Short timing protocol (smoke tests)."),
+            as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON.")) -> None:
+    """Re-measure only what is missing, older than --max-age, or taken with another runtime version or hardware."""
+    reports = []
+    try:
+        if not table.is_file():
+            raise CliError(f"--table {table} does not exist; build one with `ofakit profile build`")
+        with LatencyTable(table) as t:
+            recipes = [recipe] if recipe else t.recipes()
+            specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in recipes}
+            configs = sorted({e.runtime for e in t.entries(device)}, key=RuntimeKey.label)
+        configs = [rk for rk in configs if runtime in (None, rk.name)]
+        if not configs:
+            raise CliError(f"no entries for device {device!r}" + (f" and runtime {runtime!r}" if runtime else "")
+                           + f" in {table}")
+        protocol = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002) if quick else Protocol()
+        for rk in configs:
+            for name, spec in specs.items():
+                settings = builder.BuildSettings(threads=rk.threads, precision=rk.precision, provider=rk.provider,
+                                                 batch=rk.batch, protocol=protocol, max_age_s=parse_age(max_age))
+                reports.append(_run_build(table, name, spec, rk.name, device, _token(token_file), settings, as_json))
+    except ValueError as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in reports], indent=2))
+        return
+    for r in reports:
+        _print_report(r, False)
+
+
+def table_summary(path: Path) -> dict:
+    """Devices, runtime configurations and per-recipe coverage and calibration of a table."""
+    with LatencyTable(path) as t:
+        devices = {n: i.to_dict() for n, i in t.devices().items()}
+        entries = t.entries()
+        specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in t.recipes()}
+        groups: dict[tuple[str, RuntimeKey], list] = {}
+        for e in entries:
+            groups.setdefault((e.device, e.runtime), []).append(e)
+        rows = []
+        for (dev, rk), es in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1].label())):
+            have = {e.key for e in es}
+            for name, spec in specs.items():
+                keys = {L.key for L in space_layers(spec)}
+                sid = spec_id(spec.to_dict())
+                rows.append({"device": dev, "runtime": rk.label(), "recipe": name, "layers": len(keys),
+                             "measured": len(keys & have), "runtime_versions": dict(Counter(e.runtime_version for e in es)),
+                             "oldest_age_s": time.time() - min(e.measured_at for e in es),
+                             "calibration_samples": len(t.calibration(dev, rk, sid)),
+                             "correction": t.correction(dev, rk, sid),
+                             "contended": sum(e.load_avg > max(1.0, devices[dev]["cores"] - 1) for e in es)})
+    return {"table": str(path), "devices": devices, "recipes": sorted(specs), "tables": rows}
+
+
+@profile_app.command("show")
+def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """What a table holds: devices, runtimes, coverage per recipe, calibration quality, staleness."""
+    if not table.is_file():
+        fail(CliError(f"--table {table} does not exist; build one with `ofakit profile build`"))
+    try:
+        summary = table_summary(table)
+    except ValueError as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    out = Console(width=None if console.is_terminal else 160)  # pipes get the whole table, not 80 columns
+    t = Table(title=f"Latency table {table}")
+    for col in ("device", "runtime", "recipe", "layers", "calibration", "oldest", "versions"):
+        t.add_column(col, no_wrap=col in ("runtime", "recipe"))
+    for r in summary["tables"]:
+        c = r["correction"]
+        cal = (f"{r['calibration_samples']} subnets, LOO {100 * c['loo_mape']:.1f}%" if c and c.get("loo_mape")
+               is not None else f"{r['calibration_samples']} subnets")
+        t.add_row(r["device"], r["runtime"], r["recipe"], f"{r['measured']}/{r['layers']}", cal,
+                  f"{r['oldest_age_s'] / 86400:.1f} d", ", ".join(r["runtime_versions"]))
+    out.print(t)
+    for name, info in summary["devices"].items():
+        out.print(f"[bold]{name}[/]: {info['cpu']} ({info['cores']} cores), {info['os']}"
+                  + (f", GPU {info['gpu']}" if info.get("gpu") else "") + f", fingerprint {info['fingerprint']}")
+
+
+@profile_app.command("export")
+def export(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file."),
+           out: Path = typer.Option(..., help="JSON file to write (atomically).")) -> None:
+    """Write a table as JSON to share it."""
+    if not table.is_file():
+        fail(CliError(f"--table {table} does not exist"))
+    with LatencyTable(table) as t:
+        t.export_json(out)
+    typer.echo(f"wrote {out}")
+
+
+@profile_app.command("import")
+def import_(sources: list[Path] = typer.Argument(..., help="JSON exports or .sqlite tables to merge."),
+            table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table to merge into.")) -> None:
+    """Merge tables from other machines (newest measurement of each entry wins)."""
+    try:
+        with LatencyTable(table) as t:
+            for src in sources:
+                if not src.exists():
+                    raise CliError(f"{src} does not exist")
+                typer.echo(f"{src}: {t.import_json(src)} entries added or updated")
+    except ValueError as exc:
+        fail(exc)

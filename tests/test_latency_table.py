@@ -1,0 +1,270 @@
+"""Latency tables: layer enumeration, the SQLite store (concurrent writers, share/merge), the builder
+(resume after kill -9, refresh) and the calibrated vectorised predictor."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import model_zoo
+from elastic import SubnetConfig
+from profilers.builder import BuildSettings, build_table, calibration_configs
+from profilers.layers import space_layers, subnet_layers
+from profilers.predictor import Correction, LatencyPredictor, fit_correction
+from profilers.record import DeviceInfo, Measurement, Protocol, Stats, local_device
+from profilers.runtimes import get_runtime
+from profilers.store import LatencyTable, RuntimeKey, spec_id
+
+QUICK = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.001, min_runs_per_block=2, max_runs_per_block=4)
+SPEC = model_zoo.get_spec("ofa_mbv3_tiny", resolutions=(28,))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_measurement(ms: float, version: str = "1.0", at: float | None = None) -> Measurement:
+    """A record with given statistics (store tests need exact values, not timing)."""
+    stats = Stats(ms, ms * 0.9, ms * 1.1, ms, 0.01, ms * 0.8, 10, 2)
+    return Measurement(stats, local_device(gpu=False), "onnxruntime", version, "CPUExecutionProvider", 1, "fp32",
+                       1, (1, 1, 28, 28), QUICK, 0.1, time.time() if at is None else at)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A real onnxruntime table of the tiny space at 28 px with 6 calibration subnets."""
+    path = tmp_path_factory.mktemp("lut") / "lut.sqlite"
+    with LatencyTable(path) as table:
+        report = build_table(table, "tiny28", SPEC, get_runtime("onnxruntime"),
+                             settings=BuildSettings(protocol=QUICK, calibration_subnets=6))
+    return path, report
+
+
+# ------------------------------------------------------------------ layers
+def test_layers_cover_every_subnet_and_match_extracted_shapes(tiny, rng):
+    spec = tiny.spec
+    keys = {L.key for L in space_layers(spec)}
+    assert len(keys) == len(space_layers(spec))  # deduplicated
+    by_key = {L.key: L for L in space_layers(spec)}
+    for _ in range(5):
+        cfg = spec.space.sample(rng)
+        used = subnet_layers(spec, cfg)
+        assert set(used) <= keys
+        # chaining the standalone layers reproduces the extracted network's shapes at every boundary
+        x = torch.randn(1, spec.in_channels, cfg.r, cfg.r)
+        net = tiny.extract(cfg).eval()
+        acts = [net.stem(x)]
+        for block in net.blocks:
+            acts.append(block(acts[-1]))
+        for key, act in zip(used, [x, *acts]):
+            assert by_key[key].input_shape == tuple(act.shape), key
+        with torch.no_grad():
+            y = x
+            for key in used:
+                y = by_key[key].build()(y)
+        assert y.shape == net(x).shape
+
+
+# ------------------------------------------------------------------- store
+def test_store_roundtrip_merge_and_errors(tmp_path):
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    with LatencyTable(a) as ta:
+        ta.put_recipe("tiny28", SPEC.to_dict())
+        ta.put_many("local", [("k1", fake_measurement(1.0, at=100.0)), ("k2", fake_measurement(2.0, at=100.0))])
+        with pytest.raises(ValueError, match="belongs to another architecture"):
+            ta.put_recipe("tiny28", model_zoo.get_spec("ofa_mbv3_tiny").to_dict())
+        ta.export_json(tmp_path / "a.json")
+    with LatencyTable(b) as tb:
+        tb.put_many("local", [("k1", fake_measurement(5.0, at=200.0)), ("k2", fake_measurement(6.0, at=50.0))])
+        changed = tb.import_json(tmp_path / "a.json")
+        got = {e.key: e.median_ms for e in tb.entries("local")}
+        assert changed == 1 and got == {"k1": 5.0, "k2": 2.0}  # the newer measurement of each key wins
+        assert tb.recipes() == ["tiny28"]
+        assert MobileNetV3SpecEq(tb.recipe("tiny28"))
+    bad = tmp_path / "bad.sqlite"
+    bad.write_text("not a database at all" * 10)
+    with pytest.raises(ValueError, match="not a latency table"):
+        LatencyTable(bad)
+    db = sqlite3.connect(a)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(ValueError, match="schema version 99"):
+        LatencyTable(a)
+    with pytest.raises(ValueError, match="not an ofa-kit latency table export"):
+        LatencyTable(tmp_path / "c.sqlite").import_json({"format": "other"})
+
+
+def MobileNetV3SpecEq(spec_dict: dict) -> bool:  # noqa: N802 - reads as a predicate in the assertion
+    return spec_id(spec_dict) == spec_id(SPEC.to_dict())
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    with LatencyTable(path, timeout=60) as t:
+        for i in range(n):
+            t.put("local", f"w{worker}:k{i}", fake_measurement(1.0 + i))
+
+
+def test_concurrent_writers_lose_no_rows(tmp_path):
+    path = str(tmp_path / "lut.sqlite")
+    LatencyTable(path).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 60)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with LatencyTable(path) as t:
+        assert len(t.entries("local")) == 180
+
+
+# --------------------------------------------------------------- predictor
+def test_predictor_sums_layer_entries_vectorised(built, rng):
+    path, report = built
+    assert report.layers == report.measured == 75 and report.calibration_measured == 6
+    pred = LatencyPredictor.load(path, "local", "onnxruntime", "tiny28")
+    with LatencyTable(path) as t:
+        ms = {e.key: e.median_ms for e in t.entries("local")}
+    cfgs = [SPEC.space.sample(rng) for _ in range(20)] + [SPEC.space.largest(), SPEC.space.smallest()]
+    expected = [sum(ms[k] for k in subnet_layers(SPEC, c)) for c in cfgs]
+    np.testing.assert_allclose(pred.predict_raw(cfgs), expected, rtol=1e-12)
+    arrays = {k: np.array([getattr(c, k) for c in cfgs]) for k in ("ks", "e", "d", "r")}
+    np.testing.assert_allclose(pred.predict(arrays), pred.predict(cfgs))
+    assert pred.correction.samples == 6
+    assert np.all(pred.predict(cfgs) > 0)
+    # the largest subnet is predicted slower than the smallest
+    assert pred.predict(SPEC.space.largest())[0] > pred.predict(SPEC.space.smallest())[0]
+
+
+def test_predictor_errors(built):
+    path, _ = built
+    pred = LatencyPredictor.load(path, "local", "onnxruntime/CPUExecutionProvider/1t/fp32/b1", "tiny28")
+    bad = SubnetConfig(SPEC.space.largest().ks, SPEC.space.largest().e, SPEC.space.largest().d, 32)
+    with pytest.raises(ValueError, match=r"r=32 is outside the space; allowed: \[28\]"):
+        pred.predict([bad])
+    with pytest.raises(ValueError, match="device 'phone' is not in"):
+        LatencyPredictor.load(path, "phone", "onnxruntime", "tiny28")
+    with pytest.raises(ValueError, match="runtime 'openvino' has no entries"):
+        LatencyPredictor.load(path, "local", "openvino", "tiny28")
+    with pytest.raises(ValueError, match="recipe 'nope' has no table"):
+        LatencyPredictor.load(path, "local", "onnxruntime", "nope")
+    with pytest.raises(ValueError, match="lacks 29 layer"):  # 30 px: the early stages differ, later maps match 28 px
+        LatencyPredictor.load(path, "local", "onnxruntime", model_zoo.get_spec("ofa_mbv3_tiny", resolutions=(30,)))
+    with pytest.raises(ValueError, match="stat='mode' is not supported"):
+        LatencyPredictor.load(path, "local", "onnxruntime", "tiny28", stat="mode")
+
+
+def test_fit_correction_recovers_a_known_relation():
+    rng = np.random.default_rng(0)
+    s, w = rng.uniform(1, 5, 20), rng.uniform(0.5, 3, 20)
+    y = 1.3 * s + 0.4 * w + 0.2
+    c = fit_correction({"layer_sum_ms": s, "weights_m": w, "one": np.ones(20)}, y)
+    assert c.features == ("layer_sum_ms", "weights_m", "one") and c.samples == 20
+    np.testing.assert_allclose(c.coef, (1.3, 0.4, 0.2), rtol=1e-6)
+    assert c.loo_mape < 1e-6
+    two = fit_correction({"layer_sum_ms": s[:2], "weights_m": w[:2], "one": np.ones(2)}, 2 * s[:2])
+    assert two.features == ("layer_sum_ms",) and two.coef[0] == pytest.approx(2.0)
+    assert fit_correction({}, np.array([])) == Correction()
+    with pytest.raises(ValueError, match="positive"):
+        fit_correction({"layer_sum_ms": s[:3]}, np.array([1.0, -1.0, 2.0]))
+
+
+# ----------------------------------------------------------------- builder
+def test_refresh_measures_only_stale_entries(tmp_path):
+    path = tmp_path / "lut.sqlite"
+    rt = get_runtime("onnxruntime")
+    settings = BuildSettings(protocol=QUICK, calibration_subnets=3)
+    with LatencyTable(path) as t:
+        build_table(t, "tiny28", SPEC, rt, settings=settings)
+        again = build_table(t, "tiny28", SPEC, rt, settings=settings)
+        assert again.measured == 0 and again.calibration_measured == 0
+    db = sqlite3.connect(path)
+    db.execute("UPDATE entries SET runtime_version = '0.1' WHERE key LIKE 'stem:%' OR key LIKE 'head:%'")
+    db.execute("UPDATE entries SET measured_at = measured_at - 86400 * 40 WHERE key LIKE '%:k7:%'")
+    db.commit()
+    db.close()
+    with LatencyTable(path) as t:
+        r = build_table(t, "tiny28", SPEC, rt, settings=settings)
+        assert r.measured == 2  # runtime version changed: stem and head only
+        r = build_table(t, "tiny28", SPEC, rt, settings=BuildSettings(protocol=QUICK, calibration_subnets=3,
+                                                                      max_age_s=30 * 86400))
+        assert r.measured == 24  # kernel-7 blocks: 8 block shapes x 3 expand ratios
+        assert all(e.runtime_version == rt.version() for e in t.entries("local"))
+
+
+def test_build_resumes_after_kill(tmp_path):
+    path = tmp_path / "lut.sqlite"
+    code = ("import model_zoo; from profilers.builder import *; from profilers.store import LatencyTable; "
+            "from profilers.runtimes import get_runtime; from profilers.record import Protocol; "
+            "s = model_zoo.get_spec('ofa_mbv3_tiny', resolutions=(28,)); "
+            "p = Protocol(warmup_s=0.05, warmup_runs=5, blocks=10, block_s=0.02); "
+            f"build_table(LatencyTable({str(path)!r}), 'tiny28', s, get_runtime('onnxruntime'), "
+            "settings=BuildSettings(protocol=p, group=2, calibration_subnets=0))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if path.exists():
+            with LatencyTable(path) as t:
+                if len(t.entries()) >= 6:
+                    break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with LatencyTable(path) as t:
+        done = len(t.entries())
+        assert 6 <= done < 75, "the build should have been killed part-way"
+        r = build_table(t, "tiny28", SPEC, get_runtime("onnxruntime"),
+                        settings=BuildSettings(protocol=QUICK, calibration_subnets=0))
+        assert r.measured == 75 - done and len(t.entries()) == 75
+
+
+def test_calibration_configs_are_seeded_and_spread():
+    a = calibration_configs(SPEC, 6, seed=3)
+    assert a == calibration_configs(SPEC, 6, seed=3) and len({c.to_json() for c in a}) == 6
+    assert a[0] == SPEC.space.largest() and a[1] == SPEC.space.smallest()
+    with pytest.raises(ValueError, match="calibration_subnets"):
+        BuildSettings(calibration_subnets=-1)
+
+
+# --------------------------------------------------------------------- CLI
+def test_profile_cli(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from ofakit.cli import app
+
+    path, _ = built
+    run = CliRunner().invoke
+    r = run(app, ["profile", "show", "--table", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    row = info["tables"][0]
+    assert row["measured"] == row["layers"] == 75 and row["calibration_samples"] == 6
+    assert info["devices"]["local"]["fingerprint"] == DeviceInfo.from_dict(info["devices"]["local"]).fingerprint
+    out = tmp_path / "shared.json"
+    assert run(app, ["profile", "export", "--table", str(path), "--out", str(out)]).exit_code == 0
+    merged = tmp_path / "merged.sqlite"
+    r = run(app, ["profile", "import", str(out), "--table", str(merged)])
+    assert r.exit_code == 0 and "75 entries" in r.output
+    with LatencyTable(merged) as t:
+        assert len(t.entries("local", RuntimeKey("onnxruntime", "CPUExecutionProvider"))) == 75
+    r = run(app, ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--resolutions", "28", "--table",
+                  str(merged), "--quick", "--calibrate", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["measured"] == 0  # everything imported, nothing to measure
+    for args, msg in ((["build", "--recipe", "nope"], "neither a supernet recipe"),
+                      (["build", "--recipe", "ofa_mbv3_tiny", "--runtime", "tflite"], "--runtime 'tflite' is unknown"),
+                      (["build", "--recipe", "ofa_mbv3_tiny", "--resolutions", "a,b"], "comma-separated"),
+                      (["refresh", "--table", str(tmp_path / "none.sqlite")], "does not exist"),
+                      (["refresh", "--table", str(path), "--max-age", "3x"], "is not an age"),
+                      (["show", "--table", str(tmp_path / "none.sqlite")], "does not exist")):
+        r = run(app, ["profile", *args])
+        assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.output)
