@@ -290,3 +290,34 @@ def test_cli_serve_until_ctrl_c(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0 and "agent stopped" in out
+
+
+def test_table_built_through_the_agent_like_a_local_runtime(start_agent, tmp_path):
+    """`ofakit profile build --device http://HOST:PORT`: the whole build (layers, calibration) goes through
+    the agent, the table names the device by its URL, and the predictor loads it like a local table."""
+    import model_zoo
+    from ofakit.cli import app
+    from profilers import LatencyPredictor, LatencyTable
+    from typer.testing import CliRunner
+
+    server = start_agent()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    table = tmp_path / "lut.sqlite"
+    r = CliRunner().invoke(app, ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--resolutions", "28", "--device",
+                                 server.url, "--token-file", str(token_file), "--table", str(table), "--quick",
+                                 "--calibrate", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["device"] == server.url and report["measured"] == 75 and report["calibration_measured"] == 3
+    with LatencyTable(table) as t:
+        assert list(t.devices()) == [server.url]
+        assert t.devices()[server.url] == local_device()  # the agent's own hardware description
+    spec = model_zoo.get_spec("ofa_mbv3_tiny", resolutions=(28,))
+    pred = LatencyPredictor.load(table, server.url, "onnxruntime", "ofa_mbv3_tiny@r28")
+    assert pred.correction.samples == 3 and pred.predict(spec.space.largest())[0] > 0
+    bad = tmp_path / "bad"
+    bad.write_text("wrong-token")
+    r = CliRunner().invoke(app, ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--device", server.url,
+                                 "--token-file", str(bad), "--table", str(table), "--quick"])
+    assert r.exit_code == 2 and "token" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
