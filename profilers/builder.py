@@ -23,7 +23,7 @@ import torch
 
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, SubnetConfig
 from profilers.layers import LAYOUT_VERSION, space_layers
-from profilers.predictor import LatencyPredictor, fit_correction
+from profilers.predictor import Correction, LatencyPredictor, fit_correction
 from profilers.record import Measurement, Protocol
 from profilers.runtimes import MeasureSpec, Runtime
 from profilers.store import LatencyTable, RuntimeKey, spec_id
@@ -190,7 +190,7 @@ def refit(table: LatencyTable, recipe: str, device: str, runtime: RuntimeKey) ->
     sid = spec_id(spec.to_dict())
     samples = table.calibration(device, runtime, sid)
     layer_ms = {e.key: e.median_ms for e in table.entries(device, runtime)}
-    raw = LatencyPredictor(spec, layer_ms, fit_correction({}, np.array([])), device, runtime)
+    raw = LatencyPredictor(spec, layer_ms, Correction(), device, runtime)
     cfgs = [SubnetConfig.from_json(c.subnet) for c in samples]
     feats = raw.features(cfgs) if cfgs else {}
     corr = fit_correction(feats, np.array([c.measured_ms for c in samples])).to_dict()
