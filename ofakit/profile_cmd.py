@@ -25,6 +25,7 @@ profile_app = typer.Typer(no_args_is_help=True, help="Device latency tables: bui
 console = Console(stderr=True)
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+QUICK_PROTOCOL = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002)  # --quick: smoke tests only
 
 
 class CliError(ValueError):
@@ -129,7 +130,7 @@ def build(recipe: str = typer.Option(..., help="Supernet recipe (see `ofakit zoo
     """Measure a recipe's layers and calibration subnets on a device; resumes where a killed build stopped."""
     try:
         name, spec = resolve_recipe(recipe, resolutions)
-        protocol = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002) if quick else Protocol()
+        protocol = QUICK_PROTOCOL if quick else Protocol()
         settings = builder.BuildSettings(threads=threads, precision=precision, provider=provider, protocol=protocol,
                                          calibration_subnets=calibrate, max_age_s=parse_age(max_age), force=force)
         report = _run_build(table, name, spec, runtime, device, _token(token_file), settings, as_json)
@@ -160,7 +161,7 @@ def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table f
         if not configs:
             raise CliError(f"no entries for device {device!r}" + (f" and runtime {runtime!r}" if runtime else "")
                            + f" in {table}")
-        protocol = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002) if quick else Protocol()
+        protocol = QUICK_PROTOCOL if quick else Protocol()
         for rk in configs:
             for name, spec in specs.items():
                 settings = builder.BuildSettings(threads=rk.threads, precision=rk.precision, provider=rk.provider,
