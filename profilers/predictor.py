@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from elastic import MobileNetV3Spec, SubnetConfig
+from elastic.batch import ConfigBatch
 from profilers.layers import slot_grid
 from profilers.store import LatencyTable, RuntimeKey, spec_id
 
@@ -194,9 +195,14 @@ class LatencyPredictor:
         return idx
 
     # --------------------------------------------------------- prediction
-    def features(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def features(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> dict[str, np.ndarray]:
         """The correction's input features of every config (raw layer sum, weights in millions, 1)."""
-        enc = self.encode(cfgs)
+        if isinstance(cfgs, ConfigBatch):  # the search's fast path: already index arrays of this space
+            if cfgs.space != self.spec.space:
+                raise ValueError("the config batch belongs to another search space than this latency predictor")
+            enc = {"ks": cfgs.ks, "e": cfgs.e, "r": cfgs.r, "active": cfgs.active}
+        else:
+            enc = self.encode(cfgs)
         slots = np.arange(enc["ks"].shape[1])[None, :]
         r = enc["r"][:, None]
         lat = self._block[slots, r, enc["ks"], enc["e"]]
@@ -205,12 +211,12 @@ class LatencyPredictor:
         return {"layer_sum_ms": (lat * act).sum(1) + self._fixed[enc["r"]],
                 "weights_m": (w * act).sum(1) + self._fixed_w, "one": np.ones(act.shape[0])}
 
-    def predict_raw(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any]) -> np.ndarray:
+    def predict_raw(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> np.ndarray:
         """Uncalibrated latency: the sum of the subnet's layer entries (ms)."""
         return self.features(cfgs)["layer_sum_ms"]
 
-    def predict(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | SubnetConfig) -> np.ndarray:
-        """Calibrated whole-subnet latency in milliseconds, one per config."""
+    def predict(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | SubnetConfig | ConfigBatch) -> np.ndarray:
+        """Calibrated whole-subnet latency in milliseconds, one per config (or per row of a ConfigBatch)."""
         if isinstance(cfgs, SubnetConfig):
             cfgs = [cfgs]
         return self.correction.apply(self.features(cfgs))

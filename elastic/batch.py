@@ -1,0 +1,213 @@
+"""Vectorised populations of subnets: many configs as index arrays, OFA's one-hot encoding, exact costs.
+
+Search and predictors handle thousands of subnets at a time; a :class:`ConfigBatch` holds them as small
+integer arrays (indices into the space's choices) so that sampling, mutation, crossover, encoding and cost
+lookups are a few numpy operations for the whole population. :class:`SubnetConfig` stays the value that
+crosses API boundaries; :meth:`ConfigBatch.from_configs` / :meth:`ConfigBatch.configs` convert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from elastic.config import SubnetConfig
+from elastic.space import SearchSpace
+from elastic.spec import MobileNetV3Spec, block_costs, costs, plan
+
+_FIELDS = ("ks", "e", "d", "r")
+
+
+@dataclass(frozen=True, eq=False)
+class ConfigBatch:
+    """``N`` subnets of ``space``: ``ks``/``e`` ``[N, slots]``, ``d`` ``[N, stages]``, ``r`` ``[N]`` (choice indices)."""
+
+    space: SearchSpace
+    ks: np.ndarray
+    e: np.ndarray
+    d: np.ndarray
+    r: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.r.shape[0])
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def from_configs(cls, space: SearchSpace, cfgs: Sequence[SubnetConfig]) -> "ConfigBatch":
+        """Index arrays of ``cfgs`` (each validated against ``space``)."""
+        for c in cfgs:
+            space.validate(c)
+        lut = {name: {v: i for i, v in enumerate(getattr(space, name))} for name in _FIELDS}
+        n, slots = len(cfgs), space.n_blocks
+        arr = {name: np.array([[lut[name][v] for v in getattr(c, name)] for c in cfgs], dtype=np.int8).reshape(n, -1)
+               for name in ("ks", "e", "d")}
+        r = np.array([lut["r"][c.r] for c in cfgs], dtype=np.int8)
+        return cls(space, arr["ks"].reshape(n, slots), arr["e"].reshape(n, slots),
+                   arr["d"].reshape(n, space.n_stages), r)
+
+    @classmethod
+    def from_values(cls, space: SearchSpace, ks: np.ndarray, e: np.ndarray, d: np.ndarray,
+                    r: np.ndarray) -> "ConfigBatch":
+        """From value arrays (kernel sizes, ratios, depths, resolutions); raises on values outside the space."""
+        def index(name: str, values: np.ndarray) -> np.ndarray:
+            allowed = np.asarray(getattr(space, name))
+            values = np.asarray(values)
+            pos = np.clip(np.searchsorted(allowed, values), 0, len(allowed) - 1)
+            bad = allowed[pos] != values
+            if np.any(bad):
+                raise ValueError(f"{name}={values[bad].flat[0].item()!r} is outside the space; "
+                                 f"allowed: {allowed.tolist()}")
+            return pos.astype(np.int8)
+
+        batch = cls(space, index("ks", ks), index("e", e), index("d", d), index("r", r))
+        n = len(batch)
+        for name, shape in (("ks", (n, space.n_blocks)), ("e", (n, space.n_blocks)), ("d", (n, space.n_stages))):
+            if getattr(batch, name).shape != shape:
+                raise ValueError(f"config array {name!r} has shape {getattr(batch, name).shape}; expected {shape}")
+        return batch
+
+    @classmethod
+    def random(cls, space: SearchSpace, n: int, rng: np.random.Generator) -> "ConfigBatch":
+        """``n`` subnets with every choice drawn uniformly (as :meth:`SearchSpace.sample`)."""
+        g = rng.integers(0, np.array(space_cardinalities(space)), size=(n, genome_length(space)), dtype=np.int8)
+        return cls.from_genome(space, g)
+
+    # ------------------------------------------------------------- genome
+    def genome(self) -> np.ndarray:
+        """One int8 row per subnet: ``ks``, ``e``, ``d`` indices then the resolution index."""
+        return np.concatenate([self.ks, self.e, self.d, self.r[:, None]], axis=1)
+
+    @classmethod
+    def from_genome(cls, space: SearchSpace, g: np.ndarray) -> "ConfigBatch":
+        """Inverse of :meth:`genome`."""
+        b, s = space.n_blocks, space.n_stages
+        return cls(space, g[:, :b], g[:, b:2 * b], g[:, 2 * b:2 * b + s], g[:, 2 * b + s])
+
+    def take(self, idx: np.ndarray) -> "ConfigBatch":
+        """The subnets at ``idx`` (indices or a boolean mask)."""
+        return ConfigBatch(self.space, self.ks[idx], self.e[idx], self.d[idx], self.r[idx])
+
+    @property
+    def active(self) -> np.ndarray:
+        """``[N, slots]`` booleans: which block slots run."""
+        depth = np.asarray(self.space.d)[self.d]
+        pos = np.arange(self.space.max_depth)
+        return (pos[None, None, :] < depth[:, :, None]).reshape(len(self), self.space.n_blocks)
+
+    def canonical_genome(self) -> np.ndarray:
+        """:meth:`genome` with inactive slots set to index 0: equal rows mean the same network."""
+        act = self.active
+        return np.concatenate([np.where(act, self.ks, 0), np.where(act, self.e, 0), self.d, self.r[:, None]],
+                              axis=1).astype(np.int8)
+
+    # ------------------------------------------------------------ output
+    def values(self) -> dict[str, np.ndarray]:
+        """Value arrays ``ks``, ``e``, ``d``, ``r`` (what predictors that take mappings accept)."""
+        sp = self.space
+        return {"ks": np.asarray(sp.ks)[self.ks], "e": np.asarray(sp.e)[self.e], "d": np.asarray(sp.d)[self.d],
+                "r": np.asarray(sp.r)[self.r]}
+
+    def config(self, i: int) -> SubnetConfig:
+        """Subnet ``i`` as a :class:`SubnetConfig`."""
+        sp = self.space
+        return SubnetConfig(ks=tuple(sp.ks[j] for j in self.ks[i]), e=tuple(sp.e[j] for j in self.e[i]),
+                            d=tuple(sp.d[j] for j in self.d[i]), r=sp.r[int(self.r[i])])
+
+    def configs(self) -> list[SubnetConfig]:
+        """All subnets as :class:`SubnetConfig` values."""
+        return [self.config(i) for i in range(len(self))]
+
+    def onehot(self) -> np.ndarray:
+        """OFA's architecture encoding, ``[N, n_r + slots * (n_ks + n_e)]`` float32.
+
+        Layout as in OFA's ``MobileNetArchEncoder``: one-hot resolution, then per slot a one-hot kernel
+        size, then per slot a one-hot expand ratio; inactive slots are all zeros.
+        """
+        sp, n = self.space, len(self)
+        nr, nk, ne, b = len(sp.r), len(sp.ks), len(sp.e), sp.n_blocks
+        out = np.zeros((n, nr + b * (nk + ne)), dtype=np.float32)
+        rows = np.arange(n)
+        out[rows, self.r] = 1.0
+        act = self.active
+        slot = np.arange(b)[None, :]
+        r_, c_ = np.nonzero(act)
+        out[r_, (nr + slot * nk + self.ks)[act]] = 1.0
+        out[r_, (nr + b * nk + slot * ne + self.e)[act]] = 1.0
+        del c_
+        return out
+
+
+def space_cardinalities(space: SearchSpace) -> list[int]:
+    """Number of choices of every gene of :meth:`ConfigBatch.genome`."""
+    b, s = space.n_blocks, space.n_stages
+    return [len(space.ks)] * b + [len(space.e)] * b + [len(space.d)] * s + [len(space.r)]
+
+
+def genome_length(space: SearchSpace) -> int:
+    """Genes per subnet."""
+    return 2 * space.n_blocks + space.n_stages + 1
+
+
+def mutate(space: SearchSpace, g: np.ndarray, rng: np.random.Generator, prob: float = 0.1,
+           r_prob: float = 0.5) -> np.ndarray:
+    """Each gene of every row resampled with probability ``prob`` (the resolution with ``r_prob``), as OFA."""
+    card = np.array(space_cardinalities(space))
+    fresh = rng.integers(0, card, size=g.shape, dtype=np.int8)
+    p = np.full(g.shape[1], prob)
+    p[-1] = r_prob
+    return np.where(rng.random(g.shape) < p, fresh, g)
+
+
+def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Uniform crossover of paired rows: every gene from ``a`` or ``b`` with equal probability."""
+    return np.where(rng.random(a.shape) < 0.5, a, b)
+
+
+@dataclass(frozen=True, eq=False)
+class CostGrid:
+    """Exact MACs and parameters of every block variant, for vectorised cost lookups.
+
+    ``block_macs[slot, r, k, e]`` / ``block_params[...]`` (choice indices), and the cost of the always-present
+    layers (stem, first block, head) per resolution in ``fixed_macs[r]`` / ``fixed_params[r]``.
+    """
+
+    block_macs: np.ndarray
+    block_params: np.ndarray
+    fixed_macs: np.ndarray
+    fixed_params: np.ndarray
+
+    @classmethod
+    def build(cls, spec: MobileNetV3Spec) -> "CostGrid":
+        """Plan every variant of ``spec``'s space once (a few hundred blocks)."""
+        sp = spec.space
+        shape = (sp.n_blocks, len(sp.r), len(sp.ks), len(sp.e))
+        macs, params = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+        fixed_m, fixed_p = np.zeros(len(sp.r), dtype=np.int64), np.zeros(len(sp.r), dtype=np.int64)
+        deepest = (sp.max_depth,) * sp.n_stages
+        for ri, r in enumerate(sp.r):
+            for ki, k in enumerate(sp.ks):
+                for ei, e in enumerate(sp.e):
+                    cfg = SubnetConfig((k,) * sp.n_blocks, (e,) * sp.n_blocks, deepest, r)
+                    for b in plan(spec, cfg)[1:]:
+                        macs[b.slot, ri, ki, ei], params[b.slot, ri, ki, ei] = block_costs(b)
+            smallest = sp.smallest(r)
+            total_m, total_p = costs(spec, smallest)
+            act = ConfigBatch.from_configs(sp, [smallest])
+            fixed_m[ri] = total_m - macs[np.arange(sp.n_blocks), ri, act.ks[0], act.e[0]][act.active[0]].sum()
+            fixed_p[ri] = total_p - params[np.arange(sp.n_blocks), ri, act.ks[0], act.e[0]][act.active[0]].sum()
+        return cls(macs, params, fixed_m, fixed_p)
+
+    def _sum(self, table: np.ndarray, fixed: np.ndarray, batch: ConfigBatch) -> np.ndarray:
+        slot = np.arange(table.shape[0])[None, :]
+        per = table[slot, batch.r[:, None], batch.ks, batch.e]
+        return (per * batch.active).sum(1) + fixed[batch.r]
+
+    def macs(self, batch: ConfigBatch) -> np.ndarray:
+        """Multiply-accumulates of every subnet (OFA's "FLOPs")."""
+        return self._sum(self.block_macs, self.fixed_macs, batch)
+
+    def params(self, batch: ConfigBatch) -> np.ndarray:
+        """Parameters of every extracted subnet."""
+        return self._sum(self.block_params, self.fixed_params, batch)

@@ -1,0 +1,144 @@
+"""A trained checkpoint with what specialising it needs: its data splits (validation for accuracy data and
+BatchNorm calibration, test for reporting), its cached accuracy dataset and the chosen accuracy predictor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import Subset, TensorDataset
+
+import model_zoo
+from elastic import SubnetConfig, calibrated_subnet
+from elastic.data import DataSource, Splits, load_splits
+from elastic.evaluate import loader, top1
+from deploy_targets import get_exporter
+from model_zoo.checkpoint import checkpoint_paths
+from ofakit.accuracy import (AccuracyData, AccuracyPredictor, build_accuracy_data, materialize, ort_top1,
+                             select_predictor)
+
+log = logging.getLogger(__name__)
+DEFAULT_ACCURACY_SAMPLES = 300
+
+
+@dataclass
+class CheckpointContext:
+    """A loaded checkpoint (zoo name or path) and lazily-built evaluation data.
+
+    Attributes:
+        name: What the user gave (zoo name or path).
+        calib_images: Training images used to recalibrate BatchNorm of every evaluated subnet.
+    """
+
+    name: str
+    calib_images: int = 2000
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def supernet(self) -> torch.nn.Module:
+        """The trained supernet (eval mode)."""
+        return model_zoo.load_checkpoint(self.name).eval()
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The checkpoint's metadata sidecar."""
+        return self.supernet.checkpoint_meta
+
+    @property
+    def weights_path(self) -> Path:
+        """The ``.safetensors`` file."""
+        return checkpoint_paths(model_zoo.resolve_checkpoint(self.name))[0]
+
+    @cached_property
+    def splits(self) -> Splits:
+        """The training run's splits, rebuilt from the metadata (same seed, same validation images)."""
+        data = self.meta.get("training", {}).get("data")
+        if not data:
+            raise ValueError(f"checkpoint {self.name} records no training data; it cannot be specialised here")
+        return load_splits(DataSource(data["kind"], Path(data["path"])), val_size=data["val_size"], seed=data["seed"],
+                           train_limit=data.get("train_limit"))
+
+    @cached_property
+    def calib(self) -> TensorDataset:
+        """Un-augmented training images for BatchNorm recalibration, decoded once."""
+        s = self.splits
+        base = s.val.dataset if isinstance(s.val, Subset) else s.val
+        idx = s.train.indices if isinstance(s.train, Subset) else range(len(base))
+        return materialize(Subset(base, list(idx)[: self.calib_images]))
+
+    @cached_property
+    def val(self) -> TensorDataset:
+        """The held-out validation split, decoded once."""
+        return materialize(self.splits.val)
+
+    @cached_property
+    def test(self) -> TensorDataset:
+        """The official test split (final reporting only), decoded once."""
+        if self.splits.test is None:
+            raise ValueError(f"the dataset of {self.name} has no test split")
+        return materialize(self.splits.test)
+
+    def subnet(self, cfg: SubnetConfig) -> torch.nn.Module:
+        """The extracted static subnet with BatchNorm recalibrated (eval mode)."""
+        return calibrated_subnet(self.supernet, self.supernet.space.validate(cfg), loader(self.calib, 500))
+
+    def top1(self, cfg: SubnetConfig, split: str = "val") -> float:
+        """Top-1 of ``cfg`` after BatchNorm recalibration on the ``val`` or ``test`` split.
+
+        Inference runs in onnxruntime when it is installed (5x faster than eager PyTorch on CPU for these
+        depthwise networks; the exporter checks parity), else in PyTorch.
+        """
+        if split not in ("val", "test"):
+            raise ValueError(f"split={split!r} is not supported; allowed: ['val', 'test']")
+        data: TensorDataset = getattr(self, split)
+        net = self.subnet(cfg)
+        if get_exporter("onnx").unavailable() is None:
+            return ort_top1(net, data, cfg.r)
+        return top1(net, loader(data, 500), cfg.r)
+
+    def real_inputs(self, cfg: SubnetConfig, n: int) -> torch.Tensor:
+        """``n`` validation images at ``cfg``'s resolution (export parity checks)."""
+        from elastic.ops import resize
+
+        return resize(self.val.tensors[0][:n], cfg.r).contiguous()
+
+    # ----------------------------------------------------------- accuracy
+    def accuracy_cache(self) -> Path:
+        """Where the accuracy dataset is cached: next to the checkpoint, or the user cache if that is read-only."""
+        w = self.weights_path
+        name = w.name.removesuffix(".safetensors") + ".accuracy.jsonl"
+        if os.access(w.parent, os.W_OK):
+            return w.parent / name
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ofakit"
+        root.mkdir(parents=True, exist_ok=True)
+        return root / name
+
+    def accuracy_data(self, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
+                      progress: Callable[[int, int], None] | None = None) -> AccuracyData:
+        """The (subnet, validation top-1) dataset: read from the cache, measuring what is missing."""
+        key = f"data{n}-{seed}"
+        if key not in self._cache:
+            data = self.meta["training"]["data"]
+            header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": self.calib_images,
+                      "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
+            self._cache[key] = build_accuracy_data(self.supernet.space, self.top1, self.accuracy_cache(), n, header,
+                                                   seed, progress)
+        return self._cache[key]
+
+    def accuracy_predictor(self, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
+                           progress: Callable[[int, int], None] | None = None
+                           ) -> tuple[AccuracyPredictor, dict[str, Any]]:
+        """The better of the accuracy predictors on this checkpoint's data, and the comparison report."""
+        key = f"pred{n}-{seed}"
+        if key not in self._cache:
+            data = self.accuracy_data(n, seed, progress)
+            pred, report = select_predictor(data, seed)
+            report["samples"] = len(data.acc)
+            self._cache[key] = (pred, report)
+        return self._cache[key]

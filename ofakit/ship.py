@@ -1,0 +1,171 @@
+"""Ship a subnet: export it with a sidecar JSON, measure the artifact on the budget's runtime, and close the
+loop (a missed budget recalibrates the latency predictor with that measurement and searches again).
+
+The sidecar (``<artifact>.json``) records the subnet config, the source checkpoint and its sha256, the
+input preprocessing, predicted accuracy and latency, measured latency (when measured), tool and runtime
+versions, and the export settings, so a deployed file can always be traced and fed correctly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from deploy_targets import ExportResult, ExportSpec, get_exporter
+from elastic import SubnetConfig
+from elastic.fileio import atomic_write_text
+from ofakit.context import CheckpointContext
+from ofakit.search import Candidate, EvolutionSettings
+from ofakit.specialize import Budget, Specializer
+from profilers import Measurement, MeasureSpec, Protocol, open_runtime
+from profilers.runtimes import RuntimeUnavailable
+
+log = logging.getLogger(__name__)
+SIDECAR_FORMAT = "ofa-kit-artifact"
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json`` (also for ``.mlpackage`` directories)."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: str | Path, precision: str = "fp32",
+                  dynamic_batch: bool = False, info: dict[str, Any] | None = None) -> tuple[ExportResult, Path]:
+    """Export subnet ``cfg`` of ``ctx`` (BatchNorm recalibrated) to ``out`` and write its sidecar.
+
+    Parity is checked on real validation images; int8 targets get their calibration batches from the
+    validation split. ``info`` (predictions, measurements ...) is merged into the sidecar.
+    """
+    cfg = ctx.supernet.space.validate(cfg)
+    module = ctx.subnet(cfg)
+    shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
+    calibration = tuple(ctx.real_inputs(cfg, 256).split(32)) if precision == "int8" else ()
+    meta = ctx.meta
+    options: dict[str, Any] = {}
+    if target == "coreml":
+        options["metadata"] = {"short_description": f"ofa-kit subnet of {meta['name']}",
+                               "com.ofakit.config": cfg.to_json(), "com.ofakit.checkpoint_sha256": meta["sha256"]}
+    result = get_exporter(target).export(ExportSpec(module, shape, Path(out), precision=precision,
+                                                    dynamic_batch=dynamic_batch,
+                                                    inputs=ctx.real_inputs(cfg, 8 if dynamic_batch else 1),
+                                                    calibration=calibration, options=options))
+    return result, write_sidecar(ctx, cfg, result, precision, info)
+
+
+def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResult, precision: str,
+                  info: dict[str, Any] | None = None) -> Path:
+    """Write (atomically) the sidecar of an exported artifact; returns its path."""
+    meta = ctx.meta
+    side = {"format": SIDECAR_FORMAT, "artifact": result.path.name, "target": result.target,
+            "config": cfg.to_dict(), "checkpoint": {"name": meta["name"], "sha256": meta["sha256"],
+                                                    "recipe": meta["recipe"]},
+            "input": {"shape": [1, ctx.supernet.spec.in_channels, cfg.r, cfg.r],
+                      "name": result.settings.get("input_name", "input"),
+                      **{k: v for k, v in meta.get("preprocess", {}).items() if k != "resolutions"}},
+            "export": {**result.settings, "precision": precision, "max_abs_diff": result.max_abs_diff,
+                       "notes": list(result.notes)},
+            "versions": result.versions, "macs": ctx.supernet.flops(cfg), "params": ctx.supernet.params(cfg),
+            "written_at": time.time(), **(info or {})}
+    path = sidecar_path(result.path)
+    atomic_write_text(path, json.dumps(side, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def measure(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportResult | None, budget: Budget,
+            token: str | None = None, protocol: Protocol | None = None) -> Measurement:
+    """Time the shipped subnet on ``budget``'s device and runtime.
+
+    The artifact itself is timed when the runtime reads its format (an ``.onnx`` on onnxruntime); otherwise
+    the subnet is exported in the runtime's own format first. Raises ``RuntimeUnavailable`` when the runtime
+    cannot run there.
+    """
+    rt = open_runtime(budget.runtime, budget.device, token)
+    reason = rt.unavailable()
+    if reason is not None:
+        raise RuntimeUnavailable(f"unavailable: {budget.runtime} on {budget.device}: {reason}")
+    shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
+    proto = protocol or Protocol()
+    with tempfile.TemporaryDirectory(prefix="ofakit-measure-") as tmp:
+        if artifact is not None and artifact.target == rt.artifact_format:
+            thing = artifact.path
+        else:
+            thing = rt.prepare(ctx.subnet(cfg), shape, Path(tmp) / "subnet")
+        return rt.measure(MeasureSpec(thing, shape, protocol=proto))
+
+
+@dataclass
+class ShipReport:
+    """What the closed loop did: every attempt (predicted vs measured) and the final artifact."""
+
+    final: Candidate
+    artifact: ExportResult
+    sidecar: Path
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    met: bool | None = None
+    accuracy_report: dict[str, Any] = field(default_factory=dict)
+
+
+def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Path, retries: int = 3,
+         max_macs: float | None = None, max_params: float | None = None, token: str | None = None,
+         settings: EvolutionSettings | None = None, precision: str = "fp32", protocol: Protocol | None = None,
+         on_attempt: Callable[[dict[str, Any]], None] | None = None) -> ShipReport:
+    """Search, export, measure; on a missed budget recalibrate, tighten and search again (``retries`` times).
+
+    A miss adds the measurement to the table's calibration samples and refits that device's correction. If
+    the refitted predictor still under-predicts the missed subnet, the search budget is tightened by the
+    ratio of its prediction to the measurement, so the next pick leaves that margin.
+    """
+    if retries < 0:
+        raise ValueError(f"retries={retries!r} must be >= 0")
+    search_ms = {b.metric_name: b.ms for b in budgets}
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(retries + 1):
+        tight = [Budget(b.device, b.runtime, search_ms[b.metric_name]) for b in budgets]
+        result = spz.search(spz.constraints(tight, max_macs, max_params), settings)
+        cand = result.best
+        exported, side = export_subnet(spz.ctx, cand.config, target, out, precision)
+        rec: dict[str, Any] = {"attempt": attempt + 1, "config": cand.config.to_dict(),
+                               "predicted_accuracy": cand.accuracy, "search_seconds": result.seconds,
+                               "budgets_ms": {b.metric_name: b.ms for b in budgets},
+                               "search_budgets_ms": dict(search_ms), "predicted_ms": {}, "measured_ms": {},
+                               "unmeasured": {}}
+        missed = []
+        for b in budgets:
+            name = b.metric_name
+            rec["predicted_ms"][name] = cand.metrics[name]
+            try:
+                m = measure(spz.ctx, cand.config, exported, b, token, protocol)
+            except RuntimeUnavailable as exc:
+                rec["unmeasured"][name] = str(exc)
+                continue
+            rec["measured_ms"][name] = m.stats.median_ms
+            rec.setdefault("measurements", {})[name] = m.to_dict()
+            if m.stats.median_ms > b.ms:
+                missed.append((b, m))
+        rec["met"] = not missed
+        attempts.append(rec)
+        if on_attempt:
+            on_attempt(rec)
+        if not missed or attempt == retries:
+            break
+        for b, m in missed:
+            log.info("subnet measured %.3f ms on %s, over its %.3f ms budget by %.1f%%; recalibrating", m.stats.median_ms,
+                     b.metric_name, b.ms, 100 * (m.stats.median_ms / b.ms - 1))
+            spz.recalibrate(b.device, b.runtime, cand.config.to_json(), m)
+            again = float(spz.latency[b.metric_name].predict([cand.config])[0])
+            if again < m.stats.median_ms:
+                search_ms[b.metric_name] *= min(1.0, again / m.stats.median_ms)
+    final = attempts[-1]
+    met = final["met"] if final["measured_ms"] else None
+    info = {"predicted_accuracy": cand.accuracy, "predicted_latency_ms": final["predicted_ms"],
+            "measured_latency_ms": final["measured_ms"] or None, "budgets_ms": final["budgets_ms"],
+            "budget_met": met, "closed_loop": attempts, "accuracy_predictor": spz.accuracy_report,
+            "latency_predictors": {k: p.describe() for k, p in spz.latency.items()}}
+    side = write_sidecar(spz.ctx, cand.config, exported, precision, info)
+    return ShipReport(cand, exported, side, attempts, met, spz.accuracy_report)

@@ -1,0 +1,124 @@
+"""Specialise a trained supernet: latency budgets on named devices/runtimes from calibrated tables, plus
+MACs/parameter caps, searched with the checkpoint's accuracy predictor.
+
+This module only composes: latency predictors come from :mod:`profilers`, costs from :mod:`elastic`,
+accuracy from :mod:`ofakit.context`, the search algorithms from :mod:`ofakit.search` / :mod:`ofakit.pareto`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from elastic.batch import CostGrid
+from ofakit.context import CheckpointContext
+from ofakit.pareto import pareto_front
+from ofakit.search import Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
+from profilers import LatencyPredictor, LatencyTable
+from profilers.builder import refit
+from profilers.store import spec_id
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A latency budget: at most ``ms`` milliseconds on ``device`` (``local`` or an agent URL) with ``runtime``."""
+
+    device: str
+    runtime: str
+    ms: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.ms, (int, float)) and math.isfinite(self.ms) and self.ms > 0):
+            raise ValueError(f"latency budget {self.ms!r} ms must be a positive number")
+
+    @property
+    def metric_name(self) -> str:
+        """Name of its latency metric in results."""
+        return latency_name(self.device, self.runtime)
+
+    @classmethod
+    def parse(cls, text: str) -> "Budget":
+        """``DEVICE,RUNTIME,MS`` (e.g. ``http://jetson:8470,tensorrt,20``)."""
+        parts = text.rsplit(",", 2)
+        if len(parts) != 3:
+            raise ValueError(f"budget {text!r} must be DEVICE,RUNTIME,MS, e.g. local,onnxruntime,2.5")
+        try:
+            ms = float(parts[2])
+        except ValueError:
+            raise ValueError(f"budget {text!r}: {parts[2]!r} is not a number of milliseconds") from None
+        return cls(parts[0], parts[1], ms)
+
+
+def latency_name(device: str, runtime: str) -> str:
+    """``latency_ms[DEVICE/RUNTIME]``."""
+    return f"latency_ms[{device}/{runtime}]"
+
+
+def table_recipe(table: LatencyTable, spec_dict: dict[str, Any]) -> str:
+    """The recipe name under which ``table`` holds this exact architecture."""
+    sid = spec_id(spec_dict)
+    for name in table.recipes():
+        if spec_id(table.recipe(name)) == sid:
+            return name
+    raise ValueError(f"{table.path} has no latency entries for this checkpoint's architecture (spec {sid}); "
+                     "build them with `ofakit profile build --recipe CHECKPOINT`")
+
+
+class Specializer:
+    """A checkpoint with its accuracy predictor, latency predictors per (device, runtime) and cost metrics.
+
+    Args:
+        ctx: The checkpoint.
+        table: The latency table file.
+        targets: ``(device, runtime)`` pairs to predict latency for.
+        accuracy_samples: Size of the accuracy dataset (cached next to the checkpoint).
+        seed: Seeds data sampling, predictor training and search.
+    """
+
+    def __init__(self, ctx: CheckpointContext, table: str | Path, targets: Sequence[tuple[str, str]],
+                 accuracy_samples: int = 300, seed: int = 0, progress=None):  # noqa: ANN001 - (done, total) callback
+        self.ctx, self.table, self.seed = ctx, Path(table), seed
+        self.space = ctx.supernet.space
+        self.spec = ctx.supernet.spec
+        self.latency: dict[str, LatencyPredictor] = {}
+        for device, runtime in dict.fromkeys(targets):
+            self.latency[latency_name(device, runtime)] = LatencyPredictor.load(self.table, device, runtime, self.spec)
+        self.accuracy, self.accuracy_report = ctx.accuracy_predictor(accuracy_samples, seed, progress)
+        grid = CostGrid.build(self.spec)
+        self.metrics: dict[str, Metric] = {
+            "macs": Metric("macs", grid.macs, "M", 1e6), "params": Metric("params", grid.params, "M", 1e6),
+            **{name: Metric(name, p.predict, "ms") for name, p in self.latency.items()}}
+
+    def constraints(self, budgets: Sequence[Budget], max_macs: float | None = None,
+                    max_params: float | None = None) -> list[Constraint]:
+        """Constraints for latency budgets and optional MACs / parameter caps (raw counts)."""
+        out = [Constraint(self.metrics[b.metric_name], b.ms) for b in budgets]
+        if max_macs is not None:
+            out.append(Constraint(self.metrics["macs"], max_macs))
+        if max_params is not None:
+            out.append(Constraint(self.metrics["params"], max_params))
+        return out
+
+    def search(self, constraints: Sequence[Constraint], settings: EvolutionSettings | None = None) -> SearchResult:
+        """The most accurate subnet meeting every constraint (OFA evolution)."""
+        return evolve(self.space, self.accuracy.predict_batch, constraints, self.seed, settings,
+                      report=list(self.metrics.values()))
+
+    def pareto(self, objective: str, constraints: Sequence[Constraint] = (), generations: int = 100
+               ) -> tuple[list[Candidate], float]:
+        """Accuracy-vs-``objective`` front (NSGA-II), under ``constraints``."""
+        return pareto_front(self.space, self.accuracy.predict_batch, self.metrics[objective], constraints, self.seed,
+                            generations=generations, report=list(self.metrics.values()))
+
+    def recalibrate(self, device: str, runtime: str, cfg_json: str, measurement) -> None:  # noqa: ANN001
+        """Add a whole-subnet measurement to the table's calibration, refit, and reload that predictor."""
+        name = latency_name(device, runtime)
+        pred = self.latency[name]
+        with LatencyTable(self.table) as table:
+            recipe = table_recipe(table, self.spec.to_dict())
+            table.add_calibration(device, spec_id(self.spec.to_dict()), cfg_json, measurement)
+            refit(table, recipe, device, pred.runtime)
+        self.latency[name] = LatencyPredictor.load(self.table, device, pred.runtime, self.spec)
+        self.metrics[name] = Metric(name, self.latency[name].predict, "ms")
