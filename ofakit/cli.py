@@ -13,7 +13,9 @@ from rich.table import Table
 
 import model_zoo
 from ofakit.agent_cmd import agent_app
+from ofakit.demo_cmd import demo
 from ofakit.profile_cmd import profile_app
+from ofakit.search_cmd import export, search, ship_cmd
 from ofakit.summary import extraction_check, recipe_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ofa-kit: once-for-all elastic model kit.")
@@ -21,6 +23,10 @@ zoo_app = typer.Typer(no_args_is_help=True, help="Supernet recipes and checkpoin
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(profile_app, name="profile")
 app.add_typer(agent_app, name="agent")
+app.command("search")(search)
+app.command("export")(export)
+app.command("ship")(ship_cmd)
+app.command("demo")(demo)
 console = Console()
 
 
@@ -82,9 +88,9 @@ def zoo_recipes(as_json: bool = typer.Option(False, "--json", help="Print JSON f
 
 
 @app.command()
-def demo(configs: int = typer.Option(20, help="Random subnets for the OFA parity check."),
-         as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """The main job: supernet summary, extraction parity and parity with the reference `ofa` package."""
+def parity(configs: int = typer.Option(20, help="Random subnets for the OFA parity check."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Engine checks: supernet summary, extraction parity and parity with the reference `ofa` package."""
     result: dict = {"recipes": [recipe_summary(n) for n in model_zoo.list_supernets()]}
     with console.status("extraction parity (supernet vs extracted static network)..."):
         result["extraction"] = [extraction_check(n) for n in model_zoo.list_supernets()]

@@ -125,7 +125,7 @@ class CheckpointContext:
         key = f"data{n}-{seed}"
         if key not in self._cache:
             data = self.meta["training"]["data"]
-            header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": self.calib_images,
+            header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
                       "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
             self._cache[key] = build_accuracy_data(self.supernet.space, self.top1, self.accuracy_cache(), n, header,
                                                    seed, progress)

@@ -110,7 +110,7 @@ class SearchResult:
 
 def _candidate(space: SearchSpace, g: np.ndarray, acc: float, metrics: Sequence[Metric]) -> Candidate:
     one = ConfigBatch.from_genome(space, g[None, :])
-    return Candidate(one.config(0), float(acc), {m.name: float(m.fn(one)[0]) for m in metrics})
+    return Candidate(space.canonical(one.config(0)), float(acc), {m.name: float(m.fn(one)[0]) for m in metrics})
 
 
 def _violation(space: SearchSpace, g: np.ndarray, constraints: Sequence[Constraint]) -> np.ndarray:
@@ -154,7 +154,7 @@ def check_budget(space: SearchSpace, constraints: Sequence[Constraint], seed: in
     for c in constraints:
         g = minimise(space, lambda x, m=c.metric: m.fn(ConfigBatch.from_genome(space, x)), seed)
         low = float(c.metric.fn(ConfigBatch.from_genome(space, g[None, :]))[0])
-        cfg = ConfigBatch.from_genome(space, g[None, :]).config(0)
+        cfg = space.canonical(ConfigBatch.from_genome(space, g[None, :]).config(0))
         parts.append(f"{c.describe()} (the cheapest subnet predicted is {c.metric.fmt(low)}: {cfg.to_json()})")
     what = "budget" if len(constraints) == 1 else "joint budget"
     raise BudgetError(f"no subnet meets the {what} " + "; ".join(parts))

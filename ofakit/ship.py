@@ -20,7 +20,7 @@ from deploy_targets import ExportResult, ExportSpec, get_exporter
 from elastic import SubnetConfig
 from elastic.fileio import atomic_write_text
 from ofakit.context import CheckpointContext
-from ofakit.search import Candidate, EvolutionSettings
+from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
 from profilers import Measurement, MeasureSpec, Protocol, open_runtime
 from profilers.runtimes import RuntimeUnavailable
@@ -49,7 +49,7 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
     meta = ctx.meta
     options: dict[str, Any] = {}
     if target == "coreml":
-        options["metadata"] = {"short_description": f"ofa-kit subnet of {meta['name']}",
+        options["metadata"] = {"short_description": f"ofa-kit subnet of {ctx.name}",
                                "com.ofakit.config": cfg.to_json(), "com.ofakit.checkpoint_sha256": meta["sha256"]}
     result = get_exporter(target).export(ExportSpec(module, shape, Path(out), precision=precision,
                                                     dynamic_batch=dynamic_batch,
@@ -63,7 +63,7 @@ def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResul
     """Write (atomically) the sidecar of an exported artifact; returns its path."""
     meta = ctx.meta
     side = {"format": SIDECAR_FORMAT, "artifact": result.path.name, "target": result.target,
-            "config": cfg.to_dict(), "checkpoint": {"name": meta["name"], "sha256": meta["sha256"],
+            "config": cfg.to_dict(), "checkpoint": {"name": ctx.name, "sha256": meta["sha256"],
                                                     "recipe": meta["recipe"]},
             "input": {"shape": [1, ctx.supernet.spec.in_channels, cfg.r, cfg.r],
                       "name": result.settings.get("input_name", "input"),
@@ -127,7 +127,14 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
     attempts: list[dict[str, Any]] = []
     for attempt in range(retries + 1):
         tight = [Budget(b.device, b.runtime, search_ms[b.metric_name]) for b in budgets]
-        result = spz.search(spz.constraints(tight, max_macs, max_params), settings)
+        try:
+            result = spz.search(spz.constraints(tight, max_macs, max_params), settings)
+        except BudgetError as exc:
+            if not attempts:
+                raise
+            attempts[-1]["stopped"] = f"after recalibration: {exc}"
+            log.warning("closed loop stopped: %s", exc)
+            break
         cand = result.best
         exported, side = export_subnet(spz.ctx, cand.config, target, out, precision)
         rec: dict[str, Any] = {"attempt": attempt + 1, "config": cand.config.to_dict(),

@@ -1,0 +1,197 @@
+"""``ofakit search``, ``ofakit export`` and ``ofakit ship``: pick a subnet for a budget, export it, close the loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from deploy_targets import ExporterUnavailable, list_exporters
+from elastic import SubnetConfig
+from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
+from ofakit.plots import plot_front
+from ofakit.profile_cmd import _token, fail
+from ofakit.search import BudgetError, Candidate, EvolutionSettings
+from ofakit.ship import export_subnet, ship
+from ofakit.specialize import Budget, Specializer
+from profilers import DEFAULT_TABLE, LOCAL
+
+console = Console(stderr=True)
+
+CHECKPOINT = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkpoint name or path of a trained supernet.")
+TABLE = typer.Option(Path(DEFAULT_TABLE), help="Latency table (see `ofakit profile build`).")
+DEVICE = typer.Option(LOCAL, help="Device of the budget: 'local' or an agent URL.")
+RUNTIME = typer.Option("onnxruntime", help="Runtime of the budget (as in the table).")
+ALSO = typer.Option(None, "--also", help="Another device's budget, DEVICE,RUNTIME,MS (repeatable): joint constraints.")
+MAX_MACS = typer.Option(None, help="Also cap MACs (millions).")
+MAX_PARAMS = typer.Option(None, help="Also cap parameters (millions).")
+SAMPLES = typer.Option(DEFAULT_ACCURACY_SAMPLES, help="Measured subnets for the accuracy predictor (cached).")
+SEED = typer.Option(0, help="Seed of sampling, predictor training and search.")
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+
+
+def _progress(quiet: bool) -> tuple[Progress, Any]:
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, disable=quiet)
+    task: dict[str, int] = {}
+
+    def update(done: int, total: int) -> None:
+        if "t" not in task:
+            task["t"] = bar.add_task("accuracy dataset (validation top-1 per subnet)", total=total)
+        bar.update(task["t"], completed=done)
+
+    return bar, update
+
+
+def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: int, seed: int,
+                quiet: bool) -> Specializer:
+    """Load everything a search needs, with a progress bar while the accuracy dataset is measured."""
+    bar, update = _progress(quiet)
+    with bar:
+        return Specializer(CheckpointContext(checkpoint), table, [(b.device, b.runtime) for b in budgets], samples,
+                           seed, update)
+
+
+def budgets_of(device: str, runtime: str, latency_ms: float, also: list[str] | None) -> list[Budget]:
+    """The primary budget followed by ``--also`` ones."""
+    return [Budget(device, runtime, latency_ms), *(Budget.parse(a) for a in also or [])]
+
+
+def candidate_json(c: Candidate, primary: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``--json`` record of a chosen subnet."""
+    return {"config": c.config.to_dict(), "predicted_latency_ms": c.metrics.get(primary),
+            "predicted_accuracy": c.accuracy, "macs": c.metrics.get("macs"), "params": c.metrics.get("params"),
+            "metrics": c.metrics, **(extra or {})}
+
+
+def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVICE, runtime: str = RUNTIME,
+           latency_ms: float = typer.Option(..., help="Latency budget (ms) on --device with --runtime."),
+           also: Optional[list[str]] = ALSO, max_macs: Optional[float] = MAX_MACS,
+           max_params: Optional[float] = MAX_PARAMS,
+           pareto: bool = typer.Option(False, "--pareto", help="Also print the accuracy-vs-latency Pareto front."),
+           population: int = typer.Option(100, help="Evolution population."),
+           generations: int = typer.Option(500, help="Evolution generations."),
+           samples: int = SAMPLES, seed: int = SEED,
+           out: Path = typer.Option(Path("ofakit-search"), help="Directory for subnet.json and front.png."),
+           as_json: bool = JSON) -> None:
+    """The most accurate subnet within a latency budget (predicted), as JSON plus a front PNG."""
+    try:
+        budgets = budgets_of(device, runtime, latency_ms, also)
+        spz = specializer(checkpoint, table, budgets, samples, seed, as_json)
+        cons = spz.constraints(budgets, max_macs and max_macs * 1e6, max_params and max_params * 1e6)
+        result = spz.search(cons, EvolutionSettings(population=population, generations=generations))
+        front, front_s = spz.pareto(budgets[0].metric_name, cons[1:])
+    except (ValueError, BudgetError) as exc:
+        fail(exc)
+    primary = budgets[0].metric_name
+    record = candidate_json(result.best, primary, {
+        "constraints": list(result.constraints), "search_seconds": result.seconds,
+        "accuracy_predictor": spz.accuracy_report, "latency_predictor": spz.latency[primary].describe()})
+    if pareto:
+        record["front"] = [candidate_json(c, primary) for c in front]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "subnet.json").write_text(json.dumps(record, indent=2) + "\n")
+    png = plot_front(front, primary, out / "front.png", [result.best], [b.ms for b in budgets[:1]],
+                     title=f"{checkpoint}: budget {latency_ms:g} ms on {device}/{runtime}")
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    t = Table(title=f"Chosen subnet ({result.seconds:.2f}s search; front {front_s:.2f}s)")
+    for col in ("budget", "predicted latency", "predicted accuracy", "MACs", "params", "config"):
+        t.add_column(col)
+    b = result.best
+    t.add_row(" & ".join(result.constraints), f"{b.metrics[primary]:.3f} ms", f"{100 * b.accuracy:.2f}%",
+              f"{b.metrics['macs'] / 1e6:.2f}M", f"{b.metrics['params'] / 1e6:.2f}M", b.config.to_json())
+    Console().print(t)
+    if pareto:
+        f = Table(title=f"Pareto front (predicted; {len(front)} subnets, every {max(1, len(front) // 15)}th shown)")
+        for col in ("latency ms", "accuracy", "MACs"):
+            f.add_column(col)
+        step = max(1, len(front) // 15)
+        for c in front[::step]:
+            f.add_row(f"{c.metrics[primary]:.3f}", f"{100 * c.accuracy:.2f}%", f"{c.metrics['macs'] / 1e6:.2f}M")
+        Console().print(f)
+    typer.echo(f"wrote {out / 'subnet.json'} and {png}")
+
+
+def read_subnet(path: Path) -> SubnetConfig:
+    """A SubnetConfig from a JSON file: a bare config, or ``ofakit search`` output (its ``config``)."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"--subnet {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--subnet {path} is not JSON: {exc}") from None
+    return SubnetConfig.from_dict(data["config"] if isinstance(data, dict) and "config" in data else data)
+
+
+def export(checkpoint: str = CHECKPOINT,
+           subnet: Path = typer.Option(..., help="Subnet JSON (a SubnetConfig or `ofakit search` output)."),
+           target: str = typer.Option("onnx", help="Exporter: onnx, coreml, tensorrt, openvino."),
+           out: Path = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml)."),
+           precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (as the target supports)."),
+           dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Let the batch dimension vary."),
+           as_json: bool = JSON) -> None:
+    """Export one subnet (BatchNorm recalibrated) with a sidecar JSON next to the artifact."""
+    try:
+        if target not in list_exporters():
+            raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
+        cfg = read_subnet(subnet)
+        ctx = CheckpointContext(checkpoint)
+        with console.status(f"exporting {cfg.to_json()} to {target}..."):
+            result, side = export_subnet(ctx, cfg, target, out, precision, dynamic_batch)
+    except (ValueError, ExporterUnavailable) as exc:
+        fail(exc)
+    record = {"artifact": str(result.path), "sidecar": str(side), "target": result.target,
+              "max_abs_diff": result.max_abs_diff, "seconds": result.seconds, "notes": list(result.notes),
+              "settings": result.settings, "versions": result.versions}
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    diff = "not checked here" if result.max_abs_diff is None else f"max |diff| {result.max_abs_diff:.2e}"
+    typer.echo(f"wrote {result.path} ({target}, parity {diff}) and {side}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+
+
+def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVICE, runtime: str = RUNTIME,
+             latency_ms: float = typer.Option(..., help="Latency budget (ms) on --device with --runtime."),
+             also: Optional[list[str]] = ALSO, max_macs: Optional[float] = MAX_MACS,
+             max_params: Optional[float] = MAX_PARAMS,
+             target: str = typer.Option("onnx", help="Exporter of the shipped artifact."),
+             out: Path = typer.Option(..., help="Artifact path."),
+             retries: int = typer.Option(3, help="Re-searches after a missed budget."),
+             token_file: Path = typer.Option(None, help="Agent token file (remote devices)."),
+             samples: int = SAMPLES, seed: int = SEED, as_json: bool = JSON) -> None:
+    """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
+    try:
+        budgets = budgets_of(device, runtime, latency_ms, also)
+        token = _token(token_file)
+        spz = specializer(checkpoint, table, budgets, samples, seed, as_json)
+
+        def show(rec: dict[str, Any]) -> None:
+            if not as_json:
+                parts = [f"{k}: predicted {rec['predicted_ms'][k]:.3f} ms, measured "
+                         + (f"{rec['measured_ms'][k]:.3f} ms" if k in rec["measured_ms"] else "n/a")
+                         for k in rec["predicted_ms"]]
+                console.print(f"attempt {rec['attempt']}: {'met' if rec['met'] else 'MISSED'}; " + "; ".join(parts))
+
+        report = ship(spz, budgets, target, out, retries, max_macs and max_macs * 1e6,
+                      max_params and max_params * 1e6, token, on_attempt=show)
+    except (ValueError, BudgetError, ExporterUnavailable) as exc:
+        fail(exc)
+    record = candidate_json(report.final, budgets[0].metric_name, {
+        "measured_latency_ms": report.attempts[-1]["measured_ms"], "budget_met": report.met,
+        "artifact": str(report.artifact.path), "sidecar": str(report.sidecar), "attempts": len(report.attempts)})
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+    else:
+        typer.echo(f"shipped {report.artifact.path} (sidecar {report.sidecar}); budget "
+                   + {True: "met", False: "NOT met", None: "not measured here"}[report.met])
+    if report.met is False:
+        raise typer.Exit(1)

@@ -1,0 +1,153 @@
+"""Vectorised populations and costs, accuracy predictors, constrained evolution and NSGA-II fronts."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import model_zoo
+from elastic.batch import ConfigBatch, CostGrid, crossover, mutate
+from elastic.spec import costs
+from ofakit.accuracy import AccuracyData, build_accuracy_data, load_accuracy_data, sample_configs, select_predictor
+from ofakit.pareto import pareto_front
+from ofakit.search import BudgetError, Constraint, EvolutionSettings, Metric, evolve, fastest_candidate
+
+SPEC = model_zoo.get_spec("ofa_mbv3_tiny")
+SPACE = SPEC.space
+GRID = CostGrid.build(SPEC)
+MACS = Metric("macs", GRID.macs, "M", 1e6)
+PARAMS = Metric("params", GRID.params, "M", 1e6)
+
+
+def synthetic_accuracy(batch: ConfigBatch) -> np.ndarray:
+    """A known, smooth 'accuracy': grows with log-MACs, with a kernel-size bonus (search needs a trade-off)."""
+    return 0.5 + 0.04 * np.log(GRID.macs(batch)) + 0.002 * (batch.ks * batch.active).sum(1)
+
+
+# ------------------------------------------------------------------ ConfigBatch
+def test_batch_roundtrips_costs_and_encoding(rng):
+    batch = ConfigBatch.random(SPACE, 64, rng)
+    cfgs = batch.configs()
+    assert np.array_equal(ConfigBatch.from_configs(SPACE, cfgs).genome(), batch.genome())
+    assert np.array_equal(ConfigBatch.from_values(SPACE, **batch.values()).genome(), batch.genome())
+    want = np.array([costs(SPEC, c) for c in cfgs])
+    assert np.array_equal(GRID.macs(batch), want[:, 0]) and np.array_equal(GRID.params(batch), want[:, 1])
+    enc = batch.onehot()
+    n_active = batch.active.sum(1)
+    assert np.array_equal(enc.sum(1), 1 + 2 * n_active)  # one resolution + a kernel and a ratio per active block
+    canon = ConfigBatch.from_configs(SPACE, [SPACE.canonical(c) for c in cfgs])
+    assert np.array_equal(canon.genome(), batch.canonical_genome())
+    assert np.array_equal(canon.onehot(), enc)  # inactive slots do not show in the encoding
+    with pytest.raises(ValueError, match=r"ks=4 is outside the space; allowed: \[3, 5, 7\]"):
+        ConfigBatch.from_values(SPACE, **{**batch.values(), "ks": np.full_like(batch.values()["ks"], 4)})
+
+
+def test_mutation_and_crossover_stay_in_space(rng):
+    g = ConfigBatch.random(SPACE, 200, rng).genome()
+    for child in (mutate(SPACE, g, rng, 0.3), crossover(g, g[::-1], rng)):
+        for cfg in ConfigBatch.from_genome(SPACE, child).configs()[:50]:
+            SPACE.validate(cfg)
+    assert (mutate(SPACE, g, rng, 0.0, 0.0) == g).all()
+    frac = (mutate(SPACE, g, rng, 0.5, 0.5) != g).mean()
+    assert 0.2 < frac < 0.5  # resampled half the time, and a resample may draw the same value
+
+
+# ------------------------------------------------------------------ accuracy data and predictors
+def test_accuracy_dataset_resumes_and_survives_a_torn_line(tmp_path):
+    calls = []
+
+    def evaluate(cfg):
+        calls.append(cfg)
+        return float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0])
+
+    path = tmp_path / "acc.jsonl"
+    header = {"checkpoint_sha256": "abc"}
+    first = build_accuracy_data(SPACE, evaluate, path, 6, header)
+    assert len(calls) == 6 and first.configs[0] == SPACE.largest() and first.configs[1] == SPACE.smallest()
+    with open(path, "ab") as f:
+        f.write(b'{"config": "{\\"ks\\"')  # a kill in the middle of a line
+    more = build_accuracy_data(SPACE, evaluate, path, 9, header)
+    assert len(calls) == 9  # only the three new subnets were measured
+    assert more.configs[:6] == first.configs and np.allclose(more.acc[:6], first.acc)
+    assert len(load_accuracy_data(path, SPACE).acc) == 9
+    build_accuracy_data(SPACE, evaluate, path, 3, {"checkpoint_sha256": "other"})  # another checkpoint: rebuilt
+    assert len(calls) == 12 and len(load_accuracy_data(path, SPACE).acc) == 3
+    assert len({c.to_json() for c in sample_configs(SPACE, 50, 0)}) == 50
+
+
+def test_predictors_learn_a_known_accuracy_and_the_better_one_is_chosen():
+    cfgs = sample_configs(SPACE, 160, seed=1)
+    batch = ConfigBatch.from_configs(SPACE, cfgs)
+    noise = np.random.default_rng(0).normal(0, 0.001, len(cfgs))
+    data = AccuracyData(SPACE, tuple(cfgs), synthetic_accuracy(batch) + noise)
+    pred, report = select_predictor(data, seed=0)
+    assert set(report["candidates"]) == {"gbt", "mlp"} and report["chosen"] in report["candidates"]
+    best = report["candidates"][report["chosen"]]
+    assert best["kendall_tau"] == max(c["kendall_tau"] for c in report["candidates"].values()) or \
+        abs(best["kendall_tau"] - max(c["kendall_tau"] for c in report["candidates"].values())) < 1e-3
+    assert best["kendall_tau"] > 0.7 and best["rmse_pp"] < 1.5
+    fresh = ConfigBatch.from_configs(SPACE, sample_configs(SPACE, 300, seed=7)[160:])
+    from ofakit.accuracy import kendall_tau
+    assert kendall_tau(pred.predict_batch(fresh), synthetic_accuracy(fresh)) > 0.7
+    with pytest.raises(ValueError, match="too few"):
+        select_predictor(AccuracyData(SPACE, tuple(cfgs[:8]), data.acc[:8]))
+
+
+# ------------------------------------------------------------------ search
+def test_evolution_meets_the_budget_and_beats_random_search():
+    lo, hi = GRID.macs(ConfigBatch.from_configs(SPACE, [SPACE.smallest(), SPACE.largest()]))
+    budget = lo + 0.4 * (hi - lo)
+    t0 = time.perf_counter()
+    res = evolve(SPACE, synthetic_accuracy, [Constraint(MACS, budget)], seed=0)
+    assert time.perf_counter() - t0 < 10  # generous: the figure lives in benchmarks/
+    assert res.best.metrics["macs"] <= budget and len(res.history) == 500
+    assert all(a <= b for a, b in zip(res.history, res.history[1:]))  # elitist: never gets worse
+    rand = ConfigBatch.random(SPACE, 5000, np.random.default_rng(3))
+    ok = GRID.macs(rand) <= budget
+    assert res.best.accuracy >= synthetic_accuracy(rand)[ok].max()
+    again = evolve(SPACE, synthetic_accuracy, [Constraint(MACS, budget)], seed=0)
+    assert again.best == res.best  # seeded
+    assert SPACE.canonical(res.best.config) == res.best.config
+    json.dumps(res.best.to_dict())
+
+
+def test_impossible_budget_names_the_cheapest_subnet():
+    lo = GRID.macs(ConfigBatch.from_configs(SPACE, [SPACE.smallest()]))[0]
+    with pytest.raises(BudgetError, match=rf"macs <= .*the cheapest subnet predicted is {lo / 1e6:.4g} M"):
+        evolve(SPACE, synthetic_accuracy, [Constraint(MACS, 0.9 * lo)])
+    assert fastest_candidate(SPACE, MACS).metrics["macs"] == lo
+    with pytest.raises(ValueError, match="must be a positive number"):
+        Constraint(MACS, -1.0)
+    with pytest.raises(ValueError, match="population=2"):
+        EvolutionSettings(population=2)
+
+
+def test_joint_constraints_all_hold():
+    """Two 'devices' with different cost models: the pick satisfies both, and each alone allows more."""
+    lat_a = Metric("latency_ms[a]", lambda b: GRID.macs(b) / 1e6 * 0.05)
+    lat_b = Metric("latency_ms[b]", lambda b: GRID.params(b) / 1e6 * 2.0 + 0.01 * b.active.sum(1))
+    big = ConfigBatch.from_configs(SPACE, [SPACE.largest()])
+    ca, cb = Constraint(lat_a, 0.5 * lat_a.fn(big)[0]), Constraint(lat_b, 0.6 * lat_b.fn(big)[0])
+    both = evolve(SPACE, synthetic_accuracy, [ca, cb], settings=EvolutionSettings(generations=150))
+    assert both.best.metrics[lat_a.name] <= ca.limit and both.best.metrics[lat_b.name] <= cb.limit
+    only_a = evolve(SPACE, synthetic_accuracy, [ca], settings=EvolutionSettings(generations=150))
+    assert only_a.best.accuracy >= both.best.accuracy
+    with pytest.raises(BudgetError, match="joint budget"):
+        evolve(SPACE, synthetic_accuracy, [Constraint(lat_a, 1e-9), cb])
+
+
+def test_pareto_front_is_non_dominated_and_respects_constraints():
+    big = PARAMS.fn(ConfigBatch.from_configs(SPACE, [SPACE.largest()]))[0]
+    cap = Constraint(PARAMS, 0.7 * big)
+    front, seconds = pareto_front(SPACE, synthetic_accuracy, MACS, [cap], seed=0, generations=40)
+    assert len(front) >= 5 and seconds < 30
+    m = np.array([c.metrics["macs"] for c in front])
+    a = np.array([c.accuracy for c in front])
+    assert np.all(np.diff(m) >= 0)
+    for i in range(len(front)):  # nothing on the front is dominated by another front member
+        assert not np.any((m <= m[i]) & (a >= a[i]) & ((m < m[i]) | (a > a[i])))
+    assert all(c.metrics["params"] <= cap.limit for c in front)
+    assert len({c.config for c in front}) == len(front)
