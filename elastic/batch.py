@@ -9,6 +9,7 @@ crosses API boundaries; :meth:`ConfigBatch.from_configs` / :meth:`ConfigBatch.co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -71,7 +72,7 @@ class ConfigBatch:
     @classmethod
     def random(cls, space: SearchSpace, n: int, rng: np.random.Generator) -> "ConfigBatch":
         """``n`` subnets with every choice drawn uniformly (as :meth:`SearchSpace.sample`)."""
-        g = rng.integers(0, np.array(space_cardinalities(space)), size=(n, genome_length(space)), dtype=np.int8)
+        g = (rng.random((n, genome_length(space))) * _cardinalities(space)).astype(np.int8)
         return cls.from_genome(space, g)
 
     # ------------------------------------------------------------- genome
@@ -89,12 +90,10 @@ class ConfigBatch:
         """The subnets at ``idx`` (indices or a boolean mask)."""
         return ConfigBatch(self.space, self.ks[idx], self.e[idx], self.d[idx], self.r[idx])
 
-    @property
+    @cached_property
     def active(self) -> np.ndarray:
         """``[N, slots]`` booleans: which block slots run."""
-        depth = np.asarray(self.space.d)[self.d]
-        pos = np.arange(self.space.max_depth)
-        return (pos[None, None, :] < depth[:, :, None]).reshape(len(self), self.space.n_blocks)
+        return _depth_masks(self.space)[self.d].reshape(len(self), self.space.n_blocks)
 
     def canonical_genome(self) -> np.ndarray:
         """:meth:`genome` with inactive slots set to index 0: equal rows mean the same network."""
@@ -127,22 +126,31 @@ class ConfigBatch:
         """
         sp, n = self.space, len(self)
         nr, nk, ne, b = len(sp.r), len(sp.ks), len(sp.e), sp.n_blocks
-        out = np.zeros((n, nr + b * (nk + ne)), dtype=np.float32)
-        rows = np.arange(n)
-        out[rows, self.r] = 1.0
+        width = nr + b * (nk + ne)
+        slot = np.arange(b, dtype=np.intp)[None, :]
         act = self.active
-        slot = np.arange(b)[None, :]
-        r_, c_ = np.nonzero(act)
-        out[r_, (nr + slot * nk + self.ks)[act]] = 1.0
-        out[r_, (nr + b * nk + slot * ne + self.e)[act]] = 1.0
-        del c_
-        return out
+        cols = np.concatenate([self.r[:, None].astype(np.intp), np.where(act, nr + slot * nk + self.ks, width),
+                               np.where(act, nr + b * nk + slot * ne + self.e, width)], axis=1)
+        out = np.zeros((n, width + 1), dtype=np.float32)  # inactive slots write to a spare last column
+        out[np.arange(n)[:, None], cols] = 1.0
+        return out[:, :width]
 
 
 def space_cardinalities(space: SearchSpace) -> list[int]:
     """Number of choices of every gene of :meth:`ConfigBatch.genome`."""
+    return _cardinalities(space).tolist()
+
+
+@lru_cache(maxsize=32)
+def _cardinalities(space: SearchSpace) -> np.ndarray:
     b, s = space.n_blocks, space.n_stages
-    return [len(space.ks)] * b + [len(space.e)] * b + [len(space.d)] * s + [len(space.r)]
+    return np.array([len(space.ks)] * b + [len(space.e)] * b + [len(space.d)] * s + [len(space.r)])
+
+
+@lru_cache(maxsize=32)
+def _depth_masks(space: SearchSpace) -> np.ndarray:
+    """``masks[d_index]``: which of a stage's slots run at the ``d_index``-th allowed depth."""
+    return np.arange(space.max_depth)[None, :] < np.asarray(space.d)[:, None]
 
 
 def genome_length(space: SearchSpace) -> int:
@@ -153,16 +161,18 @@ def genome_length(space: SearchSpace) -> int:
 def mutate(space: SearchSpace, g: np.ndarray, rng: np.random.Generator, prob: float = 0.1,
            r_prob: float = 0.5) -> np.ndarray:
     """Each gene of every row resampled with probability ``prob`` (the resolution with ``r_prob``), as OFA."""
-    card = np.array(space_cardinalities(space))
-    fresh = rng.integers(0, card, size=g.shape, dtype=np.int8)
-    p = np.full(g.shape[1], prob)
-    p[-1] = r_prob
-    return np.where(rng.random(g.shape) < p, fresh, g)
+    u = rng.random(g.shape, dtype=np.float32)
+    pick = u < prob
+    pick[:, -1] = u[:, -1] < r_prob
+    rows, cols = np.nonzero(pick)
+    out = g.copy()
+    out[rows, cols] = (rng.random(len(rows)) * _cardinalities(space)[cols]).astype(np.int8)
+    return out
 
 
 def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Uniform crossover of paired rows: every gene from ``a`` or ``b`` with equal probability."""
-    return np.where(rng.random(a.shape) < 0.5, a, b)
+    return np.where(rng.integers(0, 2, size=a.shape, dtype=np.bool_), a, b)
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,9 +210,10 @@ class CostGrid:
         return cls(macs, params, fixed_m, fixed_p)
 
     def _sum(self, table: np.ndarray, fixed: np.ndarray, batch: ConfigBatch) -> np.ndarray:
-        slot = np.arange(table.shape[0])[None, :]
-        per = table[slot, batch.r[:, None], batch.ks, batch.e]
-        return (per * batch.active).sum(1) + fixed[batch.r]
+        _, nr, nk, ne = table.shape
+        slot = (np.arange(table.shape[0]) * (nr * nk * ne))[None, :]
+        idx = slot + (batch.r[:, None].astype(np.intp) * nk + batch.ks) * ne + batch.e
+        return np.where(batch.active, table.ravel()[idx], 0).sum(1) + fixed[batch.r]
 
     def macs(self, batch: ConfigBatch) -> np.ndarray:
         """Multiply-accumulates of every subnet (OFA's "FLOPs")."""

@@ -194,19 +194,16 @@ def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constrai
     if len(pop) == 0:
         pop = check_budget(space, constraints, seed)[None, :]
     if len(pop) < s.population:  # fill by mutating the feasible ones found
-        pop = np.concatenate([pop, _children(space, pop[rng.integers(0, len(pop), s.population - len(pop))], None,
-                                             rng, s, feasible)])
+        fill = pop[rng.integers(0, len(pop), s.population - len(pop))]
+        pop = np.concatenate([pop, _children(space, fill, fill, len(fill), rng, s, feasible)])
     score = accuracy(ConfigBatch.from_genome(space, pop))
     history = []
     for _ in range(s.generations):
         order = np.argsort(-score, kind="stable")[:n_par]
         parents, pscore = pop[order], score[order]
         history.append(float(pscore[0]))
-        mut = _children(space, parents[rng.integers(0, n_par, n_mut)], None, rng, s, feasible)
-        n_x = s.population - n_mut
-        cross = _children(space, parents[rng.integers(0, n_par, n_x)], parents[rng.integers(0, n_par, n_x)], rng, s,
-                          feasible)
-        kids = np.concatenate([mut, cross])
+        pick = rng.integers(0, n_par, (2, s.population))
+        kids = _children(space, parents[pick[0]], parents[pick[1]], n_mut, rng, s, feasible)
         pop, score = np.concatenate([parents, kids]), np.concatenate([pscore, accuracy(ConfigBatch.from_genome(space, kids))])
     i = int(np.argmax(score))
     metrics = [c.metric for c in constraints] + [m for m in report if m.name not in {c.metric.name for c in constraints}]
@@ -214,24 +211,27 @@ def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constrai
     return SearchResult(best, tuple(history), time.perf_counter() - t0, evals, tuple(c.describe() for c in constraints))
 
 
-def _children(space: SearchSpace, a: np.ndarray, b: np.ndarray | None, rng: np.random.Generator,
+def _children(space: SearchSpace, a: np.ndarray, b: np.ndarray, n_mut: int, rng: np.random.Generator,
               s: EvolutionSettings, feasible: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Mutants of ``a`` (or crossovers of ``a`` and ``b``) that are feasible.
+    """Feasible children: mutants of ``a[:n_mut]``, uniform crossovers of ``a[n_mut:]`` and ``b[n_mut:]``.
 
-    Rows whose child breaks a constraint are tried again with 4, 16, ... fresh children at once (one array
-    operation per round, not one per attempt) until ``retries`` attempts per row; then the parent is kept.
+    Every row gets a candidate, rows whose candidate breaks a constraint get 4 more at once, then 16
+    (one array operation per round for the whole generation, not one per attempt), up to ``retries``
+    attempts per row; a row that never succeeds keeps its parent ``a``.
     """
     out = a.copy()
+    is_mut = np.arange(len(a)) < n_mut
     pending = np.arange(len(a))
     copies, tried = 1, 0
     while len(pending) and tried < s.retries:
         m = min(copies, s.retries - tried)
         rows = np.repeat(pending, m)
-        cand = mutate(space, a[rows], rng, s.mutate_prob, s.r_mutate_prob) if b is None else crossover(a[rows], b[rows], rng)
+        mut_rows, x_rows = rows[is_mut[rows]], rows[~is_mut[rows]]  # rows stay grouped: mutants first
+        cand = np.concatenate([mutate(space, a[mut_rows], rng, s.mutate_prob, s.r_mutate_prob),
+                               crossover(a[x_rows], b[x_rows], rng)])
         ok = feasible(cand).reshape(len(pending), m)
         hit = ok.any(1)
-        first = ok.argmax(1)
-        out[pending[hit]] = cand.reshape(len(pending), m, -1)[hit, first[hit]]
+        out[pending[hit]] = cand.reshape(len(pending), m, -1)[hit, ok.argmax(1)[hit]]
         pending = pending[~hit]
         tried += m
         copies *= 4

@@ -134,7 +134,7 @@ def test_joint_constraints_all_hold():
     both = evolve(SPACE, synthetic_accuracy, [ca, cb], settings=EvolutionSettings(generations=150))
     assert both.best.metrics[lat_a.name] <= ca.limit and both.best.metrics[lat_b.name] <= cb.limit
     only_a = evolve(SPACE, synthetic_accuracy, [ca], settings=EvolutionSettings(generations=150))
-    assert only_a.best.accuracy >= both.best.accuracy
+    assert only_a.best.accuracy >= both.best.accuracy - 1e-3  # a looser budget never does worse (up to search noise)
     with pytest.raises(BudgetError, match="joint budget"):
         evolve(SPACE, synthetic_accuracy, [Constraint(lat_a, 1e-9), cb])
 
