@@ -1,0 +1,74 @@
+"""OpenVINO exporter: the ONNX graph converted to OpenVINO IR (``model.xml`` + ``model.bin``), checked on the
+CPU plugin against PyTorch before the files are written.
+
+Both IR files are saved in a temporary folder next to the target and renamed into place, the weights
+(``.bin``) first, so the ``.xml`` that names them never appears before them. ``fp16`` stores compressed
+weights (the CPU plugin still computes in fp32 unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploy_targets.base import Exporter, ExportResult, ExportSpec, register_exporter
+from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
+
+FP16_REL_TOL = 1e-2
+
+
+@register_exporter
+class OpenVinoExporter(Exporter):
+    """``.xml`` + ``.bin`` OpenVINO IR with a parity check on the CPU plugin."""
+
+    name = "openvino"
+    suffix = ".xml"
+    precisions = ("fp32", "fp16")
+
+    def unavailable(self) -> str | None:
+        for mod, extra in (("onnx", "onnx"), ("openvino", "openvino")):
+            if importlib.util.find_spec(mod) is None:
+                return f"{mod} is not installed (pip install 'ofa-kit[{extra}]')"
+        return None
+
+    def _export(self, spec: ExportSpec) -> ExportResult:
+        import openvino as ov
+
+        t0 = time.perf_counter()
+        if spec.out.suffix != ".xml":
+            raise ValueError(f"OpenVINO IR path {spec.out} is not supported; allowed: a path ending in .xml")
+        x = spec.example()
+        if spec.dynamic_batch and x.shape[0] == spec.input_shape[0]:
+            x = torch.cat([x, x])
+        with torch.no_grad():
+            ref = spec.frozen_module()(x).numpy()
+        spec.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.out.name}.", suffix=".tmp", dir=spec.out.parent))
+        try:
+            onnx_path = tmp / "model.onnx"
+            onnx_path.write_bytes(onnx_bytes(spec))
+            staged = tmp / spec.out.name
+            ov.save_model(ov.convert_model(str(onnx_path)), str(staged), compress_to_fp16=spec.precision == "fp16")
+            compiled = ov.Core().compile_model(str(staged), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            got = compiled({0: x.numpy()})[0]
+            diff = float(np.abs(got - ref).max())
+            tol = spec.atol if spec.precision == "fp32" else max(spec.atol, FP16_REL_TOL * float(np.abs(ref).max()))
+            if not diff <= tol:
+                raise RuntimeError(f"OpenVINO parity check failed: max |openvino - torch| = {diff:.3g} > {tol:.3g} "
+                                   f"({spec.precision}); {spec.out} was not written")
+            for suffix in (".bin", ".xml"):
+                os.replace(staged.with_suffix(suffix), spec.out.with_suffix(suffix))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        settings = {"precision": spec.precision, "opset": spec.opset, "dynamic_batch": spec.dynamic_batch,
+                    "input_shape": list(spec.input_shape), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
+                    "weights": spec.out.with_suffix(".bin").name, "parity_device": "CPU"}
+        versions = {"torch": torch.__version__, "openvino": ov.__version__}
+        return ExportResult(spec.out, self.name, settings, versions, diff, time.perf_counter() - t0)

@@ -1,0 +1,89 @@
+"""One conformance suite over every registered exporter: export -> validate -> run where this machine can.
+
+Each target either works here or is skipped with the exporter's own ``unavailable`` reason; what cannot
+run here (CoreML predictions off macOS) is skipped with that reason too, never silently passed.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+from deploy_targets import ExporterUnavailable, ExportResult, ExportSpec, get_exporter, list_exporters
+from tests.test_export_targets import tiny_net
+
+SHAPE = (1, 3, 16, 16)
+
+
+def _runnable(name: str) -> str | None:
+    """Why an artifact of exporter ``name`` cannot be executed on this machine (None: it can)."""
+    if name == "coreml" and platform.system() != "Darwin":
+        return "CoreML predicts only on macOS (the package spec was validated on Linux)"
+    return None
+
+
+def _run(name: str, path, x: np.ndarray) -> np.ndarray:
+    if name == "onnx":
+        from deploy_targets.onnx_export import INPUT_NAME, ort_session
+        return ort_session(str(path)).run(None, {INPUT_NAME: x})[0]
+    if name == "openvino":
+        import openvino as ov
+        return ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x})[0]
+    if name == "coreml":
+        import coremltools as ct
+        return ct.models.MLModel(str(path)).predict({"input": x})["output"]
+    if name == "tensorrt":
+        from deploy_targets.tensorrt_export import EngineRunner
+        return EngineRunner(path.read_bytes(), x.shape).run(x)
+    raise AssertionError(f"no runner for exporter {name}: add one to this suite")
+
+
+@pytest.fixture(params=list_exporters())
+def exporter(request):
+    exp = get_exporter(request.param)
+    reason = exp.unavailable()
+    if reason is not None:
+        pytest.skip(f"{request.param}: unavailable: {reason}")
+    return exp
+
+
+def test_export_validate_run(exporter, tmp_path):
+    net = tiny_net().eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    out = tmp_path / f"model{exporter.suffix}"
+    res = exporter.export(ExportSpec(net, SHAPE, out, inputs=x))
+    assert isinstance(res, ExportResult) and res.path == out and out.exists() and res.target == exporter.name
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items()) and not net.training
+    assert res.versions and res.settings["precision"] == "fp32"
+    assert (res.max_abs_diff is not None and res.max_abs_diff <= 1e-4) or res.notes  # checked, or says why not
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    why = _runnable(exporter.name)
+    if why:
+        pytest.skip(why)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(_run(exporter.name, out, x.numpy()) - ref).max() <= 1e-4
+
+
+def test_rejects_unsupported_precision_and_shape(exporter, tmp_path):
+    bad = next((p for p in ("fp16", "int8") if p not in exporter.precisions), None)
+    if bad is not None:
+        with pytest.raises(ValueError, match=rf"{exporter.name} does not support precision='{bad}'"):
+            exporter.export(ExportSpec(tiny_net(), SHAPE, tmp_path / f"m{exporter.suffix}", precision=bad))
+    with pytest.raises(ValueError, match="must be four positive integers"):
+        ExportSpec(tiny_net(), (1, 3, 16), tmp_path / f"m{exporter.suffix}")
+    assert not (tmp_path / f"m{exporter.suffix}").exists()
+
+
+@pytest.mark.parametrize("name", list_exporters())
+def test_unavailable_targets_say_what_they_need(name, tmp_path):
+    exp = get_exporter(name)
+    reason = exp.unavailable()
+    if reason is None:
+        pytest.skip(f"{name} is available here; test_export_validate_run covers it")
+    with pytest.raises(ExporterUnavailable, match=rf"^{name} export is unavailable: "):
+        exp.export(ExportSpec(tiny_net(), SHAPE, tmp_path / f"m{exp.suffix}"))
