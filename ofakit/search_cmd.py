@@ -20,6 +20,8 @@ from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.ship import export_subnet, ship
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
+from profilers.runtimes import RuntimeUnavailable
+from profilers.runtimes.remote import AgentError
 
 console = Console(stderr=True)
 
@@ -136,16 +138,20 @@ def export(checkpoint: str = CHECKPOINT,
            out: Path = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml)."),
            precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (as the target supports)."),
            dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Let the batch dimension vary."),
+           device: str = typer.Option(LOCAL, help="TensorRT only: build the engine on this agent URL's GPU."),
+           token_file: Path = typer.Option(None, help="Agent token file (with --device)."),
            as_json: bool = JSON) -> None:
     """Export one subnet (BatchNorm recalibrated) with a sidecar JSON next to the artifact."""
     try:
+        token = _token(token_file)
         if target not in list_exporters():
             raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
         cfg = read_subnet(subnet)
         ctx = CheckpointContext(checkpoint)
         with console.status(f"exporting {cfg.to_json()} to {target}..."):
-            result, side = export_subnet(ctx, cfg, target, out, precision, dynamic_batch)
-    except (ValueError, ExporterUnavailable) as exc:
+            result, side = export_subnet(ctx, cfg, target, out, precision, dynamic_batch, device=device,
+                                         token=token)
+    except (ValueError, ExporterUnavailable, RuntimeUnavailable, AgentError) as exc:
         fail(exc)
     record = {"artifact": str(result.path), "sidecar": str(side), "target": result.target,
               "max_abs_diff": result.max_abs_diff, "seconds": result.seconds, "notes": list(result.notes),

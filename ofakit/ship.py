@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+import torch
+
 from deploy_targets import ExportResult, ExportSpec, get_exporter
 from elastic import SubnetConfig
-from elastic.fileio import atomic_write_text
+from elastic.fileio import atomic_path, atomic_write_text
 from ofakit.context import CheckpointContext
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
-from profilers import Measurement, MeasureSpec, Protocol, open_runtime
+from profilers import LOCAL, Measurement, MeasureSpec, Protocol, open_runtime
 from profilers.runtimes import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
@@ -36,26 +39,59 @@ def sidecar_path(artifact: str | Path) -> Path:
 
 
 def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: str | Path, precision: str = "fp32",
-                  dynamic_batch: bool = False, info: dict[str, Any] | None = None) -> tuple[ExportResult, Path]:
+                  dynamic_batch: bool = False, info: dict[str, Any] | None = None, device: str = LOCAL,
+                  token: str | None = None) -> tuple[ExportResult, Path]:
     """Export subnet ``cfg`` of ``ctx`` (BatchNorm recalibrated) to ``out`` and write its sidecar.
 
     Parity is checked on real validation images; int8 targets get their calibration batches from the
-    validation split. ``info`` (predictions, measurements ...) is merged into the sidecar.
+    validation split. ``info`` (predictions, measurements ...) is merged into the sidecar. A TensorRT engine
+    for a remote ``device`` (an agent URL) is built there, for that device's GPU.
     """
     cfg = ctx.supernet.space.validate(cfg)
-    module = ctx.subnet(cfg)
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
     calibration = tuple(ctx.real_inputs(cfg, 256).split(32)) if precision == "int8" else ()
-    meta = ctx.meta
     options: dict[str, Any] = {}
     if target == "coreml":
         options["metadata"] = {"short_description": f"ofa-kit subnet of {ctx.name}",
-                               "com.ofakit.config": cfg.to_json(), "com.ofakit.checkpoint_sha256": meta["sha256"]}
-    result = get_exporter(target).export(ExportSpec(module, shape, Path(out), precision=precision,
-                                                    dynamic_batch=dynamic_batch,
-                                                    inputs=ctx.real_inputs(cfg, 8 if dynamic_batch else 1),
-                                                    calibration=calibration, options=options))
+                               "com.ofakit.config": cfg.to_json(), "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
+    spec = ExportSpec(ctx.subnet(cfg), shape, Path(out), precision=precision, dynamic_batch=dynamic_batch,
+                      inputs=ctx.real_inputs(cfg, 8 if dynamic_batch else 1), calibration=calibration, options=options)
+    if device != LOCAL:
+        if target != "tensorrt":
+            raise ValueError(f"--device {device} is for building TensorRT engines on the target; {target} "
+                             "artifacts are portable: export them here")
+        result = engine_on_agent(spec, device, token)
+    else:
+        result = get_exporter(target).export(spec)
     return result, write_sidecar(ctx, cfg, result, precision, info)
+
+
+def engine_on_agent(spec: ExportSpec, device: str, token: str | None = None) -> ExportResult:
+    """Build ``spec``'s TensorRT engine on the agent at ``device`` and check its output against PyTorch here."""
+    from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
+    from deploy_targets.tensorrt_export import parity_tolerance
+
+    t0 = time.perf_counter()
+    x = spec.example()
+    with torch.no_grad():
+        ref = spec.frozen_module()(x).numpy()
+    cal = np.stack([c.numpy() for c in spec.calibration]) if spec.calibration else None
+    max_batch = 2 * spec.input_shape[0] if spec.dynamic_batch else None
+    got = open_runtime("tensorrt", device, token).build_engine(onnx_bytes(spec), x.numpy(), spec.precision, cal,
+                                                               max_batch)
+    diff, tol = float(np.abs(got["outputs"] - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
+    if not diff <= tol:
+        raise RuntimeError(f"TensorRT parity check failed: max |tensorrt - torch| = {diff:.3g} > {tol:.3g} "
+                           f"({spec.precision}, built on {device}); {spec.out} was not written")
+    with atomic_path(spec.out) as tmp:
+        tmp.write_bytes(got["engine"])
+    settings = {"precision": spec.precision, "opset": spec.opset, "dynamic_batch": spec.dynamic_batch,
+                "max_batch": max_batch, "input_shape": list(spec.input_shape), "input_name": INPUT_NAME,
+                "output_name": OUTPUT_NAME, "gpu": got["gpu"], "built_on": device, "parity_tolerance": tol,
+                "calibration_batches": len(spec.calibration)}
+    return ExportResult(spec.out, "tensorrt", settings, {"torch": torch.__version__, **got["versions"]}, diff,
+                        time.perf_counter() - t0, (f"built on the agent at {device}: runs only on {got['gpu']}-class "
+                                                   "GPUs with that TensorRT version",))
 
 
 def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResult, precision: str,

@@ -16,6 +16,9 @@ HTTP API (every request needs ``Authorization: Bearer <token>``; every reply is 
     "precision", "provider", "protocol"}`` (optional; ``protocol`` is ``Protocol.to_dict()``).
     Reply: ``Measurement.to_dict()``.
 
+``POST /v1/build``
+    Build a TensorRT engine for this device's GPU from an ONNX model (see :mod:`profilers.agent_build`).
+
 Status codes: 200 ok; 400 malformed request or rejected by the runtime; 401 missing or bad token; 404 unknown
 path; 409 runtime unavailable on this device; 413 artifact over the size limit (refused from ``Content-Length``
 before the body is read, then the connection is closed); 500 the measurement failed.
@@ -41,6 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Sequence
 
+from profilers.agent_build import BUILD_HEADER, BuildRequestError, build_here, parse_build_params, unpack_build
 from profilers.record import Protocol, local_device
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, runtime_status
 
@@ -185,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch(self._info)
 
     def do_POST(self) -> None:  # noqa: N802
-        self._dispatch(self._measure)
+        self._dispatch(self._build if self.path.split("?", 1)[0] == "/v1/build" else self._measure)
 
     def _dispatch(self, fn: Callable[[], dict[str, Any]]) -> None:
         # whether a request body is still unread (then the reply closes the connection)
@@ -207,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, path: str) -> None:
         if self.path.split("?", 1)[0] != path:
             raise RequestError(404, f"unknown path {self.command} {self.path!r}; available: GET /v1/info, "
-                                    "POST /v1/measure")
+                                    "POST /v1/measure, POST /v1/build")
 
     def _length(self) -> int:
         raw = self.headers.get("Content-Length")
@@ -225,16 +229,38 @@ class _Handler(BaseHTTPRequestHandler):
         self._route("/v1/info")
         return self.server.info()
 
-    def _measure(self) -> dict[str, Any]:
+    def _body(self, path: str) -> bytes:
         self._auth()
-        self._route("/v1/measure")
+        self._route(path)
         n = self._length()
         data = self.rfile.read(n)
         self._unread = len(data) != n
         if self._unread:
             raise RequestError(400, f"body ended after {len(data)} of {n} bytes")
+        return data
+
+    def _measure(self) -> dict[str, Any]:
+        data = self._body("/v1/measure")
         name, fmt, spec = parse_params(self.headers.get(MEASURE_HEADER), self.server.formats)
         return self.server.measure(data, name, fmt, spec)
+
+    def _build(self) -> dict[str, Any]:
+        data = self._body("/v1/build")
+        try:
+            params = parse_build_params(self.headers.get(BUILD_HEADER))
+            model, inputs, calibration = unpack_build(data, 4 * self.server.max_bytes)
+        except BuildRequestError as exc:
+            raise RequestError(400, _one_line(exc)) from None
+        from deploy_targets.tensorrt_export import tensorrt_unavailable
+
+        reason = tensorrt_unavailable()
+        if reason is not None:
+            raise RequestError(409, f"unavailable: tensorrt on this agent: {reason}")
+        with self.server.lock:
+            try:
+                return build_here(params, model, inputs, calibration)
+            except ValueError as exc:
+                raise RequestError(400, _one_line(exc)) from None
 
     def _reply(self, status: int, payload: dict[str, Any], close: bool, linger: bool = True) -> None:
         """Send JSON; ``close`` (a body left unread) closes the connection afterwards."""

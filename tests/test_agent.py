@@ -321,3 +321,66 @@ def test_table_built_through_the_agent_like_a_local_runtime(start_agent, tmp_pat
     r = CliRunner().invoke(app, ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--device", server.url,
                                  "--token-file", str(bad), "--table", str(table), "--quick"])
     assert r.exit_code == 2 and "token" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+
+
+# ------------------------------------------------------------------ engine builds on the agent
+def test_build_requests_are_checked_and_unavailable_tensorrt_is_409(start_agent, onnx_file):
+    """POST /v1/build: malformed requests are 400 with a one-line reason; without TensorRT on the device the
+    agent answers 409 'unavailable: ...' and the client raises RuntimeUnavailable saying what is missing."""
+    import numpy as np
+
+    from deploy_targets.tensorrt_export import tensorrt_unavailable
+    from profilers.agent_build import BUILD_HEADER, pack_build, unpack_build
+
+    server = start_agent()
+    x = np.zeros(SHAPE, dtype=np.float32)
+    good = pack_build(onnx_file.read_bytes(), x)
+    model, inputs, cal = unpack_build(good, 1 << 30)
+    assert model == onnx_file.read_bytes() and inputs.shape == SHAPE and cal is None
+    hdr = {BUILD_HEADER: json.dumps({"target": "tensorrt", "precision": "fp16"})}
+    cases = [
+        (good, {}, 400, "missing header X-Ofakit-Build"),
+        (good, {BUILD_HEADER: json.dumps({"target": "tflite", "precision": "fp32"})}, 400, "target='tflite' cannot"),
+        (good, {BUILD_HEADER: json.dumps({"target": "tensorrt"})}, 400, "missing key(s) ['precision']"),
+        (b"not a zip", hdr, 400, "must be a zip of"),
+        (pack_build(b"x", x)[:-30], hdr, 400, ""),
+    ]
+    for body, headers, status, text in cases:
+        code, reply, _ = _raw(server, "POST", "/v1/build", body, headers)
+        assert code == status and text in reply["error"], reply
+    code, reply, _ = _raw(server, "POST", "/v1/build", good, hdr, token="wrong")
+    assert code == 401
+    reason = tensorrt_unavailable()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are present here: the GPU tests build engines for real")
+    code, reply, _ = _raw(server, "POST", "/v1/build", good, hdr)
+    assert code == 409 and reply["error"].startswith("unavailable: tensorrt on this agent:")
+    with pytest.raises(RuntimeUnavailable, match="unavailable: tensorrt on this agent"):
+        open_runtime("tensorrt", server.url, TOKEN).build_engine(onnx_file.read_bytes(), x, "fp16")
+
+
+def test_export_tensorrt_through_an_agent_says_what_the_device_lacks(start_agent, tmp_path):
+    """`ofakit export --target tensorrt --device URL`: the engine is built on the agent; here the agent has no
+    GPU, so the command fails with one line naming what is missing (and writes nothing)."""
+    from deploy_targets.tensorrt_export import tensorrt_unavailable
+
+    from ofakit.cli import app
+    if tensorrt_unavailable() is None:
+        pytest.skip("TensorRT and a GPU are present here")
+    server = start_agent()
+    (tmp_path / "token").write_text(TOKEN)
+    cfg = model_zoo_smallest()
+    (tmp_path / "s.json").write_text(json.dumps(cfg))
+    r = CliRunner().invoke(app, ["export", "--subnet", str(tmp_path / "s.json"), "--target", "tensorrt",
+                                 "--out", str(tmp_path / "m.engine"), "--device", server.url,
+                                 "--token-file", str(tmp_path / "token")])
+    assert r.exit_code == 2 and "unavailable: tensorrt on this agent" in r.stderr and "\n" not in r.stderr.strip()
+    assert not (tmp_path / "m.engine").exists()
+    r = CliRunner().invoke(app, ["export", "--subnet", str(tmp_path / "s.json"), "--target", "onnx",
+                                 "--out", str(tmp_path / "m.onnx"), "--device", server.url])
+    assert r.exit_code == 2 and "artifacts are portable" in r.stderr
+
+
+def model_zoo_smallest() -> dict:
+    import model_zoo
+    return model_zoo.load_checkpoint("ofa_mbv3_tiny.fmnist").space.smallest().to_dict()

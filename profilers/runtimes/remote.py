@@ -19,9 +19,11 @@ import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from torch import nn
 
 from profilers.agent import MEASURE_HEADER, SUFFIXES, WIRE_FORMATS
+from profilers.agent_build import BUILD_HEADER, decode_reply, pack_build
 from profilers.record import PRECISIONS, DeviceInfo, Measurement
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, RuntimeUnavailable
 
@@ -163,6 +165,23 @@ class RemoteRuntime(Runtime):
                       "precision": s.precision, "provider": s.provider, "protocol": s.protocol.to_dict()}
             out.append(self.send(data, params))
         return out
+
+    def build_engine(self, onnx_model: bytes, inputs: np.ndarray, precision: str = "fp32",
+                     calibration: np.ndarray | None = None, max_batch: int | None = None) -> dict[str, Any]:
+        """Have the agent build a TensorRT engine for its GPU; ``{"engine", "outputs", "versions", "gpu", "seconds"}``.
+
+        ``outputs`` is the engine's output on ``inputs`` (for the caller's parity check).
+        """
+        body = pack_build(onnx_model, inputs, calibration)
+        limit = int(self.info()["max_bytes"])
+        if len(body) > limit:
+            raise AgentError(f"build request of {len(body)} bytes exceeds the agent's limit of {limit} bytes", 413)
+        params = {"target": "tensorrt", "precision": precision, **({"max_batch": max_batch} if max_batch else {})}
+        reply = self._request("POST", "/v1/build", body, {"Content-Type": "application/zip",
+                                                          BUILD_HEADER: json.dumps(params)})
+        engine, outputs = decode_reply(reply)
+        return {"engine": engine, "outputs": outputs, "versions": reply.get("versions", {}),
+                "gpu": reply.get("gpu"), "seconds": reply.get("seconds")}
 
     def send(self, data: bytes, params: dict[str, Any]) -> Measurement:
         """POST artifact bytes with the ``X-Ofakit-Measure`` parameters as they are; the agent's record."""
