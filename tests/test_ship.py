@@ -119,3 +119,22 @@ def test_cli_search_export_json(shipyard, tmp_path):
     res = run(app, ["export", "--checkpoint", ctx.name, "--subnet", str(tmp_path / "s" / "subnet.json"),
                     "--target", "tflite", "--out", str(tmp_path / "a.tflite")])
     assert res.exit_code == 2 and "--target 'tflite' is unknown" in res.stderr
+
+
+def test_demo_ships_three_budgets(shipyard, tmp_path):
+    """`ofakit demo` end to end on a tiny checkpoint: table, three budgets, closed loop, ONNX + CoreML, table."""
+    ctx, _ = shipyard
+    res = CliRunner().invoke(app, ["demo", "--checkpoint", ctx.name, "--samples", "20", "--workdir",
+                                   str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    rows = out["rows"]
+    assert len(rows) == 3 and [r["budget_ms"] for r in rows] == sorted(r["budget_ms"] for r in rows)
+    lo, hi = out["latency_range_ms"]
+    assert lo < rows[0]["budget_ms"] < rows[-1]["budget_ms"] < hi
+    for r in rows:
+        loop = json.loads(sidecar_path(r["onnx"]).read_text())["closed_loop"]
+        assert r["budget_met"] is True and r["measured_latency_ms"] <= r["budget_ms"], (r, loop)
+        assert 0 <= r["test_accuracy"] <= 1 and Path(r["onnx"]).is_file()
+        assert r["coreml"].endswith(".mlpackage") or r["coreml"].startswith("unavailable")
+    assert Path(out["pareto_png"]).stat().st_size > 1000
