@@ -37,26 +37,25 @@ SEED = typer.Option(0, help="Seed of sampling, predictor training and search.")
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 
-def _progress(quiet: bool) -> tuple[Progress, Any]:
+def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: int, seed: int,
+                quiet: bool) -> Specializer:
+    """Load everything a search needs, with a progress bar while the accuracy dataset is measured (if it is)."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=quiet)
     task: dict[str, int] = {}
 
     def update(done: int, total: int) -> None:
-        if "t" not in task:
+        if "t" not in task:  # started on the first report only: a cached dataset prints nothing
+            bar.start()
             task["t"] = bar.add_task("accuracy dataset (validation top-1 per subnet)", total=total)
         bar.update(task["t"], completed=done)
 
-    return bar, update
-
-
-def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: int, seed: int,
-                quiet: bool) -> Specializer:
-    """Load everything a search needs, with a progress bar while the accuracy dataset is measured."""
-    bar, update = _progress(quiet)
-    with bar:
+    try:
         return Specializer(CheckpointContext(checkpoint), table, [(b.device, b.runtime) for b in budgets], samples,
                            seed, update)
+    finally:
+        if task:
+            bar.stop()
 
 
 def budgets_of(device: str, runtime: str, latency_ms: float, also: list[str] | None) -> list[Budget]:
