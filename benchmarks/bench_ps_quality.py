@@ -11,6 +11,7 @@ Run: ``.venv/bin/python benchmarks/bench_ps_quality.py [--checkpoint ofa_mbv3_ti
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 from pathlib import Path
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OFAKIT_THREADS", "2")))
 
     supernet = model_zoo.load_checkpoint(args.checkpoint).eval()
     meta = supernet.checkpoint_meta

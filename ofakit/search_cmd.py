@@ -181,8 +181,10 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
 
         def show(rec: dict[str, Any]) -> None:
             if not as_json:
+                over = rec.get("over_budget_pct", {})
                 parts = [f"{k}: predicted {rec['predicted_ms'][k]:.3f} ms, measured "
                          + (f"{rec['measured_ms'][k]:.3f} ms" if k in rec["measured_ms"] else "n/a")
+                         + (f" ({over[k]:.1f}% over the budget; recalibrating)" if k in over else "")
                          for k in rec["predicted_ms"]]
                 console.print(f"attempt {rec['attempt']}: {'met' if rec['met'] else 'MISSED'}; " + "; ".join(parts))
 

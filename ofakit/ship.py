@@ -205,6 +205,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
             rec.setdefault("measurements", {})[name] = m.to_dict()
             if m.stats.median_ms > b.ms:
                 missed.append((b, m))
+                rec.setdefault("over_budget_pct", {})[name] = 100 * (m.stats.median_ms / b.ms - 1)
         rec["met"] = not missed
         attempts.append(rec)
         if on_attempt:

@@ -138,3 +138,16 @@ def test_demo_ships_three_budgets(shipyard, tmp_path):
         assert 0 <= r["test_accuracy"] <= 1 and Path(r["onnx"]).is_file()
         assert r["coreml"].endswith(".mlpackage") or r["coreml"].startswith("unavailable")
     assert Path(out["pareto_png"]).stat().st_size > 1000
+
+
+def test_cli_ship_json(shipyard, tmp_path):
+    ctx, table = shipyard
+    pred = LatencyPredictor.load(table, "local", "onnxruntime", ctx.supernet.spec)
+    lo, hi = pred.predict([ctx.supernet.space.smallest(), ctx.supernet.space.largest()])
+    res = CliRunner().invoke(app, ["ship", "--checkpoint", ctx.name, "--table", str(table), "--samples", "20",
+                                   "--latency-ms", f"{lo + 0.6 * (hi - lo):.4f}", "--target", "onnx",
+                                   "--out", str(tmp_path / "m.onnx"), "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    assert rec["budget_met"] is True and Path(rec["artifact"]).is_file() and Path(rec["sidecar"]).is_file()
+    assert rec["measured_latency_ms"][LAT] <= lo + 0.6 * (hi - lo) + 1e-4 and rec["attempts"] >= 1
