@@ -20,8 +20,8 @@ from elastic.data import DataSource, Splits, load_splits
 from elastic.evaluate import loader, top1
 from deploy_targets import get_exporter
 from model_zoo.checkpoint import checkpoint_paths
-from ofakit.accuracy import (AccuracyData, AccuracyPredictor, build_accuracy_data, materialize, ort_top1,
-                             select_predictor)
+from ofakit.accuracy import AccuracyData, build_accuracy_data, materialize, ort_top1
+from ofakit.predictors import AccuracyPredictor, select_predictor
 
 log = logging.getLogger(__name__)
 DEFAULT_ACCURACY_SAMPLES = 300

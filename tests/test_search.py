@@ -11,7 +11,8 @@ import pytest
 import model_zoo
 from elastic.batch import ConfigBatch, CostGrid, crossover, mutate
 from elastic.spec import costs
-from ofakit.accuracy import AccuracyData, build_accuracy_data, load_accuracy_data, sample_configs, select_predictor
+from ofakit.accuracy import AccuracyData, build_accuracy_data, load_accuracy_data, sample_configs
+from ofakit.predictors import kendall_tau, select_predictor
 from ofakit.pareto import pareto_front
 from ofakit.search import BudgetError, Constraint, EvolutionSettings, Metric, evolve, fastest_candidate
 
@@ -90,7 +91,6 @@ def test_predictors_learn_a_known_accuracy_and_the_better_one_is_chosen():
         abs(best["kendall_tau"] - max(c["kendall_tau"] for c in report["candidates"].values())) < 1e-3
     assert best["kendall_tau"] > 0.7 and best["rmse_pp"] < 1.5
     fresh = ConfigBatch.from_configs(SPACE, sample_configs(SPACE, 300, seed=7)[160:])
-    from ofakit.accuracy import kendall_tau
     assert kendall_tau(pred.predict_batch(fresh), synthetic_accuracy(fresh)) > 0.7
     with pytest.raises(ValueError, match="too few"):
         select_predictor(AccuracyData(SPACE, tuple(cfgs[:8]), data.acc[:8]))
