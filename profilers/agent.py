@@ -29,140 +29,28 @@ Measurements are serialised by one lock: a second client waits its turn in the q
 from __future__ import annotations
 
 import hmac
-import io
 import json
 import logging
-import math
 import socket
 import tempfile
 import threading
 import time
-import zipfile
 from collections import deque
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from profilers.agent_build import BUILD_HEADER, BuildRequestError, build_here, parse_build_params, unpack_build
-from profilers.record import Protocol, local_device
+from profilers.agent_wire import (EXTRA_FORMATS, MEASURE_HEADER, SUFFIXES, WIRE_FORMATS,  # noqa: F401 (re-exported)
+                                  RequestError, _one_line, extract_zip, parse_params, write_artifact)
+from profilers.record import local_device
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, runtime_status
 
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = 1
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_BYTES = "127.0.0.1", 8470, 64 * 2**20
-MEASURE_HEADER = "X-Ofakit-Measure"
-WIRE_FORMATS = {"onnx": "onnx", "coreml": "mlpackage", "mlpackage": "mlpackage", "tensorrt": "engine",
-                "engine": "engine"}  # a runtime's artifact_format -> the body format it is sent as
-EXTRA_FORMATS = {"tensorrt": ("engine",)}  # runtimes that also time prebuilt files
-SUFFIXES = {"onnx": ".onnx", "mlpackage": ".mlpackage", "engine": ".engine"}
-REQUIRED, OPTIONAL = ("runtime", "format", "input_shape"), ("threads", "precision", "provider", "protocol")
-MAX_INPUT_ELEMENTS = 2**27  # 512 MiB of float32 input at most
-MAX_ZIP_MEMBERS = 10_000
-
-
-class RequestError(Exception):
-    """A refused request: HTTP ``status``, a one-line message and optional extra reply fields."""
-
-    def __init__(self, status: int, message: str, **extra: Any):
-        super().__init__(message)
-        self.status, self.extra = status, extra
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:500]
-
-
-def parse_params(raw: str | None, formats: dict[str, tuple[str, ...]]) -> tuple[str, str, MeasureSpec]:
-    """``(runtime, format, spec without artifact)`` from the ``X-Ofakit-Measure`` header; raises ``RequestError``."""
-    if raw is None:
-        raise RequestError(400, f"missing header {MEASURE_HEADER} (JSON measurement parameters)")
-    try:
-        params = json.loads(raw)
-    except ValueError as exc:
-        raise RequestError(400, f"header {MEASURE_HEADER} is not valid JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise RequestError(400, f"header {MEASURE_HEADER} must be a JSON object, got {type(params).__name__}")
-    unknown, missing = sorted(set(params) - {*REQUIRED, *OPTIONAL}), [k for k in REQUIRED if k not in params]
-    if unknown or missing:
-        bad = f"unknown key(s) {unknown}" if unknown else f"missing key(s) {missing}"
-        raise RequestError(400, f"{bad} in {MEASURE_HEADER}; required: {list(REQUIRED)}, optional: {list(OPTIONAL)}")
-    name, fmt = params["runtime"], params["format"]
-    if not isinstance(name, str) or name not in formats:
-        raise RequestError(400, f"unknown runtime {name!r}; available: {sorted(formats)}")
-    if fmt not in formats[name]:
-        raise RequestError(400, f"format={fmt!r} does not match runtime {name}; allowed: {list(formats[name])}")
-    provider = params.get("provider")
-    if provider is not None and not isinstance(provider, str):
-        raise RequestError(400, f"provider={provider!r} must be a string or null")
-    try:
-        spec = MeasureSpec(Path("pending"), tuple(params["input_shape"]), params.get("threads", 1),
-                           params.get("precision", "fp32"), provider, Protocol.from_dict(params.get("protocol", {})))
-    except (TypeError, ValueError) as exc:
-        raise RequestError(400, f"bad measurement parameters: {_one_line(exc)}") from None
-    if math.prod(spec.input_shape) > MAX_INPUT_ELEMENTS:
-        raise RequestError(400, f"input_shape={list(spec.input_shape)} is too large; at most {MAX_INPUT_ELEMENTS} elements")
-    return name, fmt, spec
-
-
-def extract_zip(data: bytes, dest: Path, max_total: int) -> None:
-    """Unpack zip ``data`` into ``dest``: no absolute or ``..`` members, at most ``max_total`` bytes unpacked."""
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise RequestError(400, f"an mlpackage must be sent as a zip of its directory: {exc}") from None
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_ZIP_MEMBERS:
-            raise RequestError(400, f"zip has {len(infos)} members; at most {MAX_ZIP_MEMBERS} allowed")
-        for info in infos:
-            parts = PurePosixPath(info.filename).parts
-            if info.filename.startswith(("/", "\\")) or "\\" in info.filename or ".." in parts or not parts \
-                    or ":" in parts[0]:
-                raise RequestError(400, f"unsafe zip member {info.filename!r}: absolute paths and '..' are not allowed")
-        total = sum(i.file_size for i in infos)
-        if total > max_total:
-            raise RequestError(413, f"mlpackage unpacks to {total} bytes; the agent's limit is {max_total} bytes")
-        try:
-            for info in infos:
-                target = dest / info.filename
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:  # reads stop at the declared file_size
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise RequestError(400, f"corrupt mlpackage zip: {_one_line(exc)}") from None
-    if not (dest / "Manifest.json").is_file():
-        raise RequestError(400, "no Manifest.json at the top of the zip: zip the contents of the .mlpackage directory")
-
-
-def write_artifact(data: bytes, fmt: str, folder: Path, max_unpacked: int) -> Path:
-    """Check ``data`` as a ``fmt`` artifact and write it into ``folder``; never unpickles anything."""
-    if not data:
-        raise RequestError(400, "empty body: send the artifact bytes")
-    path = folder / f"model{SUFFIXES[fmt]}"
-    if fmt == "onnx":
-        try:
-            import onnx
-        except ImportError:
-            raise RequestError(409, "unavailable: the agent needs the onnx package to check ONNX artifacts "
-                                    "(pip install onnx)") from None
-        try:
-            onnx.checker.check_model(onnx.load_from_string(data))
-        except Exception as exc:  # noqa: BLE001 - protobuf decode and checker errors alike mean "not ONNX"
-            raise RequestError(400, f"body is not a valid ONNX model: {_one_line(exc)}") from None
-    if fmt == "mlpackage":
-        extract_zip(data, path, max_unpacked)
-    else:
-        path.write_bytes(data)
-    return path
-
-
 class _Handler(BaseHTTPRequestHandler):
     """One HTTP request of the agent (see the module docstring for the API)."""
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
-from profilers.agent import MEASURE_HEADER, SUFFIXES, WIRE_FORMATS
+from profilers.agent_wire import MEASURE_HEADER, SUFFIXES, WIRE_FORMATS
 from profilers.agent_build import BUILD_HEADER, decode_reply, pack_build
 from profilers.record import PRECISIONS, DeviceInfo, Measurement
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, RuntimeUnavailable
