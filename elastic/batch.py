@@ -37,16 +37,16 @@ class ConfigBatch:
     # ------------------------------------------------------------ building
     @classmethod
     def from_configs(cls, space: SearchSpace, cfgs: Sequence[SubnetConfig]) -> "ConfigBatch":
-        """Index arrays of ``cfgs`` (each validated against ``space``)."""
-        for c in cfgs:
-            space.validate(c)
-        lut = {name: {v: i for i, v in enumerate(getattr(space, name))} for name in _FIELDS}
-        n, slots = len(cfgs), space.n_blocks
-        arr = {name: np.array([[lut[name][v] for v in getattr(c, name)] for c in cfgs], dtype=np.int8).reshape(n, -1)
-               for name in ("ks", "e", "d")}
-        r = np.array([lut["r"][c.r] for c in cfgs], dtype=np.int8)
-        return cls(space, arr["ks"].reshape(n, slots), arr["e"].reshape(n, slots),
-                   arr["d"].reshape(n, space.n_stages), r)
+        """Index arrays of ``cfgs``; any value outside ``space`` raises ``ValueError`` naming it."""
+        if not cfgs:
+            return cls.from_values(space, np.zeros((0, space.n_blocks)), np.zeros((0, space.n_blocks)),
+                                   np.zeros((0, space.n_stages)), np.zeros(0))
+        for name, n in (("ks", space.n_blocks), ("e", space.n_blocks), ("d", space.n_stages)):
+            bad = next((c for c in cfgs if len(getattr(c, name)) != n), None)
+            if bad is not None:
+                space.validate(bad)  # raises with the precise message
+        return cls.from_values(space, np.array([c.ks for c in cfgs]), np.array([c.e for c in cfgs]),
+                               np.array([c.d for c in cfgs]), np.array([c.r for c in cfgs]))
 
     @classmethod
     def from_values(cls, space: SearchSpace, ks: np.ndarray, e: np.ndarray, d: np.ndarray,
@@ -58,7 +58,7 @@ class ConfigBatch:
             pos = np.clip(np.searchsorted(allowed, values), 0, len(allowed) - 1)
             bad = allowed[pos] != values
             if np.any(bad):
-                raise ValueError(f"{name}={values[bad].flat[0].item()!r} is outside the space; "
+                raise ValueError(f"SubnetConfig.{name}={values[bad].flat[0].item()!r} is outside the space; "
                                  f"allowed: {allowed.tolist()}")
             return pos.astype(np.int8)
 

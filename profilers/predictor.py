@@ -114,7 +114,6 @@ class LatencyPredictor:
                  device: str = "local", runtime: RuntimeKey | None = None, stat: str = "median_ms"):
         self.spec, self.device, self.runtime, self.stat = spec, device, runtime, stat
         self.correction = correction
-        sp = spec.space
         grid = slot_grid(spec)
         needed = {k for slot in grid.block_keys for rs in slot for ks in rs for k in ks}
         needed |= {k for ks in grid.fixed_keys for k in ks}
@@ -126,7 +125,6 @@ class LatencyPredictor:
         self._fixed = np.array([sum(layer_ms[k] for k in ks) for ks in grid.fixed_keys])
         self._block_w = np.asarray(grid.block_params, dtype=np.float64) / 1e6
         self._fixed_w = grid.fixed_params / 1e6
-        self._values = {name: np.asarray(getattr(sp, name)) for name in ("ks", "e", "r")}
 
     # ------------------------------------------------------------- loading
     @classmethod
@@ -160,55 +158,31 @@ class LatencyPredictor:
         return cls(spec, layer_ms, corr, device, rk, stat)
 
     # ----------------------------------------------------------- encoding
-    def encode(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Index arrays of configs: ``k``/``e`` ``[N, slots]`` (value indices), ``active`` ``[N, slots]``, ``r`` ``[N]``.
+    def batch(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> ConfigBatch:
+        """``cfgs`` as a :class:`ConfigBatch` of this space (values outside the space raise ``ValueError``).
 
-        ``cfgs`` is a sequence of :class:`SubnetConfig` or a mapping of arrays ``ks`` ``[N, slots]``,
-        ``e`` ``[N, slots]``, ``d`` ``[N, stages]``, ``r`` ``[N]`` (the fast path for search).
+        ``cfgs`` is a sequence of :class:`SubnetConfig`, a mapping of value arrays ``ks`` ``[N, slots]``, ``e``
+        ``[N, slots]``, ``d`` ``[N, stages]``, ``r`` ``[N]``, or a ``ConfigBatch`` (the search's fast path).
         """
+        space = self.spec.space
+        if isinstance(cfgs, ConfigBatch):
+            if cfgs.space != space:
+                raise ValueError("the config batch belongs to another search space than this latency predictor")
+            return cfgs
         if isinstance(cfgs, Mapping):
-            arrays = {k: np.asarray(cfgs[k]) for k in ("ks", "e", "d", "r")}
-        else:
-            arrays = {k: np.array([getattr(c, k) for c in cfgs]) for k in ("ks", "e", "d", "r")}
-        sp = self.spec.space
-        slots = sp.n_stages * sp.max_depth
-        n = arrays["r"].shape[0]
-        for k, shape in (("ks", (n, slots)), ("e", (n, slots)), ("d", (n, sp.n_stages))):
-            if arrays[k].shape != shape:
-                raise ValueError(f"config array {k!r} has shape {arrays[k].shape}; expected {shape}")
-        out = {name: self._index(name, arrays[name]) for name in ("ks", "e", "r")}
-        d = arrays["d"]
-        if np.any((d < min(sp.d)) | (d > max(sp.d))):
-            raise ValueError(f"d={d[(d < min(sp.d)) | (d > max(sp.d))][0].item()!r} is outside the space; allowed: {list(sp.d)}")
-        pos = np.arange(sp.max_depth)
-        out["active"] = (pos[None, None, :] < d[:, :, None]).reshape(n, slots)
-        return out
-
-    def _index(self, name: str, values: np.ndarray) -> np.ndarray:
-        allowed = self._values[name]
-        order = np.argsort(allowed)
-        pos = np.clip(np.searchsorted(allowed[order], values), 0, len(allowed) - 1)
-        idx = order[pos]
-        bad = allowed[idx] != values
-        if np.any(bad):
-            raise ValueError(f"{name}={values[bad][0].item()!r} is outside the space; allowed: {allowed.tolist()}")
-        return idx
+            return ConfigBatch.from_values(space, *(np.asarray(cfgs[k]) for k in ("ks", "e", "d", "r")))
+        return ConfigBatch.from_configs(space, list(cfgs))
 
     # --------------------------------------------------------- prediction
     def features(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> dict[str, np.ndarray]:
         """The correction's input features of every config (raw layer sum, weights in millions, 1)."""
-        if isinstance(cfgs, ConfigBatch):  # the search's fast path: already index arrays of this space
-            if cfgs.space != self.spec.space:
-                raise ValueError("the config batch belongs to another search space than this latency predictor")
-            enc = {"ks": cfgs.ks, "e": cfgs.e, "r": cfgs.r, "active": cfgs.active}
-        else:
-            enc = self.encode(cfgs)
-        slots = np.arange(enc["ks"].shape[1])[None, :]
-        r = enc["r"][:, None]
-        lat = self._block[slots, r, enc["ks"], enc["e"]]
-        w = self._block_w[slots, r, enc["ks"], enc["e"]]
-        act = enc["active"]
-        return {"layer_sum_ms": (lat * act).sum(1) + self._fixed[enc["r"]],
+        b = self.batch(cfgs)
+        slots = np.arange(b.ks.shape[1])[None, :]
+        r = b.r[:, None]
+        lat = self._block[slots, r, b.ks, b.e]
+        w = self._block_w[slots, r, b.ks, b.e]
+        act = b.active
+        return {"layer_sum_ms": (lat * act).sum(1) + self._fixed[b.r],
                 "weights_m": (w * act).sum(1) + self._fixed_w, "one": np.ones(act.shape[0])}
 
     def predict_raw(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> np.ndarray:
