@@ -50,3 +50,23 @@ def test_fmnist_accuracy_matches_metadata_on_a_quick_reevaluation(tmp_path, monk
     got = evaluate_subnets(net, cfgs, calib, splits.test)
     for k, acc in got.items():  # 2000 test images: binomial s.e. ~0.6pp; calibration on 1000 vs 2000 images
         assert abs(acc - meta["metrics"]["test_top1"][k]) < 0.03, (k, acc, meta["metrics"]["test_top1"][k])
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_shipped_accuracy_dataset_belongs_to_its_checkpoint(name):
+    """The accuracy dataset shipped next to a zoo checkpoint (what `ofakit demo` and search reuse) was measured
+    on exactly these weights, on the validation split, and covers the demo's 300 subnets."""
+    import json
+
+    from ofakit.accuracy import load_accuracy_data
+
+    net = model_zoo.load_checkpoint(name)
+    path = model_zoo.checkpoint.WEIGHTS_DIR / f"{name}.accuracy.jsonl"
+    if not path.is_file():
+        pytest.skip(f"no accuracy dataset shipped for {name}")
+    header = json.loads(path.read_text().splitlines()[0])
+    data = load_accuracy_data(path, net.space)
+    assert header["checkpoint_sha256"] == net.checkpoint_meta["sha256"]
+    assert header["val"]["size"] == net.checkpoint_meta["training"]["data"]["val_size"] and header["calib_images"] == 2000
+    assert len(data.acc) >= 300 and data.configs[0] == net.space.largest() and data.configs[1] == net.space.smallest()
+    assert abs(data.acc[0] - net.checkpoint_meta["metrics"]["val_top1"]["largest"]) < 0.003  # same protocol
