@@ -8,7 +8,9 @@ partial package and never removes the previous one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import logging
 import os
 import platform
@@ -151,10 +153,11 @@ class CoreMLExporter(Exporter):
                 raise ValueError(f"the module returns {type(ref).__name__}; allowed: one output tensor")
             ref = ref.numpy()
             precision = ct.precision.FLOAT16 if spec.precision == "fp16" else ct.precision.FLOAT32
-            mlmodel = ct.convert(torch.jit.trace(model, trace_x), convert_to="mlprogram",
-                                 minimum_deployment_target=ct.target.iOS16, compute_precision=precision,
-                                 inputs=[_input_type(spec)], compute_units=units, skip_model_load=not on_mac,
-                                 outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)])
+            with contextlib.redirect_stderr(io.StringIO()):  # coremltools' per-pass progress bars
+                mlmodel = ct.convert(torch.jit.trace(model, trace_x), convert_to="mlprogram",
+                                     minimum_deployment_target=ct.target.iOS16, compute_precision=precision,
+                                     inputs=[_input_type(spec)], compute_units=units, skip_model_load=not on_mac,
+                                     outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)])
         for key in STANDARD_METADATA:
             if key in meta:
                 setattr(mlmodel, key, meta.pop(key))

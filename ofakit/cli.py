@@ -161,6 +161,7 @@ def train(recipe: str = typer.Option(None, help="Built-in recipe name (see `ofak
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("coremltools").setLevel(logging.ERROR)  # import-time version notices, not our problems
     app()
 
 

@@ -82,17 +82,18 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
         return
     acc = spz.accuracy_report
     t = Table(title=f"{checkpoint}: subnets for three latency budgets on this machine ({runtime}, 1 thread)")
-    for col in ("budget", "MACs", "pred. acc", "test acc", "pred. latency", "measured", "met", "artifacts"):
-        t.add_column(col)
+    for col in ("budget", "MACs", "pred. acc", "test acc", "pred. latency", "measured", "met", "files"):
+        t.add_column(col, no_wrap=True)
     for r in rows:
-        arts = Path(r["onnx"]).name + ("" if str(r.get("coreml", "")).startswith(("unavail", "failed"))
-                                       or "coreml" not in r else " + .mlpackage")
+        arts = "onnx" + ("" if str(r.get("coreml", "")).startswith(("unavail", "failed"))
+                         or "coreml" not in r else "+coreml")
         t.add_row(f"{r['budget_ms']:.3f} ms", f"{r['macs'] / 1e6:.2f}M", f"{100 * r['predicted_accuracy']:.2f}%",
                   f"{100 * r['test_accuracy']:.2f}%", f"{r['predicted_latency_ms']:.3f} ms",
                   f"{r['measured_latency_ms']:.3f} ms" if r["measured_latency_ms"] is not None else "n/a",
                   {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[r["budget_met"]]
                   + (f" ({r['attempts']} tries)" if r["attempts"] > 1 else ""), arts)
-    Console().print(t)
+    Console(width=max(100, Console().width)).print(t)
+    typer.echo(f"artifacts and sidecars: {workdir}/subnet_{{1,2,3}}.onnx(.json), .mlpackage(.json)")
     ch = acc["candidates"][acc["chosen"]]
     typer.echo(f"latency range on this machine: {lo:.3f}-{hi:.3f} ms (predicted); accuracy predictor: "
                f"{acc['chosen']} from {acc['samples']} measured subnets (held-out τ {ch['kendall_tau']:.3f}, "

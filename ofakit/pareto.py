@@ -19,7 +19,7 @@ from ofakit.search import BatchFn, Candidate, Constraint, Metric, _candidate
 
 
 def pareto_front(space: SearchSpace, accuracy: BatchFn, objective: Metric, constraints: Sequence[Constraint] = (),
-                 seed: int = 0, population: int = 100, generations: int = 100,
+                 seed: int = 0, population: int = 100, generations: int = 200,
                  report: Sequence[Metric] = ()) -> tuple[list[Candidate], float]:
     """Non-dominated subnets (accuracy up, ``objective`` down) meeting ``constraints``, cheapest first.
 
@@ -45,9 +45,11 @@ def pareto_front(space: SearchSpace, accuracy: BatchFn, objective: Metric, const
             if constraints:
                 out["G"] = np.stack([c.metric.fn(batch) / c.limit - 1.0 for c in constraints], axis=1)
 
-    class Sample(Sampling):
+    class Sample(Sampling):  # random subnets plus the two ends of the space, so the front spans the range
         def _do(self, problem, n_samples, *args, random_state=None, **kwargs):  # noqa: ANN001
-            return ConfigBatch.random(space, n_samples, random_state).genome().astype(int)
+            g = ConfigBatch.random(space, n_samples, random_state).genome()
+            g[:2] = ConfigBatch.from_configs(space, [space.largest(), space.smallest()]).genome()[: min(2, n_samples)]
+            return g.astype(int)
 
     class Resample(Mutation):
         def _do(self, problem, x, random_state=None, **kwargs):  # noqa: ANN001

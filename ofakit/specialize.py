@@ -106,7 +106,7 @@ class Specializer:
         return evolve(self.space, self.accuracy.predict_batch, constraints, self.seed, settings,
                       report=list(self.metrics.values()))
 
-    def pareto(self, objective: str, constraints: Sequence[Constraint] = (), generations: int = 100
+    def pareto(self, objective: str, constraints: Sequence[Constraint] = (), generations: int = 200
                ) -> tuple[list[Candidate], float]:
         """Accuracy-vs-``objective`` front (NSGA-II), under ``constraints``."""
         return pareto_front(self.space, self.accuracy.predict_batch, self.metrics[objective], constraints, self.seed,
