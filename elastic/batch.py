@@ -9,7 +9,7 @@ crosses API boundaries; :meth:`ConfigBatch.from_configs` / :meth:`ConfigBatch.co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -90,10 +90,14 @@ class ConfigBatch:
         """The subnets at ``idx`` (indices or a boolean mask)."""
         return ConfigBatch(self.space, self.ks[idx], self.e[idx], self.d[idx], self.r[idx])
 
-    @cached_property
+    @property
     def active(self) -> np.ndarray:
-        """``[N, slots]`` booleans: which block slots run."""
-        return _depth_masks(self.space)[self.d].reshape(len(self), self.space.n_blocks)
+        """``[N, slots]`` booleans: which block slots run (computed once per batch)."""
+        act = self.__dict__.get("_active")
+        if act is None:
+            act = _depth_masks(self.space)[self.d].reshape(len(self), self.space.n_blocks)
+            object.__setattr__(self, "_active", act)
+        return act
 
     def canonical_genome(self) -> np.ndarray:
         """:meth:`genome` with inactive slots set to index 0: equal rows mean the same network."""
@@ -127,12 +131,17 @@ class ConfigBatch:
         sp, n = self.space, len(self)
         nr, nk, ne, b = len(sp.r), len(sp.ks), len(sp.e), sp.n_blocks
         width = nr + b * (nk + ne)
-        slot = np.arange(b, dtype=np.intp)[None, :]
+        slot = np.arange(b, dtype=np.intp)
         act = self.active
-        cols = np.concatenate([self.r[:, None].astype(np.intp), np.where(act, nr + slot * nk + self.ks, width),
-                               np.where(act, nr + b * nk + slot * ne + self.e, width)], axis=1)
-        out = np.zeros((n, width + 1), dtype=np.float32)  # inactive slots write to a spare last column
-        out[np.arange(n)[:, None], cols] = 1.0
+        cols = np.empty((n, 1 + 2 * b), dtype=np.intp)  # inactive slots write to a spare last column
+        cols[:, 0] = self.r
+        np.copyto(cols[:, 1:b + 1], nr + slot * nk + self.ks)
+        np.copyto(cols[:, b + 1:], nr + b * nk + slot * ne + self.e)
+        cols[:, 1:b + 1][~act] = width
+        cols[:, b + 1:][~act] = width
+        cols += (np.arange(n, dtype=np.intp) * (width + 1))[:, None]
+        out = np.zeros((n, width + 1), dtype=np.float32)
+        np.put(out, cols, 1.0)
         return out[:, :width]
 
 
@@ -210,10 +219,10 @@ class CostGrid:
         return cls(macs, params, fixed_m, fixed_p)
 
     def _sum(self, table: np.ndarray, fixed: np.ndarray, batch: ConfigBatch) -> np.ndarray:
-        _, nr, nk, ne = table.shape
-        slot = (np.arange(table.shape[0]) * (nr * nk * ne))[None, :]
-        idx = slot + (batch.r[:, None].astype(np.intp) * nk + batch.ks) * ne + batch.e
-        return np.where(batch.active, table.ravel()[idx], 0).sum(1) + fixed[batch.r]
+        slots, nr, nk, ne = table.shape
+        offsets = np.arange(slots) * (nr * nk * ne)
+        idx = offsets + (batch.r[:, None].astype(np.intp) * nk + batch.ks) * ne + batch.e
+        return (np.take(table, idx) * batch.active).sum(1) + fixed[batch.r]
 
     def macs(self, batch: ConfigBatch) -> np.ndarray:
         """Multiply-accumulates of every subnet (OFA's "FLOPs")."""

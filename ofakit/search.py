@@ -186,7 +186,11 @@ def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constrai
     def feasible(g: np.ndarray) -> np.ndarray:
         nonlocal evals
         evals += len(g)
-        return _violation(space, g, constraints) <= 0
+        batch = ConfigBatch.from_genome(space, g)
+        ok = np.ones(len(g), dtype=bool)
+        for c in constraints:
+            ok &= c.metric.fn(batch) <= c.limit
+        return ok
 
     init = np.concatenate([ConfigBatch.random(space, 4 * s.population, rng).genome(),
                            _small_biased(space, 4 * s.population, rng)])
