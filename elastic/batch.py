@@ -144,6 +144,15 @@ class ConfigBatch:
         np.put(out, cols, 1.0)
         return out[:, :width]
 
+    def onehot_dot(self, w: np.ndarray) -> np.ndarray:
+        """``self.onehot() @ w`` for a weight vector ``w`` ``[width]``, by gathering the active entries."""
+        sp = self.space
+        nr, nk, ne, b = len(sp.r), len(sp.ks), len(sp.e), sp.n_blocks
+        slot = np.arange(b)
+        wk = w[nr:nr + b * nk].reshape(b, nk)[slot, self.ks]
+        we = w[nr + b * nk:].reshape(b, ne)[slot, self.e]
+        return w[self.r] + ((wk + we) * self.active).sum(1)
+
 
 def space_cardinalities(space: SearchSpace) -> list[int]:
     """Number of choices of every gene of :meth:`ConfigBatch.genome`."""

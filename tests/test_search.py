@@ -42,6 +42,8 @@ def test_batch_roundtrips_costs_and_encoding(rng):
     canon = ConfigBatch.from_configs(SPACE, [SPACE.canonical(c) for c in cfgs])
     assert np.array_equal(canon.genome(), batch.canonical_genome())
     assert np.array_equal(canon.onehot(), enc)  # inactive slots do not show in the encoding
+    w = np.random.default_rng(1).standard_normal(enc.shape[1]).astype(np.float32)
+    assert np.allclose(batch.onehot_dot(w), enc @ w, atol=1e-5)
     with pytest.raises(ValueError, match=r"ks=4 is outside the space; allowed: \[3, 5, 7\]"):
         ConfigBatch.from_values(SPACE, **{**batch.values(), "ks": np.full_like(batch.values()["ks"], 4)})
 
