@@ -152,10 +152,9 @@ def check_budget(space: SearchSpace, constraints: Sequence[Constraint], seed: in
         return best
     parts = []
     for c in constraints:
-        g = minimise(space, lambda x, m=c.metric: m.fn(ConfigBatch.from_genome(space, x)), seed)
-        low = float(c.metric.fn(ConfigBatch.from_genome(space, g[None, :]))[0])
-        cfg = space.canonical(ConfigBatch.from_genome(space, g[None, :]).config(0))
-        parts.append(f"{c.describe()} (the cheapest subnet predicted is {c.metric.fmt(low)}: {cfg.to_json()})")
+        cheapest = fastest_candidate(space, c.metric, seed)
+        parts.append(f"{c.describe()} (the cheapest subnet predicted is "
+                     f"{c.metric.fmt(cheapest.metrics[c.metric.name])}: {cheapest.config.to_json()})")
     what = "budget" if len(constraints) == 1 else "joint budget"
     raise BudgetError(f"no subnet meets the {what} " + "; ".join(parts))
 
