@@ -17,7 +17,6 @@ import logging
 from pathlib import Path
 
 import torch
-from torch.utils.data import Subset
 
 import model_zoo
 from elastic import SubnetConfig
@@ -51,7 +50,7 @@ def main() -> None:
         settings = load_training_recipe(meta["training"]["recipe"]).train
     except ValueError:
         settings = TrainConfig(seed=data["seed"])
-    calib = Subset(splits.val.dataset, splits.train.indices[: settings.calib_images])
+    calib = splits.calibration(settings.calib_images)
     rows = []
     for name in args.subnets.split(","):
         cfg = SubnetConfig.from_dict(meta["metrics"]["subnets"][name]["config"])

@@ -87,6 +87,12 @@ class Splits:
     image_size: int
     source: dict[str, Any] = field(default_factory=dict)
 
+    def calibration(self, n: int) -> Subset:
+        """The first ``n`` training images without augmentation: the BatchNorm recalibration set."""
+        base = self.val.dataset if isinstance(self.val, Subset) else self.val
+        train_idx = self.train.indices if isinstance(self.train, Subset) else range(len(base))
+        return Subset(base, list(train_idx)[:n])
+
     def preprocessing(self) -> dict[str, Any]:
         """JSON-ready description of the input preprocessing (recorded with checkpoints)."""
         return {"mean": list(self.mean), "std": list(self.std), "in_channels": self.in_channels,

@@ -147,9 +147,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def calib_set(self, n: int | None = None) -> Subset:
         """Un-augmented training images for BatchNorm recalibration (``calib_images`` by default)."""
-        base = self.splits.val.dataset if isinstance(self.splits.val, Subset) else self.splits.val
-        train_idx = self.splits.train.indices if isinstance(self.splits.train, Subset) else range(len(base))
-        return Subset(base, list(train_idx)[: n or self.config.calib_images])
+        return self.splits.calibration(n or self.config.calib_images)
 
     def _train_loader(self, rank: int, world: int) -> tuple[DataLoader, DistributedSampler]:
         if self.config.batch_size % world:

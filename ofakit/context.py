@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import TensorDataset
 
 import model_zoo
 from elastic import SubnetConfig, calibrated_subnet
@@ -67,10 +67,7 @@ class CheckpointContext:
     @cached_property
     def calib(self) -> TensorDataset:
         """Un-augmented training images for BatchNorm recalibration, decoded once."""
-        s = self.splits
-        base = s.val.dataset if isinstance(s.val, Subset) else s.val
-        idx = s.train.indices if isinstance(s.train, Subset) else range(len(base))
-        return materialize(Subset(base, list(idx)[: self.calib_images]))
+        return materialize(self.splits.calibration(self.calib_images))
 
     @cached_property
     def val(self) -> TensorDataset:
