@@ -4,7 +4,7 @@ A subnet runs a stem, the fixed first block, its active MBConv blocks and a head
 only on its own shape (channels, kernel, stride, activation, squeeze-excite, input size), so the layers of
 every subnet of a space come from a small set: per resolution, the stem, the first block, each block slot
 at every (kernel, expand) and the head. :func:`space_layers` enumerates that set, :func:`subnet_layers`
-lists the keys one subnet uses, and :func:`slot_grid` lays them out (with their weight counts) for the
+lists the keys one subnet uses, and :func:`slot_grid` lays them out for the
 vectorised predictor.
 """
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from elastic import BlockPlan, MobileNetV3Spec, SubnetConfig, plan
-from elastic.spec import block_costs, conv_out
+from elastic.spec import conv_out
 from elastic.static import MBConv, SqueezeExcite, conv_bn_act, make_conv, make_linear
 
 LAYOUT_VERSION = 1  # bump when a key's meaning (or the module built for it) changes
@@ -127,33 +127,18 @@ def final_hw(spec: MobileNetV3Spec, r: int) -> int:
     return hw
 
 
-def stem_params(spec: MobileNetV3Spec) -> int:
-    """Parameters of the stem (conv + BatchNorm)."""
-    return spec.in_channels * spec.stem_width * 9 + 2 * spec.stem_width
-
-
-def head_params(spec: MobileNetV3Spec) -> int:
-    """Parameters of the head (final expand + BN, feature mix, classifier)."""
-    last, fe, fm, nc = spec.stages[-1].width, spec.final_expand_width, spec.feature_mix_width, spec.num_classes
-    return last * fe + 2 * fe + fe * fm + fm * nc + nc
-
-
 @dataclass(frozen=True)
 class LayerGrid:
-    """Table keys and weight counts of a space's layers, laid out for vectorised lookups.
+    """Table keys of a space's layers, laid out for vectorised lookups (their costs: ``elastic.batch.CostGrid``).
 
     Attributes:
         block_keys: ``block_keys[slot][r_i][k_i][e_i]``: the key of block slot ``slot`` at the space's
             ``r_i``-th resolution, ``k_i``-th kernel and ``e_i``-th expand ratio.
-        block_params: Parameters of those blocks, same nesting.
         fixed_keys: ``fixed_keys[r_i]``: the stem, first block and head keys at each resolution.
-        fixed_params: Parameters of stem + first block + head (the same at every resolution).
     """
 
     block_keys: list[list[list[list[str]]]]
-    block_params: list[list[list[list[int]]]]
     fixed_keys: list[list[str]]
-    fixed_params: int
 
 
 def slot_grid(spec: MobileNetV3Spec) -> LayerGrid:
@@ -161,18 +146,15 @@ def slot_grid(spec: MobileNetV3Spec) -> LayerGrid:
     sp = spec.space
     slots = sp.n_stages * sp.max_depth
     keys = [[[[""] * len(sp.e) for _ in sp.ks] for _ in sp.r] for _ in range(slots)]
-    params = [[[[0] * len(sp.e) for _ in sp.ks] for _ in sp.r] for _ in range(slots)]
     fixed = []
     for ri, r in enumerate(sp.r):
         for ki, k in enumerate(sp.ks):
             for ei, e in enumerate(sp.e):
                 for slot, b in enumerate(plan(spec, _uniform(spec, k, e, r))[1:]):
                     keys[slot][ri][ki][ei] = block_key(b)
-                    params[slot][ri][ki][ei] = block_costs(b)[1]
         first = plan(spec, _uniform(spec, sp.ks[0], sp.e[0], r))[0]
         fixed.append([stem_key(spec, r), block_key(first), head_key(spec, final_hw(spec, r))])
-    first_params = block_costs(plan(spec, spec.space.smallest())[0])[1]
-    return LayerGrid(keys, params, fixed, stem_params(spec) + first_params + head_params(spec))
+    return LayerGrid(keys, fixed)
 
 
 def space_layers(spec: MobileNetV3Spec) -> list[Layer]:

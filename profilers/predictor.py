@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from elastic import MobileNetV3Spec, SubnetConfig
-from elastic.batch import ConfigBatch
+from elastic.batch import ConfigBatch, CostGrid
 from profilers.layers import slot_grid
 from profilers.store import LatencyTable, RuntimeKey, spec_id
 
@@ -123,8 +123,7 @@ class LatencyPredictor:
                              "run `ofakit profile build` (or `refresh`) for this recipe, device and runtime")
         self._block = np.array([[[[layer_ms[k] for k in es] for es in ks] for ks in rs] for rs in grid.block_keys])
         self._fixed = np.array([sum(layer_ms[k] for k in ks) for ks in grid.fixed_keys])
-        self._block_w = np.asarray(grid.block_params, dtype=np.float64) / 1e6
-        self._fixed_w = grid.fixed_params / 1e6
+        self._costs = CostGrid.build(spec)
 
     # ------------------------------------------------------------- loading
     @classmethod
@@ -180,10 +179,8 @@ class LatencyPredictor:
         slots = np.arange(b.ks.shape[1])[None, :]
         r = b.r[:, None]
         lat = self._block[slots, r, b.ks, b.e]
-        w = self._block_w[slots, r, b.ks, b.e]
-        act = b.active
-        return {"layer_sum_ms": (lat * act).sum(1) + self._fixed[b.r],
-                "weights_m": (w * act).sum(1) + self._fixed_w, "one": np.ones(act.shape[0])}
+        return {"layer_sum_ms": (lat * b.active).sum(1) + self._fixed[b.r],
+                "weights_m": self._costs.params(b) / 1e6, "one": np.ones(len(b))}
 
     def predict_raw(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> np.ndarray:
         """Uncalibrated latency: the sum of the subnet's layer entries (ms)."""
