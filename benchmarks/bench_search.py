@@ -29,6 +29,7 @@ import torch
 
 import model_zoo
 from elastic.batch import ConfigBatch, CostGrid
+from ofakit.predictors import MLPPredictor
 from ofakit.search import Constraint, EvolutionSettings, Metric, evolve
 
 RESOLUTIONS = (160, 176, 192, 208, 224)
@@ -110,34 +111,18 @@ def stand_in(kind: str, encoder, accuracy_predictor_cls):  # noqa: ANN001, ANN20
         ofa_pred = accuracy_predictor_cls(encoder, device="cpu").eval()
         weights = [(m.weight.detach().numpy().T.copy(), None if m.bias is None else m.bias.detach().numpy().copy())
                    for m in ofa_pred.layers.modules() if isinstance(m, torch.nn.Linear)]
-        base = float(ofa_pred.base_acc.item())
-    else:
-        w = torch.randn(encoder.n_dim) * 0.01
+        return ofa_pred, MLPPredictor.from_weights(weights, float(ofa_pred.base_acc.item())).predict_batch
+    w = torch.randn(encoder.n_dim) * 0.01
 
-        class Linear:  # the interface EvolutionFinder uses: arch_encoder + predict_acc
-            arch_encoder = encoder
+    class Linear:  # the interface EvolutionFinder uses: arch_encoder + predict_acc
+        arch_encoder = encoder
 
-            def predict_acc(self, arch_dict_list):  # noqa: ANN001, ANN201
-                x = torch.tensor(np.array([encoder.arch2feature(a) for a in arch_dict_list])).float()
-                return x @ w + 0.7
+        def predict_acc(self, arch_dict_list):  # noqa: ANN001, ANN201
+            x = torch.tensor(np.array([encoder.arch2feature(a) for a in arch_dict_list])).float()
+            return x @ w + 0.7
 
-        ofa_pred, weights, base = Linear(), [(w.numpy()[:, None].copy(), None)], 0.7
-
-    if kind == "linear":  # the same function, evaluated by gathering the active weights
-        def linear(batch: ConfigBatch) -> np.ndarray:
-            return batch.onehot_dot(weights[0][0][:, 0]) + base
-
-        return ofa_pred, linear
-
-    def accuracy(batch: ConfigBatch) -> np.ndarray:
-        h = batch.onehot()
-        for i, (wt, b) in enumerate(weights):
-            h = h @ wt + (0 if b is None else b)
-            if i < len(weights) - 1:
-                h = np.maximum(h, 0)
-        return h[:, 0] + base
-
-    return ofa_pred, accuracy
+    w_np = w.numpy().copy()
+    return Linear(), lambda batch: batch.onehot_dot(w_np) + 0.7  # the same function, by gathering active weights
 
 
 if __name__ == "__main__":

@@ -96,6 +96,13 @@ class MLPPredictor(AccuracyPredictor):
                          None if m.bias is None else m.bias.detach().numpy().copy()) for m in linears]
         return self
 
+    @classmethod
+    def from_weights(cls, weights: list[tuple[np.ndarray, np.ndarray | None]], base: float) -> "MLPPredictor":
+        """A predictor with given layers ``(weight [in, out], bias or None)`` and bias ``base`` (e.g. OFA's)."""
+        pred = cls()
+        pred.weights, pred.base = list(weights), float(base)
+        return pred
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         h = np.asarray(x, dtype=np.float32)
         for i, (w, b) in enumerate(self.weights):
