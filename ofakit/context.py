@@ -4,6 +4,7 @@ BatchNorm calibration, test for reporting), its cached accuracy dataset and the 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -82,8 +83,18 @@ class CheckpointContext:
         return materialize(self.splits.test)
 
     def subnet(self, cfg: SubnetConfig) -> torch.nn.Module:
-        """The extracted static subnet with BatchNorm recalibrated (eval mode)."""
-        return calibrated_subnet(self.supernet, self.supernet.space.validate(cfg), loader(self.calib, 500))
+        """The extracted static subnet with BatchNorm recalibrated (eval mode).
+
+        The last few are kept, since shipping one subnet exports, measures and evaluates it; callers share
+        the module and must not change it (exporters and runtimes work on copies).
+        """
+        cfg = self.supernet.space.validate(cfg)
+        nets = self._cache.setdefault("subnets", {})
+        if cfg not in nets:
+            if len(nets) >= 4:
+                nets.pop(next(iter(nets)))
+            nets[cfg] = calibrated_subnet(self.supernet, cfg, loader(self.calib, 500))
+        return nets[cfg]
 
     def top1(self, cfg: SubnetConfig, split: str = "val") -> float:
         """Top-1 of ``cfg`` after BatchNorm recalibration on the ``val`` or ``test`` split.
@@ -97,7 +108,7 @@ class CheckpointContext:
         net = self.subnet(cfg)
         if get_exporter("onnx").unavailable() is None:
             return ort_top1(net, data, cfg.r)
-        return top1(net, loader(data, 500), cfg.r)
+        return top1(copy.deepcopy(net), loader(data, 500), cfg.r)  # top1 converts its model to channels-last
 
     def real_inputs(self, cfg: SubnetConfig, n: int) -> torch.Tensor:
         """``n`` validation images at ``cfg``'s resolution (export parity checks)."""
