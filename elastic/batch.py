@@ -95,9 +95,22 @@ class ConfigBatch:
         """``[N, slots]`` booleans: which block slots run (computed once per batch)."""
         act = self.__dict__.get("_active")
         if act is None:
-            act = _depth_masks(self.space)[self.d].reshape(len(self), self.space.n_blocks)
+            act = np.take(_depth_masks(self.space), self.d, axis=0).reshape(len(self), -1)
             object.__setattr__(self, "_active", act)
         return act
+
+    @property
+    def slot_choice(self) -> np.ndarray:
+        """``[N, slots]`` intp: each slot's (kernel, expand) variant as ``slot * n_ks * n_e + k * n_e + e``.
+
+        One flat index per slot into any per-slot table laid out ``[slot, k, e]`` (computed once per batch).
+        """
+        idx = self.__dict__.get("_slot_choice")
+        if idx is None:
+            lay = _layout(self.space)
+            idx = lay.slot_offsets + (self.ks * lay.n_e + self.e)
+            object.__setattr__(self, "_slot_choice", idx)
+        return idx
 
     def canonical_genome(self) -> np.ndarray:
         """:meth:`genome` with inactive slots set to index 0: equal rows mean the same network."""
@@ -148,10 +161,9 @@ class ConfigBatch:
         """``self.onehot() @ w`` for a weight vector ``w`` ``[width]``, by gathering the active entries."""
         sp = self.space
         nr, nk, ne, b = len(sp.r), len(sp.ks), len(sp.e), sp.n_blocks
-        slot = np.arange(b)
-        wk = w[nr:nr + b * nk].reshape(b, nk)[slot, self.ks]
-        we = w[nr + b * nk:].reshape(b, ne)[slot, self.e]
-        return w[self.r] + ((wk + we) * self.active).sum(1)
+        per_variant = w[nr:nr + b * nk].reshape(b, nk, 1) + w[nr + b * nk:].reshape(b, 1, ne)
+        picked = np.take(per_variant, self.slot_choice)
+        return np.take(w, self.r) + np.einsum("ij,ij->i", picked, self.active)
 
 
 def space_cardinalities(space: SearchSpace) -> list[int]:
@@ -171,6 +183,18 @@ def _depth_masks(space: SearchSpace) -> np.ndarray:
     return np.arange(space.max_depth)[None, :] < np.asarray(space.d)[:, None]
 
 
+@dataclass(frozen=True)
+class _Layout:
+    n_e: int
+    slot_offsets: np.ndarray
+
+
+@lru_cache(maxsize=32)
+def _layout(space: SearchSpace) -> _Layout:
+    per_slot = len(space.ks) * len(space.e)
+    return _Layout(len(space.e), np.arange(space.n_blocks, dtype=np.intp) * per_slot)
+
+
 def genome_length(space: SearchSpace) -> int:
     """Genes per subnet."""
     return 2 * space.n_blocks + space.n_stages + 1
@@ -179,18 +203,49 @@ def genome_length(space: SearchSpace) -> int:
 def mutate(space: SearchSpace, g: np.ndarray, rng: np.random.Generator, prob: float = 0.1,
            r_prob: float = 0.5) -> np.ndarray:
     """Each gene of every row resampled with probability ``prob`` (the resolution with ``r_prob``), as OFA."""
-    u = rng.random(g.shape, dtype=np.float32)
-    pick = u < prob
-    pick[:, -1] = u[:, -1] < r_prob
-    rows, cols = np.nonzero(pick)
-    out = g.copy()
-    out[rows, cols] = (rng.random(len(rows)) * _cardinalities(space)[cols]).astype(np.int8)
-    return out
+    return offspring(space, g, g, len(g), rng, prob, r_prob)
 
 
 def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Uniform crossover of paired rows: every gene from ``a`` or ``b`` with equal probability."""
-    return np.where(rng.integers(0, 2, size=a.shape, dtype=np.bool_), a, b)
+    return _select(rng.random(a.shape, dtype=np.float32) < 0.5, b, a)
+
+
+def offspring(space: SearchSpace, a: np.ndarray, b: np.ndarray, n_mut: int, rng: np.random.Generator,
+              prob: float = 0.1, r_prob: float = 0.5) -> np.ndarray:
+    """Children of paired parent rows: ``a[:n_mut]`` mutated (as :func:`mutate`), the rest uniform crossovers
+    of ``a`` and ``b`` (as :func:`crossover`).
+
+    One uniform number per gene serves both: a crossover gene comes from ``b`` when it is below 0.5; a
+    mutant gene is resampled when it is below the gene's probability ``p``, and then ``u / p`` is itself
+    uniform, which picks the new choice. A whole generation's children thus cost a handful of array
+    operations.
+    """
+    thr, scale = _mutation_law(space, float(prob), float(r_prob))
+    u = rng.random(a.shape, dtype=np.float32)
+    out = _select(u < 0.5, b, a)
+    um = u[:n_mut]
+    out[:n_mut] = _select(um < thr, (um * scale).astype(np.int8), a[:n_mut])
+    return out
+
+
+def _select(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``np.where(mask, x, y)`` for int8 genes without branches (a random mask defeats branch prediction)."""
+    return y + mask.view(np.int8) * (x - y)
+
+
+@lru_cache(maxsize=32)
+def _mutation_law(space: SearchSpace, prob: float, r_prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene resampling probability and the factor mapping ``u < p`` to a uniform choice index."""
+    for name, p in (("prob", prob), ("r_prob", r_prob)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"mutation {name}={p!r} must be within [0, 1]")
+    card = _cardinalities(space).astype(np.float32)
+    thr = np.full(len(card), prob, dtype=np.float32)
+    thr[-1] = r_prob
+    # (1 - 2^-20) keeps u * scale < card despite float32 rounding; unused where p == 0.
+    scale = np.where(thr > 0, card / np.maximum(thr, 1e-30) * np.float32(1 - 2 ** -20), 0).astype(np.float32)
+    return thr, scale
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,16 +282,22 @@ class CostGrid:
             fixed_p[ri] = total_p - params[np.arange(sp.n_blocks), ri, act.ks[0], act.e[0]][act.active[0]].sum()
         return cls(macs, params, fixed_m, fixed_p)
 
-    def _sum(self, table: np.ndarray, fixed: np.ndarray, batch: ConfigBatch) -> np.ndarray:
-        slots, nr, nk, ne = table.shape
-        offsets = np.arange(slots) * (nr * nk * ne)
-        idx = offsets + (batch.r[:, None].astype(np.intp) * nk + batch.ks) * ne + batch.e
-        return (np.take(table, idx) * batch.active).sum(1) + fixed[batch.r]
+    def __post_init__(self) -> None:
+        for name in ("block_macs", "block_params"):  # [r, slot, k, e]: batch.slot_choice plus one offset per r
+            flat = np.ascontiguousarray(getattr(self, name).transpose(1, 0, 2, 3)).ravel()
+            object.__setattr__(self, "_by_r_" + name, flat)
+
+    def _sum(self, name: str, fixed: np.ndarray, batch: ConfigBatch) -> np.ndarray:
+        table = getattr(self, name)
+        per_r = table.shape[0] * table.shape[2] * table.shape[3]
+        r = batch.r.astype(np.intp)
+        picked = np.take(self.__dict__["_by_r_" + name], (r * per_r)[:, None] + batch.slot_choice)
+        return np.einsum("ij,ij->i", picked, batch.active) + np.take(fixed, r)
 
     def macs(self, batch: ConfigBatch) -> np.ndarray:
         """Multiply-accumulates of every subnet (OFA's "FLOPs")."""
-        return self._sum(self.block_macs, self.fixed_macs, batch)
+        return self._sum("block_macs", self.fixed_macs, batch)
 
     def params(self, batch: ConfigBatch) -> np.ndarray:
         """Parameters of every extracted subnet."""
-        return self._sum(self.block_params, self.fixed_params, batch)
+        return self._sum("block_params", self.fixed_params, batch)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from elastic import SearchSpace, SubnetConfig
-from elastic.batch import ConfigBatch, crossover, mutate, space_cardinalities
+from elastic.batch import ConfigBatch, offspring, space_cardinalities
 
 BatchFn = Callable[[ConfigBatch], np.ndarray]
 
@@ -139,8 +139,8 @@ def minimise(space: SearchSpace, fn: Callable[[np.ndarray], np.ndarray], seed: i
     for _ in range(generations):
         order = np.argsort(score)[:25]
         parents, pscore = pop[order], score[order]
-        kids = np.concatenate([mutate(space, parents[rng.integers(0, 25, 50)], rng, s.mutate_prob, s.r_mutate_prob),
-                               crossover(parents[rng.integers(0, 25, 50)], parents[rng.integers(0, 25, 50)], rng)])
+        a, b = np.take(parents, rng.integers(0, 25, (2, 100)), axis=0)
+        kids = offspring(space, a, b, 50, rng, s.mutate_prob, s.r_mutate_prob)
         pop, score = np.concatenate([parents, kids]), np.concatenate([pscore, fn(kids)])
     return pop[int(np.argmin(score))]
 
@@ -182,32 +182,32 @@ def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constrai
     n_mut = int(round(s.mutation_ratio * s.population))
     evals = 0
 
-    def feasible(g: np.ndarray) -> np.ndarray:
+    def feasible(batch: ConfigBatch) -> np.ndarray:
         nonlocal evals
-        evals += len(g)
-        batch = ConfigBatch.from_genome(space, g)
-        ok = np.ones(len(g), dtype=bool)
-        for c in constraints:
+        evals += len(batch)
+        ok = c0.metric.fn(batch) <= c0.limit
+        for c in constraints[1:]:
             ok &= c.metric.fn(batch) <= c.limit
         return ok
 
-    init = np.concatenate([ConfigBatch.random(space, 4 * s.population, rng).genome(),
-                           _small_biased(space, 4 * s.population, rng)])
-    pop = init[feasible(init)][: s.population]
+    c0 = constraints[0]
+    init = ConfigBatch.from_genome(space, np.concatenate([ConfigBatch.random(space, 4 * s.population, rng).genome(),
+                                                          _small_biased(space, 4 * s.population, rng)]))
+    pop = init.genome()[feasible(init)][: s.population]
     if len(pop) == 0:
         pop = check_budget(space, constraints, seed)[None, :]
     if len(pop) < s.population:  # fill by mutating the feasible ones found
         fill = pop[rng.integers(0, len(pop), s.population - len(pop))]
-        pop = np.concatenate([pop, _children(space, fill, fill, len(fill), rng, s, feasible)])
+        pop = np.concatenate([pop, _children(space, fill, fill, len(fill), rng, s, feasible, None)[0]])
     score = accuracy(ConfigBatch.from_genome(space, pop))
     history = []
     for _ in range(s.generations):
         order = np.argsort(-score, kind="stable")[:n_par]
         parents, pscore = pop[order], score[order]
         history.append(float(pscore[0]))
-        pick = rng.integers(0, n_par, (2, s.population))
-        kids = _children(space, parents[pick[0]], parents[pick[1]], n_mut, rng, s, feasible)
-        pop, score = np.concatenate([parents, kids]), np.concatenate([pscore, accuracy(ConfigBatch.from_genome(space, kids))])
+        a, b = np.take(parents, rng.integers(0, n_par, (2, s.population)), axis=0)
+        kids, kid_score = _children(space, a, b, n_mut, rng, s, feasible, accuracy)
+        pop, score = np.concatenate([parents, kids]), np.concatenate([pscore, kid_score])
     i = int(np.argmax(score))
     metrics = [c.metric for c in constraints] + [m for m in report if m.name not in {c.metric.name for c in constraints}]
     best = _candidate(space, pop[i], score[i], metrics)
@@ -215,30 +215,40 @@ def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constrai
 
 
 def _children(space: SearchSpace, a: np.ndarray, b: np.ndarray, n_mut: int, rng: np.random.Generator,
-              s: EvolutionSettings, feasible: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Feasible children: mutants of ``a[:n_mut]``, uniform crossovers of ``a[n_mut:]`` and ``b[n_mut:]``.
+              s: EvolutionSettings, feasible: Callable[[ConfigBatch], np.ndarray],
+              accuracy: BatchFn | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Feasible children (and their accuracy when ``accuracy`` is given): mutants of ``a[:n_mut]``, uniform
+    crossovers of ``a[n_mut:]`` and ``b[n_mut:]``.
 
-    Every row gets a candidate, rows whose candidate breaks a constraint get 4 more at once, then 16
-    (one array operation per round for the whole generation, not one per attempt), up to ``retries``
-    attempts per row; a row that never succeeds keeps its parent ``a``.
+    Every row gets a candidate; rows whose candidate breaks a constraint get 4 more at once, then 16 (one
+    array operation per round for the whole generation, not one per attempt), up to ``retries`` attempts
+    per row; a row that never succeeds keeps its parent ``a``. Accuracy is estimated on the first round's
+    batch, then again only for the rows that needed more rounds.
     """
-    out = a.copy()
-    is_mut = np.arange(len(a)) < n_mut
-    pending = np.arange(len(a))
-    copies, tried = 1, 0
+    out = offspring(space, a, b, n_mut, rng, s.mutate_prob, s.r_mutate_prob)
+    batch = ConfigBatch.from_genome(space, out)
+    ok = feasible(batch)
+    score = None if accuracy is None else np.array(accuracy(batch), dtype=np.float64)
+    redo = np.flatnonzero(~ok)
+    if len(redo) == 0:
+        return out, score
+    out[redo] = a[redo]
+    pending = redo
+    copies, tried = 4, 1
     while len(pending) and tried < s.retries:
         m = min(copies, s.retries - tried)
-        rows = np.repeat(pending, m)
-        mut_rows, x_rows = rows[is_mut[rows]], rows[~is_mut[rows]]  # rows stay grouped: mutants first
-        cand = np.concatenate([mutate(space, a[mut_rows], rng, s.mutate_prob, s.r_mutate_prob),
-                               crossover(a[x_rows], b[x_rows], rng)])
-        ok = feasible(cand).reshape(len(pending), m)
+        rows = np.repeat(pending, m)  # sorted, so the mutant rows (index < n_mut) come first
+        cand = offspring(space, a[rows], b[rows], int(np.count_nonzero(rows < n_mut)), rng, s.mutate_prob,
+                         s.r_mutate_prob)
+        ok = feasible(ConfigBatch.from_genome(space, cand)).reshape(len(pending), m)
         hit = ok.any(1)
         out[pending[hit]] = cand.reshape(len(pending), m, -1)[hit, ok.argmax(1)[hit]]
         pending = pending[~hit]
         tried += m
         copies *= 4
-    return out
+    if score is not None:
+        score[redo] = accuracy(ConfigBatch.from_genome(space, out[redo]))
+    return out, score
 
 
 def fastest_candidate(space: SearchSpace, metric: Metric, seed: int = 0) -> Candidate:

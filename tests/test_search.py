@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import model_zoo
-from elastic.batch import ConfigBatch, CostGrid, crossover, mutate
+from elastic.batch import (ConfigBatch, CostGrid, crossover, genome_length, mutate, offspring,
+                           space_cardinalities)
 from elastic.spec import costs
 from ofakit.accuracy import AccuracyData, build_accuracy_data, load_accuracy_data, sample_configs
 from ofakit.predictors import kendall_tau, select_predictor
@@ -56,6 +57,30 @@ def test_mutation_and_crossover_stay_in_space(rng):
     assert (mutate(SPACE, g, rng, 0.0, 0.0) == g).all()
     frac = (mutate(SPACE, g, rng, 0.5, 0.5) != g).mean()
     assert 0.2 < frac < 0.5  # resampled half the time, and a resample may draw the same value
+
+
+
+def test_offspring_follows_ofa_mutation_and_crossover_laws():
+    """Mutant genes are resampled with the gene's probability, uniformly over its choices; crossover genes
+    come from either parent with equal probability; rows after ``n_mut`` are crossovers only."""
+    rng = np.random.default_rng(3)
+    n = 20000
+    a = np.zeros((n, genome_length(SPACE)), dtype=np.int8)
+    b = np.full_like(a, 1)
+    kids = offspring(SPACE, a, b, n // 2, rng, prob=0.1, r_prob=0.5)
+    mut, cross = kids[: n // 2], kids[n // 2:]
+    card = np.array(space_cardinalities(SPACE))
+    assert ((kids >= 0) & (kids < card)).all()
+    # a gene differs from its parent (0) when resampled (p) and the draw is not 0: p * (1 - 1/card)
+    body = (mut[:, :-1] != 0).mean()
+    assert abs(body - 0.1 * (1 - 1 / card[:-1]).mean()) < 0.004
+    assert abs((mut[:, -1] != 0).mean() - 0.5 * (1 - 1 / card[-1])) < 0.02
+    resampled = mut[:, -1][mut[:, -1] != 0]
+    counts = np.bincount(resampled, minlength=card[-1])[1:]
+    assert counts.min() > 0.9 * counts.mean()  # the new resolution is uniform over the choices
+    assert set(np.unique(cross)) == {0, 1} and abs(cross.mean() - 0.5) < 0.01
+    with pytest.raises(ValueError, match=r"mutation prob=1.5 must be within \[0, 1\]"):
+        offspring(SPACE, a[:2], b[:2], 1, rng, prob=1.5)
 
 
 # ------------------------------------------------------------------ accuracy data and predictors
