@@ -6,6 +6,11 @@ then measures N held-out random subnets as whole exported networks and compares 
 prediction: % within ±10%, MAPE, Kendall τ (also for the uncalibrated layer sum), the table build time, and
 a PNG scatter plot. The figure of merit is itself a ratio measured in the same run (predicted / measured).
 
+The held-out subnets are timed in one interleaved measurement (blocks of runs alternating between all of
+them), as the build times its calibration subnets, so a slow drift of this shared machine scales them all
+alike instead of scattering them; the calibration subnets are timed again in the same measurement and the
+median ratio to their stored figures is printed as ``drift`` (the machine's change since the build).
+
     .venv/bin/python benchmarks/bench_latency_predictor.py [--subnets 100] [--out benchmarks]
 """
 
@@ -23,11 +28,11 @@ import torch
 from rich.progress import Progress
 
 import model_zoo
-from profilers.builder import BuildSettings, build_table, calibration_configs, measure_subnet
+from profilers.builder import BuildSettings, build_table, calibration_configs, prepare_subnet
 from profilers.predictor import LatencyPredictor
 from profilers.record import load_average
 from profilers.runtimes import get_runtime
-from profilers.store import LatencyTable
+from profilers.store import LatencyTable, spec_id
 
 FAMILIES = {"tiny": ("ofa_mbv3_tiny", None),  # Fashion-MNIST family, 28-32 px
             "mbv3-128": ("ofa_mbv3_d234_e346_k357_w1.0", (128,))}  # ImageNet OFA-MobileNetV3 w1.0 at 128 px
@@ -64,26 +69,32 @@ def run_family(label: str, recipe: str, res: tuple[int, ...] | None, n: int, wor
     pred = LatencyPredictor.load(table_path, "local", "onnxruntime", recipe)
     torch.manual_seed(0)
     supernet = model_zoo.get_supernet(recipe, **kw).eval()
-    taken = {c.to_json() for c in calibration_configs(spec, settings.calibration_subnets, settings.seed)}
+    cal = calibration_configs(spec, settings.calibration_subnets, settings.seed)
+    taken = {c.to_json() for c in cal}
     rng, cfgs = np.random.default_rng(12345), []
     while len(cfgs) < n:
         c = spec.space.sample(rng)
         if c.to_json() not in taken:
             taken.add(c.to_json())
             cfgs.append(c)
-    measured, loads = [], []
-    with Progress() as bar:
-        task = bar.add_task(f"{label}: {n} whole subnets", total=n)
-        for i, c in enumerate(cfgs):
-            m = measure_subnet(rt, supernet.extract(c), (1, spec.in_channels, c.r, c.r), workdir / f"s{i}", settings)
-            measured.append(m.stats.median_ms)
-            loads.append(m.load_avg)
+    specs = []
+    with Progress() as bar:  # the held-out subnets, then the calibration subnets again (to see the drift)
+        task = bar.add_task(f"{label}: export {n} whole subnets", total=n + len(cal))
+        for i, c in enumerate(cfgs + cal):
+            specs.append(prepare_subnet(rt, supernet.extract(c), (1, spec.in_channels, c.r, c.r), workdir / f"s{i}",
+                                        settings))
             bar.advance(task)
-    meas = np.array(measured)
+    # all of them in one interleaved measurement, as the calibration subnets were during the build
+    ms = rt.measure_many(specs)
+    meas, loads = np.array([m.stats.median_ms for m in ms[:n]]), [m.load_avg for m in ms]
+    with LatencyTable(table_path) as table:
+        stored = {c.subnet: c.measured_ms for c in table.calibration("local", pred.runtime, spec_id(spec.to_dict()))}
+    drift = float(np.median([m.stats.median_ms / stored[c.to_json()] for c, m in zip(cal, ms[n:])]))
     p, raw = pred.predict(cfgs), pred.predict_raw(cfgs)
     return {"family": label, "recipe": recipe, "resolutions": list(spec.space.r), "layers": report.layers,
             "table_build_s": build_s, "table_layers_and_calibration_s": report.seconds,
             "calibration_subnets": report.calibration_used, "correction": report.correction,
+            "calibration_drift": drift,
             "calibrated": scores(p, meas), "raw_layer_sum": scores(raw, meas), "subnets": n,
             "measured_ms_range": [float(meas.min()), float(meas.max())], "contended_measurements": int(
                 sum(load > 1.0 for load in loads)), "max_load_avg": float(max(loads)),
@@ -132,12 +143,12 @@ def main() -> None:
     (args.out / "latency_predictor.json").write_text(json.dumps({"env": env, "results": results}, indent=1))
     plot(results, args.out / "latency_predictor.png")
     print(f"{'family':34s} {'build s':>8s} {'layers':>6s} {'cal':>4s} {'±10% cal':>9s} {'±10% raw':>9s} "
-          f"{'MAPE cal':>9s} {'MAPE raw':>9s} {'tau cal':>8s} {'ms range':>14s}")
+          f"{'MAPE cal':>9s} {'MAPE raw':>9s} {'tau cal':>8s} {'ms range':>14s} {'drift':>6s}")
     for r in results:
         c, w = r["calibrated"], r["raw_layer_sum"]
         print(f"{r['family']:34s} {r['table_build_s']:8.1f} {r['layers']:6d} {r['calibration_subnets']:4d} "
               f"{100 * c['within_10pct']:8.0f}% {100 * w['within_10pct']:8.0f}% {100 * c['mape']:8.1f}% "
-              f"{100 * w['mape']:8.1f}% {c['kendall_tau']:8.3f} {r['measured_ms_range'][0]:6.2f}-{r['measured_ms_range'][1]:.2f}")
+              f"{100 * w['mape']:8.1f}% {c['kendall_tau']:8.3f} {r['measured_ms_range'][0]:6.2f}-{r['measured_ms_range'][1]:.2f} {r['calibration_drift']:6.3f}")
     print(f"env: {env}; plot: {args.out / 'latency_predictor.png'}")
 
 

@@ -175,12 +175,17 @@ def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Ru
     torch.manual_seed(s.seed)
     supernet = ElasticMobileNetV3(spec).eval()  # weights do not change latency; shapes and ops do
     shape = (s.batch, spec.in_channels)
+    specs = []
     for i, cfg in enumerate(todo):
-        (spec_,) = _specs(runtime, [(supernet.extract(cfg), (*shape, cfg.r, cfg.r))], tmp / f"c{i}", s)
-        (m,) = runtime.measure_many([spec_])
-        table.add_calibration(device, sid, cfg.to_json(), m)
+        specs += _specs(runtime, [(supernet.extract(cfg), (*shape, cfg.r, cfg.r))], tmp / f"c{i}", s)
         if progress:
-            progress("calibration", i + 1, len(todo))
+            progress("calibration export", i + 1, len(todo))
+    # One interleaved measurement: a slow drift of the machine (other tenants, clocks) then scales every
+    # calibration subnet alike instead of bending the fitted correction.
+    for cfg, m in zip(todo, runtime.measure_many(specs)):
+        table.add_calibration(device, sid, cfg.to_json(), m)
+    if progress:
+        progress("calibration", len(todo), len(todo))
     return len(todo)
 
 
@@ -198,9 +203,9 @@ def refit(table: LatencyTable, recipe: str, device: str, runtime: RuntimeKey) ->
     return corr
 
 
-def measure_subnet(runtime: Runtime, module: torch.nn.Module, input_shape: tuple[int, ...], workdir: Path,
-                   settings: BuildSettings | None = None) -> Measurement:
-    """Export ``module`` for ``runtime`` and time it with the build settings (one whole-network measurement)."""
-    s = settings or BuildSettings()
-    (spec_,) = _specs(runtime, [(module, input_shape)], Path(workdir), s)
-    return runtime.measure(spec_)
+def prepare_subnet(runtime: Runtime, module: torch.nn.Module, input_shape: tuple[int, ...], workdir: Path,
+                   settings: BuildSettings | None = None) -> MeasureSpec:
+    """Export ``module`` for ``runtime``: the measurement spec of one whole network with the build settings."""
+    (spec_,) = _specs(runtime, [(module, input_shape)], Path(workdir), settings or BuildSettings())
+    return spec_
+

@@ -227,6 +227,20 @@ def test_build_resumes_after_kill(tmp_path):
         assert r.measured == 75 - done and len(t.entries()) == 75
 
 
+
+def test_calibration_subnets_are_timed_interleaved(tmp_path):
+    """All calibration subnets go into one interleaved measurement, so a drift of the machine scales them
+    alike (timed one after another, a slow minute bends the fitted correction)."""
+    rt = get_runtime("onnxruntime")
+    calls = []
+    measure_many = rt.measure_many
+    rt.measure_many = lambda specs: calls.append(len(specs)) or measure_many(specs)
+    with LatencyTable(tmp_path / "lut.sqlite") as t:
+        r = build_table(t, "tiny28", SPEC, rt, settings=BuildSettings(protocol=QUICK, calibration_subnets=5, group=80))
+        assert calls == [75, 5] and r.calibration_measured == 5 and r.calibration_used == 5
+        assert len(t.calibration("local", RuntimeKey("onnxruntime", "CPUExecutionProvider", 1, "fp32", 1),
+                                 spec_id(SPEC.to_dict()))) == 5
+
 def test_calibration_configs_are_seeded_and_spread():
     a = calibration_configs(SPEC, 6, seed=3)
     assert a == calibration_configs(SPEC, 6, seed=3) and len({c.to_json() for c in a}) == 6
