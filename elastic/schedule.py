@@ -16,6 +16,7 @@ from elastic.config import SubnetConfig
 from elastic.space import SearchSpace
 
 SAMPLERS = ("random", "sandwich")
+RESOLUTION_RULES = ("shared", "sandwich")
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -31,6 +32,9 @@ class Phase:
             value (resolution: ``None`` samples every resolution of the space).
         subnets_per_step: Subnets whose gradients are accumulated per optimizer step.
         sampler: ``random`` (uniform) or ``sandwich`` (largest + smallest + random ones).
+        resolution: ``shared`` (OFA: one resolution drawn per step for all its subnets) or ``sandwich``
+            (BigNAS/AttentiveNAS: the largest subnet at the largest resolution, the smallest at the
+            smallest, every random one at its own drawn resolution; needs the sandwich sampler).
         kd_weight: Weight of the distillation loss (soft cross-entropy to the teacher's predictions).
         kd_source: ``teacher`` (frozen full network) or ``inplace`` (the largest subnet of the same step).
         sort_channels: Reorder hidden channels by importance before the phase starts, keeping the
@@ -50,6 +54,7 @@ class Phase:
     r: tuple[int, ...] | None = None
     subnets_per_step: int = 1
     sampler: str = "random"
+    resolution: str = "shared"
     kd_weight: float = 0.0
     kd_source: str = "teacher"
     sort_channels: bool = False
@@ -75,6 +80,11 @@ class Phase:
             raise ValueError(f"phase {self.name!r}: lr={self.lr!r} must be > 0")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"phase {self.name!r}: sampler={self.sampler!r}; allowed: {list(SAMPLERS)}")
+        if self.resolution not in RESOLUTION_RULES:
+            raise ValueError(f"phase {self.name!r}: resolution={self.resolution!r}; allowed: {list(RESOLUTION_RULES)}")
+        if self.resolution == "sandwich" and self.sampler != "sandwich":
+            raise ValueError(f"phase {self.name!r}: resolution='sandwich' needs sampler='sandwich' "
+                             f"(got {self.sampler!r})")
         if self.kd_source not in ("teacher", "inplace"):
             raise ValueError(f"phase {self.name!r}: kd_source={self.kd_source!r}; allowed: ['teacher', 'inplace']")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -181,10 +191,15 @@ def ofa_schedule(epochs: Mapping[str, int] | None = None, lr: float = 0.1, kd_we
 
 
 def sandwich_schedule(epochs: int, lr: float = 0.1, random_subnets: int = 2, kd_weight: float = 1.0,
-                      space: SearchSpace | None = None) -> list[Phase]:
-    """BigNAS/AttentiveNAS sandwich rule: largest + smallest + N random subnets per step, in-place KD."""
+                      resolution: str = "shared", space: SearchSpace | None = None) -> list[Phase]:
+    """BigNAS/AttentiveNAS sandwich rule: largest + smallest + N random subnets per step, in-place KD.
+
+    ``resolution="sandwich"`` also gives the largest subnet the largest resolution and the smallest the
+    smallest (BigNAS); ``"shared"`` draws one resolution per step for all of them (OFA).
+    """
     ks = space.ks if space else (3, 5, 7)
     d = space.d if space else (2, 3, 4)
     e = space.e if space else (3, 4, 6)
     return [Phase("sandwich", epochs, lr, ks=ks, e=e, d=d, subnets_per_step=2 + random_subnets,
-                  sampler="sandwich", kd_weight=kd_weight, kd_source="inplace", warmup_epochs=min(1.0, epochs / 8))]
+                  sampler="sandwich", resolution=resolution, kd_weight=kd_weight, kd_source="inplace",
+                  warmup_epochs=min(1.0, epochs / 8))]

@@ -87,11 +87,16 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
 
 
 def draw_subnets(phase: Phase, space: SearchSpace, rng: np.random.Generator) -> list[SubnetConfig]:
-    """The subnets of one step; all share one resolution, drawn first."""
+    """The subnets of one step: with ``phase.resolution == "shared"`` all at one resolution, drawn first;
+    with ``"sandwich"`` the largest at the largest resolution, the smallest at the smallest and each random
+    one at its own."""
     if phase.subnet is not None:
         return [phase.subnet]
     r = space.r[int(rng.integers(len(space.r)))]
     if phase.sampler == "sandwich":
+        if phase.resolution == "sandwich":
+            extra = [space.sample(rng) for _ in range(phase.subnets_per_step - 2)]
+            return [space.largest(), space.smallest(), *extra]
         extra = [space.sample(rng, r) for _ in range(phase.subnets_per_step - 2)]
         return [space.largest(r), space.smallest(r), *extra]
     return [space.sample(rng, r) for _ in range(phase.subnets_per_step)]
@@ -250,14 +255,17 @@ class Trainer:
         with bar:
             for step, (x, y) in enumerate(loader):
                 cfgs = draw_subnets(phase, space, np.random.default_rng([self.config.seed, pi, epoch, step]))
-                x, y = resize(x.to(device), cfgs[0].r), y.to(device)
+                x, y = x.to(device), y.to(device)
+                sized = {cfgs[0].r: resize(x, cfgs[0].r)}
                 soft = None
                 if phase.uses_teacher:
                     with torch.no_grad():
-                        soft = F.softmax(teacher(x), dim=1)
+                        soft = F.softmax(teacher(sized[cfgs[0].r]), dim=1)
                 opt.zero_grad(set_to_none=True)
                 for i, cfg in enumerate(cfgs):
-                    out = model(x, cfg)
+                    if cfg.r not in sized:
+                        sized[cfg.r] = resize(x, cfg.r)
+                    out = model(sized[cfg.r], cfg)
                     loss = F.cross_entropy(out, y, label_smoothing=self.config.label_smoothing)
                     if soft is not None and phase.kd_weight > 0:
                         loss = loss + phase.kd_weight * soft_cross_entropy(out, soft)

@@ -33,6 +33,23 @@ def test_sandwich_schedule():
     assert len({c.r for c in cfgs}) == 1 and p.kd_source == "inplace"
 
 
+def test_sandwich_resolution_rule():
+    """BigNAS: the largest subnet always at the largest resolution, the smallest at the smallest, and the
+    random ones each at their own resolution (all of them seen)."""
+    (p,) = sandwich_schedule(3, space=SPACE, random_subnets=2, resolution="sandwich")
+    sub = p.space(SPACE)
+    steps = [draw_subnets(p, sub, np.random.default_rng([0, 0, 0, i])) for i in range(40)]
+    assert all(s[0] == SPACE.largest() and s[1] == SPACE.smallest() for s in steps)
+    assert SPACE.largest().r == max(SPACE.r) and SPACE.smallest().r == min(SPACE.r)
+    assert {c.r for s in steps for c in s[2:]} == set(SPACE.r)
+    assert any(s[2].r != s[3].r for s in steps)
+    assert Phase.from_dict(p.to_dict()) == p
+    with pytest.raises(ValueError, match="resolution='sandwich' needs sampler='sandwich'"):
+        Phase("x", 1, 0.1, resolution="sandwich")
+    with pytest.raises(ValueError, match=r"resolution='per_step'; allowed: \['shared', 'sandwich'\]"):
+        Phase("x", 1, 0.1, resolution="per_step")
+
+
 def test_draw_subnets_is_deterministic_and_in_phase_space():
     p = ofa_schedule(space=SPACE)[3]
     sub = p.space(SPACE)

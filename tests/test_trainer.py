@@ -81,6 +81,18 @@ def test_kd_on_off_and_sandwich(data_dir, tmp_path):
     assert recs[0]["phase"] == "sandwich" and not load_train_state(tmp_path / "sw").teacher
 
 
+def test_sandwich_resolution_rule_feeds_each_subnet_its_resolution(data_dir, tmp_path):
+    net, seen = fresh_net(), []
+    net.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape[-1], args[1])) if m.training else None)
+    phases = [Phase("sandwich", 1, 0.05, ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), subnets_per_step=3,
+                    sampler="sandwich", resolution="sandwich", kd_weight=1.0, kd_source="inplace")]
+    Trainer(net, splits_of(data_dir), phases, CONFIG, tmp_path / "sw", progress=False).run()
+    space = net.space
+    assert seen and all(size == cfg.r for size, cfg in seen)
+    assert all(cfg == space.largest() for _, cfg in seen[0::3]) and all(cfg == space.smallest() for _, cfg in seen[1::3])
+    assert {cfg.r for _, cfg in seen[2::3]} == set(space.r)
+
+
 def test_resume_after_crash_equals_uninterrupted(data_dir, tmp_path, monkeypatch):
     s = splits_of(data_dir)
     ref = fresh_net()
