@@ -290,17 +290,32 @@ class TensorRTExporter(Exporter):
         got = EngineRunner(engine, tuple(x.shape), device).run(x)
         with _no_tf32(), torch.no_grad():
             ref = spec.frozen_module().to(device)(x.to(device)).float().cpu().numpy()
-        diff, tol = float(np.abs(got - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
-        if not diff <= tol:
-            raise RuntimeError(f"TensorRT parity check failed: max |tensorrt - torch| = {diff:.3g} > {tol:.3g} "
-                               f"({spec.precision}); {spec.out} was not written")
-        with atomic_path(spec.out) as tmp:
-            tmp.write_bytes(engine)
         gpu = torch.cuda.get_device_name(device)
-        settings = {"precision": spec.precision, "opset": spec.opset, "dynamic_batch": spec.dynamic_batch,
-                    "max_batch": max_batch, "input_shape": list(spec.input_shape), "input_name": INPUT_NAME,
-                    "output_name": OUTPUT_NAME, "workspace_mb": workspace, "gpu": gpu,
-                    "calibration_batches": len(calibration), "parity_tolerance": tol}
-        versions = {"torch": torch.__version__, "tensorrt": trt.__version__, "cuda": str(torch.version.cuda)}
-        notes = (f"the engine runs only on {gpu}-class GPUs with TensorRT {trt.__version__}",)
-        return ExportResult(spec.out, self.name, settings, versions, diff, time.perf_counter() - t0, notes)
+        return write_checked_engine(
+            spec, engine, got, ref, t0, {"max_batch": max_batch, "workspace_mb": workspace, "gpu": gpu},
+            {"tensorrt": trt.__version__, "cuda": str(torch.version.cuda)},
+            f"the engine runs only on {gpu}-class GPUs with TensorRT {trt.__version__}")
+
+
+def write_checked_engine(spec: ExportSpec, engine: bytes, got: np.ndarray, ref: np.ndarray, t0: float,
+                         settings: dict[str, Any], versions: dict[str, str], note: str,
+                         built_on: str | None = None) -> ExportResult:
+    """Check a built engine's output ``got`` against the PyTorch reference ``ref``, then write it atomically.
+
+    Shared by the local build and the build on a profiling agent (``built_on`` names the agent). A failed
+    parity check raises and leaves ``spec.out`` untouched.
+    """
+    diff, tol = float(np.abs(np.asarray(got) - np.asarray(ref)).max()), parity_tolerance(spec.precision, spec.atol, ref)
+    if not diff <= tol:
+        where = f", built on {built_on}" if built_on else ""
+        raise RuntimeError(f"TensorRT parity check failed: max |tensorrt - torch| = {diff:.3g} > {tol:.3g} "
+                           f"({spec.precision}{where}); {spec.out} was not written")
+    with atomic_path(spec.out) as tmp:
+        tmp.write_bytes(engine)
+    settings = {"precision": spec.precision, "opset": spec.opset, "dynamic_batch": spec.dynamic_batch,
+                "input_shape": list(spec.input_shape), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
+                "calibration_batches": len(spec.calibration), "parity_tolerance": tol, **settings}
+    if built_on:
+        settings["built_on"] = built_on
+    return ExportResult(spec.out, "tensorrt", settings, {"torch": torch.__version__, **versions}, diff,
+                        time.perf_counter() - t0, (note,))

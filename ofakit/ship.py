@@ -21,7 +21,7 @@ import torch
 
 from deploy_targets import ExportResult, ExportSpec, get_exporter
 from elastic import SubnetConfig
-from elastic.fileio import atomic_path, atomic_write_text
+from elastic.fileio import atomic_write_text
 from ofakit.context import CheckpointContext
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
@@ -68,8 +68,8 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
 
 def engine_on_agent(spec: ExportSpec, device: str, token: str | None = None) -> ExportResult:
     """Build ``spec``'s TensorRT engine on the agent at ``device`` and check its output against PyTorch here."""
-    from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
-    from deploy_targets.tensorrt_export import parity_tolerance
+    from deploy_targets.onnx_export import onnx_bytes
+    from deploy_targets.tensorrt_export import write_checked_engine
 
     t0 = time.perf_counter()
     x = spec.example()
@@ -79,19 +79,9 @@ def engine_on_agent(spec: ExportSpec, device: str, token: str | None = None) -> 
     max_batch = 2 * spec.input_shape[0] if spec.dynamic_batch else None
     got = open_runtime("tensorrt", device, token).build_engine(onnx_bytes(spec), x.numpy(), spec.precision, cal,
                                                                max_batch)
-    diff, tol = float(np.abs(got["outputs"] - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
-    if not diff <= tol:
-        raise RuntimeError(f"TensorRT parity check failed: max |tensorrt - torch| = {diff:.3g} > {tol:.3g} "
-                           f"({spec.precision}, built on {device}); {spec.out} was not written")
-    with atomic_path(spec.out) as tmp:
-        tmp.write_bytes(got["engine"])
-    settings = {"precision": spec.precision, "opset": spec.opset, "dynamic_batch": spec.dynamic_batch,
-                "max_batch": max_batch, "input_shape": list(spec.input_shape), "input_name": INPUT_NAME,
-                "output_name": OUTPUT_NAME, "gpu": got["gpu"], "built_on": device, "parity_tolerance": tol,
-                "calibration_batches": len(spec.calibration)}
-    return ExportResult(spec.out, "tensorrt", settings, {"torch": torch.__version__, **got["versions"]}, diff,
-                        time.perf_counter() - t0, (f"built on the agent at {device}: runs only on {got['gpu']}-class "
-                                                   "GPUs with that TensorRT version",))
+    note = f"built on the agent at {device}: runs only on {got['gpu']}-class GPUs with that TensorRT version"
+    return write_checked_engine(spec, got["engine"], got["outputs"], ref, t0,
+                                {"max_batch": max_batch, "gpu": got["gpu"]}, got["versions"], note, built_on=device)
 
 
 def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResult, precision: str,

@@ -14,7 +14,7 @@ from torch import nn
 
 from deploy_targets import ExporterUnavailable, ExportSpec, get_exporter, list_exporters
 from deploy_targets.coreml_export import FP16_REL_TOL, PRECISION_KEY, replace_dir
-from deploy_targets.tensorrt_export import build_engine, tensorrt_unavailable
+from deploy_targets.tensorrt_export import build_engine, tensorrt_unavailable, write_checked_engine
 from profilers.record import Protocol
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, runtime_status
 
@@ -235,6 +235,29 @@ def test_build_engine_rejects_bad_arguments_before_touching_tensorrt(kwargs, mat
     with pytest.raises(ValueError, match=match):
         build_engine(b"not parsed", **kwargs)
 
+
+
+@pytest.mark.parametrize("precision, offset, ok", [("fp32", 5e-5, True), ("fp32", 1e-3, False),
+                                                   ("fp16", 5e-3, True), ("fp16", 0.5, False)])
+def test_engine_parity_gate_and_atomic_write(tmp_path, precision, offset, ok):
+    """What runs after an engine is built (locally or on an agent's GPU): the output is compared with the
+    PyTorch reference at the precision's documented tolerance; only a passing engine is written."""
+    spec = ExportSpec(tiny_net(), SHAPE, tmp_path / "m.engine", precision=precision)
+    ref = np.linspace(-1, 1, 10, dtype=np.float32)[None]
+    out = tmp_path / "m.engine"
+    if not ok:
+        with pytest.raises(RuntimeError, match=rf"parity check failed: .*\({precision}, built on http://jetson:8470\); "
+                                               ".*m.engine was not written"):
+            write_checked_engine(spec, b"engine", ref + offset, ref, 0.0, {"gpu": "Orin"}, {}, "note",
+                                 built_on="http://jetson:8470")
+        assert not out.exists() and not list(tmp_path.iterdir())
+        return
+    res = write_checked_engine(spec, b"engine", ref + offset, ref, 0.0, {"gpu": "Orin", "max_batch": None},
+                               {"tensorrt": "10.9"}, "runs only on Orin", built_on="http://jetson:8470")
+    assert out.read_bytes() == b"engine" and res.max_abs_diff == pytest.approx(offset, rel=1e-3)
+    assert res.settings["built_on"] == "http://jetson:8470" and res.settings["gpu"] == "Orin"
+    assert res.settings["parity_tolerance"] == (1e-4 if precision == "fp32" else 1e-2)
+    assert res.versions["tensorrt"] == "10.9" and res.notes == ("runs only on Orin",)
 
 def _trt_skip_reason() -> str:
     return tensorrt_unavailable() or ""
