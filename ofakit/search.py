@@ -185,12 +185,11 @@ def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constrai
     def feasible(batch: ConfigBatch) -> np.ndarray:
         nonlocal evals
         evals += len(batch)
-        ok = c0.metric.fn(batch) <= c0.limit
-        for c in constraints[1:]:
+        ok = np.ones(len(batch), dtype=bool)
+        for c in constraints:
             ok &= c.metric.fn(batch) <= c.limit
         return ok
 
-    c0 = constraints[0]
     init = ConfigBatch.from_genome(space, np.concatenate([ConfigBatch.random(space, 4 * s.population, rng).genome(),
                                                           _small_biased(space, 4 * s.population, rng)]))
     pop = init.genome()[feasible(init)][: s.population]

@@ -139,6 +139,8 @@ def test_evolution_meets_the_budget_and_beats_random_search():
     assert again.best == res.best  # seeded
     assert SPACE.canonical(res.best.config) == res.best.config
     json.dumps(res.best.to_dict())
+    free = evolve(SPACE, lambda b: -GRID.macs(b).astype(float), [], settings=EvolutionSettings(generations=60))
+    assert -free.best.accuracy == lo  # no constraint: the objective alone decides (here: the fewest MACs)
 
 
 def test_impossible_budget_names_the_cheapest_subnet():
