@@ -106,6 +106,9 @@ class Protocol:
         block_s: Target duration of one block; the runs per block follow from the warm-up speed.
         min_runs_per_block: Lower bound of runs per block.
         max_runs_per_block: Upper bound of runs per block.
+        block_warmup_runs: Untimed runs at the start of every block: the candidate timed before may have
+            evicted this one's weights from the caches, and with short blocks that cold first run would
+            otherwise weigh on the statistics of interleaved candidates only.
     """
 
     warmup_s: float = 0.05
@@ -114,11 +117,14 @@ class Protocol:
     block_s: float = 0.02
     min_runs_per_block: int = 3
     max_runs_per_block: int = 200
+    block_warmup_runs: int = 1
 
     def __post_init__(self) -> None:
         for name in ("blocks", "min_runs_per_block", "max_runs_per_block", "warmup_runs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Protocol.{name}={getattr(self, name)!r} must be a positive integer")
+        if not isinstance(self.block_warmup_runs, int) or self.block_warmup_runs < 0:
+            raise ValueError(f"Protocol.block_warmup_runs={self.block_warmup_runs!r} must be an integer >= 0")
         for name in ("warmup_s", "block_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"Protocol.{name}={getattr(self, name)!r} must be >= 0 seconds")
@@ -166,7 +172,8 @@ def time_interleaved(runners: Sequence[Callable[[], Any]], protocol: Protocol) -
     Each runner performs one inference; a runner that returns a ``float`` reports its own elapsed seconds
     (e.g. from CUDA events), otherwise ``time.perf_counter`` brackets the call. Every candidate is warmed up first; the runs per block are chosen
     per candidate from its warm-up speed so that one block lasts about ``protocol.block_s``. Blocks then
-    alternate between candidates, so slow drifts of the machine affect all of them alike.
+    alternate between candidates, so slow drifts of the machine affect all of them alike; each block starts
+    with ``protocol.block_warmup_runs`` untimed runs.
     """
     if not runners:
         return []
@@ -184,6 +191,8 @@ def time_interleaved(runners: Sequence[Callable[[], Any]], protocol: Protocol) -
     for _ in range(protocol.blocks):
         for i, run in enumerate(runners):
             out = times[i]
+            for _ in range(protocol.block_warmup_runs):
+                run()
             for _ in range(per_block[i]):
                 t0 = clock()
                 r = run()

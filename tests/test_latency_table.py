@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from elastic import SubnetConfig
 from profilers.builder import BuildSettings, build_table, calibration_configs
 from profilers.layers import space_layers, subnet_layers
 from profilers.predictor import Correction, LatencyPredictor, fit_correction
-from profilers.record import DeviceInfo, Measurement, Protocol, Stats, local_device
+from profilers.record import DeviceInfo, Measurement, Protocol, Stats, local_device, time_interleaved
 from profilers.runtimes import get_runtime
 from profilers.store import LatencyTable, RuntimeKey, spec_id
 
@@ -47,6 +48,27 @@ def built(tmp_path_factory):
                              settings=BuildSettings(protocol=QUICK, calibration_subnets=6))
     return path, report
 
+
+
+def test_interleaved_blocks_do_not_time_the_cold_first_run():
+    """A candidate's first run after another candidate ran is slower (its caches were evicted); each block
+    starts with an untimed run, so short interleaved blocks time the steady state."""
+    last = [None]
+
+    def runner(name: str):
+        def run() -> None:
+            cold = last[0] != name
+            last[0] = name
+            time.sleep(0.001 + (0.006 if cold else 0.0))
+        return run
+
+    p = Protocol(warmup_s=0, warmup_runs=1, blocks=4, block_s=0.0, min_runs_per_block=2, max_runs_per_block=2)
+    warm = time_interleaved([runner("a"), runner("b")], p)
+    assert all(st.runs == 8 and st.p90_ms < 5 for st in warm)
+    cold = time_interleaved([runner("a"), runner("b")], replace(p, block_warmup_runs=0))
+    assert all(st.p90_ms > 6 for st in cold)  # half of the timed runs were cold
+    with pytest.raises(ValueError, match="block_warmup_runs=-1 must be an integer >= 0"):
+        Protocol(block_warmup_runs=-1)
 
 # ------------------------------------------------------------------ layers
 def test_layers_cover_every_subnet_and_match_extracted_shapes(tiny, rng):
