@@ -108,7 +108,7 @@ class ConfigBatch:
         idx = self.__dict__.get("_slot_choice")
         if idx is None:
             lay = _layout(self.space)
-            idx = lay.slot_offsets + (self.ks * lay.n_e + self.e)
+            idx = lay.slot_offsets + self.ks.astype(np.intp) * lay.n_e + self.e
             object.__setattr__(self, "_slot_choice", idx)
         return idx
 
