@@ -24,7 +24,7 @@ import torch
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, SubnetConfig
 from profilers.layers import LAYOUT_VERSION, space_layers
 from profilers.predictor import Correction, LatencyPredictor, fit_correction
-from profilers.record import Measurement, Protocol
+from profilers.record import Protocol
 from profilers.runtimes import MeasureSpec, Runtime
 from profilers.store import LatencyTable, RuntimeKey, spec_id
 
