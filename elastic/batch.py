@@ -249,6 +249,26 @@ def _mutation_law(space: SearchSpace, prob: float, r_prob: float) -> tuple[np.nd
 
 
 @dataclass(frozen=True, eq=False)
+class SlotTable:
+    """A value for every block variant, ``per_block[slot, r, k, e]`` (choice indices), plus ``fixed[r]`` for
+    the layers every subnet runs; :meth:`sum` totals them over each subnet's active slots (costs, latencies)."""
+
+    per_block: np.ndarray
+    fixed: np.ndarray
+
+    def __post_init__(self) -> None:
+        slots, _, nk, ne = self.per_block.shape  # stored [r, slot, k, e]: one offset per r + batch.slot_choice
+        object.__setattr__(self, "_by_r", np.ascontiguousarray(np.transpose(self.per_block, (1, 0, 2, 3))).ravel())
+        object.__setattr__(self, "_per_r", slots * nk * ne)
+
+    def sum(self, batch: ConfigBatch) -> np.ndarray:
+        """``[N]``: the fixed value at each subnet's resolution plus its active blocks' values."""
+        r = batch.r.astype(np.intp)
+        picked = np.take(self._by_r, (r * self._per_r)[:, None] + batch.slot_choice)
+        return np.einsum("ij,ij->i", picked, batch.active) + np.take(self.fixed, r)
+
+
+@dataclass(frozen=True, eq=False)
 class CostGrid:
     """Exact MACs and parameters of every block variant, for vectorised cost lookups.
 
@@ -283,21 +303,13 @@ class CostGrid:
         return cls(macs, params, fixed_m, fixed_p)
 
     def __post_init__(self) -> None:
-        for name in ("block_macs", "block_params"):  # [r, slot, k, e]: batch.slot_choice plus one offset per r
-            flat = np.ascontiguousarray(getattr(self, name).transpose(1, 0, 2, 3)).ravel()
-            object.__setattr__(self, "_by_r_" + name, flat)
-
-    def _sum(self, name: str, fixed: np.ndarray, batch: ConfigBatch) -> np.ndarray:
-        table = getattr(self, name)
-        per_r = table.shape[0] * table.shape[2] * table.shape[3]
-        r = batch.r.astype(np.intp)
-        picked = np.take(self.__dict__["_by_r_" + name], (r * per_r)[:, None] + batch.slot_choice)
-        return np.einsum("ij,ij->i", picked, batch.active) + np.take(fixed, r)
+        object.__setattr__(self, "_macs", SlotTable(self.block_macs, self.fixed_macs))
+        object.__setattr__(self, "_params", SlotTable(self.block_params, self.fixed_params))
 
     def macs(self, batch: ConfigBatch) -> np.ndarray:
         """Multiply-accumulates of every subnet (OFA's "FLOPs")."""
-        return self._sum("block_macs", self.fixed_macs, batch)
+        return self._macs.sum(batch)
 
     def params(self, batch: ConfigBatch) -> np.ndarray:
         """Parameters of every extracted subnet."""
-        return self._sum("block_params", self.fixed_params, batch)
+        return self._params.sum(batch)

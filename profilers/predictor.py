@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from elastic import MobileNetV3Spec, SubnetConfig
-from elastic.batch import ConfigBatch, CostGrid
+from elastic.batch import ConfigBatch, CostGrid, SlotTable
 from profilers.layers import slot_grid
 from profilers.store import LatencyTable, RuntimeKey, spec_id
 
@@ -121,8 +121,9 @@ class LatencyPredictor:
         if missing:
             raise ValueError(f"the table lacks {len(missing)} layer(s) of this space (e.g. {missing[0]}); "
                              "run `ofakit profile build` (or `refresh`) for this recipe, device and runtime")
-        self._block = np.array([[[[layer_ms[k] for k in es] for es in ks] for ks in rs] for rs in grid.block_keys])
-        self._fixed = np.array([sum(layer_ms[k] for k in ks) for ks in grid.fixed_keys])
+        self._layers = SlotTable(np.array([[[[layer_ms[k] for k in es] for es in ks] for ks in rs]
+                                           for rs in grid.block_keys]),
+                                 np.array([sum(layer_ms[k] for k in ks) for ks in grid.fixed_keys]))
         self._costs = CostGrid.build(spec)
 
     # ------------------------------------------------------------- loading
@@ -176,11 +177,7 @@ class LatencyPredictor:
     def features(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> dict[str, np.ndarray]:
         """The correction's input features of every config (raw layer sum, weights in millions, 1)."""
         b = self.batch(cfgs)
-        slots = np.arange(b.ks.shape[1])[None, :]
-        r = b.r[:, None]
-        lat = self._block[slots, r, b.ks, b.e]
-        return {"layer_sum_ms": (lat * b.active).sum(1) + self._fixed[b.r],
-                "weights_m": self._costs.params(b) / 1e6, "one": np.ones(len(b))}
+        return {"layer_sum_ms": self._layers.sum(b), "weights_m": self._costs.params(b) / 1e6, "one": np.ones(len(b))}
 
     def predict_raw(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> np.ndarray:
         """Uncalibrated latency: the sum of the subnet's layer entries (ms)."""
