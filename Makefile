@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test data bench clean
+.PHONY: demo test test-under-load data bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: $(STAMP) data
 
 test: $(STAMP) data
 	$(PY) -m pytest
+
+# The suite RUNS times in a row while a busy loop keeps one core busy: every run must be green.
+RUNS ?= 5
+test-under-load: $(STAMP) data
+	@$(PY) -c "while True: pass" & burner=$$!; trap "kill $$burner" EXIT; \
+	for i in $$(seq $(RUNS)); do echo "== run $$i of $(RUNS), one core busy"; \
+	  $(PY) -m pytest -p no:cacheprovider || exit 1; done; echo "== $(RUNS) of $(RUNS) runs green under load"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py

@@ -29,6 +29,8 @@ from profilers import LOCAL, Measurement, MeasureSpec, Protocol, open_runtime
 from profilers.runtimes import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
+Meter = Callable[[SubnetConfig, ExportResult, Budget], Measurement]
+"""Times an exported subnet for one budget: ``meter(config, artifact, budget) -> Measurement``."""
 SIDECAR_FORMAT = "ofa-kit-artifact"
 
 
@@ -140,16 +142,22 @@ class ShipReport:
 def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Path, retries: int = 3,
          max_macs: float | None = None, max_params: float | None = None, token: str | None = None,
          settings: EvolutionSettings | None = None, precision: str = "fp32", protocol: Protocol | None = None,
-         on_attempt: Callable[[dict[str, Any]], None] | None = None) -> ShipReport:
+         on_attempt: Callable[[dict[str, Any]], None] | None = None, meter: Meter | None = None) -> ShipReport:
     """Search, export, measure; on a missed budget recalibrate, tighten and search again (``retries`` times).
 
     A miss is confirmed by measuring again (the second measurement counts). It adds the measurement to the
     table's calibration samples and refits that device's correction. If the refitted predictor still
     under-predicts the missed subnet, the search budget is tightened by the ratio of its prediction to the
     measurement, so the next pick leaves that margin (dropped again when no subnet is predicted within it).
+
+    ``meter(config, artifact, budget)`` times the exported artifact; by default :func:`measure` on the
+    budget's device (replayed, recorded measurements make the loop's decisions testable).
     """
     if retries < 0:
         raise ValueError(f"retries={retries!r} must be >= 0")
+    if meter is None:
+        def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement:
+            return measure(spz.ctx, cfg, artifact, budget, token, protocol)
     search_ms = {b.metric_name: b.ms for b in budgets}
     attempts: list[dict[str, Any]] = []
     for attempt in range(retries + 1):
@@ -184,10 +192,10 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
             name = b.metric_name
             rec["predicted_ms"][name] = cand.metrics[name]
             try:
-                m = measure(spz.ctx, cand.config, exported, b, token, protocol)
+                m = meter(cand.config, exported, b)
                 if m.stats.median_ms > b.ms:  # confirm a miss with a second measurement: one may be contended
                     rec.setdefault("first_measurements", {})[name] = m.to_dict()
-                    m = measure(spz.ctx, cand.config, exported, b, token, protocol)
+                    m = meter(cand.config, exported, b)
             except RuntimeUnavailable as exc:
                 rec["unmeasured"][name] = str(exc)
                 continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -127,9 +126,7 @@ def test_predictors_learn_a_known_accuracy_and_the_better_one_is_chosen():
 def test_evolution_meets_the_budget_and_beats_random_search():
     lo, hi = GRID.macs(ConfigBatch.from_configs(SPACE, [SPACE.smallest(), SPACE.largest()]))
     budget = lo + 0.4 * (hi - lo)
-    t0 = time.perf_counter()
-    res = evolve(SPACE, synthetic_accuracy, [Constraint(MACS, budget)], seed=0)
-    assert time.perf_counter() - t0 < 10  # generous: the figure lives in benchmarks/
+    res = evolve(SPACE, synthetic_accuracy, [Constraint(MACS, budget)], seed=0)  # its speed: benchmarks/
     assert res.best.metrics["macs"] <= budget and len(res.history) == 500
     assert all(a <= b for a, b in zip(res.history, res.history[1:]))  # elitist: never gets worse
     rand = ConfigBatch.random(SPACE, 5000, np.random.default_rng(3))
@@ -172,7 +169,7 @@ def test_pareto_front_is_non_dominated_and_respects_constraints():
     big = PARAMS.fn(ConfigBatch.from_configs(SPACE, [SPACE.largest()]))[0]
     cap = Constraint(PARAMS, 0.7 * big)
     front, seconds = pareto_front(SPACE, synthetic_accuracy, MACS, [cap], seed=0, generations=40)
-    assert len(front) >= 5 and seconds < 30
+    assert len(front) >= 5 and seconds > 0  # how fast: benchmarks/, never a timed test
     m = np.array([c.metrics["macs"] for c in front])
     a = np.array([c.accuracy for c in front])
     assert np.all(np.diff(m) >= 0)
