@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 from pathlib import Path
 
 import typer
@@ -73,9 +74,21 @@ def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback
         raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
     typer.echo(f"ofakit agent listening on {server.url} (runtimes: {', '.join(server.formats) or 'none'}; "
                f"max artifact {max_mb:g} MiB); Ctrl-C to stop")
+    _stop_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         typer.echo("agent stopped")
     finally:
         server.server_close()
+
+
+def _stop(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the agent cleanly, also when it was started in the background: a
+    non-interactive shell starts ``cmd &`` with SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)

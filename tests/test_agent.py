@@ -283,27 +283,32 @@ def test_cli_token_file_errors(tmp_path):
     assert result.exit_code == 2 and result.stderr.startswith("error: token file") and "is empty" in result.stderr
 
 
-def test_cli_serve_until_ctrl_c(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_serve_until_ctrl_c(tmp_path, signum):
+    """Ctrl-C or SIGTERM stops the agent, even when it was started with SIGINT ignored (as a non-interactive
+    shell starts `cmd &`)."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     code = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
             "from ofakit.agent_cmd import agent_app; agent_app(sys.argv[1:], prog_name='ofakit agent')")
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", "0", "--token-file", str(token_file)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = proc.stdout.readline()
         assert line.startswith("ofakit agent listening on http://127.0.0.1:"), (line, proc.stderr.read())
         url = line.split()[4]
         assert RemoteRuntime(url, "onnxruntime", token=TOKEN).unavailable() is None
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         try:
             out, _ = proc.communicate(timeout=90)  # stops in ~2 s; generous for a loaded 2-core machine
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGUSR1)  # where is it stuck? every thread's stack goes to stderr
             time.sleep(2)
             proc.kill()
-            pytest.fail(f"the agent did not stop within 90 s of Ctrl-C; its threads:\n{proc.communicate()[1][-6000:]}")
+            pytest.fail(f"the agent did not stop within 90 s of signal {signum}; its threads:\n"
+                        f"{proc.communicate()[1][-6000:]}")
     finally:
         proc.kill()
     assert proc.returncode == 0 and "agent stopped" in out
