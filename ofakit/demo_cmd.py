@@ -55,8 +55,8 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
             test_acc = spz.ctx.top1(rep.final.config, "test")
         row = {"budget_ms": budget.ms, "config": rep.final.config.to_dict(), "macs": rep.final.metrics["macs"],
                "params": rep.final.metrics["params"], "predicted_accuracy": rep.final.accuracy,
-               "test_accuracy": test_acc, "predicted_latency_ms": rep.attempts[-1]["predicted_ms"][metric.name],
-               "measured_latency_ms": rep.attempts[-1]["measured_ms"].get(metric.name), "budget_met": rep.met,
+               "test_accuracy": test_acc, "predicted_latency_ms": rep.shipped["predicted_ms"][metric.name],
+               "measured_latency_ms": rep.shipped["measured_ms"].get(metric.name), "budget_met": rep.met,
                "attempts": len(rep.attempts), "onnx": str(rep.artifact.path)}
         if coreml:
             reason = get_exporter("coreml").unavailable()

@@ -181,10 +181,11 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
 
         def show(rec: dict[str, Any]) -> None:
             if not as_json:
-                over = rec.get("over_budget_pct", {})
+                over, under = rec.get("over_budget_pct", {}), rec.get("under_budget_pct", {})
                 parts = [f"{k}: predicted {rec['predicted_ms'][k]:.3f} ms, measured "
                          + (f"{rec['measured_ms'][k]:.3f} ms" if k in rec["measured_ms"] else "n/a")
                          + (f" ({over[k]:.1f}% over the budget; recalibrating)" if k in over else "")
+                         + (f" ({under[k]:.0f}% of the budget unused; recalibrating)" if k in under else "")
                          for k in rec["predicted_ms"]]
                 console.print(f"attempt {rec['attempt']}: {'met' if rec['met'] else 'MISSED'}; " + "; ".join(parts))
 
@@ -193,7 +194,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
     except (ValueError, BudgetError, ExporterUnavailable) as exc:
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {
-        "measured_latency_ms": report.attempts[-1]["measured_ms"], "budget_met": report.met,
+        "measured_latency_ms": report.shipped["measured_ms"], "budget_met": report.met,
         "artifact": str(report.artifact.path), "sidecar": str(report.sidecar), "attempts": len(report.attempts)})
     if as_json:
         typer.echo(json.dumps(record, indent=2))

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 Meter = Callable[[SubnetConfig, ExportResult, Budget], Measurement]
 """Times an exported subnet for one budget: ``meter(config, artifact, budget) -> Measurement``."""
 SIDECAR_FORMAT = "ofa-kit-artifact"
+UNDER_BUDGET = 0.8  # a pick predicted at >= 80% of its budget that measures under 80% of it wastes the budget
 
 
 def sidecar_path(artifact: str | Path) -> Path:
@@ -138,90 +139,133 @@ class ShipReport:
     met: bool | None = None
     accuracy_report: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def shipped(self) -> dict[str, Any]:
+        """The record of the attempt whose subnet was shipped (not always the last one tried)."""
+        return next(a for a in self.attempts if a["config"] == self.final.config.to_dict())
+
 
 def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Path, retries: int = 3,
          max_macs: float | None = None, max_params: float | None = None, token: str | None = None,
          settings: EvolutionSettings | None = None, precision: str = "fp32", protocol: Protocol | None = None,
-         on_attempt: Callable[[dict[str, Any]], None] | None = None, meter: Meter | None = None) -> ShipReport:
-    """Search, export, measure; on a missed budget recalibrate, tighten and search again (``retries`` times).
+         on_attempt: Callable[[dict[str, Any]], None] | None = None, meter: Meter | None = None,
+         under: float = UNDER_BUDGET) -> ShipReport:
+    """Search, export, measure; re-search after a missed or a wasted budget (at most ``retries`` times).
 
     A miss is confirmed by measuring again (the second measurement counts). It adds the measurement to the
     table's calibration samples and refits that device's correction. If the refitted predictor still
     under-predicts the missed subnet, the search budget is tightened by the ratio of its prediction to the
     measurement, so the next pick leaves that margin (dropped again when no subnet is predicted within it).
 
+    A wasted budget is a pick predicted near its budget (at least ``under`` of it) that measures under
+    ``under`` of it: the table over-predicts this machine now. Its measurement is stored and refitted the
+    same way, and the search runs again at the full budget. The loop stops when a search returns a subnet it
+    already measured. The shipped subnet is the most accurate (predicted) one that met every budget, else
+    the last one tried.
+
     ``meter(config, artifact, budget)`` times the exported artifact; by default :func:`measure` on the
     budget's device (replayed, recorded measurements make the loop's decisions testable).
     """
     if retries < 0:
         raise ValueError(f"retries={retries!r} must be >= 0")
+    if not 0 < under < 1:
+        raise ValueError(f"under={under!r} must be within (0, 1): the measured share of a budget below which "
+                         "a pick wastes it")
     if meter is None:
         def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement:
             return measure(spz.ctx, cfg, artifact, budget, token, protocol)
-    search_ms = {b.metric_name: b.ms for b in budgets}
+    full = {b.metric_name: b.ms for b in budgets}
+    search_ms = dict(full)
     attempts: list[dict[str, Any]] = []
+    tried: dict[SubnetConfig, tuple[Candidate, ExportResult]] = {}
     for attempt in range(retries + 1):
-        tight = [Budget(b.device, b.runtime, search_ms[b.metric_name]) for b in budgets]
         try:
-            result = spz.search(spz.constraints(tight, max_macs, max_params), settings)
+            cand = _search(spz, budgets, search_ms, max_macs, max_params, settings, bool(attempts))
         except BudgetError as exc:
             if not attempts:
                 raise
-            if search_ms != {b.metric_name: b.ms for b in budgets}:  # the margin made it infeasible: drop it
-                log.info("no subnet leaves that margin (%s); searching at the budget itself", exc)
-                search_ms = {b.metric_name: b.ms for b in budgets}
-                try:
-                    result = spz.search(spz.constraints(budgets, max_macs, max_params), settings)
-                except BudgetError as exc2:
-                    exc = exc2
-                else:
-                    exc = None
-            if exc is not None:
-                attempts[-1]["stopped"] = f"after recalibration: {exc}"
-                log.warning("closed loop stopped: %s", exc)
-                break
-        cand = result.best
-        exported, side = export_subnet(spz.ctx, cand.config, target, out, precision)
-        rec: dict[str, Any] = {"attempt": attempt + 1, "config": cand.config.to_dict(),
-                               "predicted_accuracy": cand.accuracy, "search_seconds": result.seconds,
-                               "budgets_ms": {b.metric_name: b.ms for b in budgets},
-                               "search_budgets_ms": dict(search_ms), "predicted_ms": {}, "measured_ms": {},
-                               "unmeasured": {}}
-        missed = []
-        for b in budgets:
-            name = b.metric_name
-            rec["predicted_ms"][name] = cand.metrics[name]
-            try:
-                m = meter(cand.config, exported, b)
-                if m.stats.median_ms > b.ms:  # confirm a miss with a second measurement: one may be contended
-                    rec.setdefault("first_measurements", {})[name] = m.to_dict()
-                    m = meter(cand.config, exported, b)
-            except RuntimeUnavailable as exc:
-                rec["unmeasured"][name] = str(exc)
-                continue
-            rec["measured_ms"][name] = m.stats.median_ms
-            rec.setdefault("measurements", {})[name] = m.to_dict()
-            if m.stats.median_ms > b.ms:
-                missed.append((b, m))
-                rec.setdefault("over_budget_pct", {})[name] = 100 * (m.stats.median_ms / b.ms - 1)
-        rec["met"] = not missed
+            attempts[-1]["stopped"] = f"after recalibration: {exc}"
+            log.warning("closed loop stopped: %s", exc)
+            break
+        if cand.config in tried:
+            attempts[-1]["stopped"] = "the search returned a subnet already measured"
+            break
+        exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
+        tried[cand.config] = (cand, exported)
+        rec = _attempt(cand, budgets, exported, meter, attempt + 1, search_ms, under)
+        measured, wasted = rec.pop("_measured"), rec.pop("_wasted")
         attempts.append(rec)
         if on_attempt:
             on_attempt(rec)
-        if not missed or attempt == retries:
+        missed = [(b, m) for b, m in measured if m.stats.median_ms > b.ms]
+        wasted = [] if missed else wasted
+        if attempt == retries or not (missed or wasted):
             break
         for b, m in missed:
-            log.info("subnet measured %.3f ms on %s, over its %.3f ms budget by %.1f%%; recalibrating", m.stats.median_ms,
-                     b.metric_name, b.ms, 100 * (m.stats.median_ms / b.ms - 1))
+            log.info("subnet measured %.3f ms on %s, over its %.3f ms budget by %.1f%%; recalibrating",
+                     m.stats.median_ms, b.metric_name, b.ms, 100 * (m.stats.median_ms / b.ms - 1))
             spz.recalibrate(b.device, b.runtime, cand.config.to_json(), m)
             again = float(spz.latency[b.metric_name].predict([cand.config])[0])
             if again < m.stats.median_ms:
                 search_ms[b.metric_name] *= min(1.0, again / m.stats.median_ms)
-    final = attempts[-1]
-    met = final["met"] if final["measured_ms"] else None
+        for b, m in wasted:
+            log.info("subnet measured %.3f ms on %s, only %.0f%% of its %.3f ms budget; recalibrating",
+                     m.stats.median_ms, b.metric_name, 100 * m.stats.median_ms / b.ms, b.ms)
+            spz.recalibrate(b.device, b.runtime, cand.config.to_json(), m)
+            search_ms[b.metric_name] = b.ms
+    met = [a for a in attempts if a["met"]]
+    final = max(met, key=lambda a: a["predicted_accuracy"]) if met else attempts[-1]
+    cand, exported = tried[SubnetConfig.from_dict(final["config"])]
+    if final is not attempts[-1]:  # a later attempt overwrote the file: export the chosen subnet again
+        exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
+    verdict = final["met"] if final["measured_ms"] else None
     info = {"predicted_accuracy": cand.accuracy, "predicted_latency_ms": final["predicted_ms"],
             "measured_latency_ms": final["measured_ms"] or None, "budgets_ms": final["budgets_ms"],
-            "budget_met": met, "closed_loop": attempts, "accuracy_predictor": spz.accuracy_report,
+            "budget_met": verdict, "closed_loop": attempts, "shipped_attempt": final["attempt"],
+            "accuracy_predictor": spz.accuracy_report,
             "latency_predictors": {k: p.describe() for k, p in spz.latency.items()}}
     side = write_sidecar(spz.ctx, cand.config, exported, precision, info)
-    return ShipReport(cand, exported, side, attempts, met, spz.accuracy_report)
+    return ShipReport(cand, exported, side, attempts, verdict, spz.accuracy_report)
+
+
+def _search(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, float], max_macs: float | None,
+            max_params: float | None, settings: EvolutionSettings | None, retry: bool) -> Candidate:
+    """The pick at the (possibly tightened) search budgets; a margin that leaves no subnet is dropped."""
+    tight = [Budget(b.device, b.runtime, search_ms[b.metric_name]) for b in budgets]
+    try:
+        return spz.search(spz.constraints(tight, max_macs, max_params), settings).best
+    except BudgetError as exc:
+        if not retry or all(search_ms[b.metric_name] == b.ms for b in budgets):
+            raise
+        log.info("no subnet leaves that margin (%s); searching at the budget itself", exc)
+        search_ms.update({b.metric_name: b.ms for b in budgets})
+        return spz.search(spz.constraints(budgets, max_macs, max_params), settings).best
+
+
+def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult, meter: Meter, number: int,
+             search_ms: dict[str, float], under: float) -> dict[str, Any]:
+    """Measure one exported pick on every budget's runtime; its record (with the measurements to act on)."""
+    rec: dict[str, Any] = {"attempt": number, "config": cand.config.to_dict(), "predicted_accuracy": cand.accuracy,
+                           "budgets_ms": {b.metric_name: b.ms for b in budgets}, "search_budgets_ms": dict(search_ms),
+                           "predicted_ms": {}, "measured_ms": {}, "unmeasured": {}, "_measured": [], "_wasted": []}
+    for b in budgets:
+        name = b.metric_name
+        rec["predicted_ms"][name] = cand.metrics[name]
+        try:
+            m = meter(cand.config, exported, b)
+            if m.stats.median_ms > b.ms:  # confirm a miss with a second measurement: one may be contended
+                rec.setdefault("first_measurements", {})[name] = m.to_dict()
+                m = meter(cand.config, exported, b)
+        except RuntimeUnavailable as exc:
+            rec["unmeasured"][name] = str(exc)
+            continue
+        rec["measured_ms"][name] = m.stats.median_ms
+        rec.setdefault("measurements", {})[name] = m.to_dict()
+        rec["_measured"].append((b, m))
+        if m.stats.median_ms > b.ms:
+            rec.setdefault("over_budget_pct", {})[name] = 100 * (m.stats.median_ms / b.ms - 1)
+        elif m.stats.median_ms < under * b.ms <= cand.metrics[name]:
+            rec.setdefault("under_budget_pct", {})[name] = 100 * (1 - m.stats.median_ms / b.ms)
+            rec["_wasted"].append((b, m))
+    rec["met"] = "over_budget_pct" not in rec
+    return rec

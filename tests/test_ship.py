@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import model_zoo
@@ -82,54 +84,68 @@ def recorded(ms: float, rk: RuntimeKey) -> Measurement:
                        rk.batch, (1, 1, 28, 28), QUICK, 0.0, time.time())
 
 
-def test_closed_loop_recovers_from_a_wrong_table(shipyard, tmp_path):
-    """Quarter the stored correction: the first pick runs 4x slower than predicted and misses; the loop must
-    confirm the miss, store it as a calibration sample, refit, choose again, and ship a subnet that meets.
-
-    Deterministic whatever this machine's speed: the device's true latency is a known linear function of the
-    table's layer sum, the calibration samples are that function, and the loop's measurements of the real
-    exported artifacts are replayed from it. The accuracy objective is "more MACs is better"."""
-    ctx, good = shipyard
-    table = tmp_path / "wrong.sqlite"
-    table.write_bytes(good.read_bytes())
+def known_device(ctx: CheckpointContext, good: Path, path: Path, scale: float):
+    """A copy of ``good`` whose calibration describes a device with a known latency, ``truth(cfg)`` (a linear
+    function of the table's layer sum), and whose stored correction predicts ``scale`` times that."""
+    path.write_bytes(good.read_bytes())
     spec = ctx.supernet.spec
     sid = spec_id(spec.to_dict())
-    with LatencyTable(table) as t:
+    with LatencyTable(path) as t:
         rk = next(iter({e.runtime for e in t.entries("local")}))
         raw = LatencyPredictor(spec, {e.key: e.median_ms for e in t.entries("local", rk)}, Correction(), "local", rk)
 
-        def truth(cfg) -> float:
+        def truth(cfg: SubnetConfig) -> float:
             return float(1.3 * raw.predict_raw([cfg])[0] + 0.05)
 
         for c in t.calibration("local", rk, sid):
             t.add_calibration("local", sid, c.subnet, recorded(truth(SubnetConfig.from_json(c.subnet)), rk))
         exact = refit(t, table_recipe(t, spec.to_dict()), "local", rk)
-        t.put_correction("local", rk, sid, {**exact, "coef": [0.25 * c for c in exact["coef"]]})
+        t.put_correction("local", rk, sid, {**exact, "coef": [scale * c for c in exact["coef"]]})
+    return truth, rk, sid
+
+
+def replay(truth, calls: list, budget: Budget | None = None):
+    """A meter that times a real exported artifact by replaying ``truth``; it records what it measured."""
+    def meter(cfg, artifact, b):
+        assert (budget is None or b == budget) and artifact.path.is_file() and artifact.target == "onnx"
+        calls.append(cfg.to_json())
+        return recorded(truth(cfg), RuntimeKey("onnxruntime", "CPUExecutionProvider"))
+    return meter
+
+
+def macs_specializer(ctx: CheckpointContext, table: Path) -> Specializer:
+    spz = Specializer(ctx, table, [("local", "onnxruntime")], accuracy_samples=20)
+    spz.accuracy = MacsObjective(CostGrid.build(ctx.supernet.spec))
+    return spz
+
+
+def test_closed_loop_recovers_from_a_wrong_table(shipyard, tmp_path):
+    """Quarter the stored correction: the first pick runs 4x slower than predicted and misses; the loop must
+    confirm the miss, store it as a calibration sample, refit, choose again, and ship a subnet that meets.
+
+    Deterministic whatever this machine's speed: the device's true latency is a known function, and the
+    loop's measurements of the real exported artifacts are replayed from it. The accuracy objective is
+    "more MACs is better"."""
+    ctx, good = shipyard
+    table = tmp_path / "wrong.sqlite"
+    truth, rk, sid = known_device(ctx, good, table, 0.25)
     big, small = ctx.supernet.space.largest(), ctx.supernet.space.smallest()
     budget = Budget("local", "onnxruntime", 0.6 * truth(big))
     assert truth(small) < budget.ms < truth(big)
     calls = []
-
-    def meter(cfg, artifact, b):
-        assert b == budget and artifact.path.is_file() and artifact.target == "onnx"
-        calls.append(cfg.to_json())
-        return recorded(truth(cfg), rk)
-
-    spz = Specializer(ctx, table, [("local", "onnxruntime")], accuracy_samples=20)
-    spz.accuracy = MacsObjective(CostGrid.build(spec))
     out = tmp_path / "m.onnx"
-    report = ship(spz, [budget], "onnx", out, retries=4, meter=meter)
+    report = ship(macs_specializer(ctx, table), [budget], "onnx", out, retries=4, meter=replay(truth, calls, budget))
     first, last = report.attempts[0], report.attempts[-1]
     missed = json.dumps(first["config"], separators=(",", ":"))
     assert len(report.attempts) == 2 and first["met"] is False and last["met"] is True and report.met is True
     assert first["predicted_ms"][LAT] == pytest.approx(0.25 * first["measured_ms"][LAT], rel=1e-6)
     assert calls == [missed, missed, report.final.config.to_json()]  # the miss was confirmed; the pick measured
-    assert last["measured_ms"][LAT] == pytest.approx(last["predicted_ms"][LAT], rel=1e-6) and \
-        last["measured_ms"][LAT] <= budget.ms
+    assert report.shipped is last and last["measured_ms"][LAT] <= budget.ms
+    assert last["measured_ms"][LAT] == pytest.approx(last["predicted_ms"][LAT], rel=1e-6)
     with LatencyTable(table) as t:  # the miss was stored as a calibration sample and the correction refitted
         samples = {c.subnet: c.measured_ms for c in t.calibration("local", rk, sid)}
         assert samples[missed] == first["measured_ms"][LAT] == truth(SubnetConfig.from_json(missed))
-    refitted = LatencyPredictor.load(table, "local", rk, spec)
+    refitted = LatencyPredictor.load(table, "local", rk, ctx.supernet.spec)
     assert refitted.predict([SubnetConfig.from_json(missed)])[0] == pytest.approx(truth(SubnetConfig.from_json(missed)),
                                                                                 rel=1e-6)
     side = json.loads(sidecar_path(out).read_text())
@@ -137,6 +153,64 @@ def test_closed_loop_recovers_from_a_wrong_table(shipyard, tmp_path):
     assert side["budget_met"] is True and side["measured_latency_ms"][LAT] == last["measured_ms"][LAT]
     assert side["export"]["max_abs_diff"] <= 1e-4 and side["versions"]["onnxruntime"]
     assert side["input"]["mean"] == [0.2] and len(side["closed_loop"]) == len(report.attempts)
+
+
+def test_closed_loop_uses_a_wasted_budget(shipyard, tmp_path):
+    """The table predicts twice the device's latency (the machine sped up since it was built): the first pick
+    meets its budget with half of it unused. The loop stores that measurement, refits, and ships a bigger
+    subnet that still meets the budget and uses at least 80% of it."""
+    ctx, good = shipyard
+    table = tmp_path / "slow.sqlite"
+    truth, rk, sid = known_device(ctx, good, table, 2.0)
+    big, small = ctx.supernet.space.largest(), ctx.supernet.space.smallest()
+    budget = Budget("local", "onnxruntime", 0.5 * (truth(big) + 2 * truth(small)))
+    calls = []
+    report = ship(macs_specializer(ctx, table), [budget], "onnx", tmp_path / "m.onnx", retries=3,
+                  meter=replay(truth, calls, budget))
+    first, last = report.attempts[0], report.attempts[-1]
+    assert first["met"] is True and first["measured_ms"][LAT] < 0.8 * budget.ms <= first["predicted_ms"][LAT]
+    assert first["under_budget_pct"][LAT] > 20 and len(calls) == len(report.attempts) == 2
+    assert report.met is True and report.shipped is last and 0.8 * budget.ms <= last["measured_ms"][LAT] <= budget.ms
+    assert report.final.metrics["macs"] > CostGrid.build(ctx.supernet.spec).macs(
+        ConfigBatch.from_configs(ctx.supernet.space, [SubnetConfig.from_dict(first["config"])]))[0]
+    with LatencyTable(table) as t:
+        samples = {c.subnet: c.measured_ms for c in t.calibration("local", rk, sid)}
+    assert samples[json.dumps(first["config"], separators=(",", ":"))] == first["measured_ms"][LAT]
+
+
+def test_closed_loop_ships_the_best_subnet_that_met(shipyard, tmp_path):
+    """A pick well under a roomy budget is not re-searched (nothing better exists). When every attempt after
+    a wasteful first one misses, the first subnet is exported again and shipped."""
+    ctx, good = shipyard
+    table = tmp_path / "t.sqlite"
+    truth, rk, _ = known_device(ctx, good, table, 2.0)
+    big, small = ctx.supernet.space.largest(), ctx.supernet.space.smallest()
+    calls = []
+    roomy = Budget("local", "onnxruntime", 3 * truth(big))
+    report = ship(macs_specializer(ctx, table), [roomy], "onnx", tmp_path / "a.onnx", meter=replay(truth, calls))
+    assert len(report.attempts) == 1 and report.met is True and report.final.config == big and len(calls) == 1
+    first_seen: list[SubnetConfig] = []
+
+    def slower_after_the_first(cfg, artifact, b):  # the device slows down 3x after the first pick
+        first_seen[:] = first_seen or [cfg]
+        return recorded(truth(cfg) * (1.0 if cfg == first_seen[0] else 3.0), rk)
+
+    table2 = tmp_path / "t2.sqlite"
+    truth, rk, _ = known_device(ctx, good, table2, 2.0)
+    budget = Budget("local", "onnxruntime", 0.5 * (truth(big) + 2 * truth(small)))
+    out = tmp_path / "b.onnx"
+    report = ship(macs_specializer(ctx, table2), [budget], "onnx", out, retries=2, meter=slower_after_the_first)
+    first = report.attempts[0]
+    assert first["met"] and len(report.attempts) >= 2 and not any(a["met"] for a in report.attempts[1:])
+    assert report.shipped is first and report.met is True and report.final.config == first_seen[0]
+    side = json.loads(sidecar_path(out).read_text())
+    assert side["config"] == first["config"] and side["shipped_attempt"] == 1 and side["budget_met"] is True
+    x = ctx.real_inputs(report.final.config, 1)
+    with torch.no_grad():
+        ref = ctx.subnet(report.final.config)(x).numpy()
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - ref).max() <= 1e-4  # the file on disk is the first subnet, exported again
 
 
 def test_closed_loop_gives_up_after_its_retries(shipyard, tmp_path):
