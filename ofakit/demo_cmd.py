@@ -20,7 +20,7 @@ from elastic.batch import ConfigBatch
 from ofakit.plots import plot_front
 from ofakit.profile_cmd import _run_build, fail, resolve_recipe
 from ofakit.search import BudgetError, fastest_candidate
-from ofakit.search_cmd import specializer
+from ofakit.search_cmd import drift_json, specializer
 from ofakit.ship import export_subnet, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
@@ -75,7 +75,8 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
     png = plot_front(front, metric.name, workdir / "pareto.png", chosen, [r["budget_ms"] for r in rows], measured,
                      title=f"{checkpoint} on this machine ({runtime}, 1 thread)")
     result = {"checkpoint": checkpoint, "table": str(table), "table_build": build.__dict__,
-              "accuracy_predictor": spz.accuracy_report, "latency_range_ms": [lo, hi], "rows": rows,
+              "accuracy_predictor": spz.accuracy_report, "drift": drift_json(spz), "latency_range_ms": [lo, hi],
+              "rows": rows,
               "pareto_png": str(png)}
     if as_json:
         typer.echo(json.dumps(result, indent=2))

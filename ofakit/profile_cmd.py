@@ -16,9 +16,11 @@ from rich.table import Table
 import model_zoo
 from elastic import MobileNetV3Spec
 from profilers import builder
+from profilers.drift import check_drift
 from profilers.layers import space_layers
 from profilers.record import Protocol
-from profilers.runtimes import LOCAL, list_runtimes, open_runtime
+from profilers.runtimes import LOCAL, RuntimeUnavailable, list_runtimes, open_runtime
+from profilers.runtimes.remote import AgentError
 from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, spec_id
 
 profile_app = typer.Typer(no_args_is_help=True, help="Device latency tables: build, refresh, show, share.")
@@ -196,18 +198,25 @@ def table_summary(path: Path) -> dict:
                              "oldest_age_s": time.time() - min(e.measured_at for e in es),
                              "calibration_samples": len(t.calibration(dev, rk, sid)),
                              "correction": t.correction(dev, rk, sid),
+                             "drift": (t.drift(dev, rk, sid) or [None])[-1],
                              "contended": sum(e.load_avg > max(1.0, devices[dev]["cores"] - 1) for e in es)})
     return {"table": str(path), "devices": devices, "recipes": sorted(specs), "tables": rows}
 
 
 @profile_app.command("show")
 def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file."),
+         check: bool = typer.Option(False, "--check-drift", help="Re-time each table's reference subnets now "
+                                     "(seconds each) and record how much faster or slower the machine runs."),
+         token_file: Path = typer.Option(None, help="Agent token file (to check agents' drift)."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """What a table holds: devices, runtimes, coverage per recipe, calibration quality, staleness."""
+    """What a table holds: devices, runtimes, coverage per recipe, calibration, drift, staleness."""
     if not table.is_file():
         fail(CliError(f"--table {table} does not exist; build one with `ofakit profile build`"))
     try:
         summary = table_summary(table)
+        if check:
+            notes = _check_drifts(table, summary, _token(token_file))
+            summary = {**table_summary(table), "drift_notes": notes}
     except ValueError as exc:
         fail(exc)
     if as_json:
@@ -215,18 +224,39 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
         return
     out = Console(width=None if console.is_terminal else 160)  # pipes get the whole table, not 80 columns
     t = Table(title=f"Latency table {table}")
-    for col in ("device", "runtime", "recipe", "layers", "calibration", "oldest", "versions"):
+    for col in ("device", "runtime", "recipe", "layers", "calibration", "drift", "oldest", "versions"):
         t.add_column(col, no_wrap=col in ("runtime", "recipe"))
     for r in summary["tables"]:
-        c = r["correction"]
+        c, d = r["correction"], r["drift"]
         cal = (f"{r['calibration_samples']} subnets, LOO {100 * c['loo_mape']:.1f}%" if c and c.get("loo_mape")
                is not None else f"{r['calibration_samples']} subnets")
-        t.add_row(r["device"], r["runtime"], r["recipe"], f"{r['measured']}/{r['layers']}", cal,
+        drift = "-" if d is None else f"{d['ratio']:.2f}x ({(time.time() - d['measured_at']) / 60:.0f} min ago)"
+        t.add_row(r["device"], r["runtime"], r["recipe"], f"{r['measured']}/{r['layers']}", cal, drift,
                   f"{r['oldest_age_s'] / 86400:.1f} d", ", ".join(r["runtime_versions"]))
     out.print(t)
+    for note in summary.get("drift_notes", []):
+        out.print(f"drift not checked: {note}")
+    out.print("drift: latency of the reference subnets now / when calibrated (above 1: slower now); "
+              "`ofakit search` and `ship` re-time them and rescale before searching")
     for name, info in summary["devices"].items():
         out.print(f"[bold]{name}[/]: {info['cpu']} ({info['cores']} cores), {info['os']}"
                   + (f", GPU {info['gpu']}" if info.get("gpu") else "") + f", fingerprint {info['fingerprint']}")
+
+
+def _check_drifts(table: Path, summary: dict, token: str | None) -> list[str]:
+    """Re-time the reference subnets of every calibrated (device, runtime, recipe) that can run; notes on the rest."""
+    notes = []
+    with LatencyTable(table) as t:
+        specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in t.recipes()}
+    for r in summary["tables"]:
+        if not r["calibration_samples"]:
+            continue
+        try:
+            rt = open_runtime(r["runtime"].split("/")[0], r["device"], token)
+            check_drift(table, specs[r["recipe"]], r["device"], rt, r["runtime"])
+        except (RuntimeUnavailable, AgentError, ValueError) as exc:
+            notes.append(f"{r['device']} {r['runtime']} {r['recipe']}: {exc}")
+    return notes
 
 
 @profile_app.command("export")

@@ -35,11 +35,15 @@ MAX_PARAMS = typer.Option(None, help="Also cap parameters (millions).")
 SAMPLES = typer.Option(DEFAULT_ACCURACY_SAMPLES, help="Measured subnets for the accuracy predictor (cached).")
 SEED = typer.Option(0, help="Seed of sampling, predictor training and search.")
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+DRIFT = typer.Option(True, "--drift-check/--no-drift-check",
+                     help="Re-time the table's reference subnets first and rescale predictions by the drift.")
 
 
 def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: int, seed: int,
-                quiet: bool) -> Specializer:
-    """Load everything a search needs, with a progress bar while the accuracy dataset is measured (if it is)."""
+                quiet: bool, drift: bool = True, token: str | None = None) -> Specializer:
+    """Load everything a search needs, with a progress bar while the accuracy dataset is measured (if it is);
+    with ``drift``, re-time each budget's reference subnets and rescale its predictor (skipped, with a
+    warning, where the runtime cannot run)."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=quiet)
     task: dict[str, int] = {}
@@ -51,11 +55,26 @@ def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: in
         bar.update(task["t"], completed=done)
 
     try:
-        return Specializer(CheckpointContext(checkpoint), table, [(b.device, b.runtime) for b in budgets], samples,
-                           seed, update)
+        spz = Specializer(CheckpointContext(checkpoint), table, [(b.device, b.runtime) for b in budgets], samples,
+                          seed, update)
     finally:
         if task:
             bar.stop()
+    for dev, rt in dict.fromkeys((b.device, b.runtime) for b in budgets) if drift else ():
+        try:
+            with console.status(f"re-timing reference subnets on {dev}/{rt} (drift check)..."):
+                check = spz.check_drift(dev, rt, token=token)
+        except (RuntimeUnavailable, AgentError, ValueError) as exc:
+            console.print(f"warning: drift not checked on {dev}/{rt}: {exc}")
+            continue
+        if not quiet:
+            console.print(f"drift on {dev}/{rt}: latency now {check.ratio:.2f}x the table's; predictions rescaled")
+    return spz
+
+
+def drift_json(spz: Specializer) -> dict[str, Any]:
+    """The ``--json`` record of the drift checks made."""
+    return {k: c.to_dict() for k, c in spz.drift_checks.items()}
 
 
 def budgets_of(device: str, runtime: str, latency_ms: float, also: list[str] | None) -> list[Budget]:
@@ -77,13 +96,14 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
            pareto: bool = typer.Option(False, "--pareto", help="Also print the accuracy-vs-latency Pareto front."),
            population: int = typer.Option(100, help="Evolution population."),
            generations: int = typer.Option(500, help="Evolution generations."),
-           samples: int = SAMPLES, seed: int = SEED,
+           samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT,
+           token_file: Path = typer.Option(None, help="Agent token file (budgets on agent URLs)."),
            out: Path = typer.Option(Path("ofakit-search"), help="Directory for subnet.json and front.png."),
            as_json: bool = JSON) -> None:
     """The most accurate subnet within a latency budget (predicted), as JSON plus a front PNG."""
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
-        spz = specializer(checkpoint, table, budgets, samples, seed, as_json)
+        spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, _token(token_file))
         cons = spz.constraints(budgets, max_macs and max_macs * 1e6, max_params and max_params * 1e6)
         result = spz.search(cons, EvolutionSettings(population=population, generations=generations))
         front, front_s = spz.pareto(budgets[0].metric_name, cons[1:])
@@ -92,7 +112,8 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
     primary = budgets[0].metric_name
     record = candidate_json(result.best, primary, {
         "constraints": list(result.constraints), "search_seconds": result.seconds,
-        "accuracy_predictor": spz.accuracy_report, "latency_predictor": spz.latency[primary].describe()})
+        "accuracy_predictor": spz.accuracy_report, "latency_predictor": spz.latency[primary].describe(),
+        "drift": drift_json(spz)})
     if pareto:
         record["front"] = [candidate_json(c, primary) for c in front]
     out.mkdir(parents=True, exist_ok=True)
@@ -172,12 +193,12 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
              out: Path = typer.Option(..., help="Artifact path."),
              retries: int = typer.Option(3, help="Re-searches after a missed budget."),
              token_file: Path = typer.Option(None, help="Agent token file (remote devices)."),
-             samples: int = SAMPLES, seed: int = SEED, as_json: bool = JSON) -> None:
+             samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, as_json: bool = JSON) -> None:
     """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
         token = _token(token_file)
-        spz = specializer(checkpoint, table, budgets, samples, seed, as_json)
+        spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
 
         def show(rec: dict[str, Any]) -> None:
             if not as_json:
@@ -195,7 +216,8 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {
         "measured_latency_ms": report.shipped["measured_ms"], "budget_met": report.met,
-        "artifact": str(report.artifact.path), "sidecar": str(report.sidecar), "attempts": len(report.attempts)})
+        "artifact": str(report.artifact.path), "sidecar": str(report.sidecar), "attempts": len(report.attempts),
+        "drift": drift_json(spz)})
     if as_json:
         typer.echo(json.dumps(record, indent=2))
     else:

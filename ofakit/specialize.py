@@ -8,7 +8,7 @@ accuracy from :mod:`ofakit.context`, the search algorithms from :mod:`ofakit.sea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,8 +16,10 @@ from elastic.batch import CostGrid
 from ofakit.context import CheckpointContext
 from ofakit.pareto import pareto_front
 from ofakit.search import Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
-from profilers import LatencyPredictor, LatencyTable
+from profilers import LatencyPredictor, LatencyTable, Measurement
 from profilers.builder import refit
+from profilers.drift import DriftCheck, check_drift
+from profilers.runtimes import open_runtime
 from profilers.store import spec_id
 
 
@@ -83,6 +85,7 @@ class Specializer:
         self.space = ctx.supernet.space
         self.spec = ctx.supernet.spec
         self.latency: dict[str, LatencyPredictor] = {}
+        self.drift_checks: dict[str, DriftCheck] = {}
         for device, runtime in dict.fromkeys(targets):
             self.latency[latency_name(device, runtime)] = LatencyPredictor.load(self.table, device, runtime, self.spec)
         self.accuracy, self.accuracy_report = ctx.accuracy_predictor(accuracy_samples, seed, progress)
@@ -112,13 +115,37 @@ class Specializer:
         return pareto_front(self.space, self.accuracy.predict_batch, self.metrics[objective], constraints, self.seed,
                             generations=generations, report=list(self.metrics.values()))
 
-    def recalibrate(self, device: str, runtime: str, cfg_json: str, measurement) -> None:  # noqa: ANN001
-        """Add a whole-subnet measurement to the table's calibration, refit, and reload that predictor."""
+    def check_drift(self, device: str, runtime: str, token: str | None = None) -> DriftCheck:
+        """Re-time the table's reference subnets on ``device``/``runtime`` now and rescale that predictor.
+
+        Raises ``RuntimeUnavailable`` (or an agent error) when the runtime cannot run there, and
+        ``ValueError`` when the table has no calibration subnets to re-time.
+        """
         name = latency_name(device, runtime)
         pred = self.latency[name]
+        rt = open_runtime(runtime, device, token)
+        check = check_drift(self.table, self.spec, device, rt, pred.runtime)
+        self._set_latency(name, pred.rescaled(check.ratio))
+        self.drift_checks[name] = check
+        return check
+
+    def recalibrate(self, device: str, runtime: str, cfg_json: str, measurement: Measurement) -> None:
+        """Add a whole-subnet measurement to the table's calibration, refit, and reload that predictor.
+
+        When that predictor was rescaled for drift, the measurement is stored divided by the drift factor
+        (in the table's own time frame, like the other calibration samples) and the reloaded predictor
+        keeps the factor.
+        """
+        name = latency_name(device, runtime)
+        pred = self.latency[name]
+        if pred.drift != 1.0:
+            measurement = replace(measurement, stats=measurement.stats.scaled(1 / pred.drift))
         with LatencyTable(self.table) as table:
             recipe = table_recipe(table, self.spec.to_dict())
             table.add_calibration(device, spec_id(self.spec.to_dict()), cfg_json, measurement)
             refit(table, recipe, device, pred.runtime)
-        self.latency[name] = LatencyPredictor.load(self.table, device, pred.runtime, self.spec)
-        self.metrics[name] = Metric(name, self.latency[name].predict, "ms")
+        self._set_latency(name, LatencyPredictor.load(self.table, device, pred.runtime, self.spec).rescaled(pred.drift))
+
+    def _set_latency(self, name: str, pred: LatencyPredictor) -> None:
+        self.latency[name] = pred
+        self.metrics[name] = Metric(name, pred.predict, "ms")

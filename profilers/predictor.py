@@ -10,7 +10,9 @@ whole-subnet measurements (relative least squares; fewer features when there are
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,9 @@ class Correction:
         samples: Whole-subnet measurements the fit used.
         fit_mape: Mean absolute percentage error on those samples.
         loo_mape: Leave-one-out MAPE (an honest estimate of the error on new subnets), when computable.
+        floor: Predictions are at least ``floor`` times the raw layer sum: half the lowest ratio of measured
+            latency to layer sum among the samples. A linear fit with an offset, extrapolated from a few
+            noisy samples, may otherwise predict a tiny or negative latency for a subnet outside them.
     """
 
     features: tuple[str, ...] = ("layer_sum_ms",)
@@ -46,15 +51,17 @@ class Correction:
     samples: int = 0
     fit_mape: float | None = None
     loo_mape: float | None = None
+    floor: float = 0.0
 
     def apply(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
         """The corrected latency for feature arrays keyed by name."""
-        return sum(c * feats[f] for f, c in zip(self.features, self.coef))
+        out = sum(c * feats[f] for f, c in zip(self.features, self.coef))
+        return np.maximum(out, self.floor * feats["layer_sum_ms"]) if self.floor else out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"features": list(self.features), "coef": list(self.coef), "samples": self.samples,
-                "fit_mape": self.fit_mape, "loo_mape": self.loo_mape}
+                "fit_mape": self.fit_mape, "loo_mape": self.loo_mape, "floor": self.floor}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Correction":
@@ -63,7 +70,7 @@ class Correction:
         if bad or len(data["features"]) != len(data["coef"]):
             raise ValueError(f"stored correction has unknown features {bad} or mismatched coefficients")
         return cls(tuple(data["features"]), tuple(float(c) for c in data["coef"]), int(data["samples"]),
-                   data.get("fit_mape"), data.get("loo_mape"))
+                   data.get("fit_mape"), data.get("loo_mape"), float(data.get("floor", 0.0)))
 
 
 def _lstsq_rel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -85,6 +92,7 @@ def fit_correction(feats: Mapping[str, np.ndarray], measured: np.ndarray) -> Cor
     if not np.all(y > 0):
         raise ValueError("calibration latencies must be positive milliseconds")
     choices = [FEATURES, ("layer_sum_ms", "one"), ("layer_sum_ms",)]
+    floor = 0.5 * float(np.min(y / np.asarray(feats["layer_sum_ms"], dtype=np.float64)))
     fits = []
     for names in (c for c in choices if n >= {3: 6, 2: 3, 1: 1}[len(c)]):
         x = np.stack([np.asarray(feats[f], dtype=np.float64) for f in names], 1)
@@ -96,19 +104,23 @@ def fit_correction(feats: Mapping[str, np.ndarray], measured: np.ndarray) -> Cor
         if n > len(names) + 1:
             errs = [abs(x[i] @ _lstsq_rel(np.delete(x, i, 0), np.delete(y, i)) / y[i] - 1) for i in range(n)]
             loo = float(np.mean(errs))
-        fits.append(Correction(names, tuple(float(c) for c in coef), n, fit, loo))
+        fits.append(Correction(names, tuple(float(c) for c in coef), n, fit, loo, floor))
     if fits:  # the model that generalises best (leave-one-out), the richest one when LOO is not computable
         return min(fits, key=lambda c: (c.loo_mape is None, c.loo_mape or 0.0))
     scale = float(np.median(y / np.asarray(feats["layer_sum_ms"])))
-    return Correction(("layer_sum_ms",), (scale,), n, None, None)
+    return Correction(("layer_sum_ms",), (scale,), n, None, None, floor)
 
 
 class LatencyPredictor:
     """Predicts whole-subnet latency (ms) of one space on one device and runtime configuration.
 
     Build with :meth:`load`. Attributes: ``spec``, ``device``, ``runtime`` (:class:`RuntimeKey`),
-    ``correction`` (:class:`Correction`), ``stat`` (which layer statistic is summed).
+    ``correction`` (:class:`Correction`), ``stat`` (which layer statistic is summed), ``drift`` (the factor
+    predictions are multiplied by: how much slower the machine is now than when its table was calibrated;
+    1.0 unless :meth:`rescaled`).
     """
+
+    drift: float = 1.0
 
     def __init__(self, spec: MobileNetV3Spec, layer_ms: Mapping[str, float], correction: Correction,
                  device: str = "local", runtime: RuntimeKey | None = None, stat: str = "median_ms"):
@@ -187,13 +199,22 @@ class LatencyPredictor:
         """Calibrated whole-subnet latency in milliseconds, one per config (or per row of a ConfigBatch)."""
         if isinstance(cfgs, SubnetConfig):
             cfgs = [cfgs]
-        return self.correction.apply(self.features(cfgs))
+        out = self.correction.apply(self.features(cfgs))
+        return out * self.drift if self.drift != 1.0 else out
+
+    def rescaled(self, drift: float) -> "LatencyPredictor":
+        """A copy whose predictions are multiplied by ``drift`` (see :func:`profilers.drift.check_drift`)."""
+        if not (isinstance(drift, (int, float)) and math.isfinite(drift) and drift > 0):
+            raise ValueError(f"drift={drift!r} must be a positive factor")
+        twin = copy.copy(self)
+        twin.drift = float(drift)
+        return twin
 
     def describe(self) -> dict[str, Any]:
-        """What this predictor is: device, runtime, statistic, calibration."""
+        """What this predictor is: device, runtime, statistic, calibration, drift factor."""
         return {"device": self.device, "runtime": self.runtime.label() if self.runtime else None, "stat": self.stat,
                 "spec_id": spec_id(self.spec.to_dict()), "correction": self.correction.to_dict(),
-                "loaded_at": time.time()}
+                "drift": self.drift, "loaded_at": time.time()}
 
 
 def resolve_runtime(table: LatencyTable, runtime: str | RuntimeKey, device: str) -> RuntimeKey:

@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -154,6 +154,10 @@ class Stats:
     min_ms: float
     runs: int
     blocks: int
+
+    def scaled(self, factor: float) -> "Stats":
+        """These statistics with every latency multiplied by ``factor`` (counts unchanged)."""
+        return replace(self, **{f.name: getattr(self, f.name) * factor for f in fields(self) if f.name.endswith("_ms")})
 
     @classmethod
     def of(cls, times_s: Sequence[float], blocks: int) -> "Stats":

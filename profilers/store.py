@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS calibrations (device_id INTEGER NOT NULL REFERENCES d
 CREATE TABLE IF NOT EXISTS corrections (device_id INTEGER NOT NULL REFERENCES devices(id),
     runtime_id INTEGER NOT NULL REFERENCES runtimes(id), spec_id TEXT NOT NULL, model TEXT NOT NULL,
     fitted_at REAL NOT NULL, PRIMARY KEY (device_id, runtime_id, spec_id));
+CREATE TABLE IF NOT EXISTS drift_checks (device_id INTEGER NOT NULL REFERENCES devices(id),
+    runtime_id INTEGER NOT NULL REFERENCES runtimes(id), spec_id TEXT NOT NULL, ratio REAL NOT NULL,
+    detail TEXT NOT NULL, measured_at REAL NOT NULL, PRIMARY KEY (device_id, runtime_id, spec_id, measured_at));
 """
 
 
@@ -239,6 +242,25 @@ class LatencyTable:
                        (dev, rt, sid, json.dumps(dict(model), sort_keys=True), time.time()))
 
     # ---------------------------------------------------------------- reads
+    def add_drift(self, device: str, runtime: RuntimeKey, sid: str, ratio: float, detail: Mapping[str, Any],
+                  measured_at: float) -> None:
+        """Record a drift check: reference subnets re-timed now ran ``ratio`` times their stored latency."""
+        with self._write() as db:
+            dev = self._device_id(db, device, None, True)
+            rt = self._runtime_id(db, runtime, True)
+            db.execute("INSERT OR REPLACE INTO drift_checks VALUES (?, ?, ?, ?, ?, ?)",
+                       (dev, rt, sid, float(ratio), json.dumps(dict(detail), sort_keys=True), measured_at))
+
+    def drift(self, device: str, runtime: RuntimeKey, sid: str) -> list[dict[str, Any]]:
+        """Drift checks of a device, runtime configuration and spec, oldest first (local observations: they
+        are not exported with the table)."""
+        rows = self._db.execute(
+            "SELECT x.ratio, x.detail, x.measured_at FROM drift_checks x JOIN devices d ON d.id = x.device_id "
+            "JOIN runtimes r ON r.id = x.runtime_id WHERE d.name = ? AND r.name = ? AND r.provider = ? AND "
+            "r.threads = ? AND r.precision = ? AND r.batch = ? AND x.spec_id = ? ORDER BY x.measured_at",
+            (device, *asdict(runtime).values(), sid)).fetchall()
+        return [{"ratio": r[0], **json.loads(r[1]), "measured_at": r[2]} for r in rows]
+
     def devices(self) -> dict[str, DeviceInfo]:
         """Devices in the table with their hardware description."""
         rows = self._db.execute("SELECT name, info FROM devices ORDER BY name").fetchall()

@@ -197,6 +197,15 @@ def test_fit_correction_recovers_a_known_relation():
     two = fit_correction({"layer_sum_ms": s[:2], "weights_m": w[:2], "one": np.ones(2)}, 2 * s[:2])
     assert two.features == ("layer_sum_ms",) and two.coef[0] == pytest.approx(2.0)
     assert fit_correction({}, np.array([])) == Correction()
+    # a strongly negative offset fits the samples but would predict a negative latency for a subnet whose
+    # layer sum lies below them: the floor (half the lowest measured/layer-sum ratio) bounds it
+    s3 = np.array([2.0, 3.0, 4.0, 5.0])
+    neg = fit_correction({"layer_sum_ms": s3, "one": np.ones(4)}, 2.0 * s3 - 3.0)
+    assert neg.features == ("layer_sum_ms", "one") and neg.floor == pytest.approx(0.5 * 1.0 / 2.0)
+    np.testing.assert_allclose(neg.apply({"layer_sum_ms": np.array([1.0, 4.0]), "one": np.ones(2)}), [0.25, 5.0])
+    assert Correction.from_dict(neg.to_dict()) == neg
+    old = {k: v for k, v in neg.to_dict().items() if k != "floor"}  # stored before floors existed
+    assert Correction.from_dict(old).floor == 0.0
     with pytest.raises(ValueError, match="positive"):
         fit_correction({"layer_sum_ms": s[:3]}, np.array([1.0, -1.0, 2.0]))
 

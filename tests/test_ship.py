@@ -100,7 +100,8 @@ def known_device(ctx: CheckpointContext, good: Path, path: Path, scale: float):
         for c in t.calibration("local", rk, sid):
             t.add_calibration("local", sid, c.subnet, recorded(truth(SubnetConfig.from_json(c.subnet)), rk))
         exact = refit(t, table_recipe(t, spec.to_dict()), "local", rk)
-        t.put_correction("local", rk, sid, {**exact, "coef": [scale * c for c in exact["coef"]]})
+        t.put_correction("local", rk, sid, {**exact, "coef": [scale * c for c in exact["coef"]],
+                                            "floor": scale * exact["floor"]})
     return truth, rk, sid
 
 
@@ -213,6 +214,26 @@ def test_closed_loop_ships_the_best_subnet_that_met(shipyard, tmp_path):
     assert np.abs(got - ref).max() <= 1e-4  # the file on disk is the first subnet, exported again
 
 
+def test_recalibration_under_drift_stores_the_table_frame(shipyard, tmp_path):
+    """With a predictor rescaled for drift (the machine runs 2x slower now), a closed-loop measurement is
+    stored divided by the drift, like the samples measured at build time, and the refitted predictor keeps
+    the factor."""
+    ctx, good = shipyard
+    table = tmp_path / "t.sqlite"
+    truth, rk, sid = known_device(ctx, good, table, 1.0)
+    spz = macs_specializer(ctx, table)
+    spz._set_latency(LAT, spz.latency[LAT].rescaled(2.0))
+    cfg = ctx.supernet.space.largest()
+    before = float(spz.latency[LAT].predict([cfg])[0])
+    assert before == pytest.approx(2 * truth(cfg), rel=1e-6)
+    spz.recalibrate("local", "onnxruntime", cfg.to_json(), recorded(2 * truth(cfg), rk))
+    with LatencyTable(table) as t:
+        samples = {c.subnet: c.measured_ms for c in t.calibration("local", rk, sid)}
+    assert samples[cfg.to_json()] == pytest.approx(truth(cfg), rel=1e-12)
+    assert spz.latency[LAT].drift == 2.0 and float(spz.latency[LAT].predict([cfg])[0]) == pytest.approx(before, rel=1e-6)
+    assert spz.metrics[LAT].fn is not None and spz.metrics[LAT].name == LAT
+
+
 def test_closed_loop_gives_up_after_its_retries(shipyard, tmp_path):
     """A device slower than any table can say (every measurement over the budget): bounded retries, each miss
     confirmed and stored, the report and the sidecar say the budget was not met."""
@@ -245,6 +266,7 @@ def test_cli_search_export_json(shipyard, tmp_path):
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout)
     assert {"config", "predicted_latency_ms", "predicted_accuracy", "macs", "params", "front"} <= set(rec)
+    assert rec["drift"][LAT]["ratio"] > 0 and rec["latency_predictor"]["drift"] == rec["drift"][LAT]["ratio"]
     assert rec["predicted_latency_ms"] <= 1000  # every subnet fits: the pick is the most accurate one found
     assert rec["predicted_accuracy"] >= max(f["predicted_accuracy"] for f in rec["front"]) - 1e-3
     assert (tmp_path / "s" / "front.png").stat().st_size > 1000
@@ -255,7 +277,7 @@ def test_cli_search_export_json(shipyard, tmp_path):
     assert Path(exp["artifact"]).is_file() and exp["max_abs_diff"] <= 1e-4
     assert json.loads(Path(exp["sidecar"]).read_text())["config"] == rec["config"]
     res = run(app, ["search", *base, "--latency-ms", "0.0001", "--json"])
-    assert res.exit_code == 2 and "no subnet meets the budget" in res.stderr and "cheapest subnet" in res.stderr
+    assert res.exit_code == 2 and "no subnet meets the budget" in res.stderr and "cheapest subnet" in res.stderr, res.output
     res = run(app, ["search", *base, "--latency-ms", "1", "--also", "local,onnxruntime", "--json"])
     assert res.exit_code == 2 and "must be DEVICE,RUNTIME,MS" in res.stderr
     res = run(app, ["export", "--checkpoint", ctx.name, "--subnet", str(tmp_path / "s" / "subnet.json"),
