@@ -17,7 +17,7 @@ from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.profile_cmd import _token, fail
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
-from ofakit.ship import export_subnet, ship
+from ofakit.ship import export_subnet, rerank, ship, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.runtimes import RuntimeUnavailable
@@ -35,6 +35,8 @@ MAX_PARAMS = typer.Option(None, help="Also cap parameters (millions).")
 SAMPLES = typer.Option(DEFAULT_ACCURACY_SAMPLES, help="Measured subnets for the accuracy predictor (cached).")
 SEED = typer.Option(0, help="Seed of sampling, predictor training and search.")
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+MEASURE = typer.Option(True, "--measure/--no-measure", help="Time a shortlist around the budget and pick the "
+                       "most accurate subnet measured within it.")
 DRIFT = typer.Option(True, "--drift-check/--no-drift-check",
                      help="Re-time the table's reference subnets first and rescale predictions by the drift.")
 
@@ -72,6 +74,24 @@ def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: in
     return spz
 
 
+def measured_pick(spz: Specializer, budgets: list[Budget], caps: tuple[float | None, float | None],
+                  settings: EvolutionSettings, token: str | None, predicted: Candidate
+                  ) -> tuple[Candidate, list[dict[str, Any]] | None]:
+    """The most accurate subnet of a shortlist measured within every budget; the predicted pick (with a
+    warning) when the runtime cannot run or no candidate measured within the budgets."""
+    cands = spz.shortlist(budgets, *caps, settings)
+    try:
+        with console.status(f"timing {len(cands)} candidates around the budget..."):
+            best, rows = rerank(cands, budgets, lambda cfgs, b: time_candidates(spz, cfgs, b, token))
+    except (RuntimeUnavailable, AgentError) as exc:
+        console.print(f"warning: candidates not measured ({exc}); the pick is predicted only")
+        return predicted, None
+    if best is None:
+        console.print("warning: no candidate measured within the budget now; the pick is predicted only "
+                      "(`ofakit ship` measures, recalibrates and searches again)")
+    return best or predicted, rows
+
+
 def drift_json(spz: Specializer) -> dict[str, Any]:
     """The ``--json`` record of the drift checks made."""
     return {k: c.to_dict() for k, c in spz.drift_checks.items()}
@@ -97,28 +117,38 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
            population: int = typer.Option(100, help="Evolution population."),
            generations: int = typer.Option(500, help="Evolution generations."),
            samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT,
+           measure: bool = MEASURE,
            token_file: Path = typer.Option(None, help="Agent token file (budgets on agent URLs)."),
            out: Path = typer.Option(Path("ofakit-search"), help="Directory for subnet.json and front.png."),
            as_json: bool = JSON) -> None:
-    """The most accurate subnet within a latency budget (predicted), as JSON plus a front PNG."""
+    """The most accurate subnet within a latency budget, as JSON plus a front PNG.
+
+    With ``--measure`` (the default where the budget's runtime can run) a shortlist around the budget is
+    timed interleaved and the most accurate candidate measured within every budget is the pick.
+    """
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
-        spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, _token(token_file))
-        cons = spz.constraints(budgets, max_macs and max_macs * 1e6, max_params and max_params * 1e6)
-        result = spz.search(cons, EvolutionSettings(population=population, generations=generations))
-        front, front_s = spz.pareto(budgets[0].metric_name, cons[1:])
+        token = _token(token_file)
+        spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
+        caps = (max_macs and max_macs * 1e6, max_params and max_params * 1e6)
+        settings = EvolutionSettings(population=population, generations=generations)
+        result = spz.search(spz.constraints(budgets, *caps), settings)
+        pick, shortlist = measured_pick(spz, budgets, caps, settings, token, result.best) if measure else \
+            (result.best, None)
+        front, front_s = spz.pareto(budgets[0].metric_name, spz.constraints(budgets, *caps)[1:])
     except (ValueError, BudgetError) as exc:
         fail(exc)
     primary = budgets[0].metric_name
-    record = candidate_json(result.best, primary, {
+    record = candidate_json(pick, primary, {
         "constraints": list(result.constraints), "search_seconds": result.seconds,
         "accuracy_predictor": spz.accuracy_report, "latency_predictor": spz.latency[primary].describe(),
-        "drift": drift_json(spz)})
+        "drift": drift_json(spz), "shortlist": shortlist,
+        "measured_latency_ms": next((r["measured_ms"] for r in shortlist or () if r["picked"]), None)})
     if pareto:
         record["front"] = [candidate_json(c, primary) for c in front]
     out.mkdir(parents=True, exist_ok=True)
     (out / "subnet.json").write_text(json.dumps(record, indent=2) + "\n")
-    png = plot_front(front, primary, out / "front.png", [result.best], [b.ms for b in budgets[:1]],
+    png = plot_front(front, primary, out / "front.png", [pick], [b.ms for b in budgets[:1]],
                      title=f"{checkpoint}: budget {latency_ms:g} ms on {device}/{runtime}")
     if as_json:
         typer.echo(json.dumps(record, indent=2))
@@ -126,7 +156,7 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
     t = Table(title=f"Chosen subnet ({result.seconds:.2f}s search; front {front_s:.2f}s)")
     for col in ("budget", "predicted latency", "predicted accuracy", "MACs", "params", "config"):
         t.add_column(col)
-    b = result.best
+    b = pick
     t.add_row(" & ".join(result.constraints), f"{b.metrics[primary]:.3f} ms", f"{100 * b.accuracy:.2f}%",
               f"{b.metrics['macs'] / 1e6:.2f}M", f"{b.metrics['params'] / 1e6:.2f}M", b.config.to_json())
     Console().print(t)
@@ -193,7 +223,8 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
              out: Path = typer.Option(..., help="Artifact path."),
              retries: int = typer.Option(3, help="Re-searches after a missed budget."),
              token_file: Path = typer.Option(None, help="Agent token file (remote devices)."),
-             samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, as_json: bool = JSON) -> None:
+             samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, measure: bool = MEASURE,
+             as_json: bool = JSON) -> None:
     """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
@@ -211,7 +242,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
                 console.print(f"attempt {rec['attempt']}: {'met' if rec['met'] else 'MISSED'}; " + "; ".join(parts))
 
         report = ship(spz, budgets, target, out, retries, max_macs and max_macs * 1e6,
-                      max_params and max_params * 1e6, token, on_attempt=show)
+                      max_params and max_params * 1e6, token, on_attempt=show, measure_shortlist=measure)
     except (ValueError, BudgetError, ExporterUnavailable) as exc:
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {

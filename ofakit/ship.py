@@ -25,7 +25,8 @@ from elastic.fileio import atomic_write_text
 from ofakit.context import CheckpointContext
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
-from profilers import LOCAL, Measurement, MeasureSpec, Protocol, open_runtime
+from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, open_runtime
+from profilers.builder import time_subnets
 from profilers.runtimes import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,40 @@ def measure(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportResult | 
         return rt.measure(MeasureSpec(thing, shape, protocol=proto))
 
 
+Timer = Callable[[Sequence[SubnetConfig], Budget], list[Measurement]]
+"""Times several subnets interleaved on one budget's device and runtime: ``timer(configs, budget)``."""
+
+
+def time_candidates(spz: Specializer, cfgs: Sequence[SubnetConfig], budget: Budget, token: str | None = None,
+                    protocol: Protocol | None = None) -> list[Measurement]:
+    """Time subnets interleaved on ``budget``'s device and runtime, configured like its table (threads,
+    precision, batch). Raises ``RuntimeUnavailable`` when that runtime cannot run there."""
+    rt = open_runtime(budget.runtime, budget.device, token)
+    reason = rt.unavailable()
+    if reason is not None:
+        raise RuntimeUnavailable(f"unavailable: {budget.runtime} on {budget.device}: {reason}")
+    settings = BuildSettings.for_runtime(spz.latency[budget.metric_name].runtime, protocol)
+    with tempfile.TemporaryDirectory(prefix="ofakit-candidates-") as tmp:
+        return time_subnets(rt, spz.spec, cfgs, settings, Path(tmp))
+
+
+def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer
+           ) -> tuple[Candidate | None, list[dict[str, Any]]]:
+    """Measure candidates on every budget's runtime (interleaved) and pick the most accurate one measured
+    within every budget; ``None`` when none is. Returns the pick and one record per candidate."""
+    rows = [{"config": c.config.to_dict(), "predicted_accuracy": c.accuracy, "predicted_ms": {}, "measured_ms": {}}
+            for c in cands]
+    for b in budgets:
+        for row, c, m in zip(rows, cands, timer([c.config for c in cands], b)):
+            row["predicted_ms"][b.metric_name] = c.metrics[b.metric_name]
+            row["measured_ms"][b.metric_name] = m.stats.median_ms
+    ok = [c for c, row in zip(cands, rows) if all(row["measured_ms"][b.metric_name] <= b.ms for b in budgets)]
+    pick = max(ok, key=lambda c: c.accuracy) if ok else None
+    for c, row in zip(cands, rows):
+        row["picked"] = c is pick
+    return pick, rows
+
+
 @dataclass
 class ShipReport:
     """What the closed loop did: every attempt (predicted vs measured) and the final artifact."""
@@ -149,7 +184,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
          max_macs: float | None = None, max_params: float | None = None, token: str | None = None,
          settings: EvolutionSettings | None = None, precision: str = "fp32", protocol: Protocol | None = None,
          on_attempt: Callable[[dict[str, Any]], None] | None = None, meter: Meter | None = None,
-         under: float = UNDER_BUDGET) -> ShipReport:
+         under: float = UNDER_BUDGET, measure_shortlist: bool = True, timer: Timer | None = None) -> ShipReport:
     """Search, export, measure; re-search after a missed or a wasted budget (at most ``retries`` times).
 
     A miss is confirmed by measuring again (the second measurement counts). It adds the measurement to the
@@ -163,8 +198,14 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
     already measured. The shipped subnet is the most accurate (predicted) one that met every budget, else
     the last one tried.
 
+    With ``measure_shortlist``, each search returns a shortlist (picks at several fractions of the budgets,
+    :meth:`Specializer.shortlist`) timed interleaved on every budget's runtime; the most accurate one measured
+    within the budgets is exported (the single pick at the budget is the subnet whose latency the table
+    underestimates most). Where the runtime cannot run, the predicted pick is used.
+
     ``meter(config, artifact, budget)`` times the exported artifact; by default :func:`measure` on the
-    budget's device (replayed, recorded measurements make the loop's decisions testable).
+    budget's device. ``timer(configs, budget)`` times a shortlist; by default :func:`time_candidates`.
+    Replayed, recorded measurements make the loop's decisions testable.
     """
     if retries < 0:
         raise ValueError(f"retries={retries!r} must be >= 0")
@@ -174,13 +215,17 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
     if meter is None:
         def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement:
             return measure(spz.ctx, cfg, artifact, budget, token, protocol)
+    if timer is None and measure_shortlist:
+        def timer(cfgs: Sequence[SubnetConfig], budget: Budget) -> list[Measurement]:
+            return time_candidates(spz, cfgs, budget, token, protocol)
     full = {b.metric_name: b.ms for b in budgets}
     search_ms = dict(full)
     attempts: list[dict[str, Any]] = []
     tried: dict[SubnetConfig, tuple[Candidate, ExportResult]] = {}
     for attempt in range(retries + 1):
         try:
-            cand = _search(spz, budgets, search_ms, max_macs, max_params, settings, bool(attempts))
+            cand, shortlist = _choose(spz, budgets, search_ms, max_macs, max_params, settings, bool(attempts),
+                                      timer if measure_shortlist else None)
         except BudgetError as exc:
             if not attempts:
                 raise
@@ -193,6 +238,8 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
         exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
         tried[cand.config] = (cand, exported)
         rec = _attempt(cand, budgets, exported, meter, attempt + 1, search_ms, under)
+        if shortlist is not None:
+            rec["shortlist"] = shortlist
         measured, wasted = rec.pop("_measured"), rec.pop("_wasted")
         attempts.append(rec)
         if on_attempt:
@@ -240,6 +287,23 @@ def _search(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, fl
         log.info("no subnet leaves that margin (%s); searching at the budget itself", exc)
         search_ms.update({b.metric_name: b.ms for b in budgets})
         return spz.search(spz.constraints(budgets, max_macs, max_params), settings).best
+
+
+def _choose(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, float], max_macs: float | None,
+            max_params: float | None, settings: EvolutionSettings | None, retry: bool, timer: Timer | None
+            ) -> tuple[Candidate, list[dict[str, Any]] | None]:
+    """The subnet to export: the search's pick or, with a ``timer``, the best of its measured shortlist."""
+    pick = _search(spz, budgets, search_ms, max_macs, max_params, settings, retry)
+    if timer is None:
+        return pick, None
+    tight = [Budget(b.device, b.runtime, search_ms[b.metric_name]) for b in budgets]
+    cands = spz.shortlist(tight, max_macs, max_params, settings)
+    try:
+        best, rows = rerank(cands, budgets, timer)
+    except RuntimeUnavailable as exc:
+        log.info("shortlist not measured (%s); exporting the predicted pick", exc)
+        return pick, None
+    return best or pick, rows
 
 
 def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult, meter: Meter, number: int,

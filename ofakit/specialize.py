@@ -15,12 +15,15 @@ from typing import Any, Sequence
 from elastic.batch import CostGrid
 from ofakit.context import CheckpointContext
 from ofakit.pareto import pareto_front
-from ofakit.search import Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
+from ofakit.search import BudgetError, Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
 from profilers import LatencyPredictor, LatencyTable, Measurement
 from profilers.builder import refit
 from profilers.drift import DriftCheck, check_drift
 from profilers.runtimes import open_runtime
 from profilers.store import spec_id
+
+
+SHORTLIST_FRACTIONS = (1.1, 1.0, 0.95, 0.9, 0.85)  # of each latency budget: candidates to measure
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,26 @@ class Specializer:
         """The most accurate subnet meeting every constraint (OFA evolution)."""
         return evolve(self.space, self.accuracy.predict_batch, constraints, self.seed, settings,
                       report=list(self.metrics.values()))
+
+    def shortlist(self, budgets: Sequence[Budget], max_macs: float | None = None, max_params: float | None = None,
+                  settings: EvolutionSettings | None = None, fractions: Sequence[float] = SHORTLIST_FRACTIONS
+                  ) -> list[Candidate]:
+        """The picks of searches at several fractions of the latency budgets, most accurate first (distinct
+        subnets): candidates around the budget to measure, since the single pick at the budget is the subnet
+        whose latency the table underestimates most. A fraction that no subnet meets is skipped."""
+        out: dict[Any, Candidate] = {}
+        error: BudgetError | None = None
+        for f in fractions:
+            scaled = [Budget(b.device, b.runtime, f * b.ms) for b in budgets]
+            try:
+                c = self.search(self.constraints(scaled, max_macs, max_params), settings).best
+            except BudgetError as exc:
+                error = error or exc
+                continue
+            out.setdefault(c.config, c)
+        if not out:
+            raise error  # type: ignore[misc]
+        return sorted(out.values(), key=lambda c: -c.accuracy)
 
     def pareto(self, objective: str, constraints: Sequence[Constraint] = (), generations: int = 200
                ) -> tuple[list[Candidate], float]:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import torch
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, SubnetConfig
 from profilers.layers import LAYOUT_VERSION, space_layers
 from profilers.predictor import Correction, LatencyPredictor, fit_correction
-from profilers.record import Protocol
+from profilers.record import Measurement, Protocol
 from profilers.runtimes import MeasureSpec, Runtime
 from profilers.store import LatencyTable, RuntimeKey, spec_id
 
@@ -60,6 +60,12 @@ class BuildSettings:
     group: int = 4
     max_age_s: float | None = None
     force: bool = False
+
+    @classmethod
+    def for_runtime(cls, runtime: RuntimeKey, protocol: Protocol | None = None) -> "BuildSettings":
+        """Settings that measure like the table's runtime configuration ``runtime``."""
+        return cls(threads=runtime.threads, precision=runtime.precision, provider=runtime.provider,
+                   batch=runtime.batch, protocol=protocol or Protocol())
 
     def __post_init__(self) -> None:
         for name in ("threads", "batch", "group"):
@@ -172,21 +178,31 @@ def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Ru
             or _stale(have[c.to_json()].runtime_version, dev_fp, have[c.to_json()].measured_at, s, now, version, dev_fp)]
     if not todo:
         return 0
-    torch.manual_seed(s.seed)
-    supernet = ElasticMobileNetV3(spec).eval()  # weights do not change latency; shapes and ops do
-    shape = (s.batch, spec.in_channels)
-    specs = []
-    for i, cfg in enumerate(todo):
-        specs += _specs(runtime, [(supernet.extract(cfg), (*shape, cfg.r, cfg.r))], tmp / f"c{i}", s)
-        if progress:
-            progress("calibration export", i + 1, len(todo))
     # One interleaved measurement: a slow drift of the machine (other tenants, clocks) then scales every
     # calibration subnet alike instead of bending the fitted correction.
-    for cfg, m in zip(todo, runtime.measure_many(specs)):
+    for cfg, m in zip(todo, time_subnets(runtime, spec, todo, s, tmp, progress)):
         table.add_calibration(device, sid, cfg.to_json(), m)
     if progress:
         progress("calibration", len(todo), len(todo))
     return len(todo)
+
+
+def time_subnets(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetConfig], settings: BuildSettings,
+                 workdir: Path, progress: Progress | None = None) -> list[Measurement]:
+    """Export whole subnets of ``spec`` for ``runtime`` and time them in one interleaved measurement.
+
+    The subnets come from a freshly initialised supernet (seeded): weights do not change latency; shapes and
+    ops do.
+    """
+    torch.manual_seed(settings.seed)
+    supernet = ElasticMobileNetV3(spec).eval()
+    shape = (settings.batch, spec.in_channels)
+    specs = []
+    for i, cfg in enumerate(cfgs):
+        specs += _specs(runtime, [(supernet.extract(cfg), (*shape, cfg.r, cfg.r))], Path(workdir) / f"c{i}", settings)
+        if progress:
+            progress("calibration export", i + 1, len(cfgs))
+    return runtime.measure_many(specs)
 
 
 def refit(table: LatencyTable, recipe: str, device: str, runtime: RuntimeKey) -> dict:

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
-from elastic import ElasticMobileNetV3, MobileNetV3Spec, SubnetConfig
-from profilers.builder import BuildSettings, prepare_subnet
+from elastic import MobileNetV3Spec, SubnetConfig
+from profilers.builder import BuildSettings, time_subnets
 from profilers.predictor import resolve_runtime
 from profilers.record import Protocol
 from profilers.runtimes import Runtime
@@ -101,15 +100,10 @@ def check_drift(table_path: str | Path, spec: MobileNetV3Spec, device: str, runt
     if not refs:
         raise ValueError(f"{table_path} has no calibration subnets for {device}/{rk.label()} to re-time; build "
                          "the table with calibration (`ofakit profile build --calibrate N`)")
-    settings = BuildSettings(threads=rk.threads, precision=rk.precision, provider=rk.provider, batch=rk.batch,
-                             protocol=protocol or Protocol())
-    torch.manual_seed(0)
-    supernet = ElasticMobileNetV3(spec).eval()  # weights do not change latency; shapes and ops do
     with tempfile.TemporaryDirectory(prefix="ofakit-drift-") as tmp:
-        specs = [prepare_subnet(runtime, supernet.extract(cfg), (rk.batch, spec.in_channels, cfg.r, cfg.r),
-                                Path(tmp) / f"ref{i}", settings)
-                 for i, cfg in enumerate(SubnetConfig.from_json(r.subnet) for r in refs)]
-        now = [m.stats.median_ms for m in runtime.measure_many(specs)]
+        ms = time_subnets(runtime, spec, [SubnetConfig.from_json(r.subnet) for r in refs],
+                          BuildSettings.for_runtime(rk, protocol), Path(tmp))
+    now = [m.stats.median_ms for m in ms]
     check = DriftCheck(drift_ratio([r.measured_ms for r in refs], now),
                        tuple((r.subnet, r.measured_ms, n) for r, n in zip(refs, now)),
                        float(refs[0].measured_at), time.time())
