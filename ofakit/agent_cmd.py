@@ -72,9 +72,9 @@ def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
+    _stop_on_signals()
     typer.echo(f"ofakit agent listening on {server.url} (runtimes: {', '.join(server.formats) or 'none'}; "
                f"max artifact {max_mb:g} MiB); Ctrl-C to stop")
-    _stop_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

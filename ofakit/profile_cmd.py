@@ -16,6 +16,7 @@ from rich.table import Table
 import model_zoo
 from elastic import MobileNetV3Spec
 from profilers import builder
+from deploy_targets import ExporterUnavailable
 from profilers.drift import check_drift
 from profilers.layers import space_layers
 from profilers.record import Protocol
@@ -254,7 +255,7 @@ def _check_drifts(table: Path, summary: dict, token: str | None) -> list[str]:
         try:
             rt = open_runtime(r["runtime"].split("/")[0], r["device"], token)
             check_drift(table, specs[r["recipe"]], r["device"], rt, r["runtime"])
-        except (RuntimeUnavailable, AgentError, ValueError) as exc:
+        except (RuntimeUnavailable, AgentError, ExporterUnavailable, ValueError) as exc:
             notes.append(f"{r['device']} {r['runtime']} {r['recipe']}: {exc}")
     return notes
 

@@ -17,7 +17,7 @@ from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.profile_cmd import _token, fail
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
-from ofakit.ship import export_subnet, rerank, ship, time_candidates
+from ofakit.ship import TIMING_ERRORS, export_subnet, rerank, ship, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.runtimes import RuntimeUnavailable
@@ -66,7 +66,7 @@ def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: in
         try:
             with console.status(f"re-timing reference subnets on {dev}/{rt} (drift check)..."):
                 check = spz.check_drift(dev, rt, token=token)
-        except (RuntimeUnavailable, AgentError, ValueError) as exc:
+        except TIMING_ERRORS as exc:
             console.print(f"warning: drift not checked on {dev}/{rt}: {exc}")
             continue
         if not quiet:
@@ -83,7 +83,7 @@ def measured_pick(spz: Specializer, budgets: list[Budget], caps: tuple[float | N
     try:
         with console.status(f"timing {len(cands)} candidates around the budget..."):
             best, rows = rerank(cands, budgets, lambda cfgs, b: time_candidates(spz, cfgs, b, token))
-    except (RuntimeUnavailable, AgentError) as exc:
+    except TIMING_ERRORS as exc:
         console.print(f"warning: candidates not measured ({exc}); the pick is predicted only")
         return predicted, None
     if best is None:
@@ -239,11 +239,12 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
                          + (f" ({over[k]:.1f}% over the budget; recalibrating)" if k in over else "")
                          + (f" ({under[k]:.0f}% of the budget unused; recalibrating)" if k in under else "")
                          for k in rec["predicted_ms"]]
-                console.print(f"attempt {rec['attempt']}: {'met' if rec['met'] else 'MISSED'}; " + "; ".join(parts))
+                verdict = {True: "met", False: "MISSED", None: "not measured on every budget"}[rec["met"]]
+                console.print(f"attempt {rec['attempt']}: {verdict}; " + "; ".join(parts))
 
         report = ship(spz, budgets, target, out, retries, max_macs and max_macs * 1e6,
                       max_params and max_params * 1e6, token, on_attempt=show, measure_shortlist=measure)
-    except (ValueError, BudgetError, ExporterUnavailable) as exc:
+    except (ValueError, BudgetError, ExporterUnavailable, AgentError) as exc:
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {
         "measured_latency_ms": report.shipped["measured_ms"], "budget_met": report.met,

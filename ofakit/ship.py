@@ -19,15 +19,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from deploy_targets import ExportResult, ExportSpec, get_exporter
+from deploy_targets import ExporterUnavailable, ExportResult, ExportSpec, get_exporter
 from elastic import SubnetConfig
 from elastic.fileio import atomic_write_text
 from ofakit.context import CheckpointContext
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
-from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, open_runtime
+from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, RuntimeKey, open_runtime
 from profilers.builder import time_subnets
-from profilers.runtimes import RuntimeUnavailable
+from profilers.runtimes import Runtime, RuntimeUnavailable
+from profilers.runtimes.remote import AgentError
 
 log = logging.getLogger(__name__)
 Meter = Callable[[SubnetConfig, ExportResult, Budget], Measurement]
@@ -107,49 +108,57 @@ def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResul
     return path
 
 
+def _open(budget: Budget, name: str, token: str | None) -> Runtime:
+    """Runtime ``name`` on ``budget``'s device; ``RuntimeUnavailable`` when it cannot run there."""
+    rt = open_runtime(name, budget.device, token)
+    reason = rt.unavailable()
+    if reason is not None:
+        raise RuntimeUnavailable(f"unavailable: {name} on {budget.device}: {reason}")
+    return rt
+
+
 def measure(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportResult | None, budget: Budget,
-            token: str | None = None, protocol: Protocol | None = None) -> Measurement:
+            token: str | None = None, protocol: Protocol | None = None, runtime: RuntimeKey | None = None
+            ) -> Measurement:
     """Time the shipped subnet on ``budget``'s device and runtime.
 
     The artifact itself is timed when the runtime reads its format (an ``.onnx`` on onnxruntime); otherwise
-    the subnet is exported in the runtime's own format first. Raises ``RuntimeUnavailable`` when the runtime
-    cannot run there.
+    the subnet is exported in the runtime's own format first. ``runtime`` (a table's runtime configuration)
+    sets the threads, precision and provider, so that the figure compares with that table. Raises
+    ``RuntimeUnavailable`` when the runtime cannot run there.
     """
-    rt = open_runtime(budget.runtime, budget.device, token)
-    reason = rt.unavailable()
-    if reason is not None:
-        raise RuntimeUnavailable(f"unavailable: {budget.runtime} on {budget.device}: {reason}")
+    rt = _open(budget, runtime.name if runtime else budget.runtime, token)
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
-    proto = protocol or Protocol()
+    how = {"threads": runtime.threads, "precision": runtime.precision, "provider": runtime.provider} if runtime else {}
     with tempfile.TemporaryDirectory(prefix="ofakit-measure-") as tmp:
         if artifact is not None and artifact.target == rt.artifact_format:
             thing = artifact.path
         else:
             thing = rt.prepare(ctx.subnet(cfg), shape, Path(tmp) / "subnet")
-        return rt.measure(MeasureSpec(thing, shape, protocol=proto))
+        return rt.measure(MeasureSpec(thing, shape, protocol=protocol or Protocol(), **how))
 
 
 Timer = Callable[[Sequence[SubnetConfig], Budget], list[Measurement]]
-"""Times several subnets interleaved on one budget's device and runtime: ``timer(configs, budget)``."""
+"""Times several subnets on one budget's device and runtime: ``timer(configs, budget)``."""
+TIMING_ERRORS = (RuntimeUnavailable, AgentError, ExporterUnavailable, ValueError)
+"""What timing on a device may raise when it cannot be done there (the caller falls back to predictions)."""
 
 
 def time_candidates(spz: Specializer, cfgs: Sequence[SubnetConfig], budget: Budget, token: str | None = None,
                     protocol: Protocol | None = None) -> list[Measurement]:
-    """Time subnets interleaved on ``budget``'s device and runtime, configured like its table (threads,
-    precision, batch). Raises ``RuntimeUnavailable`` when that runtime cannot run there."""
-    rt = open_runtime(budget.runtime, budget.device, token)
-    reason = rt.unavailable()
-    if reason is not None:
-        raise RuntimeUnavailable(f"unavailable: {budget.runtime} on {budget.device}: {reason}")
-    settings = BuildSettings.for_runtime(spz.latency[budget.metric_name].runtime, protocol)
+    """Time subnets on ``budget``'s device and runtime, configured like its table (threads, precision,
+    batch): interleaved on this machine, one after another through an agent. Raises ``RuntimeUnavailable``
+    when that runtime cannot run there."""
+    key = spz.latency[budget.metric_name].runtime
+    rt = _open(budget, key.name, token)
     with tempfile.TemporaryDirectory(prefix="ofakit-candidates-") as tmp:
-        return time_subnets(rt, spz.spec, cfgs, settings, Path(tmp))
+        return time_subnets(rt, spz.spec, cfgs, BuildSettings.for_runtime(key, protocol), Path(tmp))
 
 
 def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer
            ) -> tuple[Candidate | None, list[dict[str, Any]]]:
-    """Measure candidates on every budget's runtime (interleaved) and pick the most accurate one measured
-    within every budget; ``None`` when none is. Returns the pick and one record per candidate."""
+    """Measure candidates on every budget's runtime and pick the most accurate one measured within every
+    budget; ``None`` when none is. Returns the pick and one record per candidate."""
     rows = [{"config": c.config.to_dict(), "predicted_accuracy": c.accuracy, "predicted_ms": {}, "measured_ms": {}}
             for c in cands]
     for b in budgets:
@@ -214,17 +223,16 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
                          "a pick wastes it")
     if meter is None:
         def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement:
-            return measure(spz.ctx, cfg, artifact, budget, token, protocol)
+            return measure(spz.ctx, cfg, artifact, budget, token, protocol, spz.latency[budget.metric_name].runtime)
     if timer is None and measure_shortlist:
         def timer(cfgs: Sequence[SubnetConfig], budget: Budget) -> list[Measurement]:
             return time_candidates(spz, cfgs, budget, token, protocol)
-    full = {b.metric_name: b.ms for b in budgets}
-    search_ms = dict(full)
+    search_ms = {b.metric_name: b.ms for b in budgets}
     attempts: list[dict[str, Any]] = []
     tried: dict[SubnetConfig, tuple[Candidate, ExportResult]] = {}
     for attempt in range(retries + 1):
         try:
-            cand, shortlist = _choose(spz, budgets, search_ms, max_macs, max_params, settings, bool(attempts),
+            cand, shortlist = _choose(spz, budgets, search_ms, max_macs, max_params, settings, set(tried),
                                       timer if measure_shortlist else None)
         except BudgetError as exc:
             if not attempts:
@@ -260,12 +268,12 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
                      m.stats.median_ms, b.metric_name, 100 * m.stats.median_ms / b.ms, b.ms)
             spz.recalibrate(b.device, b.runtime, cand.config.to_json(), m)
             search_ms[b.metric_name] = b.ms
-    met = [a for a in attempts if a["met"]]
+    met = [a for a in attempts if a["met"] is True]
     final = max(met, key=lambda a: a["predicted_accuracy"]) if met else attempts[-1]
     cand, exported = tried[SubnetConfig.from_dict(final["config"])]
     if final is not attempts[-1]:  # a later attempt overwrote the file: export the chosen subnet again
         exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
-    verdict = final["met"] if final["measured_ms"] else None
+    verdict = final["met"]  # None: some budget could not be measured there
     info = {"predicted_accuracy": cand.accuracy, "predicted_latency_ms": final["predicted_ms"],
             "measured_latency_ms": final["measured_ms"] or None, "budgets_ms": final["budgets_ms"],
             "budget_met": verdict, "closed_loop": attempts, "shipped_attempt": final["attempt"],
@@ -290,18 +298,21 @@ def _search(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, fl
 
 
 def _choose(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, float], max_macs: float | None,
-            max_params: float | None, settings: EvolutionSettings | None, retry: bool, timer: Timer | None
-            ) -> tuple[Candidate, list[dict[str, Any]] | None]:
-    """The subnet to export: the search's pick or, with a ``timer``, the best of its measured shortlist."""
-    pick = _search(spz, budgets, search_ms, max_macs, max_params, settings, retry)
+            max_params: float | None, settings: EvolutionSettings | None, tried: set[SubnetConfig],
+            timer: Timer | None) -> tuple[Candidate, list[dict[str, Any]] | None]:
+    """The subnet to export: the search's pick or, with a ``timer``, the best of its measured shortlist
+    (subnets already shipped and measured in an earlier attempt are not candidates again)."""
+    pick = _search(spz, budgets, search_ms, max_macs, max_params, settings, bool(tried))
     if timer is None:
         return pick, None
     tight = [Budget(b.device, b.runtime, search_ms[b.metric_name]) for b in budgets]
-    cands = spz.shortlist(tight, max_macs, max_params, settings)
+    cands = [c for c in spz.shortlist(tight, max_macs, max_params, settings) if c.config not in tried]
+    if not cands:
+        return pick, None
     try:
         best, rows = rerank(cands, budgets, timer)
-    except RuntimeUnavailable as exc:
-        log.info("shortlist not measured (%s); exporting the predicted pick", exc)
+    except TIMING_ERRORS as exc:
+        log.warning("shortlist not measured (%s); exporting the predicted pick", exc)
         return pick, None
     return best or pick, rows
 
@@ -320,7 +331,7 @@ def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult,
             if m.stats.median_ms > b.ms:  # confirm a miss with a second measurement: one may be contended
                 rec.setdefault("first_measurements", {})[name] = m.to_dict()
                 m = meter(cand.config, exported, b)
-        except RuntimeUnavailable as exc:
+        except (RuntimeUnavailable, AgentError) as exc:  # cannot run there, or the agent is unreachable now
             rec["unmeasured"][name] = str(exc)
             continue
         rec["measured_ms"][name] = m.stats.median_ms
@@ -331,5 +342,5 @@ def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult,
         elif m.stats.median_ms < under * b.ms <= cand.metrics[name]:
             rec.setdefault("under_budget_pct", {})[name] = 100 * (1 - m.stats.median_ms / b.ms)
             rec["_wasted"].append((b, m))
-    rec["met"] = "over_budget_pct" not in rec
+    rec["met"] = False if "over_budget_pct" in rec else (None if rec["unmeasured"] else True)
     return rec

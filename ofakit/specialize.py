@@ -146,7 +146,7 @@ class Specializer:
         """
         name = latency_name(device, runtime)
         pred = self.latency[name]
-        rt = open_runtime(runtime, device, token)
+        rt = open_runtime(pred.runtime.name, device, token)
         check = check_drift(self.table, self.spec, device, rt, pred.runtime)
         self._set_latency(name, pred.rescaled(check.ratio))
         self.drift_checks[name] = check

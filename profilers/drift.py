@@ -4,7 +4,8 @@ A shared machine's speed moves by 10-40% within minutes, and a device can get fa
 table was built (clocks, thermal state, other tenants, a runtime update). The layer entries and the fitted
 correction describe the moment of the build. The build's calibration subnets were timed together in one
 interleaved measurement; a few of them, spread from the fastest to the slowest, are the table's reference
-subnets. :func:`check_drift` exports them again, times them interleaved (seconds) and returns the median
+subnets. :func:`check_drift` exports them again, times them interleaved (seconds; through an agent, one
+after another) and returns the median
 ratio of their latency now to their stored latency; :meth:`LatencyPredictor.rescaled` applies it. Every
 check is recorded in the table (``ofakit profile show`` reports the latest).
 """

@@ -272,7 +272,8 @@ def test_recalibration_under_drift_stores_the_table_frame(shipyard, tmp_path):
         samples = {c.subnet: c.measured_ms for c in t.calibration("local", rk, sid)}
     assert samples[cfg.to_json()] == pytest.approx(truth(cfg), rel=1e-12)
     assert spz.latency[LAT].drift == 2.0 and float(spz.latency[LAT].predict([cfg])[0]) == pytest.approx(before, rel=1e-6)
-    assert spz.metrics[LAT].fn is not None and spz.metrics[LAT].name == LAT
+    assert spz.metrics[LAT].fn(ConfigBatch.from_configs(ctx.supernet.space, [cfg]))[0] == pytest.approx(before,
+                                                                                                  rel=1e-6)
 
 
 def test_closed_loop_gives_up_after_its_retries(shipyard, tmp_path):

@@ -1,0 +1,111 @@
+"""Do picks meet their budget when someone else measures them? (issue "A supernet worth specializing", 3)
+
+On the zoo checkpoint and a fresh onnxruntime-CPU table of this machine, for N budgets spread over the
+feasible range, pick a subnet as `ofakit search` does, twice: the predicted pick alone (`--no-measure`) and
+the pick of the measured shortlist (the default), each after the drift check. Every pick is exported to ONNX
+as `ofakit export` does. Then an independent timing, written here with plain onnxruntime and
+`time.perf_counter` (not ofa-kit's protocol code), times all exported files interleaved, in rounds, and
+takes each file's median. Printed per method: the share of budgets met (measured <= budget) and met within
+10% measurement noise (<= 1.1 x budget), and the share of the budget used (measured / budget).
+
+    .venv/bin/python benchmarks/bench_picks.py [--budgets 10] [--out benchmarks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from elastic.batch import ConfigBatch
+from ofakit.context import CheckpointContext
+from ofakit.search import fastest_candidate
+from ofakit.ship import export_subnet, rerank, time_candidates
+from ofakit.specialize import Budget, Specializer
+from profilers import LOCAL, BuildSettings, LatencyTable, build_table, get_runtime
+from profilers.record import load_average, local_device
+
+
+def independent_medians(paths: list[Path], rounds: int = 15, runs: int = 60) -> list[float]:
+    """Median ms per file: one onnxruntime session each (1 thread), rounds of ``runs`` calls interleaved."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    rng = np.random.default_rng(1)
+    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in paths]
+    feeds = [{s.get_inputs()[0].name: rng.standard_normal(s.get_inputs()[0].shape).astype(np.float32)}
+             for s in sessions]
+    for s, f in zip(sessions, feeds):
+        for _ in range(30):
+            s.run(None, f)
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for i, (s, f) in enumerate(zip(sessions, feeds)):
+            s.run(None, f)  # untimed: the previous file evicted this one's weights
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, f)
+                times[i].append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(t)) for t in times]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="ofa_mbv3_tiny.fmnist")
+    ap.add_argument("--budgets", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks"))
+    args = ap.parse_args()
+    ctx = CheckpointContext(args.checkpoint)
+    spec = ctx.supernet.spec
+    with tempfile.TemporaryDirectory(prefix="bench-picks-") as tmp:
+        tmp = Path(tmp)
+        table = tmp / "lut.sqlite"
+        t0 = time.perf_counter()
+        with LatencyTable(table) as t:
+            build_table(t, "bench", spec, get_runtime("onnxruntime"), settings=BuildSettings())
+        build_s = time.perf_counter() - t0
+        spz = Specializer(ctx, table, [(LOCAL, "onnxruntime")])
+        drift = spz.check_drift(LOCAL, "onnxruntime").ratio
+        metric = spz.metrics[Budget(LOCAL, "onnxruntime", 1.0).metric_name]
+        lo = fastest_candidate(spz.space, metric).metrics[metric.name]
+        hi = float(metric.fn(ConfigBatch.from_configs(spz.space, [spz.space.largest()]))[0])
+        budgets = [Budget(LOCAL, "onnxruntime", float(b)) for b in np.linspace(lo * 1.05, hi * 0.98, args.budgets)]
+        picks: dict[str, list] = {"predicted": [], "measured shortlist": []}
+        for b in budgets:
+            predicted = spz.search(spz.constraints([b])).best
+            best, _ = rerank(spz.shortlist([b]), [b], lambda cfgs, bb: time_candidates(spz, cfgs, bb))
+            picks["predicted"].append(predicted)
+            picks["measured shortlist"].append(best or predicted)
+        files = [export_subnet(ctx, c.config, "onnx", tmp / f"{method.split()[0]}_{i}.onnx")[0].path
+                 for method, cands in picks.items() for i, c in enumerate(cands)]
+        load = load_average()
+        ms = independent_medians(files)
+    rows, summary = [], {}
+    k = 0
+    for method, cands in picks.items():
+        got = np.array(ms[k:k + len(cands)])
+        k += len(cands)
+        bud = np.array([b.ms for b in budgets])
+        summary[method] = {"met": float(np.mean(got <= bud)), "met_within_10pct": float(np.mean(got <= 1.1 * bud)),
+                           "used_median": float(np.median(got / bud)), "used_min": float(np.min(got / bud))}
+        rows += [{"method": method, "budget_ms": b.ms, "predicted_ms": c.metrics[metric.name], "independent_ms": m,
+                  "config": c.config.to_dict()} for b, c, m in zip(budgets, cands, got)]
+    record = {"checkpoint": args.checkpoint, "table_build_s": build_s, "drift": drift, "range_ms": [lo, hi],
+              "load_avg": load, "device": local_device().to_dict(), "summary": summary, "rows": rows,
+              "at": time.strftime("%Y-%m-%d %H:%M")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "picks.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{len(budgets)} budgets over {lo:.3f}-{hi:.3f} ms (predicted range), drift {drift:.3f}, load {load:.2f}")
+    for method, s in summary.items():
+        print(f"{method:>20}: met {100 * s['met']:.0f}%, met within 10% {100 * s['met_within_10pct']:.0f}%, "
+              f"budget used median {100 * s['used_median']:.0f}% (min {100 * s['used_min']:.0f}%)")
+
+
+if __name__ == "__main__":
+    main()
