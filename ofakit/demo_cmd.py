@@ -20,7 +20,7 @@ from elastic.batch import ConfigBatch
 from ofakit.plots import plot_front
 from ofakit.profile_cmd import _run_build, fail, resolve_recipe
 from ofakit.search import BudgetError, fastest_candidate
-from ofakit.search_cmd import drift_json, specializer
+from ofakit.search_cmd import DRIFT, MEASURE, drift_json, specializer
 from ofakit.ship import export_subnet, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
@@ -34,6 +34,7 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
          runtime: str = typer.Option("onnxruntime", help="Runtime to profile and measure with."),
          samples: int = typer.Option(300, help="Measured subnets for the accuracy predictor (cached)."),
          coreml: bool = typer.Option(True, help="Also convert every pick to CoreML."),
+         measure: bool = MEASURE, drift: bool = DRIFT,
          as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Specialise the zoo supernet for three latency budgets on this machine and ship each one."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
     try:
         name, spec = resolve_recipe(checkpoint, None)
         build = _run_build(table, name, spec, runtime, LOCAL, None, BuildSettings(), as_json)
-        spz = specializer(checkpoint, table, [Budget(LOCAL, runtime, 1.0)], samples, 0, as_json)
+        spz = specializer(checkpoint, table, [Budget(LOCAL, runtime, 1.0)], samples, 0, as_json, drift)
     except (ValueError, BudgetError) as exc:
         fail(exc)
     metric = spz.metrics[Budget(LOCAL, runtime, 1.0).metric_name]
@@ -51,7 +52,7 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
     for i, frac in enumerate(FRACTIONS):
         budget = Budget(LOCAL, runtime, round(lo + frac * (hi - lo), 4))
         with console.status(f"budget {budget.ms:.3f} ms: search, export, measure..."):
-            rep = ship(spz, [budget], "onnx", workdir / f"subnet_{i + 1}.onnx")
+            rep = ship(spz, [budget], "onnx", workdir / f"subnet_{i + 1}.onnx", measure_shortlist=measure)
             test_acc = spz.ctx.top1(rep.final.config, "test")
         row = {"budget_ms": budget.ms, "config": rep.final.config.to_dict(), "macs": rep.final.metrics["macs"],
                "params": rep.final.metrics["params"], "predicted_accuracy": rep.final.accuracy,
