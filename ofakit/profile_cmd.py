@@ -238,7 +238,7 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
     for note in summary.get("drift_notes", []):
         out.print(f"drift not checked: {note}")
     out.print("drift: latency of the reference subnets now / when calibrated (above 1: slower now); "
-              "`ofakit search` and `ship` re-time them and rescale before searching")
+              "`ofakit search` and `ship` re-time them and rescale before searching with --drift-check")
     for name, info in summary["devices"].items():
         out.print(f"[bold]{name}[/]: {info['cpu']} ({info['cores']} cores), {info['os']}"
                   + (f", GPU {info['gpu']}" if info.get("gpu") else "") + f", fingerprint {info['fingerprint']}")

@@ -304,7 +304,7 @@ def test_cli_search_export_json(shipyard, tmp_path):
     run = CliRunner().invoke
     base = ["--checkpoint", ctx.name, "--table", str(table), "--samples", "20"]
     res = run(app, ["search", *base, "--latency-ms", "1000", "--json", "--pareto", "--generations", "50",
-                    "--out", str(tmp_path / "s")])
+                    "--drift-check", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout)
     assert {"config", "predicted_latency_ms", "predicted_accuracy", "macs", "params", "front"} <= set(rec)
