@@ -245,10 +245,9 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
             break
         exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
         tried[cand.config] = (cand, exported)
-        rec = _attempt(cand, budgets, exported, meter, attempt + 1, search_ms, under)
+        rec, measured, wasted = _attempt(cand, budgets, exported, meter, attempt + 1, search_ms, under)
         if shortlist is not None:
             rec["shortlist"] = shortlist
-        measured, wasted = rec.pop("_measured"), rec.pop("_wasted")
         attempts.append(rec)
         if on_attempt:
             on_attempt(rec)
@@ -318,11 +317,14 @@ def _choose(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, fl
 
 
 def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult, meter: Meter, number: int,
-             search_ms: dict[str, float], under: float) -> dict[str, Any]:
-    """Measure one exported pick on every budget's runtime; its record (with the measurements to act on)."""
+             search_ms: dict[str, float], under: float
+             ) -> tuple[dict[str, Any], list[tuple[Budget, Measurement]], list[tuple[Budget, Measurement]]]:
+    """Measure one exported pick on every budget's runtime: its record, the measurements taken, and those
+    that wasted their budget."""
     rec: dict[str, Any] = {"attempt": number, "config": cand.config.to_dict(), "predicted_accuracy": cand.accuracy,
                            "budgets_ms": {b.metric_name: b.ms for b in budgets}, "search_budgets_ms": dict(search_ms),
-                           "predicted_ms": {}, "measured_ms": {}, "unmeasured": {}, "_measured": [], "_wasted": []}
+                           "predicted_ms": {}, "measured_ms": {}, "unmeasured": {}}
+    measured, wasted = [], []
     for b in budgets:
         name = b.metric_name
         rec["predicted_ms"][name] = cand.metrics[name]
@@ -336,11 +338,11 @@ def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult,
             continue
         rec["measured_ms"][name] = m.stats.median_ms
         rec.setdefault("measurements", {})[name] = m.to_dict()
-        rec["_measured"].append((b, m))
+        measured.append((b, m))
         if m.stats.median_ms > b.ms:
             rec.setdefault("over_budget_pct", {})[name] = 100 * (m.stats.median_ms / b.ms - 1)
         elif m.stats.median_ms < under * b.ms <= cand.metrics[name]:
             rec.setdefault("under_budget_pct", {})[name] = 100 * (1 - m.stats.median_ms / b.ms)
-            rec["_wasted"].append((b, m))
+            wasted.append((b, m))
     rec["met"] = False if "over_budget_pct" in rec else (None if rec["unmeasured"] else True)
-    return rec
+    return rec, measured, wasted
