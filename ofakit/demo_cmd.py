@@ -79,8 +79,11 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
               "accuracy_predictor": spz.accuracy_report, "drift": drift_json(spz), "latency_range_ms": [lo, hi],
               "rows": rows,
               "pareto_png": str(png)}
+    missed = any(r["budget_met"] is False for r in rows)  # exit status 1 in both output modes
     if as_json:
         typer.echo(json.dumps(result, indent=2))
+        if missed:
+            raise typer.Exit(1)
         return
     acc = spz.accuracy_report
     t = Table(title=f"{checkpoint}: subnets for three latency budgets on this machine ({runtime}, 1 thread)")
@@ -100,5 +103,5 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
     typer.echo(f"latency range on this machine: {lo:.3f}-{hi:.3f} ms (predicted); accuracy predictor: "
                f"{acc['chosen']} from {acc['samples']} measured subnets (held-out τ {ch['kendall_tau']:.3f}, "
                f"RMSE {ch['rmse_pp']:.2f} pp); Pareto plot: {png}")
-    if any(r["budget_met"] is False for r in rows):
+    if missed:
         raise typer.Exit(1)
