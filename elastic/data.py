@@ -31,6 +31,9 @@ FMNIST_FILES = {  # name -> (idx magic, item dims)
     "t10k-images-idx3-ubyte": (0x803, 3), "t10k-labels-idx1-ubyte": (0x801, 1),
 }
 KINDS = ("fashion-mnist", "imagefolder", "cifar10")
+# Training-split augmentation policies: random crop (zero padding) + horizontal flip, optionally followed by
+# random erasing (a rectangle of 2-33% of the image set to the mean), which suits small grey images.
+AUGMENTATIONS = ("none", "crop_flip", "crop_flip_erase")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _HOW_TO_FMNIST = ("install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass "
                   "--data fashion-mnist:DIR with a folder holding the four idx .gz files")
@@ -162,7 +165,7 @@ def _split_indices(n: int, val_size: int, seed: int, train_limit: int | None) ->
 
 
 def load_splits(source: DataSource, val_size: int = 5000, seed: int = 0, train_limit: int | None = None,
-                test_limit: int | None = None, image_size: int = 224, augment: bool = True) -> Splits:
+                test_limit: int | None = None, image_size: int = 224, augment: bool | str = True) -> Splits:
     """Build train/val/test datasets for ``source``.
 
     Args:
@@ -172,10 +175,12 @@ def load_splits(source: DataSource, val_size: int = 5000, seed: int = 0, train_l
         train_limit: Keep only this many training images (tiny runs, tests).
         test_limit: Keep only the first this many test images.
         image_size: Base image size for ImageFolder data (Fashion-MNIST is 28, CIFAR-10 32).
-        augment: Random crop + horizontal flip on the training split.
+        augment: Training-split augmentation, one of :data:`AUGMENTATIONS` (``True`` is ``crop_flip``,
+            ``False`` is ``none``).
     """
     from torchvision import datasets, transforms as T
 
+    policy = augmentation_policy(augment)
     if source.kind == "fashion-mnist":
         root = fashion_mnist_root(source.path)
         make = lambda train, tf: datasets.FashionMNIST(str(root), train=train, transform=tf)  # noqa: E731
@@ -215,7 +220,9 @@ def load_splits(source: DataSource, val_size: int = 5000, seed: int = 0, train_l
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     resize = [] if source.kind != "imagefolder" else [T.Resize(size), T.CenterCrop(size)]
     plain = T.Compose(resize + norm)
-    aug = T.Compose(resize + ([T.RandomCrop(size, padding=pad), T.RandomHorizontalFlip()] if augment else []) + norm)
+    crop_flip = [T.RandomCrop(size, padding=pad), T.RandomHorizontalFlip()] if policy != "none" else []
+    erase = [T.RandomErasing(p=0.5)] if policy == "crop_flip_erase" else []
+    aug = T.Compose(resize + crop_flip + norm + erase)
     has_test = source.kind != "imagefolder" or test_dir is not None
     test = make(False, plain) if has_test else None
     if test is not None and test_limit:
@@ -225,4 +232,14 @@ def load_splits(source: DataSource, val_size: int = 5000, seed: int = 0, train_l
     return Splits(train=Subset(make(True, aug), train_idx), val=Subset(make(True, plain), val_idx), test=test,
                   in_channels=channels, num_classes=len(classes), classes=classes, mean=mean, std=std,
                   image_size=size, source={"kind": source.kind, "path": str(source.path), "val_size": val_size,
-                                           "seed": seed, "train_limit": train_limit})
+                                           "seed": seed, "train_limit": train_limit, "augment": policy})
+
+
+def augmentation_policy(augment: bool | str) -> str:
+    """Normalise an ``augment`` setting (a bool or a policy name) to one of :data:`AUGMENTATIONS`."""
+    if isinstance(augment, bool):
+        return "crop_flip" if augment else "none"
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment={augment!r} is not an augmentation policy; allowed: {list(AUGMENTATIONS)} "
+                         "or true/false")
+    return augment

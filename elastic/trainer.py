@@ -42,7 +42,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and evaluation settings shared by all phases."""
+    """Optimisation and evaluation settings shared by all phases.
+
+    ``channels_last`` trains in the NHWC memory format, which makes depthwise convolutions about twice as
+    fast on CPUs (oneDNN); results match the default format up to float rounding.
+    """
 
     batch_size: int = 128
     momentum: float = 0.9
@@ -57,6 +61,7 @@ class TrainConfig:
     eval_batch_size: int = 500
     num_workers: int = 0
     log_every: int = 50
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.calib_images < 1 or self.eval_random_subnets < 0:
@@ -189,6 +194,8 @@ class Trainer:
         """Train through the whole schedule; returns the per-epoch metric records."""
         rank, world, device = distributed.setup()
         self.supernet.to(device)
+        if self.config.channels_last:
+            self.supernet.to(memory_format=torch.channels_last)
         state = load_train_state(self.out_dir) if resume else None
         if not resume and (self.out_dir / "state.json").exists():
             raise ValueError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
@@ -256,6 +263,8 @@ class Trainer:
             for step, (x, y) in enumerate(loader):
                 cfgs = draw_subnets(phase, space, np.random.default_rng([self.config.seed, pi, epoch, step]))
                 x, y = x.to(device), y.to(device)
+                if self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 sized = {cfgs[0].r: resize(x, cfgs[0].r)}
                 soft = None
                 if phase.uses_teacher:

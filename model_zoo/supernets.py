@@ -63,3 +63,24 @@ def ofa_mbv3_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 
         final_expand_width=384, feature_mix_width=512,
         ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), r=tuple(resolutions or (28, 30, 32)), dropout=dropout,
     )
+
+
+@register_supernet("ofa_mbv3_tiny_d1234_e2346_k357")
+def ofa_mbv3_tiny_wide_space(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.1,
+                             resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
+    """A wider *space* for 28 px single-channel images: depth 1-4, expand 2-6, kernel 3/5/7, 16-40 px.
+
+    ``ofa_mbv3_tiny``'s subnets all land within 0.7 pp of each other. This family spans much more: its
+    smallest subnet (one block per stage, expand 2, kernel 3, 16 px) costs a fraction of its largest
+    (four blocks, expand 6, kernel 7, the 28 px images upsampled to 40 px so that the stride-2 stem and
+    stages downsample less), and the last two stages are wider (56 and 80 channels) at a small cost, since
+    they run on 5x5 and 3x3 maps. Resolutions step by 4 px.
+    """
+    return MobileNetV3Spec(
+        in_channels=in_channels, num_classes=num_classes, stem_width=16, stem_stride=2,
+        first_block=StageSpec(16, 1, "relu", False),
+        stages=(StageSpec(24, 2, "relu", False), StageSpec(32, 2, "h_swish", True),
+                StageSpec(56, 1, "h_swish", True), StageSpec(80, 2, "h_swish", True)),
+        final_expand_width=480, feature_mix_width=640,
+        ks=(3, 5, 7), e=(2, 3, 4, 6), d=(1, 2, 3, 4), r=tuple(resolutions or range(16, 41, 4)), dropout=dropout,
+    )

@@ -56,7 +56,7 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
     source = DataSource.parse(str(data_cfg.get("source", "fashion-mnist")))
     splits = load_splits(source, val_size=int(data_cfg.get("val_size", 5000)), seed=rec.train.seed,
                          train_limit=data_cfg.get("train_limit"), test_limit=data_cfg.get("test_limit"),
-                         image_size=int(data_cfg.get("image_size", 224)), augment=bool(data_cfg.get("augment", True)))
+                         image_size=int(data_cfg.get("image_size", 224)), augment=data_cfg.get("augment", True))
     torch.manual_seed(rec.train.seed)
     supernet = model_zoo.get_supernet(rec.supernet, num_classes=splits.num_classes, in_channels=splits.in_channels,
                                       **rec.supernet_options)

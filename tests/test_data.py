@@ -7,7 +7,7 @@ import gzip
 import pytest
 import torch
 
-from elastic.data import FMNIST_DIR, DataSource, load_splits
+from elastic.data import FMNIST_DIR, DataSource, augmentation_policy, load_splits
 from tests.fakedata import write_fmnist, write_imagefolder
 
 
@@ -43,6 +43,26 @@ def test_fashion_mnist_splits(tmp_path):
     assert pre["mean"] == list(s.mean) and pre["image_size"] == 28 and pre["classes"][0] == "T-shirt/top"
     again = load_splits(DataSource("fashion-mnist", src), val_size=20, seed=1, train_limit=16)
     assert again.val.indices == s.val.indices and len(again.train) == 16
+
+
+def test_augmentation_policies(tmp_path):
+    src = DataSource("fashion-mnist", write_fmnist(tmp_path / "fm", n_train=100, n_test=10))
+    assert (augmentation_policy(True), augmentation_policy(False)) == ("crop_flip", "none")
+    with pytest.raises(ValueError, match="augment='mixup' is not an augmentation policy; allowed"):
+        load_splits(src, val_size=20, augment="mixup")
+
+    def draws(policy):
+        s = load_splits(src, val_size=20, augment=policy)
+        assert s.source["augment"] == policy
+        i = s.train.indices[0]
+        return s.val.dataset[i][0], [s.train[0][0] for _ in range(40)]
+
+    plain, same = draws("none")
+    assert all(torch.equal(x, plain) for x in same)
+    plain, moved = draws("crop_flip")
+    assert any(not torch.equal(x, plain) for x in moved) and all((x == 0).sum() < 9 for x in moved)
+    _, erased = draws("crop_flip_erase")  # half the time a rectangle (2-33% of the image) is set to the mean: 0
+    assert 5 <= sum((x == 0).sum() >= 9 for x in erased) <= 35
 
 
 def test_fashion_mnist_errors(tmp_path):

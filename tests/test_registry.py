@@ -9,7 +9,8 @@ from elastic import Registry
 
 
 def test_builtin_recipes():
-    assert {"ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2", "ofa_mbv3_tiny"} <= set(
+    assert {"ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2", "ofa_mbv3_tiny",
+            "ofa_mbv3_tiny_d1234_e2346_k357"} <= set(
         model_zoo.list_supernets())
     tiny = model_zoo.get_supernet("ofa_mbv3_tiny")
     assert tiny.spec.num_classes == 10 and tiny.spec.in_channels == 1 and tiny.space.r == (28, 30, 32)

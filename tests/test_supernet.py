@@ -9,6 +9,7 @@ from torch import nn
 import model_zoo
 from elastic import StaticMobileNetV3, SubnetConfig
 from elastic.static import MBConv, SqueezeExcite
+from model_zoo.ofa_parity import randomize_
 
 ALLOWED_LEAVES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.Dropout, nn.Hardswish, nn.ReLU)
 
@@ -23,6 +24,18 @@ def test_extract_matches_supernet(tiny, rng):
             assert isinstance(static, StaticMobileNetV3)
             assert (static(x) - y).abs().max().item() <= 1e-5
             assert y.abs().mean() > 1e-2  # randomised weights: the check is not vacuous
+
+
+def test_wide_space_family_spans_depth_1_to_4_and_16_to_40_px(rng):
+    net = randomize_(model_zoo.get_supernet("ofa_mbv3_tiny_d1234_e2346_k357"), seed=2).eval()
+    space = net.space
+    assert (space.d, space.e, space.r) == ((1, 2, 3, 4), (2, 3, 4, 6), (16, 20, 24, 28, 32, 36, 40))
+    assert net.flops(space.largest()) > 20 * net.flops(space.smallest())
+    with torch.no_grad():
+        for cfg in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(4))]:
+            x = torch.randn(2, 1, cfg.r, cfg.r)
+            y = net(x, cfg)
+            assert (net.extract(cfg)(x) - y).abs().max().item() <= 1e-5 and y.abs().mean() > 1e-2
 
 
 def test_extracted_network_is_plain(tiny):

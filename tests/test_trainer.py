@@ -204,3 +204,25 @@ def test_errors(data_dir, tmp_path):
         Trainer(fresh_net(), s, PHASES, big, tmp_path / "x", progress=False).run()
     with pytest.raises(ValueError, match=r"outside the space"):
         Trainer(fresh_net(), s, [Phase("k", 1, 0.1, ks=(9,))], CONFIG, tmp_path)
+
+
+def test_channels_last_trains_the_same_network(data_dir, tmp_path):
+    s = splits_of(data_dir)
+    sandwich = [Phase("sandwich", 1, 0.05, ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), subnets_per_step=3,
+                      sampler="sandwich", resolution="sandwich", kd_weight=1.0, kd_source="inplace")]
+    ref, nhwc = fresh_net(), fresh_net()
+    torch.manual_seed(3)  # the same augmentation and dropout draws in both runs
+    a = Trainer(ref, s, sandwich, CONFIG, tmp_path / "a", progress=False).run()
+    cl = TrainConfig(**{**CONFIG.to_dict(), "channels_last": True})
+    torch.manual_seed(3)
+    b = Trainer(nhwc, s, sandwich, cl, tmp_path / "b", progress=False).run()
+    assert nhwc.blocks[1].dw_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    init = fresh_net().state_dict()
+    # Float rounding differs between the layouts (and BN biases followed by BN get pure-noise gradients), so
+    # weights agree closely rather than exactly; their training moved them far more than that.
+    weights = {k: v for k, v in ref.state_dict().items() if v.is_floating_point()}
+    diff = max((nhwc.state_dict()[k] - v).abs().max().item() for k, v in weights.items())
+    step = max((v - init[k]).abs().max().item() for k, v in weights.items())
+    assert diff < 0.05 * step and abs(a[0]["loss"] - b[0]["loss"]) < 1e-3 * a[0]["loss"]
+    saved = load_train_state(tmp_path / "b").model
+    assert all(t.is_contiguous() for t in saved.values())
