@@ -116,6 +116,19 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def make_optimizer(model: torch.nn.Module, phase: Phase, config: TrainConfig, steps_per_epoch: int):
+    """SGD (no weight decay on biases, BN and kernel transforms) and its per-step warm-up/cosine schedule."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.dim() <= 1 or ".transforms." in name else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=phase.lr, momentum=config.momentum, nesterov=config.nesterov)
+    total, warm = phase.epochs * steps_per_epoch, int(phase.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, phase.lr_schedule))
+    return opt, sched
+
+
 def trained_widths(phases: Sequence[Phase], space: SearchSpace) -> tuple[float, ...]:
     """Expand ratios trained by ``phases`` (kept nested when channels are re-sorted)."""
     return tuple(sorted({e for p in phases for e in (p.e or (max(space.e),))}))
@@ -172,16 +185,7 @@ class Trainer:
         return loader, sampler
 
     def _optimizer(self, phase: Phase, steps_per_epoch: int):
-        decay, no_decay = [], []
-        for name, p in self.supernet.named_parameters():
-            (no_decay if p.dim() <= 1 or ".transforms." in name else decay).append(p)
-        c = self.config
-        opt = torch.optim.SGD([{"params": decay, "weight_decay": c.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}],
-                              lr=phase.lr, momentum=c.momentum, nesterov=c.nesterov)
-        total, warm = phase.epochs * steps_per_epoch, int(phase.warmup_epochs * steps_per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, phase.lr_schedule))
-        return opt, sched
+        return make_optimizer(self.supernet, phase, self.config, steps_per_epoch)
 
     def _teacher(self, state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
         teacher = self.supernet.extract(self.supernet.space.largest())
