@@ -45,7 +45,8 @@ def main() -> None:
     meta = supernet.checkpoint_meta
     epochs = args.epochs or meta["training"]["epochs"]
     data = meta["training"]["data"]
-    splits = load_splits(DataSource(data["kind"], Path(data["path"])), val_size=data["val_size"], seed=data["seed"])
+    splits = load_splits(DataSource(data["kind"], Path(data["path"])), val_size=data["val_size"], seed=data["seed"],
+                         augment=data.get("augment", True))  # the augmentation the supernet was trained with
     try:
         settings = load_training_recipe(meta["training"]["recipe"]).train
     except ValueError:

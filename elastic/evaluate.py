@@ -13,21 +13,28 @@ from elastic.config import SubnetConfig
 from elastic.ops import resize
 
 
+def correct(model: torch.nn.Module, batches: Iterable[object], r: int) -> torch.Tensor:
+    """Per-image correctness (bool) of ``model`` (eval mode assumed) on ``(images, labels)`` batches resized to
+    ``r``, in order.
+
+    The model is moved to channels-last memory format in place (same values; 2-3x faster on CPU).
+    """
+    hits = []
+    model = model.to(memory_format=torch.channels_last)  # 2-3x faster CPU inference for depthwise nets
+    with torch.no_grad():
+        for x, y in batches:
+            hits.append(model(resize(x, r).contiguous(memory_format=torch.channels_last)).argmax(1) == y)
+    if not hits or sum(len(h) for h in hits) == 0:
+        raise ValueError("accuracy needs at least one labelled image")
+    return torch.cat(hits)
+
+
 def top1(model: torch.nn.Module, batches: Iterable[object], r: int) -> float:
     """Top-1 accuracy of ``model`` (eval mode assumed) on ``(images, labels)`` batches resized to ``r``.
 
     The model is moved to channels-last memory format in place (same values; 2-3x faster on CPU).
     """
-    correct = total = 0
-    model = model.to(memory_format=torch.channels_last)  # 2-3x faster CPU inference for depthwise nets
-    with torch.no_grad():
-        for x, y in batches:
-            pred = model(resize(x, r).contiguous(memory_format=torch.channels_last)).argmax(1)
-            correct += int((pred == y).sum())
-            total += int(y.numel())
-    if total == 0:
-        raise ValueError("accuracy needs at least one labelled image")
-    return correct / total
+    return float(correct(model, batches, r).float().mean())
 
 
 def loader(dataset: Dataset, batch_size: int = 500, num_workers: int = 0) -> DataLoader:

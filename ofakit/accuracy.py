@@ -38,36 +38,67 @@ def materialize(ds: Dataset, batch_size: int = 1000) -> TensorDataset:
     return TensorDataset(torch.cat(xs), torch.cat(ys))
 
 
-def ort_top1(net: torch.nn.Module, data: TensorDataset, r: int, batch_size: int = 500) -> float:
-    """Top-1 of ``net`` on ``data`` (resized to ``r``) run in onnxruntime on one thread (``net`` untouched)."""
+def ort_correct(net: torch.nn.Module, data: TensorDataset, r: int, batch_size: int = 500) -> np.ndarray:
+    """Per-image correctness of ``net`` on ``data`` (resized to ``r``) run in onnxruntime on one thread
+    (``net`` untouched)."""
     from deploy_targets import ExportSpec
     from deploy_targets.onnx_export import INPUT_NAME, onnx_bytes, ort_session
 
     images, labels = data.tensors
+    if len(labels) == 0:
+        raise ValueError("accuracy needs at least one labelled image")
     session = ort_session(onnx_bytes(ExportSpec(net, (1, images.shape[1], r, r), Path("unused.onnx"),
                                                 dynamic_batch=True)))
-    correct = 0
+    hits = []
     for i in range(0, len(labels), batch_size):
         x = resize(images[i:i + batch_size], r).contiguous().numpy()
         logits = session.run(None, {INPUT_NAME: x})[0]
-        correct += int((logits.argmax(1) == labels[i:i + batch_size].numpy()).sum())
-    if len(labels) == 0:
-        raise ValueError("accuracy needs at least one labelled image")
-    return correct / len(labels)
+        hits.append(logits.argmax(1) == labels[i:i + batch_size].numpy())
+    return np.concatenate(hits)
 
 
 @dataclass(frozen=True)
 class AccuracyData:
-    """Measured subnets of one supernet: ``configs[i]`` reached top-1 ``acc[i]`` on the validation split."""
+    """Measured subnets of one supernet: ``configs[i]`` reached top-1 ``acc[i]`` on the validation split.
+
+    ``halves[i]`` (when measured) is its top-1 on each of two disjoint halves of the validation split: how
+    far two equally good measurements disagree, the noise an accuracy predictor cannot beat.
+    """
 
     space: SearchSpace
     configs: tuple[SubnetConfig, ...]
     acc: np.ndarray
     header: dict[str, Any] = field(default_factory=dict)
+    halves: np.ndarray | None = None
 
     def batch(self) -> ConfigBatch:
         """The configs as a :class:`ConfigBatch`."""
         return ConfigBatch.from_configs(self.space, list(self.configs))
+
+    def noise_ceiling(self, idx: np.ndarray | None = None) -> float | None:
+        """Kendall τ between the two validation halves over subnets ``idx`` (all by default): the ranking
+        agreement of two independent measurements, an upper bound for a predictor's τ against one. ``None``
+        when some of them have no per-half figures (a cache measured by an older ofa-kit)."""
+        if self.halves is None:
+            return None
+        h = self.halves if idx is None else self.halves[idx]
+        if len(h) < 2 or np.isnan(h).any():
+            return None
+        from scipy.stats import kendalltau
+
+        return float(kendalltau(h[:, 0], h[:, 1]).statistic)
+
+
+def score(result: float | np.ndarray) -> dict[str, Any]:
+    """A cache record's figures from what ``evaluate`` returned: a top-1, or per-image correctness (then
+    also the top-1 of each half of the images)."""
+    if np.ndim(result) == 0:
+        return {"val_top1": float(result)}
+    hits = np.asarray(result, dtype=np.float64)
+    half = len(hits) // 2
+    if half == 0:
+        raise ValueError("per-image results need at least two images")
+    return {"val_top1": float(hits.mean()), "val_halves": [float(hits[:half].mean()), float(hits[half:].mean())]}
 
 
 def sample_configs(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:
@@ -106,14 +137,16 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]
     return header, records, good
 
 
-def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], float], path: str | Path, n: int,
+def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], float | np.ndarray], path: str | Path,
+                        n: int,
                         header: dict[str, Any], seed: int = 0,
                         progress: Callable[[int, int], None] | None = None) -> AccuracyData:
     """Measure (or resume measuring) ``n`` subnets of ``space`` into the JSON-lines cache ``path``.
 
     Args:
         space: The supernet's space.
-        evaluate: Validation top-1 of one subnet (extraction, BatchNorm recalibration, evaluation).
+        evaluate: Validation top-1 of one subnet (extraction, BatchNorm recalibration, evaluation), or its
+            per-image correctness on the validation split (then the cache also holds each half's top-1).
         path: The cache; resumed when its header equals ``header`` (plus format fields), rebuilt otherwise.
             Subnets are drawn in a fixed seeded order, so a cache of more subnets serves fewer.
         n: Number of subnets (largest, smallest and seeded random ones).
@@ -132,18 +165,25 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
     with open(path, "r+b") as f:
         f.truncate(good)  # drop a line torn by a kill
     cfgs = sample_configs(space, n, seed)
-    done = {r["config"]: r["val_top1"] for r in records}
+    done = {r["config"]: r for r in records}
     todo = [c for c in cfgs if c.to_json() not in done]
     with open(path, "a", encoding="utf-8") as f:
         for i, cfg in enumerate(todo):
-            acc = float(evaluate(cfg))
-            done[cfg.to_json()] = acc
-            f.write(json.dumps({"config": cfg.to_json(), "val_top1": acc}) + "\n")
+            rec = {"config": cfg.to_json(), **score(evaluate(cfg))}
+            done[cfg.to_json()] = rec
+            f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
             if progress:
                 progress(len(cfgs) - len(todo) + i + 1, len(cfgs))
-    return AccuracyData(space, tuple(cfgs), np.array([done[c.to_json()] for c in cfgs]), want)
+    return _data(space, [done[c.to_json()] for c in cfgs], want)
+
+
+def _data(space: SearchSpace, records: list[dict[str, Any]], header: dict[str, Any]) -> AccuracyData:
+    cfgs = tuple(space.validate(SubnetConfig.from_json(r["config"])) for r in records)
+    halves = np.array([r.get("val_halves", [np.nan, np.nan]) for r in records], dtype=np.float64).reshape(-1, 2)
+    return AccuracyData(space, cfgs, np.array([r["val_top1"] for r in records], dtype=np.float64), header,
+                        None if np.isnan(halves).all() else halves)
 
 
 def load_accuracy_data(path: str | Path, space: SearchSpace) -> AccuracyData:
@@ -151,5 +191,4 @@ def load_accuracy_data(path: str | Path, space: SearchSpace) -> AccuracyData:
     header, records, _ = _read(Path(path))
     if header is None or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not an ofa-kit accuracy dataset")
-    cfgs = tuple(space.validate(SubnetConfig.from_json(r["config"])) for r in records)
-    return AccuracyData(space, cfgs, np.array([r["val_top1"] for r in records], dtype=np.float64), header)
+    return _data(space, records, header)

@@ -12,16 +12,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 import model_zoo
 from elastic import SubnetConfig, calibrated_subnet
 from elastic.data import DataSource, Splits, load_splits
-from elastic.evaluate import loader, top1
+from elastic.evaluate import correct, loader
 from deploy_targets import get_exporter
 from model_zoo.checkpoint import checkpoint_paths
-from ofakit.accuracy import AccuracyData, build_accuracy_data, materialize, ort_top1
+from ofakit.accuracy import AccuracyData, build_accuracy_data, materialize, ort_correct
 from ofakit.predictors import AccuracyPredictor, select_predictor
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,8 @@ class CheckpointContext:
             nets[cfg] = calibrated_subnet(self.supernet, cfg, loader(self.calib, 500))
         return nets[cfg]
 
-    def top1(self, cfg: SubnetConfig, split: str = "val") -> float:
-        """Top-1 of ``cfg`` after BatchNorm recalibration on the ``val`` or ``test`` split.
+    def correct(self, cfg: SubnetConfig, split: str = "val") -> np.ndarray:
+        """Per-image correctness of ``cfg`` after BatchNorm recalibration on the ``val`` or ``test`` split.
 
         Inference runs in onnxruntime when it is installed (5x faster than eager PyTorch on CPU for these
         depthwise networks; the exporter checks parity), else in PyTorch.
@@ -107,8 +108,12 @@ class CheckpointContext:
         data: TensorDataset = getattr(self, split)
         net = self.subnet(cfg)
         if get_exporter("onnx").unavailable() is None:
-            return ort_top1(net, data, cfg.r)
-        return top1(copy.deepcopy(net), loader(data, 500), cfg.r)  # top1 converts its model to channels-last
+            return ort_correct(net, data, cfg.r)
+        return correct(copy.deepcopy(net), loader(data, 500), cfg.r).numpy()  # it converts to channels-last
+
+    def top1(self, cfg: SubnetConfig, split: str = "val") -> float:
+        """Top-1 of ``cfg`` after BatchNorm recalibration on the ``val`` or ``test`` split."""
+        return float(self.correct(cfg, split).mean())
 
     def real_inputs(self, cfg: SubnetConfig, n: int) -> torch.Tensor:
         """``n`` validation images at ``cfg``'s resolution (export parity checks)."""
@@ -135,7 +140,7 @@ class CheckpointContext:
             data = self.meta["training"]["data"]
             header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
                       "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
-            self._cache[key] = build_accuracy_data(self.supernet.space, self.top1, self.accuracy_cache(), n, header,
+            self._cache[key] = build_accuracy_data(self.supernet.space, self.correct, self.accuracy_cache(), n, header,
                                                    seed, progress)
         return self._cache[key]
 

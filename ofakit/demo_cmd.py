@@ -102,6 +102,12 @@ def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkp
     ch = acc["candidates"][acc["chosen"]]
     typer.echo(f"latency range on this machine: {lo:.3f}-{hi:.3f} ms (predicted); accuracy predictor: "
                f"{acc['chosen']} from {acc['samples']} measured subnets (held-out τ {ch['kendall_tau']:.3f}, "
-               f"RMSE {ch['rmse_pp']:.2f} pp); Pareto plot: {png}")
+               f"RMSE {ch['rmse_pp']:.2f} pp{_ceiling(acc)}); Pareto plot: {png}")
     if missed:
         raise typer.Exit(1)
+
+
+def _ceiling(report: dict) -> str:
+    """The label-noise ceiling next to a predictor's τ, when the accuracy data has per-half figures."""
+    tau = report.get("noise_ceiling_tau")
+    return "" if tau is None else f"; label-noise ceiling τ {tau:.3f}, two validation halves"

@@ -17,7 +17,7 @@ from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.profile_cmd import _token, fail
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
-from ofakit.ship import TIMING_ERRORS, export_subnet, rerank, ship, time_candidates
+from ofakit.ship import TIMING_ERRORS, export_subnet, measured_choice, ship, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.runtimes import RuntimeUnavailable
@@ -80,10 +80,10 @@ def measured_pick(spz: Specializer, budgets: list[Budget], caps: tuple[float | N
                   ) -> tuple[Candidate, list[dict[str, Any]] | None]:
     """The most accurate subnet of a shortlist measured within every budget; the predicted pick (with a
     warning) when the runtime cannot run or no candidate measured within the budgets."""
-    cands = spz.shortlist(budgets, *caps, settings)
     try:
-        with console.status(f"timing {len(cands)} candidates around the budget..."):
-            best, rows = rerank(cands, budgets, lambda cfgs, b: time_candidates(spz, cfgs, b, token))
+        with console.status("timing candidates around the budget..."):
+            best, rows = measured_choice(spz, budgets, lambda cfgs, b: time_candidates(spz, cfgs, b, token), *caps,
+                                         settings)
     except TIMING_ERRORS as exc:
         console.print(f"warning: candidates not measured ({exc}); the pick is predicted only")
         return predicted, None

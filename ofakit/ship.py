@@ -35,6 +35,8 @@ Meter = Callable[[SubnetConfig, ExportResult, Budget], Measurement]
 """Times an exported subnet for one budget: ``meter(config, artifact, budget) -> Measurement``."""
 SIDECAR_FORMAT = "ofa-kit-artifact"
 UNDER_BUDGET = 0.8  # a pick predicted at >= 80% of its budget that measures under 80% of it wastes the budget
+USE_BUDGET = 0.85  # a measured shortlist whose best candidate uses less of a budget is searched again, rescaled
+SECOND_ROUND = (1.0, 0.95, 0.9)  # fractions of the rescaled budgets searched in a shortlist's second round
 
 
 def sidecar_path(artifact: str | Path) -> Path:
@@ -172,6 +174,50 @@ def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer
     return pick, rows
 
 
+def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, max_macs: float | None = None,
+                    max_params: float | None = None, settings: EvolutionSettings | None = None,
+                    search_budgets: Sequence[Budget] | None = None, tried: frozenset[SubnetConfig] = frozenset(),
+                    use: float = USE_BUDGET) -> tuple[Candidate | None, list[dict[str, Any]]]:
+    """The most accurate subnet of a measured shortlist within every budget (``None`` when none is) and one
+    record per candidate timed (``round`` 1 or 2).
+
+    The shortlist is searched around ``search_budgets`` (default: the budgets); subnets in ``tried`` are
+    not candidates. When no candidate meets the budgets, or the best one uses less than ``use`` of one, the
+    candidates' own measurements show how far off the predictions are around the budget: a second shortlist
+    is searched at each budget divided by the median measured/predicted ratio, its new subnets are timed,
+    and the best of both rounds is the pick.
+    """
+    search_budgets = list(search_budgets or budgets)
+    cands = [c for c in spz.shortlist(search_budgets, max_macs, max_params, settings) if c.config not in tried]
+    if not cands:
+        return None, []
+    best, rows = rerank(cands, budgets, timer)
+    for row in rows:
+        row["round"] = 1
+    used = {b.metric_name: next((r["measured_ms"][b.metric_name] for r, c in zip(rows, cands) if c is best), 0.0)
+            / b.ms for b in budgets}
+    if best is not None and min(used.values()) >= use:
+        return best, rows
+    scaled = []
+    for b, sb in zip(budgets, search_budgets):
+        ratio = float(np.median([r["measured_ms"][b.metric_name] / r["predicted_ms"][b.metric_name] for r in rows]))
+        scaled.append(Budget(b.device, b.runtime, sb.ms / ratio))
+    seen = tried | {c.config for c in cands}
+    try:
+        more = [c for c in spz.shortlist(scaled, max_macs, max_params, settings, SECOND_ROUND) if c.config not in seen]
+    except BudgetError:
+        more = []
+    if not more:
+        return best, rows
+    best2, rows2 = rerank(more, budgets, timer)
+    for row in rows2:
+        row["round"] = 2
+    pick = max((c for c in (best, best2) if c is not None), key=lambda c: c.accuracy, default=None)
+    for c, row in zip([*cands, *more], [*rows, *rows2]):
+        row["picked"] = c is pick
+    return pick, rows + rows2
+
+
 @dataclass
 class ShipReport:
     """What the closed loop did: every attempt (predicted vs measured) and the final artifact."""
@@ -305,15 +351,12 @@ def _choose(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, fl
     if timer is None:
         return pick, None
     tight = [Budget(b.device, b.runtime, search_ms[b.metric_name]) for b in budgets]
-    cands = [c for c in spz.shortlist(tight, max_macs, max_params, settings) if c.config not in tried]
-    if not cands:
-        return pick, None
     try:
-        best, rows = rerank(cands, budgets, timer)
+        best, rows = measured_choice(spz, budgets, timer, max_macs, max_params, settings, tight, frozenset(tried))
     except TIMING_ERRORS as exc:
         log.warning("shortlist not measured (%s); exporting the predicted pick", exc)
         return pick, None
-    return best or pick, rows
+    return best or pick, rows or None
 
 
 def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult, meter: Meter, number: int,

@@ -122,6 +122,27 @@ def test_predictors_learn_a_known_accuracy_and_the_better_one_is_chosen():
         select_predictor(AccuracyData(SPACE, tuple(cfgs[:8]), data.acc[:8]))
 
 
+def test_per_image_results_give_each_validation_half_and_the_label_noise_ceiling(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def build(images, path):  # each image is right with the subnet's true accuracy (synthetic, ~0.80-0.93)
+        def evaluate(cfg):
+            return rng.random(images) < float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0]) - 0.28
+        return build_accuracy_data(SPACE, evaluate, path, 40, {"checkpoint_sha256": "abc"})
+
+    few, many = build(200, tmp_path / "few.jsonl"), build(20000, tmp_path / "many.jsonl")
+    assert few.halves.shape == (40, 2) and np.allclose(few.halves.mean(1), few.acc)
+    assert np.array_equal(load_accuracy_data(tmp_path / "few.jsonl", SPACE).halves, few.halves)
+    # two independent halves agree less when each has fewer images: the ceiling measures label noise
+    assert 0 < few.noise_ceiling() < many.noise_ceiling() < 1
+    _, report = select_predictor(many, seed=0)
+    held = np.random.default_rng(0).permutation(40)[:10]
+    assert report["noise_ceiling_tau"] == pytest.approx(many.noise_ceiling(held))
+    floats = build_accuracy_data(SPACE, lambda c: 0.5, tmp_path / "old.jsonl", 20, {"checkpoint_sha256": "abc"})
+    assert floats.halves is None and floats.noise_ceiling() is None
+    assert select_predictor(floats)[1]["noise_ceiling_tau"] is None
+
+
 # ------------------------------------------------------------------ search
 def test_evolution_meets_the_budget_and_beats_random_search():
     lo, hi = GRID.macs(ConfigBatch.from_configs(SPACE, [SPACE.smallest(), SPACE.largest()]))

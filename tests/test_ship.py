@@ -22,7 +22,7 @@ from model_zoo.ofa_parity import randomize_
 from ofakit.cli import app
 from ofakit.context import CheckpointContext
 from ofakit.search import Candidate
-from ofakit.ship import export_subnet, measure, rerank, ship, sidecar_path
+from ofakit.ship import export_subnet, measure, measured_choice, rerank, ship, sidecar_path
 from ofakit.specialize import Budget, Specializer, latency_name, table_recipe
 from profilers import LatencyPredictor, LatencyTable
 from profilers.builder import BuildSettings, build_table, refit
@@ -245,6 +245,33 @@ def test_measured_shortlist_picks_within_the_budget(shipyard, tmp_path):
     assert picked["config"] == report.final.config.to_dict()
     assert picked["predicted_accuracy"] == max(r["predicted_accuracy"] for r in within)
     assert all(r["measured_ms"][LAT] == truth(SubnetConfig.from_dict(r["config"])) for r in rows)
+
+
+def test_measured_shortlist_far_under_the_budget_is_searched_again_rescaled(shipyard, tmp_path):
+    """The table over-predicts this device 2x (it sped up since the build): every first-round candidate
+    measures near half the budget. Their own measurements give the ratio; the second round, searched at the
+    rescaled budget, finds subnets that use the budget, and the pick is within it."""
+    ctx, good = shipyard
+    table = tmp_path / "t.sqlite"
+    truth, rk, _ = known_device(ctx, good, table, 2.0)
+    big, small = ctx.supernet.space.largest(), ctx.supernet.space.smallest()
+    budget = Budget("local", "onnxruntime", 0.5 * (truth(big) + truth(small)))
+
+    def timer(cfgs, b):
+        return [recorded(truth(c), rk) for c in cfgs]
+
+    spz = macs_specializer(ctx, table)
+    pick, rows = measured_choice(spz, [budget], timer)
+    first = [r for r in rows if r["round"] == 1]
+    second = [r for r in rows if r["round"] == 2]
+    assert first and second and max(r["measured_ms"][LAT] for r in first) < 0.7 * budget.ms
+    picked = next(r for r in rows if r["picked"])
+    assert picked["round"] == 2 and pick.config.to_dict() == picked["config"]
+    assert 0.85 * budget.ms <= picked["measured_ms"][LAT] <= budget.ms
+    # predictions that are right leave nothing to rescale: one round
+    truth, rk, _ = known_device(ctx, good, tmp_path / "right.sqlite", 1.0)
+    pick, rows = measured_choice(macs_specializer(ctx, tmp_path / "right.sqlite"), [budget], timer)
+    assert {r["round"] for r in rows} == {1} and truth(pick.config) >= 0.85 * budget.ms
 
 
 def test_rerank_none_within_the_budget():
