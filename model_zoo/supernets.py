@@ -55,14 +55,8 @@ def ofa_mbv3_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 
     stride-2 stem and a narrow head, so a full-width training step of batch 128 at 32 px costs a
     fraction of a second on two CPU cores.
     """
-    return MobileNetV3Spec(
-        in_channels=in_channels, num_classes=num_classes, stem_width=16, stem_stride=2,
-        first_block=StageSpec(16, 1, "relu", False),
-        stages=(StageSpec(24, 2, "relu", False), StageSpec(32, 2, "h_swish", True),
-                StageSpec(48, 1, "h_swish", True), StageSpec(64, 2, "h_swish", True)),
-        final_expand_width=384, feature_mix_width=512,
-        ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), r=tuple(resolutions or (28, 30, 32)), dropout=dropout,
-    )
+    return _small_grey_spec((48, 64), (384, 512), (3, 4, 6), (2, 3, 4), resolutions or (28, 30, 32),
+                            num_classes, in_channels, dropout)
 
 
 @register_supernet("ofa_mbv3_tiny_d1234_e2346_k357")
@@ -76,11 +70,18 @@ def ofa_mbv3_tiny_wide_space(num_classes: int = 10, in_channels: int = 1, dropou
     stages downsample less), and the last two stages are wider (56 and 80 channels) at a small cost, since
     they run on 5x5 and 3x3 maps. Resolutions step by 4 px.
     """
+    return _small_grey_spec((56, 80), (480, 640), (2, 3, 4, 6), (1, 2, 3, 4), resolutions or range(16, 41, 4),
+                            num_classes, in_channels, dropout)
+
+
+def _small_grey_spec(last_widths: tuple[int, int], head: tuple[int, int], e: Sequence[float], d: Sequence[int],
+                     resolutions: Sequence[int], num_classes: int, in_channels: int, dropout: float) -> MobileNetV3Spec:
+    """The small single-channel layout: stride-2 stem, widths 16/24/32 then ``last_widths``, kernels 3/5/7."""
     return MobileNetV3Spec(
         in_channels=in_channels, num_classes=num_classes, stem_width=16, stem_stride=2,
         first_block=StageSpec(16, 1, "relu", False),
         stages=(StageSpec(24, 2, "relu", False), StageSpec(32, 2, "h_swish", True),
-                StageSpec(56, 1, "h_swish", True), StageSpec(80, 2, "h_swish", True)),
-        final_expand_width=480, feature_mix_width=640,
-        ks=(3, 5, 7), e=(2, 3, 4, 6), d=(1, 2, 3, 4), r=tuple(resolutions or range(16, 41, 4)), dropout=dropout,
+                StageSpec(last_widths[0], 1, "h_swish", True), StageSpec(last_widths[1], 2, "h_swish", True)),
+        final_expand_width=head[0], feature_mix_width=head[1],
+        ks=(3, 5, 7), e=tuple(e), d=tuple(d), r=tuple(resolutions), dropout=dropout,
     )
