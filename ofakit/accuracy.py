@@ -84,9 +84,14 @@ class AccuracyData:
         h = self.halves if idx is None else self.halves[idx]
         if len(h) < 2 or np.isnan(h).any():
             return None
-        from scipy.stats import kendalltau
+        return kendall_tau(h[:, 0], h[:, 1])
 
-        return float(kendalltau(h[:, 0], h[:, 1]).statistic)
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's τ-b of two score vectors."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
 
 
 def score(result: float | np.ndarray) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 
 from elastic import Registry
 from elastic.batch import ConfigBatch
-from ofakit.accuracy import AccuracyData
+from ofakit.accuracy import AccuracyData, kendall_tau
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,6 @@ class MLPPredictor(AccuracyPredictor):
             if i < len(self.weights) - 1:
                 np.maximum(h, 0, out=h)
         return h[:, 0].astype(np.float64) + self.base
-
-
-def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's τ-b of two score vectors."""
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
 
 
 def select_predictor(data: AccuracyData, seed: int = 0, holdout: float = 0.25,

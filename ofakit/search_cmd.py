@@ -133,10 +133,11 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
         spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
         caps = (max_macs and max_macs * 1e6, max_params and max_params * 1e6)
         settings = EvolutionSettings(population=population, generations=generations)
-        result = spz.search(spz.constraints(budgets, *caps), settings)
+        cons = spz.constraints(budgets, *caps)
+        result = spz.search(cons, settings)
         pick, shortlist = measured_pick(spz, budgets, caps, settings, token, result.best) if measure else \
             (result.best, None)
-        front, front_s = spz.pareto(budgets[0].metric_name, spz.constraints(budgets, *caps)[1:])
+        front, front_s = spz.pareto(budgets[0].metric_name, cons[1:])
     except (ValueError, BudgetError) as exc:
         fail(exc)
     primary = budgets[0].metric_name

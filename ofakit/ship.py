@@ -194,9 +194,8 @@ def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, m
     best, rows = rerank(cands, budgets, timer)
     for row in rows:
         row["round"] = 1
-    used = {b.metric_name: next((r["measured_ms"][b.metric_name] for r, c in zip(rows, cands) if c is best), 0.0)
-            / b.ms for b in budgets}
-    if best is not None and min(used.values()) >= use:
+    picked = next((r for r in rows if r["picked"]), None)
+    if picked is not None and all(picked["measured_ms"][b.metric_name] >= use * b.ms for b in budgets):
         return best, rows
     scaled = []
     for b, sb in zip(budgets, search_budgets):
