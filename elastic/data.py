@@ -31,9 +31,12 @@ FMNIST_FILES = {  # name -> (idx magic, item dims)
     "t10k-images-idx3-ubyte": (0x803, 3), "t10k-labels-idx1-ubyte": (0x801, 1),
 }
 KINDS = ("fashion-mnist", "imagefolder", "cifar10")
-# Training-split augmentation policies: random crop (zero padding) + horizontal flip, optionally followed by
-# random erasing (a rectangle of 2-33% of the image set to the mean), which suits small grey images.
-AUGMENTATIONS = ("none", "crop_flip", "crop_flip_erase")
+# Training-split augmentation policies: random crop (zero padding), optionally with a horizontal flip (wrong
+# for digits and text, so never the default), optionally followed by random erasing (a rectangle of 2-33% of
+# the image set to the mean), which suits small grey images.
+AUGMENTATIONS = ("none", "crop", "crop_flip", "crop_flip_erase")
+DEFAULT_AUGMENT = "crop"
+STATS_IMAGES = 2000  # ImageFolder: mean/std are computed on the first this many training images
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _HOW_TO_FMNIST = ("install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass "
                   "--data fashion-mnist:DIR with a folder holding the four idx .gz files")
@@ -164,29 +167,149 @@ def _split_indices(n: int, val_size: int, seed: int, train_limit: int | None) ->
     return (train[:train_limit] if train_limit else train), val
 
 
-def load_splits(source: DataSource, val_size: int = 5000, seed: int = 0, train_limit: int | None = None,
-                test_limit: int | None = None, image_size: int = 224, augment: bool | str = True) -> Splits:
+def _erase_masks(n: int, h: int, w: int, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33),
+                 ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> torch.Tensor:
+    """Random-erasing masks ``(n, h, w)``, drawn as torchvision's ``RandomErasing`` draws them, vectorised.
+
+    With probability ``p`` a rectangle of ``scale`` of the area and log-uniform aspect ``ratio`` is erased
+    (set to 0, the mean after normalisation); the first of ``attempts`` draws that fits is used, none if
+    none fits.
+    """
+    area = h * w * torch.empty(n, attempts).uniform_(*scale)
+    aspect = torch.exp(torch.empty(n, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1])))
+    eh = torch.sqrt(area * aspect).round().long()
+    ew = torch.sqrt(area / aspect).round().long()
+    fits = (eh < h) & (ew < w)
+    first = torch.argmax(fits.int(), dim=1)
+    rows = torch.arange(n)
+    eh, ew = eh[rows, first], ew[rows, first]
+    erase = (torch.rand(n) < p) & fits.any(1)
+    top = (torch.rand(n) * (h - eh + 1)).floor().long()
+    left = (torch.rand(n) * (w - ew + 1)).floor().long()
+    ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    in_rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])
+    in_cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])
+    return erase[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]
+
+
+class TensorImages(Dataset):
+    """Labelled images held in memory as uint8 ``(N, H, W)`` or ``(N, H, W, C)``, prepared by tensor ops.
+
+    Values equal torchvision's ``ToTensor`` + ``Normalize``; the training policies (zero-padded random crop,
+    horizontal flip, random erasing) draw from torch's RNG like torchvision's. Skipping PIL makes a batch of
+    Fashion-MNIST images many times cheaper to prepare (``benchmarks/RESULTS.md``).
+    """
+
+    def __init__(self, images: torch.Tensor, targets: Any, mean: tuple[float, ...], std: tuple[float, ...],
+                 policy: str = "none", pad: int = 0):
+        self.images = images if images.dim() == 4 else images.unsqueeze(-1)
+        self.targets = torch.as_tensor(targets, dtype=torch.int64)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.policy, self.pad = augmentation_policy(policy), pad
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """A batch at once (the DataLoader calls this): the crop, flip and erase draws are vectorised."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        x = self.images[idx].permute(0, 3, 1, 2).float().div(255)  # N, C, H, W
+        n, c, h, w = x.shape
+        if self.policy != "none":
+            p = self.pad
+            padded = torch.nn.functional.pad(x, (p,) * 4)
+            offset = torch.randint(0, (2 * p + 1) ** 2, (n,))  # (top, left) pair, uniform like RandomCrop
+            for k in offset.unique().tolist():
+                top, left = divmod(k, 2 * p + 1)
+                sel = offset == k
+                x[sel] = padded[sel, :, top:top + h, left:left + w]
+            if self.policy != "crop":
+                flip = torch.rand(n) < 0.5
+                x[flip] = x[flip].flip(-1)
+        x = (x - self.mean) / self.std
+        if self.policy == "crop_flip_erase":
+            x = x * ~_erase_masks(n, h, w)[:, None]
+        return list(zip(x.contiguous().unbind(0), self.targets[idx].tolist()))
+
+
+def default_val_size(n: int) -> int:
+    """Validation images held out of ``n`` training images by default: 10%, at least 1, at most 5,000."""
+    return max(1, min(5000, n // 10))
+
+
+class _ImageLoader:
+    """Open an image file in one PIL mode; an unreadable file is a one-line error naming it (picklable)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, path: str):
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                return im.convert(self.mode)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ValueError(f"cannot read image {path}: {exc}") from None
+
+
+def _imagefolder_format(samples: list[tuple[str, int]]) -> tuple[str, int]:
+    """``(PIL mode, native size)`` of an ImageFolder's images, from the first few: grey if all are grey."""
+    from PIL import Image
+
+    modes, sizes = set(), []
+    for path, _ in samples[:50]:
+        try:
+            with Image.open(path) as im:
+                modes.add(im.mode)
+                sizes.append(min(im.size))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ValueError(f"cannot read image {path}: {exc}") from None
+    grey = modes <= {"1", "L", "I", "I;16", "F"}
+    return ("L" if grey else "RGB"), sizes[0]
+
+
+def _stats_of(dataset: Dataset, indices: list[int]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of ``dataset[i][0]`` (tensors in [0, 1]) over ``indices``."""
+    xs = torch.stack([dataset[i][0] for i in indices])  # N, C, H, W
+    flat = xs.transpose(0, 1).reshape(xs.shape[1], -1)
+    return tuple(flat.mean(1).tolist()), tuple(flat.std(1).clamp_min(1e-3).tolist())
+
+
+def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, train_limit: int | None = None,
+                test_limit: int | None = None, image_size: int | None = None,
+                augment: bool | str = DEFAULT_AUGMENT, preprocess: dict[str, Any] | None = None) -> Splits:
     """Build train/val/test datasets for ``source``.
 
     Args:
         source: Which dataset.
-        val_size: Images held out of the training set for validation.
+        val_size: Images held out of the training set for validation (default: :func:`default_val_size`).
         seed: Seed of the train/val split.
         train_limit: Keep only this many training images (tiny runs, tests).
         test_limit: Keep only the first this many test images.
-        image_size: Base image size for ImageFolder data (Fashion-MNIST is 28, CIFAR-10 32).
+        image_size: Image size for ImageFolder data (default: the first image's shorter side; images are
+            resized and centre-cropped to it). Fashion-MNIST is 28, CIFAR-10 32.
         augment: Training-split augmentation, one of :data:`AUGMENTATIONS` (``True`` is ``crop_flip``,
-            ``False`` is ``none``).
+            ``False`` is ``none``). ImageFolder data keeps its channels (grey images make a 1-channel
+            model) and is normalised by the mean/std of its first :data:`STATS_IMAGES` training images.
+        preprocess: A checkpoint's recorded preprocessing (:meth:`Splits.preprocessing`): its mean, std,
+            channels and image size are used as recorded, so a trained model sees what it was trained on.
     """
     from torchvision import datasets, transforms as T
 
     policy = augmentation_policy(augment)
     if source.kind == "fashion-mnist":
         root = fashion_mnist_root(source.path)
-        make = lambda train, tf: datasets.FashionMNIST(str(root), train=train, transform=tf)  # noqa: E731
-        base = make(True, None)
+        base = datasets.FashionMNIST(str(root), train=True)
         size, pad, channels, classes = 28, 2, 1, list(base.classes)
+        test_base = datasets.FashionMNIST(str(root), train=False)
+        arrays = {True: (base.data, base.targets), False: (test_base.data, test_base.targets)}
         n = len(base)
+        val_size = default_val_size(n) if val_size is None else val_size
         train_idx, val_idx = _split_indices(n, val_size, seed, train_limit)
         mean, std = _channel_stats(base.data[train_idx])
     elif source.kind == "cifar10":
@@ -194,12 +317,15 @@ def load_splits(source: DataSource, val_size: int = 5000, seed: int = 0, train_l
             raise ValueError(f"CIFAR-10 not found: {source.path} must contain cifar-10-batches-py/ "
                              "(torchvision's on-disk layout; downloads are not possible here)")
         # torchvision verifies every batch file's md5 against the official release before unpickling it.
-        make = lambda train, tf: datasets.CIFAR10(str(source.path), train=train, transform=tf)  # noqa: E731
         try:
-            base = make(True, None)
+            base = datasets.CIFAR10(str(source.path), train=True)
+            test_base = datasets.CIFAR10(str(source.path), train=False)
         except RuntimeError as exc:
             raise ValueError(f"CIFAR-10 in {source.path} is incomplete or corrupted: {exc}") from None
         size, pad, channels, classes = 32, 4, 3, list(base.classes)
+        arrays = {True: (torch.from_numpy(base.data), base.targets),
+                  False: (torch.from_numpy(test_base.data), test_base.targets)}
+        val_size = default_val_size(len(base)) if val_size is None else val_size
         train_idx, val_idx = _split_indices(len(base), val_size, seed, train_limit)
         mean, std = _channel_stats(torch.from_numpy(base.data[train_idx]))
     else:
@@ -207,22 +333,35 @@ def load_splits(source: DataSource, val_size: int = 5000, seed: int = 0, train_l
         if not train_dir.is_dir():
             raise ValueError(f"ImageFolder data needs {train_dir}/<class>/<image> (and optionally test/); "
                              f"{source.path} has no train/ folder")
-        make_if = lambda d, tf: datasets.ImageFolder(str(d), transform=tf)  # noqa: E731
         try:
-            base = make_if(train_dir, None)
+            base = datasets.ImageFolder(str(train_dir))
         except (FileNotFoundError, RuntimeError) as exc:
             raise ValueError(f"cannot read ImageFolder data in {train_dir}: {exc}") from None
-        size, pad, channels, classes = image_size, image_size // 8, 3, list(base.classes)
+        mode, native = _imagefolder_format(base.samples)
+        if preprocess:
+            mode, image_size = ("L" if preprocess["in_channels"] == 1 else "RGB"), preprocess["image_size"]
+        size = native if image_size is None else image_size
+        pad, channels, classes = max(1, size // 8), 1 if mode == "L" else 3, list(base.classes)
+        loader = _ImageLoader(mode)
+        make_if = lambda d, tf: datasets.ImageFolder(str(d), transform=tf, loader=loader)  # noqa: E731
+        val_size = default_val_size(len(base)) if val_size is None else val_size
         train_idx, val_idx = _split_indices(len(base), val_size, seed, train_limit)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        stats_base = make_if(train_dir, T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()]))
+        mean, std = ((tuple(preprocess["mean"]), tuple(preprocess["std"])) if preprocess
+                     else _stats_of(stats_base, train_idx[:STATS_IMAGES]))
         test_dir = next((source.path / d for d in ("test", "val") if (source.path / d).is_dir()), None)
         make = lambda train, tf: make_if(train_dir if train else test_dir, tf)  # noqa: E731
-    norm = [T.ToTensor(), T.Normalize(mean, std)]
-    resize = [] if source.kind != "imagefolder" else [T.Resize(size), T.CenterCrop(size)]
-    plain = T.Compose(resize + norm)
-    crop_flip = [T.RandomCrop(size, padding=pad), T.RandomHorizontalFlip()] if policy != "none" else []
-    erase = [T.RandomErasing(p=0.5)] if policy == "crop_flip_erase" else []
-    aug = T.Compose(resize + crop_flip + norm + erase)
+    if source.kind == "imagefolder":
+        norm = [T.ToTensor(), T.Normalize(mean, std)]
+        resize = [T.Resize(size), T.CenterCrop(size)]
+        plain = T.Compose(resize + norm)
+        crop_flip = [T.RandomCrop(size, padding=pad)] if policy != "none" else []
+        crop_flip += [T.RandomHorizontalFlip()] if policy.startswith("crop_flip") else []
+        erase = [T.RandomErasing(p=0.5)] if policy == "crop_flip_erase" else []
+        aug = T.Compose(resize + crop_flip + norm + erase)
+    else:  # in memory: tensor ops, no PIL
+        plain, aug = "none", policy
+        make = lambda train, pol: TensorImages(*arrays[train], mean, std, pol, pad)  # noqa: E731
     has_test = source.kind != "imagefolder" or test_dir is not None
     test = make(False, plain) if has_test else None
     if test is not None and test_limit:
@@ -232,7 +371,8 @@ def load_splits(source: DataSource, val_size: int = 5000, seed: int = 0, train_l
     return Splits(train=Subset(make(True, aug), train_idx), val=Subset(make(True, plain), val_idx), test=test,
                   in_channels=channels, num_classes=len(classes), classes=classes, mean=mean, std=std,
                   image_size=size, source={"kind": source.kind, "path": str(source.path), "val_size": val_size,
-                                           "seed": seed, "train_limit": train_limit, "augment": policy})
+                                           "seed": seed, "train_limit": train_limit, "augment": policy,
+                                           "image_size": size})
 
 
 def augmentation_policy(augment: bool | str) -> str:

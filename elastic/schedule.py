@@ -9,12 +9,16 @@ frozen full network.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
 
 from elastic.config import SubnetConfig
 from elastic.space import SearchSpace
 
+# Allowed ranges of the numeric Phase fields (inclusive).
+_PHASE_RANGES = {"epochs": (1, 100_000), "lr": (1e-12, 100.0), "subnets_per_step": (1, 64),
+                 "kd_weight": (0.0, 1000.0), "warmup_epochs": (0.0, 100_000.0)}
 SAMPLERS = ("random", "sandwich")
 RESOLUTION_RULES = ("shared", "sandwich")
 LR_SCHEDULES = ("cosine", "constant")
@@ -63,6 +67,13 @@ class Phase:
     subnet: SubnetConfig | None = None
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            check_value(f"phase {self.name!r}: {f.name}", getattr(self, f.name), f.type, _PHASE_RANGES.get(f.name))
+        for name in ("ks", "e", "d", "r"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (list, tuple)) or not v
+                                  or not all(_is_number(x) for x in v)):
+                raise ValueError(f"phase {self.name!r}: {name}={v!r} must be a non-empty list of numbers")
         if isinstance(self.subnet, Mapping):
             object.__setattr__(self, "subnet", SubnetConfig.from_dict(self.subnet))
         if self.subnet is not None and (any(getattr(self, n) is not None for n in ("ks", "e", "d", "r"))
@@ -74,10 +85,6 @@ class Phase:
                 object.__setattr__(self, name, tuple(sorted(set(v))))
         if not self.name:
             raise ValueError("Phase.name must not be empty")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"phase {self.name!r}: epochs={self.epochs!r} must be a positive integer")
-        if not self.lr > 0:
-            raise ValueError(f"phase {self.name!r}: lr={self.lr!r} must be > 0")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"phase {self.name!r}: sampler={self.sampler!r}; allowed: {list(SAMPLERS)}")
         if self.resolution not in RESOLUTION_RULES:
@@ -93,8 +100,8 @@ class Phase:
         if self.subnets_per_step < min_subnets:
             raise ValueError(f"phase {self.name!r}: subnets_per_step={self.subnets_per_step} must be >= "
                              f"{min_subnets} for the {self.sampler} sampler")
-        if self.kd_weight < 0 or self.warmup_epochs < 0:
-            raise ValueError(f"phase {self.name!r}: kd_weight and warmup_epochs must be >= 0")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"phase {self.name!r}: warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
 
     def space(self, full: SearchSpace) -> SearchSpace:
         """The sub-space this phase samples from; values outside ``full`` are an error."""
@@ -140,6 +147,33 @@ class Phase:
             raise ValueError(f"bad phase {dict(data)!r}: {exc}") from None
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_value(what: str, value: Any, type_name: Any, bounds: tuple[float, float] | None = None) -> None:
+    """Raise ``ValueError`` unless ``value`` has the dataclass field type ``type_name`` and lies in ``bounds``.
+
+    Plain ``int``/``float``/``bool``/``str`` fields are checked (a float must be finite, an int must not be a
+    bool); other annotations are left to their own validation.
+    """
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = _is_number(value) and math.isfinite(value)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{what}={value!r}: expected a{' finite' if kind == 'float' else ''} {kind}")
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{what}={value!r} is out of range; allowed: {bounds[0]} to {bounds[1]}")
+
+
 def check_fields(cls: type, data: Mapping[str, Any], what: str) -> None:
     """Raise ``ValueError`` naming any key of ``data`` that is not a field of dataclass ``cls``."""
     known = {f.name for f in fields(cls)}
@@ -173,7 +207,14 @@ def ofa_schedule(epochs: Mapping[str, int] | None = None, lr: float = 0.1, kd_we
         subnets_per_step: Subnets per step in the depth and expand phases (OFA uses 2 and 4).
         space: The supernet's space; its values define each stage (defaults: OFA's k357/d234/e346).
     """
-    ep = {"teacher": 4, "kernel": 3, "depth1": 1, "depth2": 2, "expand1": 1, "expand2": 3, **(epochs or {})}
+    ep = {"teacher": 4, "kernel": 3, "depth1": 1, "depth2": 2, "expand1": 1, "expand2": 3}
+    if epochs is not None and not isinstance(epochs, Mapping):
+        raise ValueError(f"epochs={epochs!r} must be a table of per-phase epochs, e.g. {{teacher = 4}}; "
+                         f"phases: {list(ep)}")
+    unknown = sorted(set(epochs or {}) - set(ep))
+    if unknown:
+        raise ValueError(f"unknown phase name(s) {unknown} in epochs; allowed: {list(ep)}")
+    ep.update(epochs or {})
     ks = space.ks if space else (3, 5, 7)
     d = space.d if space else (2, 3, 4)
     e = space.e if space else (3, 4, 6)
@@ -197,6 +238,8 @@ def sandwich_schedule(epochs: int, lr: float = 0.1, random_subnets: int = 2, kd_
     ``resolution="sandwich"`` also gives the largest subnet the largest resolution and the smallest the
     smallest (BigNAS); ``"shared"`` draws one resolution per step for all of them (OFA).
     """
+    check_value("random_subnets", random_subnets, "int", (0, 62))
+    check_value("epochs", epochs, "int", _PHASE_RANGES["epochs"])
     ks = space.ks if space else (3, 5, 7)
     d = space.d if space else (2, 3, 4)
     e = space.e if space else (3, 4, 6)

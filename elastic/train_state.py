@@ -8,6 +8,7 @@ Each save writes ``state-<N>.safetensors`` under a new name, then atomically rep
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from elastic.fileio import atomic_path, atomic_write_text
+from elastic.fileio import atomic_path, atomic_write_text, sha256_file
 
 FORMAT = "ofa-kit-train-state"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,7 +83,7 @@ def save_train_state(out_dir: str | Path, state: TrainState) -> Path:
     name = f"state-{state.global_epoch:04d}.safetensors"
     with atomic_path(out_dir / name) as tmp:
         save_file(tensors, str(tmp))
-    meta = {"format": FORMAT, "tensors": name, "phase_index": state.phase_index, "epoch": state.epoch,
+    meta = {"format": FORMAT, "tensors": name, "sha256": sha256_file(out_dir / name), "phase_index": state.phase_index, "epoch": state.epoch,
             "global_epoch": state.global_epoch, "optimizer": opt_json, "scheduler": state.scheduler,
             "meta": state.meta}
     json_path = out_dir / "state.json"
@@ -101,15 +103,37 @@ def load_train_state(out_dir: str | Path) -> TrainState | None:
         meta = json.loads(json_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{json_path} is not valid JSON ({exc}); cannot resume") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{json_path} is not an ofa-kit training state")
-    tensors = load_file(str(Path(out_dir) / meta["tensors"]))
+    missing = sorted({"tensors", "phase_index", "epoch", "global_epoch", "optimizer", "scheduler", "meta"} - set(meta))
+    if missing:
+        raise ValueError(f"{json_path} lacks {missing}; cannot resume (the file was edited or truncated)")
+    for key in ("phase_index", "epoch", "global_epoch"):
+        if not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 0:
+            raise ValueError(f"{json_path}: {key}={meta[key]!r} must be a non-negative integer; cannot resume")
+    tensor_path = Path(out_dir) / str(meta["tensors"])
+    if tensor_path.parent != Path(out_dir) or not tensor_path.is_file():
+        raise ValueError(f"{json_path} names the tensor file {meta['tensors']!r}, which is missing from {out_dir}; "
+                         "cannot resume")
+    if "sha256" in meta and sha256_file(tensor_path) != meta["sha256"]:
+        raise ValueError(f"{tensor_path} does not match the sha256 recorded in {json_path} (corrupted or "
+                         "replaced); cannot resume")
+    if "sha256" not in meta:
+        log.warning("%s records no sha256 (saved by an older ofa-kit): resuming unverified", json_path)
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+        raise ValueError(f"{tensor_path} cannot be read ({exc}); cannot resume") from None
+    if "rng.torch" not in tensors:
+        raise ValueError(f"{tensor_path} holds no RNG state: not an ofa-kit training state")
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "teacher": {}, "optim": {}}
     rng: dict[str, Any] = {"torch": tensors.pop("rng.torch"), "cuda": []}
     for key in sorted(k for k in tensors if k.startswith("rng.cuda.")):
         rng["cuda"].append(tensors.pop(key))
     for key, t in tensors.items():
         head, _, rest = key.partition(".")
+        if head not in groups:
+            raise ValueError(f"{tensor_path}: unexpected tensor {key!r}; not an ofa-kit training state")
         groups[head][rest if head != "optim" else key] = t
     return TrainState(phase_index=meta["phase_index"], epoch=meta["epoch"], global_epoch=meta["global_epoch"],
                       model=groups["model"], teacher=groups["teacher"],

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,13 +31,19 @@ from elastic.evaluate import evaluate_subnets
 from elastic.fileio import atomic_write_text
 from elastic.ops import resize
 from elastic.plots import plot_accuracy_curves
-from elastic.schedule import Phase, check_fields, validate_schedule
+from elastic.schedule import Phase, check_fields, check_value, validate_schedule
 from elastic.sorting import sort_channels
 from elastic.space import SearchSpace
 from elastic.supernet import ElasticMobileNetV3
 from elastic.train_state import TrainState, load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
+
+# Allowed ranges of the numeric TrainConfig fields (inclusive); absent fields only need their type.
+_TRAIN_RANGES = {"batch_size": (1, 1 << 16), "momentum": (0.0, 1.0), "weight_decay": (0.0, 1.0),
+                 "label_smoothing": (0.0, 0.99), "seed": (0, 2**63 - 1), "calib_images": (1, 10**7),
+                 "epoch_calib_images": (1, 10**7), "eval_images": (1, 10**7), "eval_random_subnets": (0, 64),
+                 "eval_batch_size": (1, 1 << 16), "num_workers": (0, 256), "log_every": (0, 10**9)}
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,8 @@ class TrainConfig:
     channels_last: bool = False
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.calib_images < 1 or self.eval_random_subnets < 0:
-            raise ValueError(f"bad TrainConfig {self}: batch_size and calib_images must be >= 1")
+        for f in fields(self):
+            check_value(f"train setting {f.name}", getattr(self, f.name), f.type, _TRAIN_RANGES.get(f.name))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -284,8 +290,13 @@ class Trainer:
                         loss = loss + phase.kd_weight * soft_cross_entropy(out, soft)
                     if phase.kd_source == "inplace" and phase.kd_weight > 0 and i == 0:
                         soft = F.softmax(out.detach(), dim=1)
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise ValueError(f"training diverged: the loss of subnet {cfg.to_dict()} is {value} at "
+                                         f"phase {phase.name!r} epoch {epoch + 1} step {step + 1}; lower lr "
+                                         f"(now {phase.lr}) or check the data; no checkpoint of this epoch was saved")
                     loss.backward()
-                    total += loss.item()
+                    total += value
                     count += 1
                 opt.step()
                 sched.step()

@@ -8,7 +8,6 @@ registered recipe, refusing a file whose hash or architecture does not match.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from elastic import ElasticMobileNetV3, MobileNetV3Spec
-from elastic.fileio import atomic_path, atomic_write_text
+from elastic.fileio import atomic_path, atomic_write_text, sha256_file
 from model_zoo.registry import get_spec
 
 FORMAT = "ofa-kit-checkpoint"
@@ -47,15 +46,6 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metrics: Mapping[str, Any] | None = None,

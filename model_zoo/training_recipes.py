@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from elastic.schedule import Phase, ofa_schedule, sandwich_schedule
+from elastic.schedule import Phase, check_value, ofa_schedule, sandwich_schedule
 from elastic.trainer import TrainConfig
 from model_zoo.registry import get_spec
 
@@ -20,6 +20,27 @@ RECIPE_DIR = Path(__file__).with_name("recipes")
 _TOP_KEYS = {"name", "description", "supernet", "supernet_options", "strategy", "data", "train", "schedule", "phase"}
 _DATA_KEYS = {"source", "val_size", "train_limit", "test_limit", "image_size", "augment"}
 STRATEGIES = ("progressive", "sandwich")
+_TOP_TYPES = {"name": str, "description": str, "supernet": str, "supernet_options": dict, "strategy": str,
+              "data": dict, "train": dict, "schedule": dict, "phase": list}
+# [data] key -> (type name, inclusive range or None)
+_DATA_TYPES = {"source": ("str", None), "val_size": ("int", (1, 10**8)), "train_limit": ("int", (1, 10**9)),
+               "test_limit": ("int", (1, 10**9)), "image_size": ("int", (8, 4096))}
+
+
+def _check_types(data: Mapping[str, Any], name: str) -> None:
+    for key, kind in _TOP_TYPES.items():
+        if key in data and not isinstance(data[key], kind):
+            raise ValueError(f"recipe {name!r}: {key}={data[key]!r} must be a {'table' if kind is dict else kind.__name__}"
+                             f"{' of [[phase]] tables' if kind is list else ''}")
+    for i, p in enumerate(data.get("phase", [])):
+        if not isinstance(p, dict):
+            raise ValueError(f"recipe {name!r}: phase {i + 1} = {p!r} must be a table")
+    for key, (kind, bounds) in _DATA_TYPES.items():
+        if key in data.get("data", {}):
+            check_value(f"recipe {name!r}: [data] {key}", data["data"][key], kind, bounds)
+    augment = data.get("data", {}).get("augment")
+    if augment is not None and not isinstance(augment, (str, bool)):
+        raise ValueError(f"recipe {name!r}: [data] augment={augment!r} must be a policy name (a string)")
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,7 @@ def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingR
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ValueError(f"recipe {name!r}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    _check_types(data, name)
     if "supernet" not in data:
         raise ValueError(f"recipe {name!r} must name a supernet (e.g. supernet = \"ofa_mbv3_tiny\")")
     options = dict(data.get("supernet_options", {}))

@@ -134,13 +134,17 @@ def train(recipe: str = typer.Option(None, help="Built-in recipe name (see `ofak
                                               "default: the recipe's."),
           out: Path = typer.Option(..., help="Run directory (checkpoints, metrics.jsonl, accuracy.png, supernet)."),
           resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-          limit: int = typer.Option(None, help="Use only this many training images (quick runs)."),
+          limit: int = typer.Option(None, min=1, help="Use only this many training images (quick runs)."),
+          val_size: int = typer.Option(None, "--val-size", min=1,
+                                       help="Training images held out for validation; default: the recipe's, "
+                                            "else 10% of the training set, at most 5000."),
           as_json: bool = typer.Option(False, "--json", help="Print the final checkpoint metadata as JSON.")) -> None:
     """Train a supernet by progressive shrinking (or the sandwich rule); runs under torchrun too."""
     from ofakit.train import run_training
 
     try:
-        meta = run_training(recipe, out, data=data, resume=resume, train_limit=limit, progress=not as_json)
+        meta = run_training(recipe, out, data=data, resume=resume, train_limit=limit, progress=not as_json,
+                            val_size=val_size)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)  # one line, never wrapped
         raise typer.Exit(2)

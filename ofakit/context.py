@@ -64,7 +64,7 @@ class CheckpointContext:
         if not data:
             raise ValueError(f"checkpoint {self.name} records no training data; it cannot be specialised here")
         return load_splits(DataSource(data["kind"], Path(data["path"])), val_size=data["val_size"], seed=data["seed"],
-                           train_limit=data.get("train_limit"))
+                           train_limit=data.get("train_limit"), preprocess=self.meta.get("preprocess"))
 
     @cached_property
     def calib(self) -> TensorDataset:

@@ -16,7 +16,7 @@ import torch
 
 import model_zoo
 from elastic import distributed
-from elastic.data import DataSource, load_splits
+from elastic.data import DEFAULT_AUGMENT, DataSource, load_splits
 from elastic.evaluate import evaluate_subnets
 from elastic.fileio import atomic_write_text
 from elastic.trainer import Trainer, eval_subnets
@@ -29,19 +29,27 @@ def resolve_recipe(recipe: str | None, out: Path, resume: bool) -> tuple[Trainin
     """The recipe to run and, when resuming, the data settings the run was started with (else ``None``)."""
     saved = out / "settings.json"
     if resume and saved.is_file():
-        settings = json.loads(saved.read_text())
-        stored = recipe_from_dict(settings["recipe"], name=settings["recipe"].get("name", "saved"))
+        try:
+            settings = json.loads(saved.read_text())
+            stored = recipe_from_dict(settings["recipe"], name=settings["recipe"].get("name", "saved"))
+            data_cfg = dict(settings["data"])
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{saved} is not a readable run settings file ({type(exc).__name__}: {exc}); "
+                             "cannot resume") from None
         if recipe is not None and load_training_recipe(recipe).to_dict() != stored.to_dict():
             raise ValueError(f"--recipe {recipe} differs from the recipe this run was started with "
                              f"({saved}); resume without --recipe or use a new --out")
-        return stored, settings["data"]
+        # runs started before the default changed recorded the policy only in "source"
+        data_cfg.setdefault("augment", settings.get("source", {}).get("augment", "crop_flip"))
+        return stored, data_cfg
     if recipe is None:
         raise ValueError("--recipe is required (a built-in name or a .toml/.yaml file)")
     return load_training_recipe(recipe), None
 
 
 def run_training(recipe: str | None, out: str | Path, data: str | None = None, resume: bool = False,
-                 train_limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+                 train_limit: int | None = None, progress: bool = True,
+                 val_size: int | None = None) -> dict[str, Any]:
     """Train per ``recipe`` into ``out``; returns the final checkpoint's metadata (rank 0) or ``{}``."""
     out = Path(out)
     distributed.setup()  # join the process group first, so that only rank 0 writes anything
@@ -52,11 +60,16 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
             data_cfg["source"] = data
         if train_limit is not None:
             data_cfg["train_limit"] = train_limit
+        if val_size is not None:
+            data_cfg["val_size"] = val_size
+    elif val_size is not None and val_size != data_cfg.get("val_size"):
+        raise ValueError(f"--val-size {val_size} differs from the run's val_size {data_cfg.get('val_size')}; "
+                         "a resumed run keeps its validation split")
     settings_path = out / "settings.json"
     source = DataSource.parse(str(data_cfg.get("source", "fashion-mnist")))
-    splits = load_splits(source, val_size=int(data_cfg.get("val_size", 5000)), seed=rec.train.seed,
+    splits = load_splits(source, val_size=data_cfg.get("val_size"), seed=rec.train.seed,
                          train_limit=data_cfg.get("train_limit"), test_limit=data_cfg.get("test_limit"),
-                         image_size=int(data_cfg.get("image_size", 224)), augment=data_cfg.get("augment", True))
+                         image_size=data_cfg.get("image_size"), augment=data_cfg.get("augment", DEFAULT_AUGMENT))
     torch.manual_seed(rec.train.seed)
     supernet = model_zoo.get_supernet(rec.supernet, num_classes=splits.num_classes, in_channels=splits.in_channels,
                                       **rec.supernet_options)
@@ -77,7 +90,7 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
                                                     rec.train.eval_batch_size)
         metrics["subnets"] = {k: {"config": json.loads(c.to_json()), "macs": supernet.flops(c),
                                   "params": supernet.params(c)} for k, c in tracked.items()}
-        metrics["protocol"] = (f"top-1 after BatchNorm recalibration on {rec.train.calib_images} training "
+        metrics["protocol"] = (f"top-1 after BatchNorm recalibration on {len(trainer.calib_set())} training "
                                "images, no fine-tuning")
         extra = {"preprocess": {**splits.preprocessing(), "resolutions": list(supernet.space.r)},
                  "training": {"recipe": rec.name, "epochs": sum(p.epochs for p in rec.phases),

@@ -32,8 +32,8 @@ def write_fmnist(root: Path, n_train: int = 256, n_test: int = 64) -> Path:
     return root
 
 
-def write_imagefolder(root: Path, n_train: int = 60, n_test: int = 20, size: int = 24) -> Path:
-    """Write ``train/`` and ``test/`` class folders of RGB PNGs; returns the root."""
+def write_imagefolder(root: Path, n_train: int = 60, n_test: int = 20, size: int = 24, grey: bool = False) -> Path:
+    """Write ``train/`` and ``test/`` class folders of RGB (or greyscale) PNGs; returns the root."""
     from PIL import Image
 
     for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
@@ -41,5 +41,5 @@ def write_imagefolder(root: Path, n_train: int = 60, n_test: int = 20, size: int
         for i, (img, k) in enumerate(zip(imgs, labels)):
             d = root / split / f"class{k}"
             d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.stack([img] * 3, -1)).save(d / f"{i}.png")
+            Image.fromarray(img if grey else np.stack([img] * 3, -1)).save(d / f"{i}.png")
     return root

@@ -37,7 +37,7 @@ def test_fashion_mnist_splits(tmp_path):
     assert set(s.train.indices).isdisjoint(s.val.indices)
     x, y = s.val[0]
     assert x.shape == (1, 28, 28) and 0 <= y < 10 and s.in_channels == 1 and s.num_classes == 10
-    raw = torch.cat([s.val.dataset.data[i].float().flatten() / 255 for i in s.train.indices])
+    raw = torch.cat([s.val.dataset.images[i].float().flatten() / 255 for i in s.train.indices])
     assert abs(s.mean[0] - raw.mean().item()) < 1e-6 and abs(s.std[0] - raw.std().item()) < 1e-4
     pre = s.preprocessing()
     assert pre["mean"] == list(s.mean) and pre["image_size"] == 28 and pre["classes"][0] == "T-shirt/top"

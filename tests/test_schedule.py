@@ -60,8 +60,8 @@ def test_draw_subnets_is_deterministic_and_in_phase_space():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(name="x", epochs=0, lr=0.1), "epochs=0 must be a positive integer"),
-    (dict(name="x", epochs=1, lr=0), "lr=0 must be > 0"),
+    (dict(name="x", epochs=0, lr=0.1), "epochs=0 is out of range; allowed: 1 to"),
+    (dict(name="x", epochs=1, lr=0), "lr=0 is out of range"),
     (dict(name="x", epochs=1, lr=0.1, sampler="greedy"), "sampler='greedy'; allowed"),
     (dict(name="x", epochs=1, lr=0.1, sampler="sandwich", subnets_per_step=1), "must be >= 2"),
     (dict(name="x", epochs=1, lr=0.1, kd_source="peer"), "kd_source='peer'"),

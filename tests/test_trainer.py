@@ -133,7 +133,7 @@ val_size = 32
 train_limit = 64
 [train]
 batch_size = 16
-calib_images = 16
+calib_images = 100
 epoch_calib_images = 16
 eval_images = 16
 eval_random_subnets = 1
@@ -170,6 +170,8 @@ kd_weight = 1.0
         assert torch.equal(b.state_dict()[k], v), k
     assert a.checkpoint_meta["metrics"] == b.checkpoint_meta["metrics"]
     assert b.checkpoint_meta["preprocess"]["resolutions"] == [28]
+    # calib_images = 100 asked, but only the 64 training images exist: the metadata states the real number
+    assert "recalibration on 64 training images" in b.checkpoint_meta["metrics"]["protocol"]
 
 
 def _free_port() -> int:
