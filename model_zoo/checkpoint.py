@@ -103,9 +103,17 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
     if digest != meta.get("sha256"):
         raise ValueError(f"sha256 mismatch for {weights}: file has {digest}, sidecar says {meta.get('sha256')}; "
                          "the weights are corrupt or belong to another checkpoint")
-    stored = MobileNetV3Spec.from_dict(meta["spec"])
-    spec = get_spec(meta["recipe"], num_classes=stored.num_classes, in_channels=stored.in_channels,
-                    dropout=stored.dropout, resolutions=stored.r)
+    _, sidecar = checkpoint_paths(path)
+    missing = [k for k in ("spec", "recipe") if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint sidecar {sidecar} lacks {missing} (edited or truncated?)")
+    try:
+        stored = MobileNetV3Spec.from_dict(meta["spec"])
+        spec = get_spec(meta["recipe"], num_classes=stored.num_classes, in_channels=stored.in_channels,
+                        dropout=stored.dropout, resolutions=stored.r)
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise ValueError(f"checkpoint sidecar {sidecar} has a bad 'spec' or 'recipe': {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if spec != stored:
         diff = [k for k, v in stored.to_dict().items() if spec.to_dict()[k] != v]
         raise ValueError(f"checkpoint {weights} was made with a different '{meta['recipe']}' architecture "
@@ -115,7 +123,11 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"cannot read safetensors file {weights}: {exc}") from None
     supernet = ElasticMobileNetV3(spec, recipe=meta["recipe"])
-    supernet.load_state_dict(tensors, strict=True)
+    try:
+        supernet.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {weights} does not fit its '{meta['recipe']}' architecture: "
+                         f"{str(exc).splitlines()[0]}") from None
     supernet.checkpoint_meta = meta
     return supernet
 

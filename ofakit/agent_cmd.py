@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from profilers.agent import DEFAULT_HOST, DEFAULT_PORT, make_server
+from profilers.agent import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, make_server
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,19 @@ def _read_token(path: Path) -> str:
 def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback by default."),
           port: int = typer.Option(DEFAULT_PORT, min=0, max=65535, help="TCP port (0: any free port)."),
           token_file: Path = typer.Option(..., "--token-file", help="File holding the shared secret clients send."),
-          max_mb: float = typer.Option(64.0, "--max-mb", help="Largest artifact accepted, in MiB.")) -> None:
+          max_mb: float = typer.Option(64.0, "--max-mb", help="Largest artifact accepted, in MiB."),
+          max_connections: int = typer.Option(DEFAULT_MAX_CONNECTIONS, min=1, max=1024,
+                                              help="Connections served at once (each holds a thread); "
+                                                   "more are answered 503.")) -> None:
     """Serve measurements of uploaded ONNX / mlpackage / engine artifacts until Ctrl-C."""
     token = _read_token(token_file)
-    if not max_mb > 0:
-        raise _fail(f"--max-mb={max_mb} must be a positive number of MiB")
+    if not 0 < max_mb <= 1 << 20:
+        raise _fail(f"--max-mb={max_mb} must be a number of MiB from 0 to {1 << 20}")
     if not _is_loopback(host):
         log.warning("binding to non-loopback address %s: anyone on that network who has the token can run "
                     "measurements; prefer an SSH tunnel or a trusted network", host)
     try:
-        server = make_server(host, port, token, max_bytes=int(max_mb * 2**20))
+        server = make_server(host, port, token, max_bytes=max(1, int(max_mb * 2**20)), max_connections=max_connections)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:

@@ -14,7 +14,7 @@ from rich.table import Table
 import model_zoo
 from ofakit.agent_cmd import agent_app
 from ofakit.demo_cmd import demo
-from ofakit.profile_cmd import profile_app
+from ofakit.profile_cmd import fail, profile_app
 from ofakit.search_cmd import export, search, ship_cmd
 from ofakit.summary import extraction_check, recipe_summary
 
@@ -145,9 +145,8 @@ def train(recipe: str = typer.Option(None, help="Built-in recipe name (see `ofak
     try:
         meta = run_training(recipe, out, data=data, resume=resume, train_limit=limit, progress=not as_json,
                             val_size=val_size)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)  # one line, never wrapped
-        raise typer.Exit(2)
+    except (ValueError, OSError) as exc:
+        fail(exc)  # one line, never wrapped
     if not meta:
         return
     if as_json:

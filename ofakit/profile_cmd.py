@@ -7,6 +7,7 @@ import re
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -35,9 +36,21 @@ class CliError(ValueError):
     """Bad command-line input; printed as one line."""
 
 
+def existing_table(table: Path) -> Path:
+    """``table`` if it is a file; a one-line error saying what it is otherwise."""
+    if table.is_dir():
+        raise CliError(f"--table {table} is a directory; give the .sqlite file (e.g. {table / 'lut.sqlite'})")
+    if not table.is_file():
+        raise CliError(f"--table {table} does not exist; build one with `ofakit profile build`")
+    return table
+
+
 def fail(exc: Exception) -> None:
     """Print ``error: ...`` on one line and exit with status 2."""
-    typer.echo(f"error: {exc}", err=True)
+    if isinstance(exc, OSError) and exc.filename:  # e.g. an output path that is a directory or unwritable
+        exc = CliError(f"{exc.filename}: {exc.strerror or exc}")
+    text = str(exc).strip().splitlines()
+    typer.echo(f"error: {text[0] if text else type(exc).__name__}", err=True)
     raise typer.Exit(2)
 
 
@@ -85,8 +98,25 @@ def _token(token_file: Path | None) -> str | None:
     return token
 
 
+def table_name(table: LatencyTable, name: str, spec: MobileNetV3Spec, explicit: bool = False) -> str:
+    """The name to record ``spec`` under in ``table``: the name it already has there, else ``name``; when
+    ``name`` is taken by another architecture, ``name@SPECID`` (or an error naming it, for an ``explicit``
+    ``--name``)."""
+    sid = spec_id(spec.to_dict())
+    names = table.recipes()
+    same = [n for n in names if spec_id(table.recipe(n)) == sid]
+    if explicit:
+        if name in names and name not in same:
+            raise CliError(f"--name {name!r} is taken in {table.path} by another architecture; choose another")
+        return name
+    if same:
+        return name if name in same else same[0]
+    return name if name not in names else f"{name}@{sid[:8]}"
+
+
 def _run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name: str, device: str,
-               token: str | None, settings: builder.BuildSettings, quiet: bool) -> builder.BuildReport:
+               token: str | None, settings: builder.BuildSettings, quiet: bool,
+               explicit_name: bool = False) -> builder.BuildReport:
     if runtime_name not in list_runtimes():
         raise CliError(f"--runtime {runtime_name!r} is unknown; allowed: {list_runtimes()}")
     runtime = open_runtime(runtime_name, device, token)
@@ -100,6 +130,7 @@ def _run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name:
                 tasks[phase] = bar.add_task(f"{name} {phase}", total=total)
             bar.update(tasks[phase], completed=done)
 
+        name = table_name(table, name, spec, explicit_name)
         return builder.build_table(table, name, spec, runtime, device, settings, progress)
 
 
@@ -129,14 +160,17 @@ def build(recipe: str = typer.Option(..., help="Supernet recipe (see `ofakit zoo
           max_age: str = typer.Option(None, help="Also re-measure entries older than this (e.g. 30d)."),
           force: bool = typer.Option(False, "--force", help="Re-measure everything."),
           quick: bool = typer.Option(False, "--quick", help="Short timing protocol (smoke tests, not for decisions)."),
+          name: str = typer.Option(None, help="Name of this architecture in the table (default: the recipe's, "
+                                              "or NAME@SPECID when another architecture has that name)."),
           as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON.")) -> None:
     """Measure a recipe's layers and calibration subnets on a device; resumes where a killed build stopped."""
     try:
-        name, spec = resolve_recipe(recipe, resolutions)
+        default_name, spec = resolve_recipe(recipe, resolutions)
         protocol = QUICK_PROTOCOL if quick else Protocol()
         settings = builder.BuildSettings(threads=threads, precision=precision, provider=provider, protocol=protocol,
                                          calibration_subnets=calibrate, max_age_s=parse_age(max_age), force=force)
-        report = _run_build(table, name, spec, runtime, device, _token(token_file), settings, as_json)
+        report = _run_build(table, name or default_name, spec, runtime, device, _token(token_file), settings, as_json,
+                            explicit_name=name is not None)
     except ValueError as exc:
         fail(exc)
     _print_report(report, as_json)
@@ -154,9 +188,7 @@ def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table f
     """Re-measure only what is missing, older than --max-age, or taken with another runtime version or hardware."""
     reports = []
     try:
-        if not table.is_file():
-            raise CliError(f"--table {table} does not exist; build one with `ofakit profile build`")
-        with LatencyTable(table) as t:
+        with LatencyTable(existing_table(table)) as t:
             recipes = [recipe] if recipe else t.recipes()
             specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in recipes}
             configs = sorted({e.runtime for e in t.entries(device)}, key=RuntimeKey.label)
@@ -181,7 +213,7 @@ def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table f
 
 def table_summary(path: Path) -> dict:
     """Devices, runtime configurations and per-recipe coverage and calibration of a table."""
-    with LatencyTable(path) as t:
+    with LatencyTable(path, readonly=True) as t:
         devices = {n: i.to_dict() for n, i in t.devices().items()}
         entries = t.entries()
         specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in t.recipes()}
@@ -195,7 +227,9 @@ def table_summary(path: Path) -> dict:
                 keys = {L.key for L in space_layers(spec)}
                 sid = spec_id(spec.to_dict())
                 rows.append({"device": dev, "runtime": rk.label(), "recipe": name, "layers": len(keys),
-                             "measured": len(keys & have), "runtime_versions": dict(Counter(e.runtime_version for e in es)),
+                             "measured": len(keys & have),
+                             "quick": sum(e.key in keys and Protocol.stored_is_shorter(e.protocol, Protocol())
+                                          for e in es), "runtime_versions": dict(Counter(e.runtime_version for e in es)),
                              "oldest_age_s": time.time() - min(e.measured_at for e in es),
                              "calibration_samples": len(t.calibration(dev, rk, sid)),
                              "correction": t.correction(dev, rk, sid),
@@ -211,10 +245,8 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
          token_file: Path = typer.Option(None, help="Agent token file (to check agents' drift)."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """What a table holds: devices, runtimes, coverage per recipe, calibration, drift, staleness."""
-    if not table.is_file():
-        fail(CliError(f"--table {table} does not exist; build one with `ofakit profile build`"))
     try:
-        summary = table_summary(table)
+        summary = table_summary(existing_table(table))
         if check:
             notes = _check_drifts(table, summary, _token(token_file))
             summary = {**table_summary(table), "drift_notes": notes}
@@ -232,7 +264,8 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
         cal = (f"{r['calibration_samples']} subnets, LOO {100 * c['loo_mape']:.1f}%" if c and c.get("loo_mape")
                is not None else f"{r['calibration_samples']} subnets")
         drift = "-" if d is None else f"{d['ratio']:.2f}x ({(time.time() - d['measured_at']) / 60:.0f} min ago)"
-        t.add_row(r["device"], r["runtime"], r["recipe"], f"{r['measured']}/{r['layers']}", cal, drift,
+        quick = f" ({r['quick']} --quick)" if r.get("quick") else ""
+        t.add_row(r["device"], r["runtime"], r["recipe"], f"{r['measured']}/{r['layers']}{quick}", cal, drift,
                   f"{r['oldest_age_s'] / 86400:.1f} d", ", ".join(r["runtime_versions"]))
     out.print(t)
     for note in summary.get("drift_notes", []):
@@ -264,22 +297,38 @@ def _check_drifts(table: Path, summary: dict, token: str | None) -> list[str]:
 def export(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file."),
            out: Path = typer.Option(..., help="JSON file to write (atomically).")) -> None:
     """Write a table as JSON to share it."""
-    if not table.is_file():
-        fail(CliError(f"--table {table} does not exist"))
-    with LatencyTable(table) as t:
-        t.export_json(out)
+    try:
+        with LatencyTable(existing_table(table), readonly=True) as t:
+            t.export_json(out)
+    except OSError as exc:
+        fail(CliError(f"--out {out}: cannot write ({exc.strerror or exc})"))
+    except ValueError as exc:
+        fail(exc)
     typer.echo(f"wrote {out}")
 
 
 @profile_app.command("import")
 def import_(sources: list[Path] = typer.Argument(..., help="JSON exports or .sqlite tables to merge."),
-            table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table to merge into.")) -> None:
-    """Merge tables from other machines (newest measurement of each entry wins)."""
+            table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table to merge into."),
+            as_: Optional[list[str]] = typer.Option(None, "--as", help="OLD=NEW: store the imported device OLD "
+                                                    "as NEW (repeatable). A name taken here by another machine "
+                                                    "becomes NAME@FINGERPRINT otherwise.")) -> None:
+    """Merge tables from other machines (newest measurement of each entry wins; devices told apart by
+    fingerprint, never overwritten by another machine's)."""
     try:
+        rename = {}
+        for item in as_ or []:
+            old, sep, new = item.partition("=")
+            if not sep or not old or not new:
+                raise CliError(f"--as {item!r} must be OLD=NEW (e.g. local=lab-pc)")
+            rename[old] = new
         with LatencyTable(table) as t:
             for src in sources:
                 if not src.exists():
                     raise CliError(f"{src} does not exist")
-                typer.echo(f"{src}: {t.import_json(src)} entries added or updated")
+                report = t.import_json(src, rename)
+                typer.echo(f"{src}: {report.changed} entries added or updated")
+                for old, new in report.renamed.items():
+                    typer.echo(f"{src}: device {old!r} stored as {new!r}")
     except ValueError as exc:
         fail(exc)

@@ -25,7 +25,8 @@ from profilers.runtimes.remote import AgentError
 
 console = Console(stderr=True)
 
-CHECKPOINT = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkpoint name or path of a trained supernet.")
+DEFAULT_CHECKPOINT = "ofa_mbv3_tiny.fmnist"
+CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path of a trained supernet.")
 TABLE = typer.Option(Path(DEFAULT_TABLE), help="Latency table (see `ofakit profile build`).")
 DEVICE = typer.Option(LOCAL, help="Device of the budget: 'local' or an agent URL.")
 RUNTIME = typer.Option("onnxruntime", help="Runtime of the budget (as in the table).")
@@ -144,7 +145,7 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
     record = candidate_json(pick, primary, {
         "constraints": list(result.constraints), "search_seconds": result.seconds,
         "accuracy_predictor": spz.accuracy_report, "latency_predictor": spz.latency[primary].describe(),
-        "drift": drift_json(spz), "shortlist": shortlist,
+        "drift": drift_json(spz), "shortlist": shortlist, "checkpoint": checkpoint_ref(spz.ctx),
         "measured_latency_ms": next((r["measured_ms"] for r in shortlist or () if r["picked"]), None)})
     if pareto:
         record["front"] = [candidate_json(c, primary) for c in front]
@@ -173,18 +174,63 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
     typer.echo(f"wrote {out / 'subnet.json'} and {png}")
 
 
-def read_subnet(path: Path) -> SubnetConfig:
-    """A SubnetConfig from a JSON file: a bare config, or ``ofakit search`` output (its ``config``)."""
+def checkpoint_ref(ctx: CheckpointContext) -> dict[str, str]:
+    """How a subnet file names the checkpoint it was searched on: what the user gave, the path, the sha256."""
+    return {"name": ctx.name, "path": str(ctx.weights_path.resolve()), "sha256": ctx.meta["sha256"]}
+
+
+def read_subnet(path: Path) -> tuple[SubnetConfig, dict[str, Any] | None]:
+    """A SubnetConfig from a JSON file (a bare config, or ``ofakit search`` output) and the search record
+    (``None`` for a bare config)."""
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise ValueError(f"--subnet {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"--subnet {path} is not JSON: {exc}") from None
-    return SubnetConfig.from_dict(data["config"] if isinstance(data, dict) and "config" in data else data)
+    searched = isinstance(data, dict) and "config" in data
+    ref = data.get("checkpoint") if searched else None
+    if ref is not None and not (isinstance(ref, dict) and all(isinstance(ref.get(k), str)
+                                                              for k in ("name", "path", "sha256"))):
+        raise ValueError(f"--subnet {path}: 'checkpoint' must be {{name, path, sha256}} as `ofakit search` "
+                         f"writes it, got {ref!r}")
+    if not isinstance(data, dict):
+        raise ValueError(f"--subnet {path} must hold a JSON object (a subnet config), got {type(data).__name__}")
+    return SubnetConfig.from_dict(data["config"] if searched else data), (data if searched else None)
 
 
-def export(checkpoint: str = CHECKPOINT,
+# What the export sidecar keeps of a search record (the predictions behind the pick).
+_SEARCH_KEYS = ("predicted_accuracy", "predicted_latency_ms", "measured_latency_ms", "constraints")
+
+
+def checkpoint_for_subnet(given: str | None, ref: dict[str, Any] | None, subnet: Path) -> CheckpointContext:
+    """The checkpoint to export ``subnet`` from: ``given``, else the one the file names; a mismatch is an error.
+
+    No silent fallback: a bare config needs ``--checkpoint``, and a subnet searched on one checkpoint is
+    never exported from another.
+    """
+    if given is None:
+        if ref is None:
+            raise ValueError(f"--subnet {subnet} is a bare config that names no checkpoint; pass --checkpoint "
+                             f"(a trained supernet's path or a zoo name such as {DEFAULT_CHECKPOINT})")
+        where = ref["path"] if Path(ref["path"]).is_file() else ref["name"]
+        try:
+            ctx = CheckpointContext(where)
+            ctx.meta
+        except ValueError as exc:
+            raise ValueError(f"--subnet {subnet} names checkpoint {ref['path']}, which cannot be loaded ({exc}); "
+                             "pass --checkpoint") from None
+    else:
+        ctx = CheckpointContext(given)
+    if ref is not None and ctx.meta["sha256"] != ref["sha256"]:
+        raise ValueError(f"--subnet {subnet} was searched on checkpoint {ref['name']} (sha256 {ref['sha256'][:12]}), "
+                         f"not on {ctx.name} (sha256 {ctx.meta['sha256'][:12]}); export from the checkpoint it "
+                         "names or search again")
+    return ctx
+
+
+def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint name or path of a trained supernet; "
+                                                          "default: the one the --subnet file names."),
            subnet: Path = typer.Option(..., help="Subnet JSON (a SubnetConfig or `ofakit search` output)."),
            target: str = typer.Option("onnx", help="Exporter: onnx, coreml, tensorrt, openvino."),
            out: Path = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml)."),
@@ -198,12 +244,15 @@ def export(checkpoint: str = CHECKPOINT,
         token = _token(token_file)
         if target not in list_exporters():
             raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
-        cfg = read_subnet(subnet)
-        ctx = CheckpointContext(checkpoint)
+        cfg, record = read_subnet(subnet)
+        ctx = checkpoint_for_subnet(checkpoint, record and record.get("checkpoint"), subnet)
+        info = ({k: record.get(k) for k in _SEARCH_KEYS} if record else
+                {"predicted_accuracy": None, "predicted_latency_ms": None,
+                 "note": "exported from a bare config: no search predictions (use `ofakit search` output)"})
         with console.status(f"exporting {cfg.to_json()} to {target}..."):
-            result, side = export_subnet(ctx, cfg, target, out, precision, dynamic_batch, device=device,
+            result, side = export_subnet(ctx, cfg, target, out, precision, dynamic_batch, info, device=device,
                                          token=token)
-    except (ValueError, ExporterUnavailable, RuntimeUnavailable, AgentError) as exc:
+    except (ValueError, OSError, ExporterUnavailable, RuntimeUnavailable, AgentError) as exc:
         fail(exc)
     record = {"artifact": str(result.path), "sidecar": str(side), "target": result.target,
               "max_abs_diff": result.max_abs_diff, "seconds": result.seconds, "notes": list(result.notes),

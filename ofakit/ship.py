@@ -21,7 +21,7 @@ import torch
 
 from deploy_targets import ExporterUnavailable, ExportResult, ExportSpec, get_exporter
 from elastic import SubnetConfig
-from elastic.fileio import atomic_write_text
+from elastic.fileio import atomic_write_text, sha256_file
 from ofakit.context import CheckpointContext
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
@@ -56,6 +56,9 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
     """
     cfg = ctx.supernet.space.validate(cfg)
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
+    # The old sidecar goes first: a crash before the new one is written leaves an artifact without a sidecar,
+    # never a new artifact beside the old artifact's description.
+    sidecar_path(out).unlink(missing_ok=True)
     calibration = tuple(ctx.real_inputs(cfg, 256).split(32)) if precision == "int8" else ()
     options: dict[str, Any] = {}
     if target == "coreml":
@@ -95,12 +98,18 @@ def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResul
                   info: dict[str, Any] | None = None) -> Path:
     """Write (atomically) the sidecar of an exported artifact; returns its path."""
     meta = ctx.meta
+    pre = {k: v for k, v in meta.get("preprocess", {}).items() if k not in ("resolutions", "image_size", "scale")}
+    size = meta.get("preprocess", {}).get("image_size")
     side = {"format": SIDECAR_FORMAT, "artifact": result.path.name, "target": result.target,
+            "artifact_sha256": sha256_file(result.path) if result.path.is_file() else None,
             "config": cfg.to_dict(), "checkpoint": {"name": ctx.name, "sha256": meta["sha256"],
                                                     "recipe": meta["recipe"]},
             "input": {"shape": [1, ctx.supernet.spec.in_channels, cfg.r, cfg.r],
-                      "name": result.settings.get("input_name", "input"),
-                      **{k: v for k, v in meta.get("preprocess", {}).items() if k != "resolutions"}},
+                      "name": result.settings.get("input_name", "input"), **pre,
+                      "steps": [f"load the image as {'greyscale' if pre.get('in_channels') == 1 else 'RGB'}"
+                                + (f" at {size}x{size} px (the training data's size)" if size else ""),
+                                "pixel / 255, then (x - mean) / std per channel",
+                                f"resize bilinearly (align_corners=False) to {cfg.r}x{cfg.r}: the shape above"]},
             "export": {**result.settings, "precision": precision, "max_abs_diff": result.max_abs_diff,
                        "notes": list(result.notes)},
             "versions": result.versions, "macs": ctx.supernet.flops(cfg), "params": ctx.supernet.params(cfg),

@@ -52,6 +52,8 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
                  val_size: int | None = None) -> dict[str, Any]:
     """Train per ``recipe`` into ``out``; returns the final checkpoint's metadata (rank 0) or ``{}``."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a run directory (new, or an earlier run's with --resume)")
     distributed.setup()  # join the process group first, so that only rank 0 writes anything
     rec, data_cfg = resolve_recipe(recipe, out, resume)
     if data_cfg is None:

@@ -21,17 +21,23 @@ HTTP API (every request needs ``Authorization: Bearer <token>``; every reply is 
 
 Status codes: 200 ok; 400 malformed request or rejected by the runtime; 401 missing or bad token; 404 unknown
 path; 409 runtime unavailable on this device; 413 artifact over the size limit (refused from ``Content-Length``
-before the body is read, then the connection is closed); 500 the measurement failed.
+before the body is read, then the connection is closed); 503 busy (every connection slot taken, or the
+measurement queue did not move within the deadline); 500 the measurement failed.
 
-Measurements are serialised by one lock: a second client waits its turn in the queue, it is not refused.
+Measurements are serialised by one lock: a second client waits its turn in the queue, up to
+``LOCK_WAIT_S``. Every field of a request is bounded (input size, threads, timing protocol: see
+:mod:`profilers.agent_wire`), at most ``max_connections`` connections are served at once (each holds a
+thread), and a client silent for ``_Handler.timeout`` seconds is dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -39,11 +45,11 @@ from collections import deque
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from profilers.agent_build import BUILD_HEADER, BuildRequestError, build_here, parse_build_params, unpack_build
 from profilers.agent_wire import (EXTRA_FORMATS, MEASURE_HEADER, SUFFIXES, WIRE_FORMATS,  # noqa: F401 (re-exported)
-                                  RequestError, _one_line, extract_zip, parse_params, write_artifact)
+                                  RequestError, _one_line, check_onnx, extract_zip, parse_params, write_artifact)
 from profilers.record import local_device
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, runtime_status
 
@@ -51,13 +57,15 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = 1
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_BYTES = "127.0.0.1", 8470, 64 * 2**20
+DEFAULT_MAX_CONNECTIONS = 16
+LOCK_WAIT_S = 600.0  # a request waits at most this long for the measurement lock
 class _Handler(BaseHTTPRequestHandler):
     """One HTTP request of the agent (see the module docstring for the API)."""
 
     server: "AgentServer"
     protocol_version = "HTTP/1.1"
     server_version = f"ofakit-agent/{AGENT_VERSION}"
-    timeout = 120  # seconds a silent client may hold a connection
+    timeout = 30  # seconds a silent client may hold a connection
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.info("%s %s", self.address_string(), format % args)
@@ -139,12 +147,13 @@ class _Handler(BaseHTTPRequestHandler):
             model, inputs, calibration = unpack_build(data, 4 * self.server.max_bytes)
         except BuildRequestError as exc:
             raise RequestError(400, _one_line(exc)) from None
+        check_onnx(model, "model.onnx")  # before TensorRT's parser sees it
         from deploy_targets.tensorrt_export import tensorrt_unavailable
 
         reason = tensorrt_unavailable()
         if reason is not None:
             raise RequestError(409, f"unavailable: tensorrt on this agent: {reason}")
-        with self.server.lock:
+        with self.server.measurement_slot():
             try:
                 return build_here(params, model, inputs, calibration)
             except ValueError as exc:
@@ -191,12 +200,15 @@ class AgentServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str = "",
-                 max_bytes: int = DEFAULT_MAX_BYTES, runtimes: Sequence[str] | None = None):
+                 max_bytes: int = DEFAULT_MAX_BYTES, runtimes: Sequence[str] | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS):
         if not isinstance(token, str) or not token.strip():
             raise ValueError("token must be a non-empty string; the agent refuses to run without one")
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ValueError(f"max_bytes={max_bytes!r} must be a positive integer")
+        for name, v in (("max_bytes", max_bytes), ("max_connections", max_connections)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
         self.token, self.max_bytes = token.strip(), max_bytes
+        self._slots = threading.BoundedSemaphore(max_connections)
         self.formats = _served(runtimes)
         self.lock = threading.Lock()
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # monotonic received/start/end per measurement
@@ -205,9 +217,46 @@ class AgentServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread if a slot is free; otherwise answer 503 and close it."""
+        if not self._slots.acquire(blocking=False):
+            log.warning("connection from %s refused: all %s slots busy", client_address[0],
+                        self._slots._initial_value)  # noqa: SLF001 - the semaphore's own bound
+            try:
+                body = b'{"error": "busy: every connection slot is taken; retry later"}'
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """The connection's thread; frees its slot when done."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    @contextlib.contextmanager
+    def measurement_slot(self) -> Iterator[None]:
+        """Hold the one measurement lock, waiting at most ``LOCK_WAIT_S`` (503 after that)."""
+        if self.lock.locked():
+            log.info("request queued behind the measurement running")
+        if not self.lock.acquire(timeout=LOCK_WAIT_S):
+            raise RequestError(503, f"busy: the measurement queue did not move for {LOCK_WAIT_S:.0f} s; retry later")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Log (never print) a request that broke the handler."""
-        log.exception("request from %s failed", client_address)
+        """Log (never print) a connection that broke the handler, in one line (a client that hangs up
+        mid-request is routine, not a traceback)."""
+        exc = sys.exc_info()[1]
+        log.warning("connection from %s aborted: %s: %s", client_address[0], type(exc).__name__,
+                    _one_line(exc) if exc else "")
 
     @property
     def url(self) -> str:
@@ -232,9 +281,7 @@ class AgentServer(ThreadingHTTPServer):
         with tempfile.TemporaryDirectory(prefix="ofakit-agent-") as tmp:
             spec = replace(spec, artifact=write_artifact(data, fmt, Path(tmp), 4 * self.max_bytes))
             runtime = get_runtime(name)
-            if self.lock.locked():
-                log.info("%s measurement queued behind the one running", name)
-            with self.lock:
+            with self.measurement_slot():
                 start = time.monotonic()
                 try:
                     m = runtime.measure(spec)
@@ -262,6 +309,6 @@ def _served(names: Sequence[str] | None) -> dict[str, tuple[str, ...]]:
 
 
 def make_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str = "", max_bytes: int = DEFAULT_MAX_BYTES,
-                runtimes: Sequence[str] | None = None) -> AgentServer:
+                runtimes: Sequence[str] | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> AgentServer:
     """A bound :class:`AgentServer`; call ``serve_forever()`` on it (``shutdown()`` from another thread stops it)."""
-    return AgentServer(host, port, token, max_bytes, runtimes)
+    return AgentServer(host, port, token, max_bytes, runtimes, max_connections)

@@ -21,7 +21,13 @@ WIRE_FORMATS = {"onnx": "onnx", "coreml": "mlpackage", "mlpackage": "mlpackage",
 EXTRA_FORMATS = {"tensorrt": ("engine",)}  # runtimes that also time prebuilt files
 SUFFIXES = {"onnx": ".onnx", "mlpackage": ".mlpackage", "engine": ".engine"}
 REQUIRED, OPTIONAL = ("runtime", "format", "input_shape"), ("threads", "precision", "provider", "protocol")
-MAX_INPUT_ELEMENTS = 2**27  # 512 MiB of float32 input at most
+MAX_INPUT_ELEMENTS = 2**24  # 64 MiB of float32 input at most (allocating 2**27 elements took 11 s)
+MAX_RANK, MAX_DIM, MAX_THREADS = 8, 65_536, 1024
+# Upper bounds of a requested timing protocol, and of its nominal duration (warm-up + blocks x block time):
+# one request holds the agent's single measurement lock, so none may hold it for long.
+PROTOCOL_LIMITS = {"warmup_s": 30.0, "warmup_runs": 10_000, "blocks": 1000, "block_s": 5.0,
+                   "min_runs_per_block": 1000, "max_runs_per_block": 100_000, "block_warmup_runs": 100}
+PROTOCOL_MAX_S = 300.0
 MAX_ZIP_MEMBERS = 10_000
 
 
@@ -60,13 +66,29 @@ def parse_params(raw: str | None, formats: dict[str, tuple[str, ...]]) -> tuple[
     provider = params.get("provider")
     if provider is not None and not isinstance(provider, str):
         raise RequestError(400, f"provider={provider!r} must be a string or null")
+    shape, threads = params["input_shape"], params.get("threads", 1)
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_DIM for d in shape)):
+        raise RequestError(400, f"input_shape={shape!r} must be a list of 1 to {MAX_RANK} integers from 1 to {MAX_DIM}")
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise RequestError(400, f"input_shape={shape} is too large; at most {MAX_INPUT_ELEMENTS} elements")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise RequestError(400, f"threads={threads!r} must be an integer from 1 to {MAX_THREADS}")
+    proto = params.get("protocol", {})
+    if not isinstance(proto, dict):
+        raise RequestError(400, f"protocol={proto!r} must be a JSON object (Protocol fields)")
     try:
-        spec = MeasureSpec(Path("pending"), tuple(params["input_shape"]), params.get("threads", 1),
-                           params.get("precision", "fp32"), provider, Protocol.from_dict(params.get("protocol", {})))
+        protocol = Protocol.from_dict(proto)
+        spec = MeasureSpec(Path("pending"), tuple(shape), threads, params.get("precision", "fp32"), provider,
+                           protocol)
     except (TypeError, ValueError) as exc:
         raise RequestError(400, f"bad measurement parameters: {_one_line(exc)}") from None
-    if math.prod(spec.input_shape) > MAX_INPUT_ELEMENTS:
-        raise RequestError(400, f"input_shape={list(spec.input_shape)} is too large; at most {MAX_INPUT_ELEMENTS} elements")
+    for key, top in PROTOCOL_LIMITS.items():
+        if getattr(protocol, key) > top:
+            raise RequestError(400, f"protocol {key}={getattr(protocol, key)!r} exceeds the agent's limit of {top}")
+    if protocol.warmup_s + protocol.blocks * protocol.block_s > PROTOCOL_MAX_S:
+        raise RequestError(400, f"protocol of ~{protocol.warmup_s + protocol.blocks * protocol.block_s:.0f} s "
+                                f"(warmup_s + blocks x block_s) exceeds the agent's limit of {PROTOCOL_MAX_S:.0f} s")
     return name, fmt, spec
 
 
@@ -104,21 +126,26 @@ def extract_zip(data: bytes, dest: Path, max_total: int) -> None:
         raise RequestError(400, "no Manifest.json at the top of the zip: zip the contents of the .mlpackage directory")
 
 
+def check_onnx(data: bytes, what: str) -> None:
+    """``onnx.checker`` on serialised ONNX ``data``; a ``RequestError`` (400, or 409 without onnx) otherwise."""
+    try:
+        import onnx
+    except ImportError:
+        raise RequestError(409, "unavailable: the agent needs the onnx package to check ONNX artifacts "
+                                "(pip install onnx)") from None
+    try:
+        onnx.checker.check_model(onnx.load_from_string(data))
+    except Exception as exc:  # noqa: BLE001 - protobuf decode and checker errors alike mean "not ONNX"
+        raise RequestError(400, f"{what} is not a valid ONNX model: {_one_line(exc)}") from None
+
+
 def write_artifact(data: bytes, fmt: str, folder: Path, max_unpacked: int) -> Path:
     """Check ``data`` as a ``fmt`` artifact and write it into ``folder``; never unpickles anything."""
     if not data:
         raise RequestError(400, "empty body: send the artifact bytes")
     path = folder / f"model{SUFFIXES[fmt]}"
     if fmt == "onnx":
-        try:
-            import onnx
-        except ImportError:
-            raise RequestError(409, "unavailable: the agent needs the onnx package to check ONNX artifacts "
-                                    "(pip install onnx)") from None
-        try:
-            onnx.checker.check_model(onnx.load_from_string(data))
-        except Exception as exc:  # noqa: BLE001 - protobuf decode and checker errors alike mean "not ONNX"
-            raise RequestError(400, f"body is not a valid ONNX model: {_one_line(exc)}") from None
+        check_onnx(data, "body")
     if fmt == "mlpackage":
         extract_zip(data, path, max_unpacked)
     else:

@@ -117,10 +117,13 @@ def _specs(runtime: Runtime, items: list[tuple[torch.nn.Module, tuple[int, ...]]
     return out
 
 
-def _stale(m_version: str, fingerprint: str, measured_at: float, s: BuildSettings, now: float,
+def _stale(m_version: str, fingerprint: str, measured_at: float, protocol: str, s: BuildSettings, now: float,
            version: str, device_fp: str) -> bool:
+    """Whether a stored figure must be measured again: forced, another runtime version, other hardware (an
+    unrecorded fingerprint counts as other), too old, or taken with a shorter protocol (``--quick``)."""
     return (s.force or m_version != version or fingerprint != device_fp
-            or (s.max_age_s is not None and now - measured_at > s.max_age_s))
+            or (s.max_age_s is not None and now - measured_at > s.max_age_s)
+            or Protocol.stored_is_shorter(protocol, s.protocol))
 
 
 def build_table(table: LatencyTable, recipe: str, spec: MobileNetV3Spec, runtime: Runtime, device: str = "local",
@@ -149,7 +152,8 @@ def build_table(table: LatencyTable, recipe: str, spec: MobileNetV3Spec, runtime
     have = {e.key: e for e in table.entries(device, rk)}
     layers = space_layers(spec)
     todo = [L for L in layers if L.key not in have or _stale(have[L.key].runtime_version, have[L.key].fingerprint,
-                                                             have[L.key].measured_at, s, now, version, dev_fp)]
+                                                             have[L.key].measured_at, have[L.key].protocol, s, now,
+                                                             version, dev_fp)]
     log.info("%s on %s/%s: %d of %d layers to measure (layout v%d)", recipe, device, rk.label(), len(todo),
              len(layers), LAYOUT_VERSION)
     contended = 0
@@ -175,7 +179,8 @@ def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Ru
     have = {c.subnet: c for c in table.calibration(device, rk, sid)}
     version, dev_fp, now = runtime.version(), runtime.device().fingerprint, time.time()
     todo = [c for c in cfgs if c.to_json() not in have
-            or _stale(have[c.to_json()].runtime_version, dev_fp, have[c.to_json()].measured_at, s, now, version, dev_fp)]
+            or _stale(have[c.to_json()].runtime_version, have[c.to_json()].fingerprint, have[c.to_json()].measured_at,
+                      have[c.to_json()].protocol, s, now, version, dev_fp)]
     if not todo:
         return 0
     # One interleaved measurement: a slow drift of the machine (other tenants, clocks) then scales every

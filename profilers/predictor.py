@@ -23,6 +23,7 @@ import numpy as np
 from elastic import MobileNetV3Spec, SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid, SlotTable
 from profilers.layers import slot_grid
+from profilers.record import Protocol
 from profilers.store import LatencyTable, RuntimeKey, spec_id
 
 log = logging.getLogger(__name__)
@@ -154,15 +155,22 @@ class LatencyPredictor:
         """
         if stat not in STATS:
             raise ValueError(f"stat={stat!r} is not supported; allowed: {list(STATS)}")
+        if Path(table_path).is_dir():
+            raise ValueError(f"latency table {table_path} is a directory; give the .sqlite file")
         if not Path(table_path).is_file():
             raise ValueError(f"latency table {table_path} does not exist; build one with `ofakit profile build`")
-        with LatencyTable(table_path) as table:
+        with LatencyTable(table_path, readonly=True) as table:
             spec = recipe if isinstance(recipe, MobileNetV3Spec) else MobileNetV3Spec.from_dict(table.recipe(recipe))
             if device not in table.devices():
                 raise ValueError(f"device {device!r} is not in {table_path}; devices there: {sorted(table.devices())}")
             rk = resolve_runtime(table, runtime, device)
             entries = table.entries(device, rk)
             stored = table.correction(device, rk, spec_id(spec.to_dict()))
+        quick = sum(Protocol.stored_is_shorter(e.protocol, Protocol()) for e in entries)
+        if quick:
+            log.warning("%d of %d layers of %s on %s/%s were timed with the short --quick protocol: predictions "
+                        "are rough; rebuild without --quick to re-measure them", quick, len(entries), table_path,
+                        device, rk.label())
         layer_ms = {e.key: getattr(e, stat) for e in entries}
         corr = Correction.from_dict(stored) if stored else Correction()
         if not corr.samples:

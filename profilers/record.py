@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -126,8 +127,9 @@ class Protocol:
         if not isinstance(self.block_warmup_runs, int) or self.block_warmup_runs < 0:
             raise ValueError(f"Protocol.block_warmup_runs={self.block_warmup_runs!r} must be an integer >= 0")
         for name in ("warmup_s", "block_s"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"Protocol.{name}={getattr(self, name)!r} must be >= 0 seconds")
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+                raise ValueError(f"Protocol.{name}={v!r} must be a finite number of seconds >= 0")
         if self.max_runs_per_block < self.min_runs_per_block:
             raise ValueError(f"Protocol.max_runs_per_block={self.max_runs_per_block} is below "
                              f"min_runs_per_block={self.min_runs_per_block}")
@@ -140,6 +142,18 @@ class Protocol:
     def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
         """Inverse of :meth:`to_dict`; unknown keys raise."""
         return cls(**_strict(cls, data, "protocol"))
+
+    @classmethod
+    def stored_is_shorter(cls, stored_json: str, wanted: "Protocol") -> bool:
+        """Whether a stored measurement's protocol (its JSON; ``""`` = not recorded) timed less than half as
+        long as ``wanted`` does (blocks x block time), as ``--quick`` does: a full build re-measures it."""
+        if not stored_json:
+            return False
+        try:
+            p = cls.from_dict(json.loads(stored_json))
+        except (ValueError, TypeError):
+            return True
+        return p.blocks * p.block_s < 0.5 * wanted.blocks * wanted.block_s
 
 
 @dataclass(frozen=True)

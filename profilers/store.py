@@ -17,8 +17,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import os
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -26,10 +29,14 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from elastic.fileio import atomic_write_text
 from profilers.record import DeviceInfo, Measurement
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 DEFAULT_TABLE = "lut.sqlite"
 STATS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "runs")
 _ENTRY_MARKS = ", ".join("?" * (3 + len(STATS) + 5))  # ids + key, stats, measured_at .. load_avg
+
+_CAL_COLS = "device_id, runtime_id, spec_id, subnet, measured_ms, measured_at, runtime_version, fingerprint, protocol"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,6 +56,7 @@ CREATE TABLE IF NOT EXISTS recipes (name TEXT PRIMARY KEY, spec_id TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS calibrations (device_id INTEGER NOT NULL REFERENCES devices(id),
     runtime_id INTEGER NOT NULL REFERENCES runtimes(id), spec_id TEXT NOT NULL, subnet TEXT NOT NULL,
     measured_ms REAL NOT NULL, measured_at REAL NOT NULL, runtime_version TEXT NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '', protocol TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (device_id, runtime_id, spec_id, subnet));
 CREATE TABLE IF NOT EXISTS corrections (device_id INTEGER NOT NULL REFERENCES devices(id),
     runtime_id INTEGER NOT NULL REFERENCES runtimes(id), spec_id TEXT NOT NULL, model TEXT NOT NULL,
@@ -107,6 +115,14 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class MergeReport:
+    """What :meth:`LatencyTable.import_json` did: entries added or replaced, devices stored under a new name."""
+
+    changed: int
+    renamed: dict[str, str]
+
+
+@dataclass(frozen=True)
 class CalibrationSample:
     """A whole-subnet measurement used to calibrate a predictor."""
 
@@ -114,20 +130,31 @@ class CalibrationSample:
     measured_ms: float
     measured_at: float
     runtime_version: str
+    fingerprint: str = ""  # of the device it was measured on ("" in tables written before it was recorded)
+    protocol: str = ""  # the timing protocol's JSON ("" likewise)
 
 
 class LatencyTable:
     """A SQLite latency table; use as a context manager or call :meth:`close`.
 
     Args:
-        path: The SQLite file (created when missing).
+        path: The SQLite file (created when missing, unless read-only).
         timeout: Seconds a writer waits for another writer's transaction.
+        readonly: Open for reading only: the file must exist and is never modified (a read-only file or
+            folder is opened this way by default); any write is then a ``ValueError``.
     """
 
-    def __init__(self, path: str | Path = DEFAULT_TABLE, timeout: float = 60.0):
+    def __init__(self, path: str | Path = DEFAULT_TABLE, timeout: float = 60.0, readonly: bool | None = None):
         self.path = Path(path)
         if self.path.is_dir():
             raise ValueError(f"table path {self.path} is a directory; give a .sqlite file")
+        if readonly is None:
+            readonly = self.path.is_file() and not (os.access(self.path, os.W_OK)
+                                                    and os.access(self.path.parent, os.W_OK))
+        self.readonly = readonly
+        if readonly:
+            self._db = self._open_readonly(timeout)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
         try:
@@ -136,6 +163,10 @@ class LatencyTable:
             with self._write() as db:
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(stmt)
+                cols = {r[1] for r in db.execute("PRAGMA table_info(calibrations)")}
+                for col in ("fingerprint", "protocol"):  # tables written before these were recorded
+                    if col not in cols:
+                        db.execute(f"ALTER TABLE calibrations ADD COLUMN {col} TEXT NOT NULL DEFAULT ''")
                 row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -149,6 +180,30 @@ class LatencyTable:
             self._db.close()
             raise
 
+    def _open_readonly(self, timeout: float) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise ValueError(f"latency table {self.path} does not exist; build one with `ofakit profile build`")
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+        for flags in ("?mode=ro", "?mode=ro&immutable=1"):  # immutable: WAL files cannot be made beside it
+            db = sqlite3.connect(uri + flags, uri=True, timeout=timeout, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "no such table" in str(exc) or flags.endswith("immutable=1"):
+                    raise ValueError(f"{self.path} is not a latency table (SQLite): {exc}") from None
+                continue
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                raise ValueError(f"{self.path} is not a latency table (SQLite): {exc}") from None
+            if row is None or int(row[0]) != SCHEMA_VERSION:
+                db.close()
+                raise ValueError(f"{self.path} has table schema version {row and row[0]}; this ofa-kit reads "
+                                 f"version {SCHEMA_VERSION} only")
+            return db
+        raise AssertionError("unreachable")
+
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
@@ -161,6 +216,9 @@ class LatencyTable:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise ValueError(f"latency table {self.path} is open read-only (the file or its folder is not "
+                             "writable): this step must write to it; copy the table or fix its permissions")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -230,8 +288,9 @@ class LatencyTable:
         with self._write() as db:
             dev = self._device_id(db, device, m.device, True)
             rt = self._runtime_id(db, RuntimeKey.of(m), True)
-            db.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (dev, rt, sid, subnet_json, m.stats.median_ms, m.measured_at, m.runtime_version))
+            db.execute(f"INSERT OR REPLACE INTO calibrations ({_CAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (dev, rt, sid, subnet_json, m.stats.median_ms, m.measured_at, m.runtime_version,
+                        m.device.fingerprint, json.dumps(m.protocol.to_dict(), sort_keys=True)))
 
     def put_correction(self, device: str, runtime: RuntimeKey, sid: str, model: Mapping[str, Any]) -> None:
         """Store the fitted latency correction of a device, runtime configuration and spec."""
@@ -311,10 +370,15 @@ class LatencyTable:
             "r.precision = ? AND r.batch = ? AND c.spec_id = ?", (device, *asdict(runtime).values(), sid)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def _cal_extra(self, prefix: str) -> str:
+        """The calibration columns added later, as a SELECT suffix ("" on an old table opened read-only)."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(calibrations)")}
+        return f", {prefix}fingerprint, {prefix}protocol" if "protocol" in cols else ""
+
     def calibration(self, device: str, runtime: RuntimeKey, sid: str) -> list[CalibrationSample]:
         """Whole-subnet measurements stored for a device, runtime configuration and spec id."""
         rows = self._db.execute(
-            "SELECT c.subnet, c.measured_ms, c.measured_at, c.runtime_version FROM calibrations c "
+            f"SELECT c.subnet, c.measured_ms, c.measured_at, c.runtime_version{self._cal_extra('c.')} FROM calibrations c "
             "JOIN devices d ON d.id = c.device_id JOIN runtimes r ON r.id = c.runtime_id WHERE d.name = ? "
             "AND r.name = ? AND r.provider = ? AND r.threads = ? AND r.precision = ? AND r.batch = ? "
             "AND c.spec_id = ? ORDER BY c.measured_at", (device, *asdict(runtime).values(), sid)).fetchall()
@@ -340,13 +404,16 @@ class LatencyTable:
         devices = {n: i.to_dict() for n, i in self.devices().items()}
         entries = [{**asdict(e), "runtime": asdict(e.runtime)} for e in self.entries()]
         cal = []
-        for (dev, rt, rec, sub, ms, at, ver) in self._db.execute(
+        for (dev, rt, rec, sub, ms, at, ver, *fp_proto) in self._db.execute(
                 "SELECT d.name, r.name || '\x1f' || r.provider || '\x1f' || r.threads || '\x1f' || r.precision "
-                "|| '\x1f' || r.batch, c.spec_id, c.subnet, c.measured_ms, c.measured_at, c.runtime_version "
-                "FROM calibrations c JOIN devices d ON d.id = c.device_id JOIN runtimes r ON r.id = c.runtime_id"):
+                "|| '\x1f' || r.batch, c.spec_id, c.subnet, c.measured_ms, c.measured_at, c.runtime_version"
+                f"{self._cal_extra('c.')} FROM calibrations c JOIN devices d ON d.id = c.device_id "
+                "JOIN runtimes r ON r.id = c.runtime_id"):
             n, p, t, pr, b = rt.split("\x1f")
+            fp, proto = fp_proto or ("", "")
             cal.append({"device": dev, "runtime": asdict(RuntimeKey(n, p, int(t), pr, int(b))), "spec_id": rec,
-                        "subnet": sub, "measured_ms": ms, "measured_at": at, "runtime_version": ver})
+                        "subnet": sub, "measured_ms": ms, "measured_at": at, "runtime_version": ver,
+                        "fingerprint": fp, "protocol": proto})
         recipes = {n: self.recipe(n) for n in self.recipes()}
         return {"format": "ofakit-latency-table", "schema_version": SCHEMA_VERSION, "devices": devices,
                 "recipes": recipes, "entries": entries, "calibrations": cal}
@@ -356,10 +423,14 @@ class LatencyTable:
         atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
         return Path(path)
 
-    def import_json(self, path_or_data: str | Path | Mapping[str, Any]) -> int:
+    def import_json(self, path_or_data: str | Path | Mapping[str, Any],
+                    rename: Mapping[str, str] | None = None) -> "MergeReport":
         """Merge a JSON export (or another ``.sqlite`` table) into this one; newer measurements win.
 
-        Returns the number of entries added or replaced.
+        Devices are told apart by fingerprint, never by name alone: an incoming device whose name is taken
+        here by another machine (every machine calls itself ``local``) is stored as ``NAME@FINGERPRINT``
+        unless ``rename`` maps it (``{"local": "lab-pc"}``); an import never overwrites another device's
+        measurements.
         """
         data = path_or_data
         if not isinstance(data, Mapping):
@@ -375,15 +446,42 @@ class LatencyTable:
         if data.get("format") != "ofakit-latency-table" or data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"not an ofa-kit latency table export (schema {SCHEMA_VERSION}): "
                              f"format={data.get('format')!r}, schema_version={data.get('schema_version')!r}")
+        try:
+            names = self._import_names(data, dict(rename or {}))
+            return MergeReport(self._merge(data, names), {k: v for k, v in names.items() if k != v})
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed latency table export: {type(exc).__name__} {exc}") from None
+
+    def _import_names(self, data: Mapping[str, Any], rename: dict[str, str]) -> dict[str, str]:
+        """Incoming device name -> the name it gets here (see :meth:`import_json`)."""
+        unknown = sorted(set(rename) - set(data["devices"]))
+        if unknown:
+            raise ValueError(f"--as names device(s) {unknown} that the import does not hold; it holds "
+                             f"{sorted(data['devices'])}")
+        mine, names = self.devices(), {}
+        for name, info in data["devices"].items():
+            incoming = DeviceInfo.from_dict(info)
+            target = rename.get(name, name)
+            if target in mine and mine[target].fingerprint != incoming.fingerprint:
+                if name in rename:
+                    raise ValueError(f"--as {name}={target}: {target!r} is another machine in {self.path} "
+                                     f"(fingerprint {mine[target].fingerprint}); choose a new name")
+                target = f"{name}@{incoming.fingerprint[:8]}"
+                log.warning("device %r of the import is another machine than %r here: stored as %r", name, name,
+                            target)
+            names[name] = target
+        return names
+
+    def _merge(self, data: Mapping[str, Any], names: Mapping[str, str]) -> int:
         changed = 0
         with self._write() as db:
             for name, spec in data.get("recipes", {}).items():
                 db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?, ?)",
                            (name, spec_id(spec), json.dumps(spec), time.time()))
             for name, info in data["devices"].items():
-                self._device_id(db, name, DeviceInfo.from_dict(info), True)
+                self._device_id(db, names[name], DeviceInfo.from_dict(info), True)
             for e in data["entries"]:
-                dev = self._device_id(db, e["device"], None, True)
+                dev = self._device_id(db, names[e["device"]], None, True)
                 rt = self._runtime_id(db, RuntimeKey(**e["runtime"]), True)
                 cur = db.execute("SELECT measured_at FROM entries WHERE device_id = ? AND runtime_id = ? AND key = ?",
                                  (dev, rt, e["key"])).fetchone()
@@ -393,12 +491,12 @@ class LatencyTable:
                                 e["fingerprint"], e["protocol"], e["load_avg"]))
                     changed += 1
             for c in data.get("calibrations", []):
-                dev = self._device_id(db, c["device"], None, True)
+                dev = self._device_id(db, names[c["device"]], None, True)
                 rt = self._runtime_id(db, RuntimeKey(**c["runtime"]), True)
                 cur = db.execute("SELECT measured_at FROM calibrations WHERE device_id = ? AND runtime_id = ? AND "
                                  "spec_id = ? AND subnet = ?", (dev, rt, c["spec_id"], c["subnet"])).fetchone()
                 if cur is None or cur[0] < c["measured_at"]:
-                    db.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    db.execute(f"INSERT OR REPLACE INTO calibrations ({_CAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                (dev, rt, c["spec_id"], c["subnet"], c["measured_ms"], c["measured_at"],
-                                c["runtime_version"]))
+                                c["runtime_version"], c.get("fingerprint", ""), c.get("protocol", "")))
         return changed

@@ -6,8 +6,10 @@ import http.client
 import importlib.metadata
 import io
 import json
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -165,8 +167,17 @@ def test_malformed_requests_are_400(start_agent, onnx_file):
         (json.dumps([1, 2]), good, None, "must be a JSON object"),
         (json.dumps(_params(bogus=1)), good, None, "unknown key(s) ['bogus']"),
         (json.dumps({"runtime": "onnxruntime"}), good, None, "missing key(s) ['format', 'input_shape']"),
-        (json.dumps(_params(input_shape=[1, 0, 8])), good, None, "input_shape=(1, 0, 8)"),
-        (json.dumps(_params(input_shape=7)), good, None, "bad measurement parameters"),
+        (json.dumps(_params(input_shape=[1, 0, 8])), good, None, "input_shape=[1, 0, 8] must be a list of 1 to 8"),
+        (json.dumps(_params(input_shape=7)), good, None, "input_shape=7 must be a list"),
+        (json.dumps(_params(input_shape=[1, 1, 8192, 8192])), good, None, "is too large; at most 16777216"),
+        (json.dumps(_params(input_shape=[1, True, 8])), good, None, "must be a list of 1 to 8 integers"),
+        (json.dumps(_params(threads=0)), good, None, "threads=0 must be an integer from 1 to 1024"),
+        (json.dumps(_params(threads="2")), good, None, "threads='2' must be an integer"),
+        (json.dumps(_params(protocol={"warmup_s": math.inf})), good, None, "warmup_s=inf must be a finite number"),
+        (json.dumps(_params(protocol={"block_s": math.nan})), good, None, "block_s=nan must be a finite number"),
+        (json.dumps(_params(protocol={"blocks": 10**6})), good, None, "blocks=1000000 exceeds the agent's limit"),
+        (json.dumps(_params(protocol={"blocks": 1000, "block_s": 1.0})), good, None, "exceeds the agent's limit of 300 s"),
+        (json.dumps(_params(protocol="fast")), good, None, "protocol='fast' must be a JSON object"),
         (json.dumps(_params(protocol={"blocks": 0})), good, None, "Protocol.blocks=0"),
         (json.dumps(_params(format="mlpackage")), good, None, "format='mlpackage' does not match runtime onnxruntime"),
         (json.dumps(_params(precision="fp64")), good, None, "precision='fp64'"),
@@ -187,6 +198,41 @@ def test_malformed_requests_are_400(start_agent, onnx_file):
     assert status == 404 and "/v1/measure" in payload["error"]
     assert len(server.history) == 0
     assert rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY)).runtime == "onnxruntime"  # still serving
+
+
+def test_connections_are_capped_and_aborts_logged_in_one_line(start_agent, onnx_file, caplog):
+    """Idle half-sent requests cannot take every thread (issue 13): beyond max_connections a client gets 503
+    at once; a client that hangs up mid-request is one log line, not a traceback."""
+    server = start_agent(max_connections=2)
+    idle = [socket.create_connection(server.server_address[:2], timeout=10) for _ in range(2)]
+    for s in idle:
+        s.sendall(b"POST /v1/measure HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    time.sleep(0.3)
+    third = socket.create_connection(server.server_address[:2], timeout=10)
+    third.sendall(b"GET /v1/info HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = third.recv(4096)
+    third.close()
+    assert reply.startswith(b"HTTP/1.1 503") and b"every connection slot is taken" in reply
+    caplog.clear()
+    for s in idle:  # both hang up mid-request: their slots free up
+        s.close()
+    cut = socket.create_connection(server.server_address[:2], timeout=10)  # hangs up in the middle of its body
+    head = (f"POST /v1/measure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n"
+            f"{MEASURE_HEADER}: {json.dumps(_params())}\r\n\r\n")
+    cut.sendall(head.encode() + b"x" * 10)
+    cut.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and _try_info(server) != 200:
+        time.sleep(0.1)
+    assert _try_info(server) == 200
+    assert "Traceback" not in caplog.text
+
+
+def _try_info(server: AgentServer) -> int:
+    try:
+        return _raw(server, "GET", "/v1/info")[0]
+    except (OSError, http.client.HTTPException, json.JSONDecodeError):
+        return -1
 
 
 def test_unknown_and_unavailable_runtimes(start_agent, onnx_file, tmp_path):
@@ -393,13 +439,13 @@ def test_export_tensorrt_through_an_agent_says_what_the_device_lacks(start_agent
     (tmp_path / "token").write_text(TOKEN)
     cfg = model_zoo_smallest()
     (tmp_path / "s.json").write_text(json.dumps(cfg))
-    r = CliRunner().invoke(app, ["export", "--subnet", str(tmp_path / "s.json"), "--target", "tensorrt",
-                                 "--out", str(tmp_path / "m.engine"), "--device", server.url,
+    r = CliRunner().invoke(app, ["export", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--subnet", str(tmp_path / "s.json"),
+                                 "--target", "tensorrt", "--out", str(tmp_path / "m.engine"), "--device", server.url,
                                  "--token-file", str(tmp_path / "token")])
     assert r.exit_code == 2 and "unavailable: tensorrt on this agent" in r.stderr and "\n" not in r.stderr.strip()
     assert not (tmp_path / "m.engine").exists()
-    r = CliRunner().invoke(app, ["export", "--subnet", str(tmp_path / "s.json"), "--target", "onnx",
-                                 "--out", str(tmp_path / "m.onnx"), "--device", server.url])
+    r = CliRunner().invoke(app, ["export", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--subnet", str(tmp_path / "s.json"),
+                                 "--target", "onnx", "--out", str(tmp_path / "m.onnx"), "--device", server.url])
     assert r.exit_code == 2 and "artifacts are portable" in r.stderr
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -107,9 +109,10 @@ def test_store_roundtrip_merge_and_errors(tmp_path):
         ta.export_json(tmp_path / "a.json")
     with LatencyTable(b) as tb:
         tb.put_many("local", [("k1", fake_measurement(5.0, at=200.0)), ("k2", fake_measurement(6.0, at=50.0))])
-        changed = tb.import_json(tmp_path / "a.json")
+        report = tb.import_json(tmp_path / "a.json")
         got = {e.key: e.median_ms for e in tb.entries("local")}
-        assert changed == 1 and got == {"k1": 5.0, "k2": 2.0}  # the newer measurement of each key wins
+        assert report.changed == 1 and got == {"k1": 5.0, "k2": 2.0}  # the newer measurement of each key wins
+        assert report.renamed == {}
         assert tb.recipes() == ["tiny28"]
         assert MobileNetV3SpecEq(tb.recipe("tiny28"))
     bad = tmp_path / "bad.sqlite"
@@ -124,6 +127,41 @@ def test_store_roundtrip_merge_and_errors(tmp_path):
         LatencyTable(a)
     with pytest.raises(ValueError, match="not an ofa-kit latency table export"):
         LatencyTable(tmp_path / "c.sqlite").import_json({"format": "other"})
+
+
+def test_import_never_overwrites_another_machine_called_local(tmp_path):
+    """Another lab's table whose device is also `local` (issue 13): stored under a new name, or --as."""
+    from typer.testing import CliRunner
+
+    from ofakit.cli import app
+
+    with LatencyTable(tmp_path / "lab.sqlite") as lab:
+        lab.put_many("local", [("k1", fake_measurement(10.0, at=300.0))])
+        lab.export_json(tmp_path / "lab.json")
+    data = json.loads((tmp_path / "lab.json").read_text())
+    data["devices"]["local"]["cpu"] = "another lab's CPU"  # a different machine: a different fingerprint
+    (tmp_path / "lab.json").write_text(json.dumps(data))
+    with LatencyTable(tmp_path / "mine.sqlite") as mine:
+        mine.put_many("local", [("k1", fake_measurement(1.0, at=100.0))])
+        report = mine.import_json(tmp_path / "lab.json")
+        (new,) = report.renamed.values()
+        assert new.startswith("local@") and report.changed == 1
+        assert {e.key: e.median_ms for e in mine.entries("local")} == {"k1": 1.0}  # untouched
+        assert {e.key: e.median_ms for e in mine.entries(new)} == {"k1": 10.0}
+        with pytest.raises(ValueError, match="--as local=local: 'local' is another machine"):
+            mine.import_json(tmp_path / "lab.json", {"local": "local"})
+        with pytest.raises(ValueError, match=r"--as names device\(s\) \['pc'\]"):
+            mine.import_json(tmp_path / "lab.json", {"pc": "x"})
+    res = CliRunner().invoke(app, ["profile", "import", str(tmp_path / "lab.json"), "--table",
+                                   str(tmp_path / "mine.sqlite"), "--as", "local=lab-pc"])
+    assert res.exit_code == 0 and "device 'local' stored as 'lab-pc'" in res.output, res.output
+    with LatencyTable(tmp_path / "mine.sqlite") as mine:
+        assert {e.key: e.median_ms for e in mine.entries("lab-pc")} == {"k1": 10.0}
+        assert {e.key: e.median_ms for e in mine.entries("local")} == {"k1": 1.0}
+    del data["entries"][0]["key"]
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with LatencyTable(tmp_path / "mine.sqlite") as mine, pytest.raises(ValueError, match="malformed latency table"):
+        mine.import_json(tmp_path / "bad.json")
 
 
 def MobileNetV3SpecEq(spec_dict: dict) -> bool:  # noqa: N802 - reads as a predicate in the assertion
@@ -232,6 +270,32 @@ def test_refresh_measures_only_stale_entries(tmp_path):
                                                                       max_age_s=30 * 86400))
         assert r.measured == 24  # kernel-7 blocks: 8 block shapes x 3 expand ratios
         assert all(e.runtime_version == rt.version() for e in t.entries("local"))
+        n_layers = len(t.entries("local"))
+    # The table moved to other hardware (issue 18): layers and calibration subnets record the fingerprint of
+    # the machine that measured them, so a refresh here re-measures both, and predicts this machine again.
+    db = sqlite3.connect(path)
+    db.execute("UPDATE entries SET fingerprint = 'elsewhere'")
+    db.execute("UPDATE calibrations SET fingerprint = 'elsewhere', measured_ms = measured_ms * 10")
+    db.commit()
+    db.close()
+    with LatencyTable(path) as t:
+        r = build_table(t, "tiny28", SPEC, rt, settings=settings)
+        assert r.measured == n_layers and r.calibration_measured == 3
+        fp = rt.device().fingerprint
+        rk = t.runtimes()[0]
+        samples = t.calibration("local", rk, spec_id(SPEC.to_dict()))
+        assert all(c.fingerprint == fp and json.loads(c.protocol)["blocks"] == QUICK.blocks for c in samples)
+    pred = LatencyPredictor.load(path, "local", "onnxruntime", SPEC)
+    got = pred.predict([SubnetConfig.from_json(c.subnet) for c in samples])
+    ratio = got / np.array([c.measured_ms for c in samples])
+    assert np.all((ratio > 0.4) & (ratio < 2.5)), ratio  # this machine's figures (quick protocol), not 10x ones
+    # A --quick table is re-measured by a build with a longer protocol, and a quick build keeps longer figures.
+    longer = replace(QUICK, blocks=6)  # times 3x as long
+    with LatencyTable(path) as t:
+        r = build_table(t, "tiny28", SPEC, rt, settings=BuildSettings(protocol=longer, calibration_subnets=3))
+        assert r.measured == n_layers and r.calibration_measured == 3
+        r = build_table(t, "tiny28", SPEC, rt, settings=settings)
+        assert r.measured == 0 and r.calibration_measured == 0
 
 
 def test_build_resumes_after_kill(tmp_path):
@@ -315,3 +379,63 @@ def test_profile_cli(built, tmp_path):
                       (["show", "--table", str(tmp_path / "none.sqlite")], "does not exist")):
         r = run(app, ["profile", *args])
         assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.output)
+
+
+def test_read_only_tables_are_read_and_never_written(built, tmp_path):
+    """A table that may not be written is opened for reading (issue 13); reads never create or change a file."""
+    from typer.testing import CliRunner
+
+    from ofakit.cli import app
+
+    path, _ = built
+    with LatencyTable(path) as t:
+        n = len(t.entries())
+    with LatencyTable(path, readonly=True) as t:
+        assert len(t.entries()) == n and t.readonly
+        with pytest.raises(ValueError, match="is open read-only .* must write"):
+            t.put_many("local", [("k", fake_measurement(1.0))])
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    res = CliRunner().invoke(app, ["profile", "show", "--table", str(empty)])
+    assert res.exit_code == 2 and "is not a latency table" in res.output and empty.stat().st_size == 0, res.output
+    res = CliRunner().invoke(app, ["profile", "show", "--table", str(tmp_path)])
+    assert res.exit_code == 2 and "is a directory; give the .sqlite file" in res.output
+    with pytest.raises(ValueError, match="does not exist"):
+        LatencyTable(tmp_path / "missing.sqlite", readonly=True)
+    assert not (tmp_path / "missing.sqlite").exists()
+    if os.geteuid() != 0:
+        return
+    # As another user, a table in a folder it cannot write (root's permissions do not show this case).
+    shared = Path(tempfile.mkdtemp(prefix="ofakit-ro-"))
+    try:
+        os.chmod(shared, 0o755)
+        (shared / "lut.sqlite").write_bytes(path.read_bytes())
+        os.chmod(shared / "lut.sqlite", 0o444)
+        code = ("from profilers.store import LatencyTable; t = LatencyTable(%r); print(t.readonly, len(t.entries()))"
+                % str(shared / "lut.sqlite"))
+        try:
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                                 preexec_fn=lambda: os.setuid(65534), timeout=120)
+        except PermissionError:
+            pytest.skip("this Python is not executable by another user here (explicit read-only mode was tested)")
+        assert out.returncode == 0 and out.stdout.split() == ["True", str(n)], out.stderr[-2000:]
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_a_checkpoint_gets_a_table_name_of_its_own(tmp_path):
+    """`profile build --recipe CHECKPOINT` into a table where its recipe's name holds another architecture
+    (the 3-channel default) just works (issue 13); `--name` chooses one."""
+    from ofakit.profile_cmd import table_name
+
+    three, one = model_zoo.get_spec("ofa_mbv3_tiny", in_channels=3), model_zoo.get_spec("ofa_mbv3_tiny", in_channels=1)
+    with LatencyTable(tmp_path / "t.sqlite") as t:
+        t.put_recipe("ofa_mbv3_tiny", three.to_dict())
+        assert table_name(t, "ofa_mbv3_tiny", three) == "ofa_mbv3_tiny"
+        name = table_name(t, "ofa_mbv3_tiny", one)
+        assert name == f"ofa_mbv3_tiny@{spec_id(one.to_dict())[:8]}"
+        t.put_recipe(name, one.to_dict())
+        assert table_name(t, "another", one) == name  # the architecture keeps the name it has
+        assert table_name(t, "mine", one, explicit=True) == "mine"
+        with pytest.raises(ValueError, match="--name 'ofa_mbv3_tiny' is taken .* by another architecture"):
+            table_name(t, "ofa_mbv3_tiny", one, explicit=True)

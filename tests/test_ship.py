@@ -17,6 +17,7 @@ import model_zoo
 from elastic import SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid
 from elastic.evaluate import loader, top1
+from elastic.fileio import sha256_file
 from model_zoo.checkpoint import save_checkpoint
 from model_zoo.ofa_parity import randomize_
 from ofakit.cli import app
@@ -32,7 +33,8 @@ from profilers.runtimes import get_runtime
 from profilers.store import RuntimeKey, spec_id
 from tests.fakedata import write_fmnist
 
-QUICK = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.001, min_runs_per_block=2, max_runs_per_block=4)
+# Few runs, but at least half the default protocol's nominal time (blocks x block_s): the demo keeps the table.
+QUICK = Protocol(warmup_s=0, warmup_runs=2, blocks=10, block_s=0.01, min_runs_per_block=2, max_runs_per_block=4)
 LAT = latency_name("local", "onnxruntime")
 
 
@@ -344,12 +346,24 @@ def test_cli_search_export_json(shipyard, tmp_path):
     assert rec["predicted_latency_ms"] <= 1000  # every subnet fits: the pick is the most accurate one found
     assert rec["predicted_accuracy"] >= max(f["predicted_accuracy"] for f in rec["front"]) - 1e-3
     assert (tmp_path / "s" / "front.png").stat().st_size > 1000
-    res = run(app, ["export", "--checkpoint", ctx.name, "--subnet", str(tmp_path / "s" / "subnet.json"),
+    assert rec["checkpoint"]["sha256"] == ctx.meta["sha256"] and Path(rec["checkpoint"]["path"]).is_file()
+    # no --checkpoint: the subnet file's own checkpoint is used (never the zoo's by default)
+    res = run(app, ["export", "--subnet", str(tmp_path / "s" / "subnet.json"),
                     "--target", "onnx", "--out", str(tmp_path / "a.onnx"), "--json"])
     assert res.exit_code == 0, res.output
     exp = json.loads(res.stdout)
     assert Path(exp["artifact"]).is_file() and exp["max_abs_diff"] <= 1e-4
-    assert json.loads(Path(exp["sidecar"]).read_text())["config"] == rec["config"]
+    side = json.loads(Path(exp["sidecar"]).read_text())
+    assert side["config"] == rec["config"] and side["checkpoint"]["sha256"] == ctx.meta["sha256"]
+    assert side["predicted_accuracy"] == rec["predicted_accuracy"] and side["predicted_latency_ms"] > 0
+    assert side["artifact_sha256"] == sha256_file(exp["artifact"])
+    assert side["input"]["shape"][-1] == rec["config"]["r"] and "image_size" not in side["input"]
+    res = run(app, ["export", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--subnet", str(tmp_path / "s" / "subnet.json"),
+                    "--target", "onnx", "--out", str(tmp_path / "b.onnx")])
+    assert res.exit_code == 2 and "was searched on checkpoint" in res.stderr and not (tmp_path / "b.onnx").exists()
+    (tmp_path / "bare.json").write_text(json.dumps(rec["config"]))
+    res = run(app, ["export", "--subnet", str(tmp_path / "bare.json"), "--out", str(tmp_path / "b.onnx")])
+    assert res.exit_code == 2 and "names no checkpoint; pass --checkpoint" in res.stderr
     res = run(app, ["search", *base, "--latency-ms", "0.0001", "--json"])
     assert res.exit_code == 2 and "no subnet meets the budget" in res.stderr and "cheapest subnet" in res.stderr, res.output
     res = run(app, ["search", *base, "--latency-ms", "1", "--also", "local,onnxruntime", "--json"])

@@ -209,7 +209,9 @@ def test_errors(data_dir, tmp_path):
 
 
 def test_channels_last_trains_the_same_network(data_dir, tmp_path):
-    s = splits_of(data_dir)
+    # No augmentation: the two runs then see identical inputs, and only the layouts' float rounding differs
+    # (with random crops, a few near-constant channels amplify that rounding through BatchNorm).
+    s = load_splits(DataSource("fashion-mnist", data_dir), val_size=32, seed=0, train_limit=48, augment="none")
     sandwich = [Phase("sandwich", 1, 0.05, ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), subnets_per_step=3,
                       sampler="sandwich", resolution="sandwich", kd_weight=1.0, kd_source="inplace")]
     ref, nhwc = fresh_net(), fresh_net()
@@ -222,9 +224,10 @@ def test_channels_last_trains_the_same_network(data_dir, tmp_path):
     init = fresh_net().state_dict()
     # Float rounding differs between the layouts (and BN biases followed by BN get pure-noise gradients), so
     # weights agree closely rather than exactly; their training moved them far more than that.
-    weights = {k: v for k, v in ref.state_dict().items() if v.is_floating_point()}
+    # Parameters only: BN running statistics are re-estimated (recalibrated) before any subnet is evaluated.
+    weights = {k: v.detach() for k, v in ref.named_parameters()}
     diff = max((nhwc.state_dict()[k] - v).abs().max().item() for k, v in weights.items())
     step = max((v - init[k]).abs().max().item() for k, v in weights.items())
-    assert diff < 0.05 * step and abs(a[0]["loss"] - b[0]["loss"]) < 1e-3 * a[0]["loss"]
+    assert diff < 0.1 * step and abs(a[0]["loss"] - b[0]["loss"]) < 1e-4 * a[0]["loss"]  # measured: 4%, 1e-6
     saved = load_train_state(tmp_path / "b").model
     assert all(t.is_contiguous() for t in saved.values())
