@@ -14,7 +14,7 @@ On a zoo checkpoint (default ``ofa_mbv3_tiny_d1234_e2346_k357.fmnist``):
 
 Printed: the measured latency span of the space, the measured Pareto front (its fastest and its most
 accurate point), and at each peer's measured latency the best subnet at or under it, with the margin.
-Written: ``--out``/vs_peers.json and vs_peers.png.
+Written: ``--out``/vs_peers.json and vs_peers.png (subnets_only.json/.png with ``--peers none``).
 
     .venv/bin/python benchmarks/bench_vs_peers.py [--work runs/peers] [--random 40] [--out benchmarks]
 """
@@ -189,7 +189,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="ofa_mbv3_tiny_d1234_e2346_k357.fmnist")
     ap.add_argument("--work", type=Path, default=Path("runs/peers"), help="peer training runs (resumable)")
-    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated, or 'none' (the subnets' goals only)")
     ap.add_argument("--random", type=int, default=40, help="random subnets in the pool")
     ap.add_argument("--train-only", action="store_true", help="train the peers, then stop")
     ap.add_argument("--epochs", type=int, help="smoke runs only: fewer epochs than the recipe's")
@@ -203,7 +203,7 @@ def main() -> None:
     spec, r = ctx.supernet.spec, max(ctx.supernet.space.r)
     peers: dict[str, nn.Module] = {}
     histories = {}
-    for name in args.peers.split(","):
+    for name in [n for n in args.peers.split(",") if n and n != "none"]:
         torch.manual_seed(recipe.train.seed)
         net = make_peer(name, spec.in_channels, spec.num_classes)
         histories[name] = train_peer(net, ctx, recipe, r, args.work / name, args.epochs, args.limit)
@@ -236,8 +236,9 @@ def main() -> None:
               "environment": local_device().to_dict(), "threads": 1, "batch": 1,
               "at": time.strftime("%Y-%m-%d %H:%M")}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vs_peers.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, args.out / "vs_peers.png", f"{args.checkpoint}: subnets vs MobileNetV3 trained alone "
+    stem = "vs_peers" if peers else "subnets_only"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / f"{stem}.png", f"{args.checkpoint}: subnets vs MobileNetV3 trained alone "
          f"({result['epochs']} epochs each)")
     front = result["front"]
     print(f"\n{args.checkpoint}: {len(points)} subnets, Fashion-MNIST test split, onnxruntime CPU 1 thread batch 1")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -172,9 +173,18 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
     cfgs = sample_configs(space, n, seed)
     done = {r["config"]: r for r in records}
     todo = [c for c in cfgs if c.to_json() not in done]
+    if todo:
+        log.info("accuracy dataset: %d of %d subnets to evaluate on the validation split (each: extraction, "
+                 "BatchNorm recalibration, evaluation; typically 1-5 s each on a CPU), cached in %s and resumed "
+                 "after an interruption", len(todo), len(cfgs), path)
+    t0, step = time.perf_counter(), max(1, len(todo) // 10)
     with open(path, "a", encoding="utf-8") as f:
         for i, cfg in enumerate(todo):
             rec = {"config": cfg.to_json(), **score(evaluate(cfg))}
+            if i == 0 or (i + 1) % step == 0 or i + 1 == len(todo):
+                per = (time.perf_counter() - t0) / (i + 1)
+                log.info("accuracy dataset: %d/%d subnets evaluated (%.1f s each, ~%.0f min left)", i + 1,
+                         len(todo), per, per * (len(todo) - i - 1) / 60)
             done[cfg.to_json()] = rec
             f.write(json.dumps(rec) + "\n")
             f.flush()

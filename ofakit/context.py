@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -123,14 +124,19 @@ class CheckpointContext:
 
     # ----------------------------------------------------------- accuracy
     def accuracy_cache(self) -> Path:
-        """Where the accuracy dataset is cached: next to the checkpoint, or the user cache if that is read-only."""
+        """Where the accuracy dataset is cached: next to the checkpoint, or the user cache if that folder is
+        read-only (then a dataset shipped next to the checkpoint is copied there first and reused)."""
         w = self.weights_path
         name = w.name.removesuffix(".safetensors") + ".accuracy.jsonl"
+        shipped = w.parent / name
         if os.access(w.parent, os.W_OK):
-            return w.parent / name
+            return shipped
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ofakit"
         root.mkdir(parents=True, exist_ok=True)
-        return root / name
+        cache = root / f"{self.meta['sha256'][:12]}-{name}"
+        if shipped.is_file() and not cache.exists():
+            shutil.copyfile(shipped, cache)
+        return cache
 
     def accuracy_data(self, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
                       progress: Callable[[int, int], None] | None = None) -> AccuracyData:

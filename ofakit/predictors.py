@@ -15,6 +15,7 @@ from elastic.batch import ConfigBatch
 from ofakit.accuracy import AccuracyData, kendall_tau
 
 log = logging.getLogger(__name__)
+POOR_TAU = 0.3  # held-out Kendall τ below this: the predictor's ranking is close to noise
 
 
 class AccuracyPredictor(ABC):
@@ -144,4 +145,9 @@ def select_predictor(data: AccuracyData, seed: int = 0, holdout: float = 0.25,
     log.info("accuracy predictor: %s (held-out τ %.3f, RMSE %.2f pp; label-noise ceiling τ %s)", best,
              report["candidates"][best]["kendall_tau"], report["candidates"][best]["rmse_pp"],
              "n/a" if report["noise_ceiling_tau"] is None else f"{report['noise_ceiling_tau']:.3f}")
+    tau = report["candidates"][best]["kendall_tau"]
+    if tau < POOR_TAU:
+        log.warning("the accuracy predictor ranks poorly (held-out τ %.3f < %.1f): its picks are close to arbitrary; "
+                    "measure more subnets (--samples) or check the checkpoint's subnets really differ", tau, POOR_TAU)
+    report["poor"] = tau < POOR_TAU
     return PREDICTORS.get(best)(seed).fit(x, y), report

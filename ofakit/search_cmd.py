@@ -111,8 +111,23 @@ def candidate_json(c: Candidate, primary: str, extra: dict[str, Any] | None = No
             "metrics": c.metrics, **(extra or {})}
 
 
+def feasible_range(checkpoint: str, table: Path, device: str, runtime: str) -> dict[str, Any]:
+    """Predicted latency of the checkpoint's smallest and largest subnets on ``device``/``runtime``: the
+    range of budgets worth asking for (below the first nothing fits, above the second the largest does)."""
+    from profilers import LatencyPredictor
+
+    ctx = CheckpointContext(checkpoint)
+    space = ctx.supernet.space
+    pred = LatencyPredictor.load(table, device, runtime, ctx.supernet.spec)
+    lo, hi = (float(v) for v in pred.predict([space.smallest(), space.largest()]))
+    return {"checkpoint": checkpoint, "device": device, "runtime": pred.runtime.label(),
+            "smallest_ms": lo, "largest_ms": hi, "smallest": space.smallest().to_dict(),
+            "largest": space.largest().to_dict()}
+
+
 def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVICE, runtime: str = RUNTIME,
-           latency_ms: float = typer.Option(..., help="Latency budget (ms) on --device with --runtime."),
+           latency_ms: Optional[float] = typer.Option(None, help="Latency budget (ms) on --device with --runtime; "
+                                                                 "omit it to print the feasible range."),
            also: Optional[list[str]] = ALSO, max_macs: Optional[float] = MAX_MACS,
            max_params: Optional[float] = MAX_PARAMS,
            pareto: bool = typer.Option(False, "--pareto", help="Also print the accuracy-vs-latency Pareto front."),
@@ -128,6 +143,18 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
     With ``--measure`` (the default where the budget's runtime can run) a shortlist around the budget is
     timed interleaved and the most accurate candidate measured within every budget is the pick.
     """
+    if latency_ms is None:
+        try:
+            rng = feasible_range(checkpoint, table, device, runtime)
+        except ValueError as exc:
+            fail(exc)
+        if as_json:
+            typer.echo(json.dumps(rng, indent=2))
+        else:
+            typer.echo(f"{checkpoint} on {device} [{rng['runtime']}]: budgets from {rng['smallest_ms']:.3f} ms "
+                       f"(the smallest subnet, predicted) to {rng['largest_ms']:.3f} ms (the largest); pass "
+                       "--latency-ms")
+        return
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
         token = _token(token_file)
@@ -277,6 +304,18 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
              samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, measure: bool = MEASURE,
              as_json: bool = JSON) -> None:
     """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
+    if latency_ms is None:
+        try:
+            rng = feasible_range(checkpoint, table, device, runtime)
+        except ValueError as exc:
+            fail(exc)
+        if as_json:
+            typer.echo(json.dumps(rng, indent=2))
+        else:
+            typer.echo(f"{checkpoint} on {device} [{rng['runtime']}]: budgets from {rng['smallest_ms']:.3f} ms "
+                       f"(the smallest subnet, predicted) to {rng['largest_ms']:.3f} ms (the largest); pass "
+                       "--latency-ms")
+        return
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
         token = _token(token_file)

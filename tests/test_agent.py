@@ -28,6 +28,7 @@ pytest.importorskip("onnxruntime")
 from deploy_targets import ExportSpec, get_exporter  # noqa: E402
 from ofakit.agent_cmd import agent_app  # noqa: E402
 from profilers.agent import MEASURE_HEADER, AgentServer, RequestError, extract_zip, make_server  # noqa: E402
+from profilers import agent as agent_module  # noqa: E402
 from profilers.record import Measurement, Protocol, local_device  # noqa: E402
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, open_runtime  # noqa: E402
 from profilers.runtimes.base import is_macos  # noqa: E402
@@ -91,6 +92,18 @@ def _raw(server: AgentServer, method: str, path: str, body: bytes | None = None,
     payload = json.loads(resp.read())
     conn.close()
     return resp.status, payload, resp
+
+
+def test_the_client_reports_the_agents_device_and_version_not_its_own(start_agent, monkeypatch):
+    """On loopback both sides are this machine; make the agent's side differ to see whose answer arrives."""
+    server = start_agent()
+    server._device = {**server._device, "cpu": "the agent's CPU"}
+    real = agent_module.runtime_status
+    monkeypatch.setattr(agent_module, "runtime_status",
+                        lambda: {k: {**v, "version": "9.9-agent"} for k, v in real().items()})
+    rt = RemoteRuntime(server.url, "onnxruntime", token=TOKEN)
+    assert rt.device().cpu == "the agent's CPU" != local_device().cpu
+    assert rt.version() == "9.9-agent" != get_runtime("onnxruntime").version()
 
 
 def test_measurement_through_remote_runtime(start_agent, onnx_file, tmp_path):
@@ -452,3 +465,23 @@ def test_export_tensorrt_through_an_agent_says_what_the_device_lacks(start_agent
 def model_zoo_smallest() -> dict:
     import model_zoo
     return model_zoo.load_checkpoint("ofa_mbv3_tiny.fmnist").space.smallest().to_dict()
+
+
+def test_an_agent_that_dies_mid_request_is_not_blamed_on_the_token():
+    """The agent process dies while it reads a request (issue 13: the message blamed a bad token)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def die() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)  # the headers and the start of the body, then the process is gone
+        conn.close()
+        srv.close()
+
+    thread = threading.Thread(target=die, daemon=True)
+    thread.start()
+    rt = RemoteRuntime(f"http://127.0.0.1:{port}", "onnxruntime", token=TOKEN, timeout=30)
+    with pytest.raises(AgentError, match="no longer answers .*stopped or crashed") as err:
+        rt.send(b"\0" * (4 << 20), _params())
+    assert "token" not in str(err.value)
+    thread.join(5)

@@ -17,28 +17,19 @@ from deploy_targets.coreml_export import FP16_REL_TOL, PRECISION_KEY, replace_di
 from deploy_targets.tensorrt_export import build_engine, tensorrt_unavailable, write_checked_engine
 from profilers.record import Protocol
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, runtime_status
+from tests.tinynets import tiny_net
 
-ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'ofa-kit[coreml]')")
+HAS_CT = importlib.util.find_spec("coremltools") is not None
+if HAS_CT:
+    import coremltools as ct
+# Only the tests that convert need coremltools; the others (TensorRT, registries) never skip for it.
+needs_ct = pytest.mark.skipif(not HAS_CT, reason="coremltools is not installed (pip install 'ofa-kit[coreml]')")
 
 SHAPE = (1, 3, 16, 16)
 MACOS = platform.system() == "Darwin"
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 HAS_CUDA = torch.cuda.is_available()
 QUICK = Protocol(warmup_s=0.0, warmup_runs=2, blocks=2, block_s=0.0, min_runs_per_block=2, max_runs_per_block=2)
-
-
-def tiny_net(seed: int = 3) -> nn.Module:
-    """A small static conv net with random BN statistics (outputs far from zero), left in train mode."""
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
-    bn = net[1]
-    with torch.no_grad():
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.uniform_(-0.3, 0.3)
-    return net
 
 
 def package_spec(path: Path):
@@ -65,6 +56,7 @@ def test_registries_list_the_new_targets():
 
 # ---------------------------------------------------------------- CoreML export (real, on any OS)
 
+@needs_ct
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_coreml_export_writes_a_valid_package(tmp_path, precision):
     net = tiny_net()
@@ -93,6 +85,7 @@ def test_coreml_export_writes_a_valid_package(tmp_path, precision):
         assert any("macOS" in n and "parity" in n for n in res.notes)
 
 
+@needs_ct
 def test_coreml_export_leaves_the_module_untouched(tmp_path):
     net = tiny_net()
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -102,6 +95,7 @@ def test_coreml_export_leaves_the_module_untouched(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@needs_ct
 def test_coreml_export_replaces_an_existing_package(tmp_path):
     target = tmp_path / "m.mlpackage"
     target.mkdir()
@@ -125,6 +119,7 @@ class TwoOutputs(nn.Module):
         return x.relu(), x.sigmoid()
 
 
+@needs_ct
 def test_a_failed_coreml_export_keeps_the_previous_package(tmp_path):
     target = tmp_path / "m.mlpackage"
     get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, target))
@@ -147,6 +142,7 @@ def test_replace_dir_restores_the_old_directory_when_the_move_fails(tmp_path):
     assert (dst / "keep.txt").read_text() == "previous"
 
 
+@needs_ct
 def test_coreml_export_dynamic_batch_records_the_range(tmp_path):
     res = get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "d.mlpackage", dynamic_batch=True,
                                                    options={"max_batch": 4}))
@@ -160,18 +156,21 @@ def test_coreml_export_dynamic_batch_records_the_range(tmp_path):
     ({"metadata": {"version": 3}}, r"metadata entry 'version': 3"),
     ({"units": "ALL"}, r"unknown coreml option\(s\) \['units'\]; allowed"),
 ])
+@needs_ct
 def test_coreml_export_rejects_bad_options(tmp_path, options, match):
     with pytest.raises(ValueError, match=match):
         get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.mlpackage", options=options))
     assert not (tmp_path / "m.mlpackage").exists()
 
 
+@needs_ct
 def test_coreml_export_rejects_inputs_of_another_shape(tmp_path):
     spec = ExportSpec(tiny_net(), SHAPE, tmp_path / "m.mlpackage", inputs=torch.zeros(2, 3, 16, 16))
     with pytest.raises(ValueError, match=r"inputs shape \(2, 3, 16, 16\) is not supported; allowed: \(1, 3, 16, 16\)"):
         get_exporter("coreml").export(spec)
 
 
+@needs_ct
 def test_coreml_export_rejects_int8(tmp_path):
     with pytest.raises(ValueError, match=r"precision='int8'.*allowed: \['fp32', 'fp16'\]"):
         get_exporter("coreml").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.mlpackage", precision="int8"))
@@ -189,6 +188,7 @@ def test_coreml_runtime_is_unavailable_off_macos(tmp_path):
         rt.measure(MeasureSpec(path, SHAPE, protocol=QUICK))
 
 
+@needs_ct
 @pytest.mark.skipif(not MACOS, reason="CoreML predicts only on macOS (coremltools converts but cannot run on Linux)")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_coreml_parity_and_timing_on_macos(tmp_path, precision):

@@ -250,6 +250,14 @@ def test_fit_correction_recovers_a_known_relation():
 
 
 # ----------------------------------------------------------------- builder
+def _edit_sql(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path)
+    for stmt in statements:
+        db.execute(stmt)
+    db.commit()
+    db.close()
+
+
 def test_refresh_measures_only_stale_entries(tmp_path):
     path = tmp_path / "lut.sqlite"
     rt = get_runtime("onnxruntime")
@@ -258,11 +266,8 @@ def test_refresh_measures_only_stale_entries(tmp_path):
         build_table(t, "tiny28", SPEC, rt, settings=settings)
         again = build_table(t, "tiny28", SPEC, rt, settings=settings)
         assert again.measured == 0 and again.calibration_measured == 0
-    db = sqlite3.connect(path)
-    db.execute("UPDATE entries SET runtime_version = '0.1' WHERE key LIKE 'stem:%' OR key LIKE 'head:%'")
-    db.execute("UPDATE entries SET measured_at = measured_at - 86400 * 40 WHERE key LIKE '%:k7:%'")
-    db.commit()
-    db.close()
+    _edit_sql(path, "UPDATE entries SET runtime_version = '0.1' WHERE key LIKE 'stem:%' OR key LIKE 'head:%'",
+              "UPDATE entries SET measured_at = measured_at - 86400 * 40 WHERE key LIKE '%:k7:%'")
     with LatencyTable(path) as t:
         r = build_table(t, "tiny28", SPEC, rt, settings=settings)
         assert r.measured == 2  # runtime version changed: stem and head only
@@ -273,11 +278,8 @@ def test_refresh_measures_only_stale_entries(tmp_path):
         n_layers = len(t.entries("local"))
     # The table moved to other hardware (issue 18): layers and calibration subnets record the fingerprint of
     # the machine that measured them, so a refresh here re-measures both, and predicts this machine again.
-    db = sqlite3.connect(path)
-    db.execute("UPDATE entries SET fingerprint = 'elsewhere'")
-    db.execute("UPDATE calibrations SET fingerprint = 'elsewhere', measured_ms = measured_ms * 10")
-    db.commit()
-    db.close()
+    _edit_sql(path, "UPDATE entries SET fingerprint = 'elsewhere'",
+              "UPDATE calibrations SET fingerprint = 'elsewhere', measured_ms = measured_ms * 10")
     with LatencyTable(path) as t:
         r = build_table(t, "tiny28", SPEC, rt, settings=settings)
         assert r.measured == n_layers and r.calibration_measured == 3

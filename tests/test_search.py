@@ -118,8 +118,17 @@ def test_predictors_learn_a_known_accuracy_and_the_better_one_is_chosen():
     assert best["kendall_tau"] > 0.7 and best["rmse_pp"] < 1.5
     fresh = ConfigBatch.from_configs(SPACE, sample_configs(SPACE, 300, seed=7)[160:])
     assert kendall_tau(pred.predict_batch(fresh), synthetic_accuracy(fresh)) > 0.7
+    assert report["poor"] is False
     with pytest.raises(ValueError, match="too few"):
         select_predictor(AccuracyData(SPACE, tuple(cfgs[:8]), data.acc[:8]))
+
+
+def test_a_predictor_that_ranks_noise_is_flagged(caplog):
+    """Accuracies unrelated to the configs (a checkpoint whose subnets do not differ): τ ~ 0, said aloud."""
+    cfgs = sample_configs(SPACE, 80, seed=1)
+    data = AccuracyData(SPACE, tuple(cfgs), np.random.default_rng(0).normal(0.9, 0.003, len(cfgs)))
+    _, report = select_predictor(data, seed=0)
+    assert report["poor"] is True and "ranks poorly" in caplog.text
 
 
 def test_per_image_results_give_each_validation_half_and_the_label_noise_ceiling(tmp_path):

@@ -4,6 +4,7 @@ the closed loop against an artificially wrong latency table, and the CLI's ``--j
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -68,6 +69,25 @@ def test_context_accuracy_in_onnxruntime_matches_torch(shipyard):
     assert json.loads(ctx.accuracy_cache().read_text().splitlines()[0])["checkpoint_sha256"] == ctx.meta["sha256"]
     with pytest.raises(ValueError, match="split='train' is not supported"):
         ctx.top1(cfg, "train")
+
+
+def test_an_accuracy_dataset_shipped_in_a_read_only_folder_is_reused(shipyard, tmp_path, monkeypatch):
+    """A checkpoint folder the user may not write (issue 13): its shipped accuracy dataset is read, not
+    measured again. (Root may write anywhere, so the folder's read-only state is injected.)"""
+    ctx, _ = shipyard
+    ctx.accuracy_data(20)
+    shipped = ctx.accuracy_cache()
+    folder = shipped.parent
+    real_access = os.access
+    monkeypatch.setattr("ofakit.context.os.access",
+                        lambda p, mode: False if Path(p) == folder and mode == os.W_OK else real_access(p, mode))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fresh = CheckpointContext(ctx.name)
+    cache = fresh.accuracy_cache()
+    assert cache.parent == tmp_path / "cache" / "ofakit" and cache.read_bytes() == shipped.read_bytes()
+    calls = []
+    monkeypatch.setattr(CheckpointContext, "correct", lambda self, cfg, split="val": calls.append(cfg))
+    assert np.array_equal(fresh.accuracy_data(20).acc, ctx.accuracy_data(20).acc) and calls == []
 
 
 class MacsObjective:
@@ -332,6 +352,12 @@ def test_cli_search_export_json(shipyard, tmp_path):
     ctx, table = shipyard
     run = CliRunner().invoke
     base = ["--checkpoint", ctx.name, "--table", str(table), "--samples", "20"]
+    res = run(app, ["search", *base, "--json"])  # no budget: the feasible range, without provoking an error
+    assert res.exit_code == 0, res.output
+    rng = json.loads(res.stdout)
+    assert 0 < rng["smallest_ms"] < rng["largest_ms"] and rng["runtime"].startswith("onnxruntime/")
+    res = run(app, ["search", *base])
+    assert res.exit_code == 0 and f"budgets from {rng['smallest_ms']:.3f} ms" in res.output
     res = run(app, ["search", *base, "--latency-ms", "1000", "--json", "--pareto", "--generations", "50",
                     "--drift-check", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output

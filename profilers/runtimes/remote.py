@@ -199,14 +199,27 @@ class RemoteRuntime(Runtime):
             raise self._error(exc) from None
         except (OSError, http.client.HTTPException) as exc:  # URLError, refused, reset, timeout, bad status line
             reason = getattr(exc, "reason", exc)
-            if isinstance(reason, (BrokenPipeError, ConnectionResetError)) and data:
-                raise AgentError(f"agent at {self.url} closed the connection during the upload (it refuses a bad "
-                                 f"token or an oversize body before reading it): {reason}") from None
+            if isinstance(reason, (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)) and data:
+                raise AgentError(f"agent at {self.url} closed the connection during {method} {path}: "
+                                 f"{self._why_closed()} ({type(reason).__name__})") from None
             raise AgentError(f"agent at {self.url} unreachable: {reason}") from None
         try:
             return json.loads(body)
         except ValueError:
             raise AgentError(f"agent at {self.url} sent a reply that is not JSON: {body[:80]!r}") from None
+
+    def _why_closed(self) -> str:
+        """Why the agent dropped a request, told by asking it again (a dead agent is not a bad token)."""
+        try:
+            self._request("GET", "/v1/info", timeout=10)
+        except AgentError as exc:
+            if exc.status == 401:
+                return "it rejects the token"
+            return "it no longer answers (it stopped or crashed while handling the request; see its log)"
+        except Exception:  # noqa: BLE001 - any other reply still means it is alive
+            pass
+        return (f"it is up and accepts the token, so it refused the body (over its size limit?) or failed "
+                "while handling it; see its log")
 
     def _error(self, exc: urllib.error.HTTPError) -> Exception:
         """The exception for an HTTP error reply, carrying the agent's one-line message."""
