@@ -304,18 +304,6 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
              samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, measure: bool = MEASURE,
              as_json: bool = JSON) -> None:
     """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
-    if latency_ms is None:
-        try:
-            rng = feasible_range(checkpoint, table, device, runtime)
-        except ValueError as exc:
-            fail(exc)
-        if as_json:
-            typer.echo(json.dumps(rng, indent=2))
-        else:
-            typer.echo(f"{checkpoint} on {device} [{rng['runtime']}]: budgets from {rng['smallest_ms']:.3f} ms "
-                       f"(the smallest subnet, predicted) to {rng['largest_ms']:.3f} ms (the largest); pass "
-                       "--latency-ms")
-        return
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
         token = _token(token_file)
