@@ -159,7 +159,8 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     return tuple(flat.mean(0).tolist()), tuple(flat.std(0).tolist())
 
 
-def _split_indices(n: int, val_size: int, seed: int, train_limit: int | None) -> tuple[list[int], list[int]]:
+def _split_indices(n: int, val_size: int | None, seed: int, train_limit: int | None) -> tuple[list[int], list[int]]:
+    val_size = default_val_size(n) if val_size is None else val_size
     if not 0 < val_size < n:
         raise ValueError(f"val_size={val_size} must be between 1 and the training set size - 1 ({n - 1})")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
@@ -309,7 +310,6 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
         test_base = datasets.FashionMNIST(str(root), train=False)
         arrays = {True: (base.data, base.targets), False: (test_base.data, test_base.targets)}
         n = len(base)
-        val_size = default_val_size(n) if val_size is None else val_size
         train_idx, val_idx = _split_indices(n, val_size, seed, train_limit)
         mean, std = _channel_stats(base.data[train_idx])
     elif source.kind == "cifar10":
@@ -325,7 +325,6 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
         size, pad, channels, classes = 32, 4, 3, list(base.classes)
         arrays = {True: (torch.from_numpy(base.data), base.targets),
                   False: (torch.from_numpy(test_base.data), test_base.targets)}
-        val_size = default_val_size(len(base)) if val_size is None else val_size
         train_idx, val_idx = _split_indices(len(base), val_size, seed, train_limit)
         mean, std = _channel_stats(torch.from_numpy(base.data[train_idx]))
     else:
@@ -344,7 +343,6 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
         pad, channels, classes = max(1, size // 8), 1 if mode == "L" else 3, list(base.classes)
         loader = _ImageLoader(mode)
         make_if = lambda d, tf: datasets.ImageFolder(str(d), transform=tf, loader=loader)  # noqa: E731
-        val_size = default_val_size(len(base)) if val_size is None else val_size
         train_idx, val_idx = _split_indices(len(base), val_size, seed, train_limit)
         stats_base = make_if(train_dir, T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()]))
         mean, std = ((tuple(preprocess["mean"]), tuple(preprocess["std"])) if preprocess
@@ -370,7 +368,7 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
              len(test) if test is not None else "no")
     return Splits(train=Subset(make(True, aug), train_idx), val=Subset(make(True, plain), val_idx), test=test,
                   in_channels=channels, num_classes=len(classes), classes=classes, mean=mean, std=std,
-                  image_size=size, source={"kind": source.kind, "path": str(source.path), "val_size": val_size,
+                  image_size=size, source={"kind": source.kind, "path": str(source.path), "val_size": len(val_idx),
                                            "seed": seed, "train_limit": train_limit, "augment": policy,
                                            "image_size": size})
 
