@@ -8,6 +8,7 @@ is a seeded random subset of the training set; the official test split is kept f
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -16,7 +17,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -242,34 +243,36 @@ def default_val_size(n: int) -> int:
     return max(1, min(5000, n // 10))
 
 
+@contextlib.contextmanager
+def _opened_image(path: str) -> Iterator[Any]:
+    """A PIL image; an unreadable file (while opening or decoding it) is a one-line error naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            yield im
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from None
+
+
 class _ImageLoader:
-    """Open an image file in one PIL mode; an unreadable file is a one-line error naming it (picklable)."""
+    """Open an image file in one PIL mode (picklable, for DataLoader workers)."""
 
     def __init__(self, mode: str):
         self.mode = mode
 
     def __call__(self, path: str):
-        from PIL import Image
-
-        try:
-            with Image.open(path) as im:
-                return im.convert(self.mode)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ValueError(f"cannot read image {path}: {exc}") from None
+        with _opened_image(path) as im:
+            return im.convert(self.mode)
 
 
 def _imagefolder_format(samples: list[tuple[str, int]]) -> tuple[str, int]:
     """``(PIL mode, native size)`` of an ImageFolder's images, from the first few: grey if all are grey."""
-    from PIL import Image
-
     modes, sizes = set(), []
     for path, _ in samples[:50]:
-        try:
-            with Image.open(path) as im:
-                modes.add(im.mode)
-                sizes.append(min(im.size))
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ValueError(f"cannot read image {path}: {exc}") from None
+        with _opened_image(path) as im:
+            modes.add(im.mode)
+            sizes.append(min(im.size))
     grey = modes <= {"1", "L", "I", "I;16", "F"}
     return ("L" if grey else "RGB"), sizes[0]
 
