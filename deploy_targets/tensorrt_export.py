@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import logging
 import time
 from typing import Any, Iterator, Sequence
@@ -21,6 +20,7 @@ import torch
 
 from deploy_targets.base import Exporter, ExportResult, ExportSpec, register_exporter
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
+from deploy_targets.tensorrt_env import tensorrt_unavailable
 from elastic.fileio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -32,21 +32,6 @@ OPTIONS = ("workspace_mb", "max_batch", "device")
 #: int8 has 256 levels per tensor, and the errors add up over layers.
 FP16_REL_TOL = 1e-2
 INT8_REL_TOL = 1e-1
-NO_GPU = ("no NVIDIA GPU (CUDA) available: TensorRT engines are built on the GPU they run on — "
-          "build on the target or through the profiling agent")
-
-
-def tensorrt_unavailable() -> str | None:
-    """Why TensorRT cannot build or run engines here (``None`` when it can)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return "tensorrt is not installed (it needs an NVIDIA GPU; pip install tensorrt on the target)"
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - a stub wheel or a missing CUDA library fails in many ways
-        return f"tensorrt cannot be imported ({exc}); it needs an NVIDIA GPU and the CUDA libraries it was built for"
-    if not torch.cuda.is_available():
-        return NO_GPU
-    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -266,8 +251,6 @@ class TensorRTExporter(Exporter):
     precisions = TRT_PRECISIONS
 
     def unavailable(self) -> str | None:
-        if importlib.util.find_spec("onnx") is None:
-            return "onnx is not installed (pip install 'ofa-kit[onnx]')"
         return tensorrt_unavailable()
 
     def _export(self, spec: ExportSpec) -> ExportResult:

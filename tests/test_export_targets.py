@@ -14,6 +14,7 @@ from torch import nn
 
 from deploy_targets import ExporterUnavailable, ExportSpec, get_exporter, list_exporters
 from deploy_targets.coreml_export import FP16_REL_TOL, PRECISION_KEY, replace_dir
+from deploy_targets.tensorrt_env import is_jetson
 from deploy_targets.tensorrt_export import build_engine, tensorrt_unavailable, write_checked_engine
 from profilers.record import Protocol
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, runtime_status
@@ -211,8 +212,9 @@ def test_coreml_parity_and_timing_on_macos(tmp_path, precision):
 def test_tensorrt_reports_what_it_needs(tmp_path):
     reason = tensorrt_unavailable()
     assert reason is not None and "NVIDIA GPU" in reason
-    if not HAS_TRT:
-        assert reason == "tensorrt is not installed (it needs an NVIDIA GPU; pip install tensorrt on the target)"
+    if not HAS_TRT and not is_jetson():
+        assert reason == ("tensorrt is not installed (it needs an NVIDIA GPU; pip install 'ofa-kit[tensorrt]' on the "
+                          "target)")
     assert get_exporter("tensorrt").unavailable() == reason
     with pytest.raises(ExporterUnavailable, match=r"^tensorrt export is unavailable: .*NVIDIA GPU"):
         get_exporter("tensorrt").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.engine", precision="fp16"))
