@@ -1,5 +1,10 @@
 """TensorRT exporter: the ONNX graph of :func:`~deploy_targets.onnx_export.onnx_bytes` built into a serialized
-``.engine`` (fp32, fp16, or int8 with entropy calibration), checked for parity on the GPU, then written.
+``.engine`` (fp32, fp16 or int8), checked for parity on the GPU, then written.
+
+The precision is set the way the installed TensorRT major wants it (``tensorrt.__version__``): TensorRT 10
+takes the fp32 graph with the FP16/INT8 builder flags and an entropy calibrator; TensorRT 11, whose networks
+are always strongly typed, takes an fp16 graph or a calibrated Q/DQ int8 graph
+(:mod:`deploy_targets.onnx_precision`). Either way the engine passes the same parity gate.
 
 An engine is specific to the GPU model and TensorRT version it was built with, so it is built on the
 target (or through the profiling agent). Device memory, streams and timing events come from
@@ -20,7 +25,8 @@ import torch
 
 from deploy_targets.base import Exporter, ExportResult, ExportSpec, register_exporter
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
-from deploy_targets.tensorrt_env import tensorrt_unavailable
+from deploy_targets.onnx_precision import check_input_shape, input_dims, to_fp16, to_int8_qdq
+from deploy_targets.tensorrt_env import tensorrt_major, tensorrt_unavailable
 from elastic.fileio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -56,7 +62,7 @@ def _trt_logger() -> Any:
 
 
 def _calibrator(trt: Any, batches: list[np.ndarray]) -> Any:
-    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` through one torch CUDA buffer."""
+    """An ``IInt8EntropyCalibrator2`` (TensorRT 10; 11 removed it) feeding ``batches`` through one CUDA buffer."""
 
     class _Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -85,14 +91,65 @@ def _calibrator(trt: Any, batches: list[np.ndarray]) -> Any:
     return _Calibrator()
 
 
+def engine_onnx(onnx_model: bytes, precision: str, calibration: Sequence[np.ndarray], major: int) -> bytes:
+    """The ONNX graph that TensorRT ``major`` builds at ``precision``.
+
+    TensorRT 10 and every fp32 build take the graph as it is (TensorRT 10 gets the precision from builder
+    flags); TensorRT 11 builds strongly typed networks, so fp16 is an fp16 graph and int8 a Q/DQ graph
+    calibrated on ``calibration``.
+    """
+    if major < 11 or precision == "fp32":
+        return onnx_model
+    return to_fp16(onnx_model) if precision == "fp16" else to_int8_qdq(onnx_model, calibration)
+
+
+def _checked_dims(onnx_model: bytes, shape: tuple[int, ...] | None, max_batch: int | None,
+                  batches: list[np.ndarray]) -> tuple[int, ...]:
+    """The ONNX input dims, with ``shape``, ``max_batch`` and the calibration batches checked against them."""
+    dims = input_dims(onnx_model)
+    if -1 in dims[1:]:
+        raise ValueError(f"ONNX input shape {dims} is not supported; allowed: only the batch dimension dynamic")
+    if dims[0] == -1 and shape is None:
+        raise ValueError("a dynamic-batch ONNX model needs input_shape (its batch is the profile optimum)")
+    if shape is not None:
+        check_input_shape("input_shape", shape, dims)
+        if max_batch is not None and max_batch < shape[0]:
+            raise ValueError(f"max_batch={max_batch!r} is not supported; allowed: >= the input batch {shape[0]}")
+    if batches:
+        check_input_shape("calibration batch shape", batches[0].shape, dims)
+    return dims
+
+
+def _weak_typing(trt: Any, builder: Any, config: Any, name: str, precision: str, batches: list[np.ndarray],
+                 dynamic: bool) -> Any:
+    """TensorRT 10: the FP16/INT8 builder flags and, for int8, the entropy calibrator (returned: TensorRT keeps
+    only a raw pointer to it, so the caller holds it until the build ends)."""
+    if precision == "fp32":
+        return None
+    config.set_flag(trt.BuilderFlag.FP16)  # int8 falls back to fp16 where a layer has no int8 kernel
+    if precision != "int8":
+        return None
+    config.set_flag(trt.BuilderFlag.INT8)
+    if dynamic:
+        cal = batches[0].shape
+        cal_profile = builder.create_optimization_profile()
+        cal_profile.set_shape(name, cal, cal, cal)
+        config.set_calibration_profile(cal_profile)
+    calibrator = config.int8_calibrator = _calibrator(trt, batches)
+    return calibrator
+
+
 def build_engine(onnx_model: bytes, precision: str, calibration: Sequence[np.ndarray] = (), workspace_mb: int = 1024,
                  input_shape: Sequence[int] | None = None, max_batch: int | None = None) -> bytes:
-    """Build a serialized TensorRT engine from an ONNX model on the current CUDA device.
+    """Build a serialized TensorRT engine (TensorRT 10 or 11) from an ONNX model on the current CUDA device.
+
+    The arguments, the input shape included, are checked against the ONNX graph before TensorRT is imported.
 
     Args:
         onnx_model: Serialized ONNX model with one input.
-        precision: ``fp32`` (TF32 off), ``fp16``, or ``int8`` (fp16 fallback; needs ``calibration``).
-        calibration: Input batches of one shape for int8 entropy calibration.
+        precision: ``fp32`` (TF32 off), ``fp16``, or ``int8`` (needs ``calibration``; TensorRT 10 falls back to
+            fp16 and TensorRT 11 to fp32 outside the quantized layers).
+        calibration: Input batches of one shape for int8 calibration.
         workspace_mb: Builder workspace memory pool limit.
         input_shape: Expected input shape; for a dynamic-batch model its batch is the profile's optimum.
         max_batch: Largest batch of a dynamic-batch model's profile (default: ``input_shape[0]``).
@@ -107,49 +164,28 @@ def build_engine(onnx_model: bytes, precision: str, calibration: Sequence[np.nda
     if len({b.shape for b in batches}) > 1:
         raise ValueError(f"calibration batches must share one shape; got {sorted({b.shape for b in batches})}")
     shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+    dims = _checked_dims(onnx_model, shape, max_batch, batches)
     import tensorrt as trt
 
+    major = tensorrt_major(trt.__version__)
     logger = _trt_logger()
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(0)  # explicit batch only (10); always strongly typed (11)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_model):
+    if not parser.parse(engine_onnx(onnx_model, precision, batches, major)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse the ONNX model: {errors}")
-    if network.num_inputs != 1:
-        raise ValueError(f"the ONNX model has {network.num_inputs} inputs; one input is supported")
-    inp = network.get_input(0)
-    dims = tuple(inp.shape)
-    if -1 in dims[1:]:
-        raise ValueError(f"ONNX input shape {dims} is not supported; only the batch dimension may be dynamic")
+    name = network.get_input(0).name
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)  # true fp32, comparable with the torch reference
-    else:
-        config.set_flag(trt.BuilderFlag.FP16)
     if dims[0] == -1:
-        if shape is None:
-            raise ValueError("a dynamic-batch ONNX model needs input_shape (its batch is the profile optimum)")
         top = shape[0] if max_batch is None else max_batch
-        if top < shape[0]:
-            raise ValueError(f"max_batch={max_batch!r} must be >= the input batch {shape[0]}")
         profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, (1, *dims[1:]), (shape[0], *dims[1:]), (top, *dims[1:]))
+        profile.set_shape(name, (1, *dims[1:]), (shape[0], *dims[1:]), (top, *dims[1:]))
         config.add_optimization_profile(profile)
-    elif shape is not None and shape != dims:
-        raise ValueError(f"input_shape={shape} does not match the static ONNX input shape {dims}")
-    calibrator = None  # referenced until the build ends: TensorRT keeps only a raw pointer to it
-    if precision == "int8":
-        cal = batches[0].shape
-        if cal[1:] != dims[1:] or (dims[0] != -1 and cal[0] != dims[0]):
-            raise ValueError(f"calibration batch shape {cal} does not fit the ONNX input shape {dims}")
-        config.set_flag(trt.BuilderFlag.INT8)
-        if dims[0] == -1:
-            cal_profile = builder.create_optimization_profile()
-            cal_profile.set_shape(inp.name, cal, cal, cal)
-            config.set_calibration_profile(cal_profile)
-        calibrator = config.int8_calibrator = _calibrator(trt, batches)
+    calibrator = _weak_typing(trt, builder, config, name, precision, batches, dims[0] == -1) if major == 10 else None
     serialized = builder.build_serialized_network(network, config)
     del calibrator
     if serialized is None:

@@ -266,7 +266,8 @@ def _trt_skip_reason() -> str:
 
 
 @pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason=f"TensorRT GPU test: {_trt_skip_reason()}")
-@pytest.mark.parametrize("precision, dynamic", [("fp32", False), ("fp16", False), ("int8", False), ("fp32", True)])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("dynamic", [False, True])
 def test_tensorrt_build_parity_and_timing_on_gpu(tmp_path, precision, dynamic):
     net = tiny_net()
     before = {k: v.clone() for k, v in net.state_dict().items()}
