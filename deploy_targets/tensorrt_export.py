@@ -278,6 +278,14 @@ def parity_tolerance(precision: str, atol: float, ref: np.ndarray) -> float:
     return max(atol, rel * float(np.abs(ref).max()))
 
 
+def profile_max_batch(spec: ExportSpec, parity_batch: int) -> int | None:
+    """The largest batch of ``spec``'s engine profile (``None`` for a static batch): ``options["max_batch"]``,
+    else room for twice the export batch and for the batch of the parity check's inputs."""
+    if not spec.dynamic_batch:
+        return None
+    return spec.options.get("max_batch", max(2 * spec.input_shape[0], parity_batch))
+
+
 @register_exporter
 class TensorRTExporter(Exporter):
     """``.engine`` for the local NVIDIA GPU, with a parity check against PyTorch on that GPU before writing."""
@@ -297,13 +305,13 @@ class TensorRTExporter(Exporter):
         if unknown:
             raise ValueError(f"unknown tensorrt option(s) {unknown}; allowed: {list(OPTIONS)}")
         n = spec.input_shape[0]
-        max_batch = spec.options.get("max_batch", 2 * n) if spec.dynamic_batch else None
+        x = spec.example()
+        max_batch = profile_max_batch(spec, x.shape[0])
         workspace = spec.options.get("workspace_mb", 1024)
         device = torch.device(spec.options.get("device", "cuda:0"))
         calibration = [t.detach().float().cpu().numpy() for t in spec.calibration]
         with torch.cuda.device(device):
             engine = build_engine(onnx_bytes(spec), spec.precision, calibration, workspace, spec.input_shape, max_batch)
-        x = spec.example()
         if spec.dynamic_batch and x.shape[0] == n and (max_batch or n) >= 2 * n:
             x = torch.cat([x, x])  # prove the batch dimension really varies
         got = EngineRunner(engine, tuple(x.shape), device).run(x)

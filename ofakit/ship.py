@@ -79,14 +79,14 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
 def engine_on_agent(spec: ExportSpec, device: str, token: str | None = None) -> ExportResult:
     """Build ``spec``'s TensorRT engine on the agent at ``device`` and check its output against PyTorch here."""
     from deploy_targets.onnx_export import onnx_bytes
-    from deploy_targets.tensorrt_export import write_checked_engine
+    from deploy_targets.tensorrt_export import profile_max_batch, write_checked_engine
 
     t0 = time.perf_counter()
     x = spec.example()
     with torch.no_grad():
         ref = spec.frozen_module()(x).numpy()
     cal = np.stack([c.numpy() for c in spec.calibration]) if spec.calibration else None
-    max_batch = 2 * spec.input_shape[0] if spec.dynamic_batch else None
+    max_batch = profile_max_batch(spec, x.shape[0])  # the agent's profile must take the parity inputs' batch
     got = open_runtime("tensorrt", device, token).build_engine(onnx_bytes(spec), x.numpy(), spec.precision, cal,
                                                                max_batch)
     note = f"built on the agent at {device}: runs only on {got['gpu']}-class GPUs with that TensorRT version"

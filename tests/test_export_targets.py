@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from torch import nn
 from deploy_targets import ExporterUnavailable, ExportSpec, get_exporter, list_exporters
 from deploy_targets.coreml_export import FP16_REL_TOL, PRECISION_KEY, replace_dir
 from deploy_targets.tensorrt_env import is_jetson
-from deploy_targets.tensorrt_export import build_engine, tensorrt_unavailable, write_checked_engine
+from deploy_targets.tensorrt_export import (build_engine, profile_max_batch, tensorrt_unavailable,
+                                           write_checked_engine)
 from profilers.record import Protocol
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, runtime_status
 from tests.tinynets import tiny_net
@@ -260,6 +262,16 @@ def test_engine_parity_gate_and_atomic_write(tmp_path, precision, offset, ok):
     assert res.settings["built_on"] == "http://jetson:8470" and res.settings["gpu"] == "Orin"
     assert res.settings["parity_tolerance"] == (1e-4 if precision == "fp32" else 1e-2)
     assert res.versions["tensorrt"] == "10.9" and res.notes == ("runs only on Orin",)
+
+def test_a_dynamic_engine_profile_takes_the_parity_inputs():
+    """`ofakit export --dynamic-batch` checks parity on 8 real images: the profile must reach batch 8, or the
+    build on an agent is refused (max_batch < input batch) and a local engine cannot run them."""
+    spec = ExportSpec(tiny_net(), SHAPE, Path("m.engine"), dynamic_batch=True, inputs=torch.zeros(8, 3, 16, 16))
+    assert profile_max_batch(spec, 8) == 8
+    assert profile_max_batch(replace(spec, inputs=None), 1) == 2  # twice the export batch
+    assert profile_max_batch(replace(spec, options={"max_batch": 32}), 8) == 32
+    assert profile_max_batch(replace(spec, dynamic_batch=False), 8) is None
+
 
 def _trt_skip_reason() -> str:
     return tensorrt_unavailable() or ""
