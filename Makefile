@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-under-load data bench clean
+.PHONY: demo test test-under-load data bench clean agent-jetson
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# On a Jetson only (JetPack 6: TensorRT 10.3 and NVIDIA's CUDA torch are system packages, not PyPI wheels):
+# a venv that sees the system site-packages, ofa-kit without its PyPI dependencies, the few light ones the
+# agent needs, then ofa-kit's own TensorRT check. Steps and the torch wheel: README, "Measuring on a Jetson".
+JETSON_VENV := .venv-jetson
+JETSON_DEPS := typer rich safetensors 'tomli; python_version < "3.11"' 'onnx>=1.16' 'numpy>=1.24,<2'
+agent-jetson:
+	@test -f /etc/nv_tegra_release || { echo "error: agent-jetson is for a Jetson (no /etc/nv_tegra_release here); elsewhere run: make" >&2; exit 2; }
+	test -x $(JETSON_VENV)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(JETSON_VENV)
+	@$(JETSON_VENV)/bin/python -c "import torch" 2>/dev/null || { echo "error: no torch in $(JETSON_VENV): install NVIDIA's PyTorch wheel for your JetPack (README: Measuring on a Jetson), then rerun" >&2; exit 2; }
+	$(JETSON_VENV)/bin/python -m pip install -q -e . --no-deps
+	$(JETSON_VENV)/bin/python -m pip install -q $(JETSON_DEPS)
+	@$(JETSON_VENV)/bin/python -c "from deploy_targets.tensorrt_export import tensorrt_unavailable as u; r = u(); print(f'error: {r}' if r else 'TensorRT ready'); raise SystemExit(2 if r else 0)"
+	@echo "start the agent: $(JETSON_VENV)/bin/ofakit agent serve --token-file tok"
