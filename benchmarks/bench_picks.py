@@ -2,7 +2,9 @@
 
 On the zoo checkpoint and a fresh onnxruntime-CPU table of this machine, for N budgets spread over the
 feasible range, pick a subnet as `ofakit search` does, twice: the predicted pick alone (`--no-measure`) and
-the pick of the measured shortlist (the default), each after the drift check. Every pick is exported to ONNX
+the pick of the measured shortlist (the default: `measured_choice`, with its second round when the first
+one's candidates measure far from their predictions); with ``--drift``, both after the drift check, as
+`ofakit search --drift-check` does. Every pick is exported to ONNX
 as `ofakit export` does. Then an independent timing, written here with plain onnxruntime and
 `time.perf_counter` (not ofa-kit's protocol code), times all exported files interleaved, in rounds, and
 takes each file's median. Printed per method: the share of budgets met (measured <= budget) and met within
@@ -24,7 +26,8 @@ import numpy as np
 from elastic.batch import ConfigBatch
 from ofakit.context import CheckpointContext
 from ofakit.search import fastest_candidate
-from ofakit.ship import export_subnet, rerank, time_candidates
+from ofakit.search_cmd import DEFAULT_CHECKPOINT
+from ofakit.ship import export_subnet, measured_choice, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import LOCAL, BuildSettings, LatencyTable, build_table, get_runtime
 from profilers.record import load_average, local_device
@@ -34,7 +37,8 @@ from _timing import independent_medians
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="ofa_mbv3_tiny.fmnist")
+    ap.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    ap.add_argument("--drift", action="store_true", help="re-time the reference subnets and rescale first")
     ap.add_argument("--budgets", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = ap.parse_args()
@@ -48,7 +52,7 @@ def main() -> None:
             build_table(t, "bench", spec, get_runtime("onnxruntime"), settings=BuildSettings())
         build_s = time.perf_counter() - t0
         spz = Specializer(ctx, table, [(LOCAL, "onnxruntime")])
-        drift = spz.check_drift(LOCAL, "onnxruntime").ratio
+        drift = spz.check_drift(LOCAL, "onnxruntime").ratio if args.drift else None
         metric = spz.metrics[Budget(LOCAL, "onnxruntime", 1.0).metric_name]
         lo = fastest_candidate(spz.space, metric).metrics[metric.name]
         hi = float(metric.fn(ConfigBatch.from_configs(spz.space, [spz.space.largest()]))[0])
@@ -56,7 +60,7 @@ def main() -> None:
         picks: dict[str, list] = {"predicted": [], "measured shortlist": []}
         for b in budgets:
             predicted = spz.search(spz.constraints([b])).best
-            best, _ = rerank(spz.shortlist([b]), [b], lambda cfgs, bb: time_candidates(spz, cfgs, bb))
+            best, _ = measured_choice(spz, [b], lambda cfgs, bb: time_candidates(spz, cfgs, bb))
             picks["predicted"].append(predicted)
             picks["measured shortlist"].append(best or predicted)
         files = [export_subnet(ctx, c.config, "onnx", tmp / f"{method.split()[0]}_{i}.onnx")[0].path
@@ -78,7 +82,8 @@ def main() -> None:
               "at": time.strftime("%Y-%m-%d %H:%M")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "picks.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"{len(budgets)} budgets over {lo:.3f}-{hi:.3f} ms (predicted range), drift {drift:.3f}, load {load:.2f}")
+    print(f"{len(budgets)} budgets over {lo:.3f}-{hi:.3f} ms (predicted range), drift "
+          f"{'not checked' if drift is None else f'{drift:.3f}'}, load {load:.2f}")
     for method, s in summary.items():
         print(f"{method:>20}: met {100 * s['met']:.0f}%, met within 10% {100 * s['met_within_10pct']:.0f}%, "
               f"budget used median {100 * s['used_median']:.0f}% (min {100 * s['used_min']:.0f}%)")

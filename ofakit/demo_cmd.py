@@ -20,7 +20,7 @@ from elastic.batch import ConfigBatch
 from ofakit.plots import plot_front
 from ofakit.profile_cmd import _run_build, fail, resolve_recipe
 from ofakit.search import BudgetError, fastest_candidate
-from ofakit.search_cmd import DRIFT, MEASURE, drift_json, specializer
+from ofakit.search_cmd import DEFAULT_CHECKPOINT, DRIFT, MEASURE, drift_json, specializer
 from ofakit.ship import export_subnet, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
@@ -29,7 +29,7 @@ console = Console(stderr=True)
 FRACTIONS = (0.2, 0.5, 0.85)
 
 
-def demo(checkpoint: str = typer.Option("ofa_mbv3_tiny.fmnist", help="Zoo checkpoint name or path."),
+def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path."),
          workdir: Path = typer.Option(Path("ofakit-demo"), help="Table, artifacts and plots go here."),
          runtime: str = typer.Option("onnxruntime", help="Runtime to profile and measure with."),
          samples: int = typer.Option(300, help="Measured subnets for the accuracy predictor (cached)."),

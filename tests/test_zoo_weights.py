@@ -30,26 +30,36 @@ def test_metadata_is_complete_and_consistent(name):
         cfg = net.space.validate(SubnetConfig.from_dict(info["config"]))
         assert (info["macs"], info["params"]) == (net.flops(cfg), net.params(cfg)), key
         assert 0.0 < meta["metrics"]["test_top1"][key] <= 1.0
-    assert meta["metrics"]["test_top1"]["largest"] >= meta["metrics"]["test_top1"]["smallest"] - 0.02
+    assert meta["metrics"]["test_top1"]["largest"] > meta["metrics"]["test_top1"]["smallest"]
     assert (model_zoo.checkpoint.WEIGHTS_DIR / meta["weights"]).stat().st_size < 16e6
+
+
+FMNIST_ZOO = [n for n in CHECKPOINTS if n.endswith(".fmnist")]
 
 
 @pytest.mark.skipif(not (FMNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
                     reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-def test_fmnist_accuracy_matches_metadata_on_a_quick_reevaluation(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", FMNIST_ZOO)
+def test_fmnist_accuracy_matches_metadata_on_a_quick_reevaluation(name, tmp_path, monkeypatch):
+    """The largest and smallest subnets re-evaluated on 2,000 test images (the metadata's calibration
+    protocol: the first 2,000 un-augmented training images) agree with the recorded full-test top-1 within
+    1.5 pp (the subset's sampling s.e. is ~0.55 pp; the evaluation is deterministic), and keep the recorded
+    gap between them within 1.5 pp: a subnet extraction that ignored depth, width or resolution would not."""
     monkeypatch.setenv("OFAKIT_CACHE", str(tmp_path))
-    net = model_zoo.load_checkpoint("ofa_mbv3_tiny.fmnist").eval()
+    net = model_zoo.load_checkpoint(name).eval()
     meta = net.checkpoint_meta
     src = meta["training"]["data"]
     splits = load_splits(DataSource("fashion-mnist", FMNIST_DIR), val_size=src["val_size"], seed=src["seed"],
                          test_limit=2000)
     assert [round(m, 4) for m in splits.mean] == [round(m, 4) for m in meta["preprocess"]["mean"]]
-    calib = Subset(splits.val.dataset, splits.train.indices[:1000])
     cfgs = {k: SubnetConfig.from_dict(meta["metrics"]["subnets"][k]["config"]) for k in ("largest", "smallest")}
     torch.set_num_threads(2)
-    got = evaluate_subnets(net, cfgs, calib, splits.test)
-    for k, acc in got.items():  # 2000 test images: binomial s.e. ~0.6pp; calibration on 1000 vs 2000 images
-        assert abs(acc - meta["metrics"]["test_top1"][k]) < 0.03, (k, acc, meta["metrics"]["test_top1"][k])
+    got = evaluate_subnets(net, cfgs, splits.calibration(2000), splits.test)
+    want = meta["metrics"]["test_top1"]
+    for k, acc in got.items():
+        assert abs(acc - want[k]) < 0.015, (k, acc, want[k])
+    gap = got["largest"] - got["smallest"]
+    assert abs(gap - (want["largest"] - want["smallest"])) < 0.015, (gap, want)
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
