@@ -26,8 +26,10 @@ WEIGHTS_DIR = Path(__file__).with_name("weights")
 
 
 def list_checkpoints() -> list[str]:
-    """Names of the checkpoints shipped in the zoo (``arch.tag``, e.g. ``ofa_mbv3_tiny.fmnist``)."""
-    return sorted(p.name[: -len(".json")] for p in WEIGHTS_DIR.glob("*.json"))
+    """Names of the checkpoints shipped in the zoo (``arch.tag``, e.g. ``ofa_mbv3_tiny.fmnist``): the weights
+    files with their metadata sidecar (other files there, such as accuracy datasets, are not checkpoints)."""
+    return sorted(p.name[: -len(".json")] for p in WEIGHTS_DIR.glob("*.json")
+                  if p.with_suffix(".safetensors").is_file())
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:

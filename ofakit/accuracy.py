@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -76,16 +76,28 @@ class AccuracyData:
         """The configs as a :class:`ConfigBatch`."""
         return ConfigBatch.from_configs(self.space, list(self.configs))
 
-    def noise_ceiling(self, idx: np.ndarray | None = None) -> float | None:
-        """Kendall τ between the two validation halves over subnets ``idx`` (all by default): the ranking
-        agreement of two independent measurements, an upper bound for a predictor's τ against one. ``None``
-        when some of them have no per-half figures (a cache measured by an older ofa-kit)."""
-        if self.halves is None:
+    def halves_tau(self) -> float | None:
+        """Kendall τ between the top-1 on the two validation halves: how well two independent measurements
+        of half the size rank the subnets alike. ``None`` without per-half figures (an older cache)."""
+        if self.halves is None or len(self.halves) < 2 or np.isnan(self.halves).any():
             return None
-        h = self.halves if idx is None else self.halves[idx]
-        if len(h) < 2 or np.isnan(h).any():
+        return kendall_tau(self.halves[:, 0], self.halves[:, 1])
+
+    def noise_ceiling(self) -> float | None:
+        """The Kendall τ a perfect predictor would reach against these labels: the label noise's limit.
+
+        With halves ``h1 = t + e1`` and ``h2 = t + e2`` (independent errors of variance σ²), the true spread is
+        ``cov(h1, h2)`` and a full-split label ``(h1 + h2) / 2`` has noise variance ``var(h1 - h2) / 4``; for
+        normal errors the τ between truth and label is ``(2/π)·asin(ρ)``, ``ρ² = spread / (spread + noise)``.
+        (Applied to one half, the same formula reproduces :meth:`halves_tau`.) ``None`` without halves.
+        """
+        if self.halves_tau() is None:
             return None
-        return kendall_tau(h[:, 0], h[:, 1])
+        h1, h2 = self.halves[:, 0], self.halves[:, 1]
+        spread, noise = float(np.cov(h1, h2)[0, 1]), float(np.var(h1 - h2, ddof=1)) / 4
+        if spread <= 0:
+            return 0.0
+        return float(2 / np.pi * np.arcsin(np.sqrt(spread / (spread + noise))))
 
 
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
@@ -146,8 +158,10 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]
 def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], float | np.ndarray], path: str | Path,
                         n: int,
                         header: dict[str, Any], seed: int = 0,
-                        progress: Callable[[int, int], None] | None = None) -> AccuracyData:
-    """Measure (or resume measuring) ``n`` subnets of ``space`` into the JSON-lines cache ``path``.
+                        progress: Callable[[int, int], None] | None = None,
+                        extra: Sequence[SubnetConfig] = ()) -> AccuracyData:
+    """Measure (or resume measuring) ``n`` subnets of ``space``, then ``extra`` ones, into the JSON-lines
+    cache ``path``.
 
     Args:
         space: The supernet's space.
@@ -159,9 +173,11 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
         header: What identifies the measurement (checkpoint sha256, split, calibration size ...).
         seed: Seed of the sampled subnets.
         progress: Called with ``(done, total)`` after every subnet.
+        extra: Chosen subnets measured after the sampled ones (e.g. :mod:`ofakit.front_sampling`'s), marked
+            ``"origin": "front"`` in the cache (see :func:`cached_front`) and returned after them.
     """
     path = Path(path)
-    want = {"format": FORMAT, "version": VERSION, "seed": seed, **header}
+    want = _want(header, seed)
     have, records, good = _read(path)
     if have != want:
         if have is not None:
@@ -171,6 +187,8 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
     with open(path, "r+b") as f:
         f.truncate(good)  # drop a line torn by a kill
     cfgs = sample_configs(space, n, seed)
+    chosen = {c.to_json() for c in extra} - {c.to_json() for c in cfgs}
+    cfgs += [c for c in dict.fromkeys(space.validate(c) for c in extra) if c.to_json() in chosen]
     done = {r["config"]: r for r in records}
     todo = [c for c in cfgs if c.to_json() not in done]
     if todo:
@@ -181,6 +199,8 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
     with open(path, "a", encoding="utf-8") as f:
         for i, cfg in enumerate(todo):
             rec = {"config": cfg.to_json(), **score(evaluate(cfg))}
+            if cfg.to_json() in chosen:
+                rec["origin"] = "front"
             if i == 0 or (i + 1) % step == 0 or i + 1 == len(todo):
                 per = (time.perf_counter() - t0) / (i + 1)
                 log.info("accuracy dataset: %d/%d subnets evaluated (%.1f s each, ~%.0f min left)", i + 1,
@@ -192,6 +212,18 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
             if progress:
                 progress(len(cfgs) - len(todo) + i + 1, len(cfgs))
     return _data(space, [done[c.to_json()] for c in cfgs], want)
+
+
+def _want(header: dict[str, Any], seed: int) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "seed": seed, **header}
+
+
+def cached_front(path: str | Path, space: SearchSpace, header: dict[str, Any], seed: int = 0) -> list[SubnetConfig]:
+    """The ``extra`` subnets already measured in the cache ``path`` for ``header``, in the order measured."""
+    have, records, _ = _read(Path(path))
+    if have != _want(header, seed):
+        return []
+    return [space.validate(SubnetConfig.from_json(r["config"])) for r in records if r.get("origin") == "front"]
 
 
 def _data(space: SearchSpace, records: list[dict[str, Any]], header: dict[str, Any]) -> AccuracyData:

@@ -19,12 +19,14 @@ from torch.utils.data import TensorDataset
 
 import model_zoo
 from elastic import SubnetConfig, calibrated_subnet
+from elastic.batch import CostGrid
 from elastic.data import DataSource, Splits, load_splits
 from elastic.evaluate import correct, loader
 from deploy_targets import get_exporter
 from model_zoo.checkpoint import checkpoint_paths
-from ofakit.accuracy import AccuracyData, build_accuracy_data, materialize, ort_correct
-from ofakit.predictors import AccuracyPredictor, select_predictor
+from ofakit.accuracy import AccuracyData, build_accuracy_data, cached_front, materialize, ort_correct
+from ofakit.front_sampling import FRONT_ROUND, front_picks
+from ofakit.predictors import AccuracyPredictor, Encoder, select_predictor
 
 log = logging.getLogger(__name__)
 DEFAULT_ACCURACY_SAMPLES = 300
@@ -139,15 +141,32 @@ class CheckpointContext:
         return cache
 
     def accuracy_data(self, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
-                      progress: Callable[[int, int], None] | None = None) -> AccuracyData:
-        """The (subnet, validation top-1) dataset: read from the cache, measuring what is missing."""
-        key = f"data{n}-{seed}"
+                      progress: Callable[[int, int], None] | None = None,
+                      front: int | None = None) -> AccuracyData:
+        """The (subnet, validation top-1) dataset: ``n`` sampled subnets, then ``front`` (default ``2n / 3``)
+        chosen along the predicted front in rounds (:mod:`ofakit.front_sampling`); read from the cache,
+        measuring what is missing."""
+        front = 2 * n // 3 if front is None else front
+        if isinstance(front, bool) or not isinstance(front, int) or front < 0:
+            raise ValueError(f"front={front!r} must be a non-negative integer")
+        key = f"data{n}-{front}-{seed}"
         if key not in self._cache:
             data = self.meta["training"]["data"]
             header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
                       "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
-            self._cache[key] = build_accuracy_data(self.supernet.space, self.correct, self.accuracy_cache(), n, header,
-                                                   seed, progress)
+            space, cache = self.supernet.space, self.accuracy_cache()
+            extra = cached_front(cache, space, header, seed)[:front]
+            out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra)
+            grid = CostGrid.build(self.supernet.spec)
+            while len(extra) < front:
+                picks = front_picks(out, grid, min(FRONT_ROUND, front - len(extra)), seed + len(extra))
+                if not picks:
+                    break
+                log.info("accuracy dataset: measuring %d subnets along the predicted front (%d of %d)", len(picks),
+                         len(extra) + len(picks), front)
+                extra += picks
+                out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra)
+            self._cache[key] = out
         return self._cache[key]
 
     def accuracy_predictor(self, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
@@ -157,7 +176,7 @@ class CheckpointContext:
         key = f"pred{n}-{seed}"
         if key not in self._cache:
             data = self.accuracy_data(n, seed, progress)
-            pred, report = select_predictor(data, seed)
-            report["samples"] = len(data.acc)
-            self._cache[key] = (pred, report)
+            report = self.accuracy_cache().with_suffix(".predictor.json")
+            self._cache[key] = select_predictor(data, seed, encoder=Encoder(CostGrid.build(self.supernet.spec)),
+                                                cache=report)
         return self._cache[key]

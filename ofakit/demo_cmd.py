@@ -101,7 +101,7 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
     typer.echo(f"artifacts and sidecars: {workdir}/subnet_{{1,2,3}}.onnx(.json), .mlpackage(.json)")
     ch = acc["candidates"][acc["chosen"]]
     typer.echo(f"latency range on this machine: {lo:.3f}-{hi:.3f} ms (predicted); accuracy predictor: "
-               f"{acc['chosen']} from {acc['samples']} measured subnets (held-out τ {ch['kendall_tau']:.3f}, "
+               f"{acc['chosen']} from {acc['samples']} measured subnets (cross-validated τ {ch['kendall_tau']:.3f}, "
                f"RMSE {ch['rmse_pp']:.2f} pp{_ceiling(acc)}); Pareto plot: {png}")
     if missed:
         raise typer.Exit(1)
@@ -110,4 +110,6 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
 def _ceiling(report: dict) -> str:
     """The label-noise ceiling next to a predictor's τ, when the accuracy data has per-half figures."""
     tau = report.get("noise_ceiling_tau")
-    return "" if tau is None else f"; label-noise ceiling τ {tau:.3f}, two validation halves"
+    if tau is None:
+        return ""
+    return f"; label-noise ceiling τ {tau:.3f}, from two validation halves that agree at τ {report['halves_tau']:.3f}"

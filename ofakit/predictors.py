@@ -1,30 +1,57 @@
 """Accuracy predictors behind one interface: scikit-learn gradient-boosted trees and OFA's MLP, both on
-OFA's one-hot architecture encoding, compared on held-out subnets by :func:`select_predictor`."""
+OFA's one-hot architecture encoding (plus the subnet's log MACs when a cost grid is given), compared by
+k-fold cross-validation on the measured subnets in :func:`select_predictor`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from elastic import Registry
-from elastic.batch import ConfigBatch
+from elastic.batch import ConfigBatch, CostGrid
+from elastic.fileio import atomic_write_text
 from ofakit.accuracy import AccuracyData, kendall_tau
 
 log = logging.getLogger(__name__)
 POOR_TAU = 0.3  # held-out Kendall τ below this: the predictor's ranking is close to noise
+FOLDS = 4
+REPORT_VERSION = 1  # bump when a predictor's training changes: cached selection reports are then redone
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A predictor's input: OFA's one-hot encoding of a subnet, plus, with a cost grid, its log MACs scaled
+    to [0, 1] between the space's smallest and largest subnet. Accuracy follows compute more than any one
+    choice, and the one-hot code spreads compute over a hundred features (on the d1234 zoo checkpoint the
+    extra feature raised the MLP's cross-validated τ from 0.71 to 0.75, benchmarks/RESULTS.md)."""
+
+    grid: CostGrid | None = None
+
+    def __call__(self, batch: ConfigBatch) -> np.ndarray:
+        x = batch.onehot()
+        if self.grid is None:
+            return x
+        sp = batch.space
+        lo, hi = np.log(self.grid.macs(ConfigBatch.from_configs(sp, [sp.smallest(), sp.largest()])))
+        cost = (np.log(self.grid.macs(batch)) - lo) / max(hi - lo, 1e-12)
+        return np.hstack([x, cost.astype(np.float32)[:, None]])
 
 
 class AccuracyPredictor(ABC):
-    """Predicts validation top-1 (a fraction) from OFA's one-hot architecture encoding."""
+    """Predicts validation top-1 (a fraction) from a subnet's encoding (see :class:`Encoder`)."""
 
     name: ClassVar[str]
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
+    def __init__(self, seed: int = 0, encoder: Encoder = Encoder()):
+        self.seed, self.encoder = seed, encoder
 
     @abstractmethod
     def fit(self, x: np.ndarray, y: np.ndarray) -> "AccuracyPredictor":
@@ -36,7 +63,7 @@ class AccuracyPredictor(ABC):
 
     def predict_batch(self, batch: ConfigBatch) -> np.ndarray:
         """Predicted accuracies of a population."""
-        return self.predict(batch.onehot())
+        return self.predict(self.encoder(batch))
 
 
 PREDICTORS: Registry[type[AccuracyPredictor]] = Registry("accuracy predictor")
@@ -115,39 +142,72 @@ class MLPPredictor(AccuracyPredictor):
         return h[:, 0].astype(np.float64) + self.base
 
 
-def select_predictor(data: AccuracyData, seed: int = 0, holdout: float = 0.25,
-                     names: tuple[str, ...] | None = None) -> tuple[AccuracyPredictor, dict[str, Any]]:
-    """Fit every predictor on part of ``data``, score it on the held-out rest, refit the best on all of it.
+def select_predictor(data: AccuracyData, seed: int = 0, folds: int = FOLDS, names: tuple[str, ...] | None = None,
+                     encoder: Encoder = Encoder(), cache: Path | None = None
+                     ) -> tuple[AccuracyPredictor, dict[str, Any]]:
+    """Score every predictor by ``folds``-fold cross-validation, then refit the best on all of ``data``.
 
-    The best has the highest Kendall τ on the held-out subnets (ranking is what search needs), then the
-    lowest RMSE. Returns the chosen predictor and a report of every candidate's held-out RMSE (percentage
-    points) and τ, plus ``noise_ceiling_tau``: τ between the two validation halves on the same held-out
-    subnets (``None`` without per-half figures), which tells predictor error from measurement noise.
+    Every measured subnet is predicted once by a model that never saw it; the best predictor has the highest
+    Kendall τ between those held-out predictions and the measurements (ranking is what search needs), then
+    the lowest RMSE. Returns the chosen predictor and a report of every candidate's held-out RMSE
+    (percentage points) and τ, plus the label noise (``None`` without per-half figures):
+    ``halves_tau``, τ between the two validation halves, and ``noise_ceiling_tau``, the τ a perfect
+    predictor would reach against the labels (see :meth:`AccuracyData.noise_ceiling`).
+
+    With ``cache`` (a JSON file), the report is reused when it was made from the same encodings,
+    accuracies and settings, so only the chosen predictor is fitted again (seconds, not a minute).
     """
-    if not 0 < holdout < 1:
-        raise ValueError(f"holdout={holdout!r} must be a fraction in (0, 1)")
-    x, y = data.batch().onehot(), np.asarray(data.acc, dtype=np.float64)
-    n_test = int(round(len(y) * holdout))
-    if n_test < 5 or len(y) - n_test < 10:
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds={folds!r} must be an integer >= 2")
+    x, y = encoder(data.batch()), np.asarray(data.acc, dtype=np.float64)
+    if len(y) < max(20, 2 * folds):
         raise ValueError(f"{len(y)} measured subnets are too few to train and compare accuracy predictors; "
-                         "allowed: at least 20")
-    perm = np.random.default_rng(seed).permutation(len(y))
-    test, train = perm[:n_test], perm[n_test:]
-    report: dict[str, Any] = {"train": int(len(train)), "heldout": int(n_test), "candidates": {}}
-    for name in names or tuple(PREDICTORS.names()):
-        pred = PREDICTORS.get(name)(seed).fit(x[train], y[train]).predict(x[test])
-        report["candidates"][name] = {"rmse_pp": float(100 * np.sqrt(np.mean((pred - y[test]) ** 2))),
-                                      "kendall_tau": kendall_tau(pred, y[test])}
+                         f"allowed: at least {max(20, 2 * folds)}")
+    names = names or tuple(PREDICTORS.names())
+    key = hashlib.sha256(repr((REPORT_VERSION, seed, folds, names)).encode() + x.tobytes() + y.tobytes()).hexdigest()
+    report = _cached_report(cache, key)
+    if report is None:
+        report = _cross_validate(data, x, y, seed, folds, names, encoder)
+        if cache is not None:
+            atomic_write_text(cache, json.dumps({"key": key, "report": report}, indent=1) + "\n")
+    best, tau = report["chosen"], report["candidates"][report["chosen"]]["kendall_tau"]
+    log.info("accuracy predictor: %s (cross-validated τ %.3f, RMSE %.2f pp; label-noise ceiling τ %s)", best,
+             tau, report["candidates"][best]["rmse_pp"],
+             "n/a" if report["noise_ceiling_tau"] is None else f"{report['noise_ceiling_tau']:.3f}")
+    if report["poor"]:
+        log.warning("the accuracy predictor ranks poorly (held-out τ %.3f < %.1f): its picks are close to arbitrary; "
+                    "measure more subnets (--samples) or check the checkpoint's subnets really differ", tau, POOR_TAU)
+    return PREDICTORS.get(best)(seed, encoder).fit(x, y), report
+
+
+def _cached_report(cache: Path | None, key: str) -> dict[str, Any] | None:
+    """The report stored in ``cache`` under ``key``; ``None`` when absent, unreadable or for other data."""
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        stored = json.loads(cache.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        log.warning("ignoring the unreadable predictor report %s", cache)
+        return None
+    return stored.get("report") if isinstance(stored, dict) and stored.get("key") == key else None
+
+
+def _cross_validate(data: AccuracyData, x: np.ndarray, y: np.ndarray, seed: int, folds: int,
+                    names: tuple[str, ...], encoder: Encoder) -> dict[str, Any]:
+    """The selection report: every candidate's out-of-fold τ and RMSE, the chosen one, the label noise."""
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(y)), folds)
+    report: dict[str, Any] = {"folds": folds, "samples": int(len(y)), "candidates": {}}
+    for name in names:
+        pred = np.empty_like(y)
+        for test in parts:
+            train = np.setdiff1d(np.arange(len(y)), test)
+            pred[test] = PREDICTORS.get(name)(seed, encoder).fit(x[train], y[train]).predict(x[test])
+        report["candidates"][name] = {"rmse_pp": float(100 * np.sqrt(np.mean((pred - y) ** 2))),
+                                      "kendall_tau": kendall_tau(pred, y)}
     best = max(report["candidates"], key=lambda k: (round(report["candidates"][k]["kendall_tau"], 3),
                                                     -report["candidates"][k]["rmse_pp"]))
     report["chosen"] = best
-    report["noise_ceiling_tau"] = data.noise_ceiling(test)
-    log.info("accuracy predictor: %s (held-out τ %.3f, RMSE %.2f pp; label-noise ceiling τ %s)", best,
-             report["candidates"][best]["kendall_tau"], report["candidates"][best]["rmse_pp"],
-             "n/a" if report["noise_ceiling_tau"] is None else f"{report['noise_ceiling_tau']:.3f}")
-    tau = report["candidates"][best]["kendall_tau"]
-    if tau < POOR_TAU:
-        log.warning("the accuracy predictor ranks poorly (held-out τ %.3f < %.1f): its picks are close to arbitrary; "
-                    "measure more subnets (--samples) or check the checkpoint's subnets really differ", tau, POOR_TAU)
-    report["poor"] = tau < POOR_TAU
-    return PREDICTORS.get(best)(seed).fit(x, y), report
+    report["halves_tau"] = data.halves_tau()
+    report["noise_ceiling_tau"] = data.noise_ceiling()
+    report["poor"] = report["candidates"][best]["kendall_tau"] < POOR_TAU
+    return report

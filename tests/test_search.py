@@ -11,8 +11,9 @@ import model_zoo
 from elastic.batch import (ConfigBatch, CostGrid, crossover, genome_length, mutate, offspring,
                            space_cardinalities)
 from elastic.spec import costs
-from ofakit.accuracy import AccuracyData, build_accuracy_data, load_accuracy_data, sample_configs
-from ofakit.predictors import kendall_tau, select_predictor
+from ofakit.accuracy import AccuracyData, build_accuracy_data, cached_front, load_accuracy_data, sample_configs
+from ofakit.front_sampling import front_picks
+from ofakit.predictors import Encoder, kendall_tau, select_predictor
 from ofakit.pareto import pareto_front
 from ofakit.search import BudgetError, Constraint, EvolutionSettings, Metric, evolve, fastest_candidate
 
@@ -123,6 +124,27 @@ def test_predictors_learn_a_known_accuracy_and_the_better_one_is_chosen():
         select_predictor(AccuracyData(SPACE, tuple(cfgs[:8]), data.acc[:8]))
 
 
+
+def test_the_selection_report_is_cached_for_the_same_data_only(tmp_path, monkeypatch, caplog):
+    import ofakit.predictors as predictors
+
+    runs = []
+    real = predictors._cross_validate
+    monkeypatch.setattr(predictors, "_cross_validate", lambda *a, **k: runs.append(1) or real(*a, **k))
+    cfgs = sample_configs(SPACE, 40, seed=1)
+    data = AccuracyData(SPACE, tuple(cfgs), synthetic_accuracy(ConfigBatch.from_configs(SPACE, cfgs)))
+    cache = tmp_path / "acc.predictor.json"
+    first = select_predictor(data, cache=cache)
+    again = select_predictor(data, cache=cache)
+    assert len(runs) == 1 and again[1] == first[1]
+    assert np.allclose(again[0].predict_batch(data.batch()), first[0].predict_batch(data.batch()))
+    select_predictor(AccuracyData(SPACE, data.configs, data.acc + 0.001), cache=cache)  # other data: redone
+    select_predictor(data, cache=cache, encoder=Encoder(GRID))  # other encoding: redone
+    assert len(runs) == 3
+    cache.write_text("{not json")
+    select_predictor(data, cache=cache)
+    assert len(runs) == 4 and "unreadable predictor report" in caplog.text
+
 def test_a_predictor_that_ranks_noise_is_flagged(caplog):
     """Accuracies unrelated to the configs (a checkpoint whose subnets do not differ): τ ~ 0, said aloud."""
     cfgs = sample_configs(SPACE, 80, seed=1)
@@ -143,14 +165,63 @@ def test_per_image_results_give_each_validation_half_and_the_label_noise_ceiling
     assert few.halves.shape == (40, 2) and np.allclose(few.halves.mean(1), few.acc)
     assert np.array_equal(load_accuracy_data(tmp_path / "few.jsonl", SPACE).halves, few.halves)
     # two independent halves agree less when each has fewer images: the ceiling measures label noise
+    assert 0 < few.halves_tau() < many.halves_tau() < 1
     assert 0 < few.noise_ceiling() < many.noise_ceiling() < 1
+    # a full-split label is less noisy than a half: a perfect predictor ranks better than two halves agree
+    assert few.noise_ceiling() > few.halves_tau()
     _, report = select_predictor(many, seed=0)
-    held = np.random.default_rng(0).permutation(40)[:10]
-    assert report["noise_ceiling_tau"] == pytest.approx(many.noise_ceiling(held))
+    assert report["noise_ceiling_tau"] == pytest.approx(many.noise_ceiling())
+    assert report["halves_tau"] == pytest.approx(many.halves_tau())
     floats = build_accuracy_data(SPACE, lambda c: 0.5, tmp_path / "old.jsonl", 20, {"checkpoint_sha256": "abc"})
-    assert floats.halves is None and floats.noise_ceiling() is None
+    assert floats.halves is None and floats.noise_ceiling() is None and floats.halves_tau() is None
     assert select_predictor(floats)[1]["noise_ceiling_tau"] is None
 
+
+def test_the_noise_ceiling_is_the_tau_a_perfect_predictor_reaches():
+    """Simulated: true accuracies, two noisy halves; the ceiling estimated from the halves alone matches the
+    τ of the truth against the full-split label, and a formula that ignored the halving would not."""
+    rng = np.random.default_rng(3)
+    truth = rng.normal(0.9, 0.01, 400)
+    h = truth[:, None] + rng.normal(0, 0.006, (400, 2))
+    data = AccuracyData(SPACE, tuple(sample_configs(SPACE, 400, 0)), h.mean(1), halves=h)
+    perfect = kendall_tau(truth, h.mean(1))
+    assert data.noise_ceiling() == pytest.approx(perfect, abs=0.03)
+    assert data.halves_tau() < perfect - 0.05
+
+
+
+def test_the_cost_feature_is_log_macs_scaled_over_the_space():
+    batch = ConfigBatch.from_configs(SPACE, [SPACE.smallest(), SPACE.largest()] + sample_configs(SPACE, 10, 2)[2:])
+    x = Encoder(GRID)(batch)
+    assert np.array_equal(x[:, :-1], batch.onehot()) and np.array_equal(Encoder()(batch), batch.onehot())
+    assert x[0, -1] == pytest.approx(0.0) and x[1, -1] == pytest.approx(1.0)
+    assert kendall_tau(x[:, -1], GRID.macs(batch)) == pytest.approx(1.0)
+
+
+def test_front_sampling_measures_where_the_search_looks(tmp_path):
+    """Picks are new, distinct, spread from cheap to costly, and closer to the true front than random
+    subnets; they are measured after the sampled ones, marked, and reused from the cache."""
+    truth = lambda cfg: float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0])  # noqa: E731
+    path, header = tmp_path / "acc.jsonl", {"checkpoint_sha256": "abc"}
+    data = build_accuracy_data(SPACE, truth, path, 60, header)
+    picks = front_picks(data, GRID, 8, seed=0)
+    assert len(picks) == 8 and len({SPACE.canonical(c) for c in picks}) == 8
+    assert not {SPACE.canonical(c) for c in picks} & {SPACE.canonical(c) for c in data.configs}
+    macs = GRID.macs(ConfigBatch.from_configs(SPACE, picks))
+    assert np.all(np.diff(macs) > 0) and macs[-1] > 4 * macs[0]
+    # excess accuracy over a log-MACs fit of the random subnets: the front sits above the cloud
+    rand = data.batch()
+    slope, icpt = np.polyfit(np.log(GRID.macs(rand)), data.acc, 1)
+    excess = synthetic_accuracy(ConfigBatch.from_configs(SPACE, picks)) - (slope * np.log(macs) + icpt)
+    rand_excess = data.acc - (slope * np.log(GRID.macs(rand)) + icpt)
+    assert np.median(excess) > np.percentile(rand_excess, 75)
+    calls = []
+    more = build_accuracy_data(SPACE, lambda c: calls.append(c) or truth(c), path, 60, header, extra=picks)
+    assert len(calls) == 8 and more.configs[60:] == tuple(picks) and len(more.acc) == 68
+    assert cached_front(path, SPACE, header) == picks and cached_front(path, SPACE, {"checkpoint_sha256": "x"}) == []
+    assert len(build_accuracy_data(SPACE, truth, path, 60, header).acc) == 60  # sampled ones only, by default
+    with pytest.raises(ValueError, match="k=0 must be a positive integer"):
+        front_picks(data, GRID, 0)
 
 # ------------------------------------------------------------------ search
 def test_evolution_meets_the_budget_and_beats_random_search():

@@ -64,8 +64,12 @@ def test_context_accuracy_in_onnxruntime_matches_torch(shipyard):
     assert len(ctx.val) == 48 and len(ctx.test) == 48
     ref = top1(ctx.subnet(cfg), loader(ctx.val, 500), cfg.r)
     assert ctx.top1(cfg, "val") == pytest.approx(ref, abs=1 / 48 + 1e-9)  # at most one borderline image flips
-    data = ctx.accuracy_data(20)
-    assert ctx.accuracy_cache().is_file() and len(data.acc) == 20 and np.all((0 <= data.acc) & (data.acc <= 1))
+    data = ctx.accuracy_data(20)  # 20 sampled subnets, then 13 (2/3 as many) chosen along the predicted front
+    assert ctx.accuracy_cache().is_file() and len(data.acc) == 33 and np.all((0 <= data.acc) & (data.acc <= 1))
+    assert ctx.accuracy_data(20, front=0).configs == data.configs[:20]
+    front = [json.loads(line) for line in ctx.accuracy_cache().read_text().splitlines()[21:]]
+    assert [r["config"] for r in front] == [c.to_json() for c in data.configs[20:]]
+    assert all(r["origin"] == "front" for r in front)
     assert json.loads(ctx.accuracy_cache().read_text().splitlines()[0])["checkpoint_sha256"] == ctx.meta["sha256"]
     with pytest.raises(ValueError, match="split='train' is not supported"):
         ctx.top1(cfg, "train")
