@@ -452,3 +452,83 @@ def test_cli_ship_json(shipyard, tmp_path):
     assert 0 < rec["measured_latency_ms"][LAT] <= budget and rec["attempts"] == 1
     side = json.loads(Path(rec["sidecar"]).read_text())
     assert side["closed_loop"][0]["measurements"][LAT]["runtime"] == "onnxruntime"
+
+
+# ------------------------------------------------------------ end-to-end success paths (issue 18)
+def test_cli_search_honours_macs_and_params_caps(shipyard, tmp_path):
+    """`--max-macs`/`--max-params` (millions) bind: under a generous latency budget the pick is the most
+    accurate subnet within both caps, not the largest."""
+    ctx, table = shipyard
+    sp = ctx.supernet.space
+    grid = CostGrid.build(ctx.supernet.spec)
+    rng = np.random.default_rng(1)
+    mid = ConfigBatch.from_configs(sp, [sp.sample(rng) for _ in range(50)])
+    cap_m, cap_p = float(np.median(grid.macs(mid))) / 1e6, float(np.median(grid.params(mid))) / 1e6
+    res = CliRunner().invoke(app, ["search", "--checkpoint", ctx.name, "--table", str(table), "--samples", "20",
+                                   "--latency-ms", "1000", "--no-measure", "--max-macs", f"{cap_m:.4f}",
+                                   "--max-params", f"{cap_p:.4f}", "--json", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    assert rec["macs"] <= cap_m * 1e6 and rec["params"] <= cap_p * 1e6
+    assert rec["macs"] < ctx.supernet.flops(sp.largest())
+
+
+def test_cli_export_dynamic_batch_and_fp16(shipyard, tmp_path):
+    """`export --dynamic-batch` gives an ONNX model that runs any batch; `--precision fp16` works where the
+    target supports it (OpenVINO) and is a one-line refusal naming the allowed ones where it does not."""
+    ctx, _ = shipyard
+    cfg = ctx.supernet.space.sample(np.random.default_rng(3))
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    base = ["export", "--checkpoint", ctx.name, "--subnet", str(tmp_path / "cfg.json"), "--json"]
+    res = CliRunner().invoke(app, [*base, "--target", "onnx", "--dynamic-batch", "--out", str(tmp_path / "d.onnx")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    sess = ort.InferenceSession(rec["artifact"], providers=["CPUExecutionProvider"])
+    x = ctx.real_inputs(cfg, 3).numpy()
+    out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        ref = ctx.subnet(cfg)(torch.from_numpy(x)).numpy()
+    assert out.shape == (3, 10) and np.abs(out - ref).max() < 1e-4
+    assert json.loads(Path(rec["sidecar"]).read_text())["export"]["dynamic_batch"] is True
+    res = CliRunner().invoke(app, [*base, "--target", "onnx", "--precision", "fp16", "--out", str(tmp_path / "h.onnx")])
+    assert res.exit_code == 2 and "fp16" in res.stderr and "'fp32'" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert not (tmp_path / "h.onnx").exists()
+    from deploy_targets import get_exporter
+
+    reason = get_exporter("openvino").unavailable()
+    if reason is not None:
+        pytest.skip(f"openvino: {reason}")
+    res = CliRunner().invoke(app, [*base, "--target", "openvino", "--precision", "fp16",
+                                   "--out", str(tmp_path / "h.xml")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    assert Path(rec["artifact"]).is_file() and json.loads(Path(rec["sidecar"]).read_text())["export"]["precision"] == "fp16"
+
+
+def test_publish_checkpoint_adds_a_verified_zoo_entry(shipyard, tmp_path, monkeypatch):
+    from model_zoo import checkpoint as zoo
+
+    ctx, _ = shipyard
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "zoo")
+    (tmp_path / "zoo").mkdir()
+    path = zoo.publish_checkpoint(ctx.name, "ofa_mbv3_tiny.toyfmnist")
+    assert path == tmp_path / "zoo" / "ofa_mbv3_tiny.toyfmnist.safetensors" and zoo.list_checkpoints() == [
+        "ofa_mbv3_tiny.toyfmnist"]
+    net = zoo.load_checkpoint("ofa_mbv3_tiny.toyfmnist")  # by name, sha256 verified
+    assert net.checkpoint_meta["name"] == "ofa_mbv3_tiny.toyfmnist" and net.checkpoint_meta["sha256"] == ctx.meta["sha256"]
+    for bad, msg in (("toy", "must look like arch.tag"), ("ofa_mbv3_large.toy", "must start with the checkpoint's recipe")):
+        with pytest.raises(ValueError, match=msg):
+            zoo.publish_checkpoint(ctx.name, bad)
+    assert zoo.list_checkpoints() == ["ofa_mbv3_tiny.toyfmnist"]
+
+
+def test_cli_parity_checks_extraction_and_the_reference_package():
+    """`ofakit parity --json`: every recipe summarised, extraction exact, and parity with the reference `ofa`
+    package within 1e-5 where it is installed (else each recipe says why it is unavailable)."""
+    res = CliRunner().invoke(app, ["parity", "--configs", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    assert {r["recipe"] for r in rec["recipes"]} == set(model_zoo.list_supernets())
+    assert rec["extraction"] and all(r["max_abs_diff"] <= 1e-5 for r in rec["extraction"])
+    for r in rec["ofa_parity"]:
+        assert "unavailable" in r or max(r["max_abs_diff_supernet"], r["max_abs_diff_extracted"]) <= 1e-5, r
