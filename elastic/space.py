@@ -140,33 +140,3 @@ class SearchSpace:
         per_stage = sum(per_block**depth for depth in self.d)
         total = per_stage**self.n_stages
         return total * len(self.r) if with_resolution else total
-
-    # ------------------------------------------------------------ search ops
-    def mutate(self, cfg: SubnetConfig, rng: np.random.Generator, prob: float = 0.1) -> SubnetConfig:
-        """Resample each entry of ``cfg`` independently with probability ``prob``."""
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"mutation prob={prob!r} must be within [0, 1]")
-        self.validate(cfg)
-        fresh = self.sample(rng)
-        n = self.n_blocks
-        pick_b = rng.random(n) < prob
-        pick_d = rng.random(self.n_stages) < prob
-        pick_r = rng.random() < prob
-        return SubnetConfig(
-            ks=tuple(f if p else o for o, f, p in zip(cfg.ks, fresh.ks, pick_b)),
-            e=tuple(f if p else o for o, f, p in zip(cfg.e, fresh.e, rng.random(n) < prob)),
-            d=tuple(f if p else o for o, f, p in zip(cfg.d, fresh.d, pick_d)),
-            r=fresh.r if pick_r else cfg.r,
-        )
-
-    def crossover(self, a: SubnetConfig, b: SubnetConfig, rng: np.random.Generator) -> SubnetConfig:
-        """Uniform crossover: every entry comes from ``a`` or ``b`` with equal probability."""
-        self.validate(a)
-        self.validate(b)
-        n = self.n_blocks
-
-        def mix(x: tuple, y: tuple, m: int) -> tuple:
-            return tuple(p if c else q for p, q, c in zip(x, y, rng.random(m) < 0.5))
-
-        return SubnetConfig(ks=mix(a.ks, b.ks, n), e=mix(a.e, b.e, n), d=mix(a.d, b.d, self.n_stages),
-                            r=a.r if rng.random() < 0.5 else b.r)

@@ -111,18 +111,6 @@ def test_largest_smallest():
     assert set(lo.ks) == {3} and set(lo.e) == {3} and set(lo.d) == {2} and lo.r == 128
 
 
-def test_mutate_and_crossover(rng):
-    a, b = MBV3.sample(rng), MBV3.sample(rng)
-    assert MBV3.mutate(a, rng, prob=0.0) == a
-    m = MBV3.mutate(a, rng, prob=0.5)
-    assert m in MBV3 and m != a
-    child = MBV3.crossover(a, b, rng)
-    assert child in MBV3
-    assert all(x in (p, q) for x, p, q in zip(child.ks, a.ks, b.ks))
-    with pytest.raises(ValueError, match="prob=2"):
-        MBV3.mutate(a, rng, prob=2)
-
-
 def test_canonical_and_active_blocks():
     cfg = SubnetConfig(ks=(7,) * 20, e=(6,) * 20, d=(2, 3, 4, 2, 2), r=128)
     assert cfg.active_blocks()[:5] == [0, 1, 4, 5, 6]
