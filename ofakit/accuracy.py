@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -145,11 +146,19 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]
     for i, line in enumerate(lines[:-1]):  # the part after the last newline is incomplete by construction
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
-            break
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            if i == 0 or not any(rest.strip() for rest in lines[i + 1:]):
+                break  # a torn last line (or no header at all): dropped
+            raise ValueError(f"{path} line {i + 1} is not valid JSON but later lines follow (a hand edit?); fix "
+                             f"or delete that line (or the file, to re-measure)") from None
         if i == 0:
             header = obj
         else:
+            if not (isinstance(obj, dict) and isinstance(obj.get("config"), str)
+                    and isinstance(obj.get("val_top1"), (int, float)) and not isinstance(obj["val_top1"], bool)
+                    and math.isfinite(obj["val_top1"])):
+                raise ValueError(f"{path} line {i + 1} is not an accuracy record (a JSON object with a 'config' "
+                                 f"string and a finite 'val_top1'); fix or delete that line")
             records.append(obj)
         good += len(line) + 1
     return header, records, good
