@@ -112,6 +112,8 @@ class SubnetConfig:
             data = json.loads(text)
         except (json.JSONDecodeError, TypeError) as exc:
             raise ValueError(f"SubnetConfig JSON is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("SubnetConfig JSON is nested too deeply (not a SubnetConfig)") from None
         return cls.from_dict(data)
 
     def to_ofa(self) -> dict[str, list]:

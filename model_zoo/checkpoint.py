@@ -34,9 +34,14 @@ def list_checkpoints() -> list[str]:
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     """A zoo checkpoint name or a checkpoint path (with or without suffix) -> the ``.safetensors`` path."""
+    if not str(name_or_path).strip():
+        raise ValueError(f"checkpoint name is empty; give a zoo name {list_checkpoints()} or a checkpoint path")
     weights, sidecar = checkpoint_paths(name_or_path)
-    if sidecar.is_file() or weights.is_file():
-        return weights
+    try:
+        if sidecar.is_file() or weights.is_file():
+            return weights
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ValueError(f"checkpoint {str(name_or_path)[:80]!r} cannot be looked up: {exc.strerror}") from None
     if str(name_or_path) in list_checkpoints():
         return WEIGHTS_DIR / f"{name_or_path}.safetensors"
     raise ValueError(f"checkpoint {str(name_or_path)!r} not found: not a file, and not a zoo checkpoint "
@@ -84,7 +89,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"checkpoint sidecar {sidecar} not found (expected next to the .safetensors file)")
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"checkpoint sidecar {sidecar} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{sidecar} is not an ofa-kit checkpoint sidecar (format must be {FORMAT!r})")
