@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -67,6 +68,12 @@ class ExportSpec:
             raise ValueError(f"precision={self.precision!r} is not supported; allowed: {list(PRECISIONS)}")
         if not isinstance(self.opset, int) or self.opset < 17:
             raise ValueError(f"opset={self.opset!r} is not supported; allowed: 17 or newer")
+        if isinstance(self.atol, bool) or not isinstance(self.atol, (int, float)) or not 0 <= self.atol < math.inf:
+            raise ValueError(f"atol={self.atol!r} must be a finite number >= 0")
+        if not isinstance(self.dynamic_batch, bool):
+            raise ValueError(f"dynamic_batch={self.dynamic_batch!r} must be True or False")
+        if self.inputs is not None and tuple(self.inputs.shape[1:]) != shape[1:]:
+            raise ValueError(f"inputs of shape {tuple(self.inputs.shape)} do not match input_shape={shape} (C, H, W)")
 
     def example(self) -> torch.Tensor:
         """The parity-check input: ``inputs`` or seeded random data of ``input_shape``."""
