@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -157,10 +158,11 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
         return
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
+        caps = _caps(max_macs, max_params)
+        settings = EvolutionSettings(population=population, generations=generations)
+        _check_out_dir(out)
         token = _token(token_file)
         spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
-        caps = (max_macs and max_macs * 1e6, max_params and max_params * 1e6)
-        settings = EvolutionSettings(population=population, generations=generations)
         cons = spz.constraints(budgets, *caps)
         result = spz.search(cons, settings)
         pick, shortlist = measured_pick(spz, budgets, caps, settings, token, result.best) if measure else \
@@ -176,8 +178,11 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
         "measured_latency_ms": next((r["measured_ms"] for r in shortlist or () if r["picked"]), None)})
     if pareto:
         record["front"] = [candidate_json(c, primary) for c in front]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "subnet.json").write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "subnet.json").write_text(json.dumps(record, indent=2) + "\n")
+    except OSError as exc:
+        fail(ValueError(f"--out {out}: {exc.strerror}"))
     png = plot_front(front, primary, out / "front.png", [pick], [b.ms for b in budgets[:1]],
                      title=f"{checkpoint}: budget {latency_ms:g} ms on {device}/{runtime}")
     if as_json:
@@ -215,6 +220,8 @@ def read_subnet(path: Path) -> tuple[SubnetConfig, dict[str, Any] | None]:
         raise ValueError(f"--subnet {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"--subnet {path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"--subnet {path} is nested too deeply to be a subnet config") from None
     searched = isinstance(data, dict) and "config" in data
     ref = data.get("checkpoint") if searched else None
     if ref is not None and not (isinstance(ref, dict) and all(isinstance(ref.get(k), str)
@@ -293,6 +300,24 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
         typer.echo(f"note: {note}")
 
 
+def _check_out_dir(out: Path) -> None:
+    """Refuse an ``--out`` folder that cannot be one before the search runs (not after minutes of it)."""
+    p = Path(out)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise ValueError(f"--out {out}: {p} is a file, not a directory; give a directory for subnet.json and "
+                         "front.png")
+
+
+def _caps(max_macs: float | None, max_params: float | None) -> tuple[float | None, float | None]:
+    """``--max-macs``/``--max-params`` (millions) in raw units, checked before anything is loaded."""
+    for name, v in (("--max-macs", max_macs), ("--max-params", max_params)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} {v} must be a positive number (millions)")
+    return (max_macs * 1e6 if max_macs is not None else None, max_params * 1e6 if max_params is not None else None)
+
+
 def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVICE, runtime: str = RUNTIME,
              latency_ms: float = typer.Option(..., help="Latency budget (ms) on --device with --runtime."),
              also: Optional[list[str]] = ALSO, max_macs: Optional[float] = MAX_MACS,
@@ -306,6 +331,9 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
     """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
+        _caps(max_macs, max_params)
+        if retries < 0:
+            raise ValueError(f"--retries {retries} must be >= 0")
         token = _token(token_file)
         spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
 

@@ -7,12 +7,16 @@ success, nothing written where it should not be.
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import model_zoo
+from elastic import SubnetConfig
 from model_zoo.checkpoint import checkpoint_paths
 from ofakit.cli import app
 
@@ -42,6 +46,7 @@ def work(tmp_path_factory):
     (root / "subnet.json").write_text(net.space.smallest().to_json())
     (root / "garbage.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x13" * 200)
     (root / "a_file").write_text("x")
+    (root / "deep.json").write_text("[" * 100000 + "]" * 100000)
     return root
 
 
@@ -66,6 +71,25 @@ CASES = [  # (id, argv with {w} for the work folder, expected message)
     ("table is a folder", ["search", "--checkpoint", ZOO, "--table", "{w}", "--latency-ms", "1"], "is a directory"),
     ("train into a file", ["train", "--recipe", "fmnist_tiny", "--out", "{w}/a_file"], "a_file"),
     ("train: unknown recipe", ["train", "--recipe", "{w}/none.toml", "--out", "{w}/run"], "unknown training recipe"),
+    ("subnet file nested too deeply", ["export", "--checkpoint", ZOO, "--subnet", "{w}/deep.json", "--out",
+                                       "{w}/o.onnx"], "nested too deeply"),
+    ("empty checkpoint name", ["export", "--checkpoint", "", "--subnet", "{w}/subnet.json", "--out", "{w}/o.onnx"],
+     "checkpoint name is empty"),
+    # refused before the search's minutes of work, not after them (or never)
+    ("search: MACs cap NaN", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                              "--max-macs", "nan"], "--max-macs nan must be a positive number"),
+    ("search: negative MACs cap", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                                   "--max-macs", "-5"], "--max-macs -5.0 must be a positive number"),
+    ("search: params cap infinite", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                                     "--max-params", "inf"], "--max-params inf must be a positive number"),
+    ("search: --out is a file", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                                 "--out", "{w}/a_file"], "is a file, not a directory"),
+    ("search: --out under a file", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                                    "--out", "{w}/a_file/x"], "is a file, not a directory"),
+    ("ship: negative retries", ["ship", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                                "--out", "{w}/o.onnx", "--retries", "-1"], "--retries -1 must be >= 0"),
+    ("ship: MACs cap NaN", ["ship", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                            "--out", "{w}/o.onnx", "--max-macs", "nan"], "--max-macs nan must be a positive number"),
 ]
 
 
@@ -76,3 +100,72 @@ def test_bad_input_is_one_line_error(work, argv, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
     assert not (work / "o.onnx").exists() and not (work / "run").exists()
+
+
+def _acc_cache(tmp_path, bad_line: str):
+    """A copy of the zoo's accuracy cache with ``bad_line`` put in the middle."""
+    lines = (model_zoo.resolve_checkpoint(ZOO).parent / f"{ZOO}.accuracy.jsonl").read_text().splitlines()
+    mid = len(lines) // 2
+    path = tmp_path / "acc.jsonl"
+    path.write_text("\n".join(lines[:mid] + [bad_line] + lines[mid:]) + "\n")
+    return path
+
+
+def _export(tmp_path, **changes):
+    from deploy_targets.base import ExportSpec
+    mod = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    return ExportSpec(**{"module": mod, "input_shape": (1, 1, 28, 28), "out": tmp_path / "m.onnx", **changes})
+
+
+API_CASES = [  # (id, call(tmp_path), expected ValueError message): Python APIs the CLI turns into one-line errors
+    ("subnet JSON nested too deeply", lambda t: SubnetConfig.from_json("[" * 100000 + "]" * 100000),
+     "nested too deeply"),
+    ("checkpoint name too long", lambda t: model_zoo.load_checkpoint("x" * 5000), "cannot be looked up"),
+    ("checkpoint sidecar not UTF-8", lambda t: _bad_sidecar(t, b"\xff\xfe\x00"), "is not valid JSON"),
+    ("accuracy cache: broken line in the middle", lambda t: _load_acc(_acc_cache(t, "{broken")), "is not valid JSON"),
+    ("accuracy cache: record not an object", lambda t: _load_acc(_acc_cache(t, "[1, 2, 3]")), "not an accuracy record"),
+    ("accuracy cache: record without config", lambda t: _load_acc(_acc_cache(t, '{"val_top1": 0.5}')),
+     "not an accuracy record"),
+    ("accuracy cache: top-1 NaN", lambda t: _load_acc(_acc_cache(t, '{"config": "{}", "val_top1": NaN}')),
+     "not an accuracy record"),
+    ("accuracy cache: top-1 infinite", lambda t: _load_acc(_acc_cache(t, '{"config": "{}", "val_top1": Infinity}')),
+     "not an accuracy record"),
+    ("accuracy cache: top-1 a string", lambda t: _load_acc(_acc_cache(t, '{"config": "{}", "val_top1": "91%"}')),
+     "not an accuracy record"),
+    ("export atol NaN", lambda t: _export(t, atol=math.nan), "atol=nan"),
+    ("export atol negative", lambda t: _export(t, atol=-1.0), "atol=-1.0"),
+    ("export atol infinite", lambda t: _export(t, atol=math.inf), "atol=inf"),
+    ("export dynamic_batch not a bool", lambda t: _export(t, dynamic_batch="no"), "dynamic_batch='no'"),
+    ("export inputs of another shape", lambda t: _export(t, inputs=torch.zeros(1, 3, 5, 5)), "do not match"),
+]
+
+
+def _load_acc(path):
+    from ofakit.accuracy import load_accuracy_data
+    return load_accuracy_data(path, model_zoo.load_checkpoint(ZOO).space)
+
+
+def _bad_sidecar(tmp_path, content: bytes):
+    weights, sidecar = checkpoint_paths(model_zoo.resolve_checkpoint(ZOO))
+    shutil.copy(weights, tmp_path / "c.safetensors")
+    (tmp_path / "c.json").write_bytes(content)
+    return model_zoo.load_checkpoint(tmp_path / "c")
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_bad_api_input_is_a_value_error(tmp_path, call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(tmp_path)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_accuracy_cache_with_a_broken_middle_line_is_not_truncated(tmp_path):
+    """Resuming a cache must not cut off the records after a hand-damaged line (lost data)."""
+    from ofakit.accuracy import build_accuracy_data
+    path = _acc_cache(tmp_path, "{broken")
+    before = path.read_bytes()
+    header = json.loads(before.splitlines()[0])
+    with pytest.raises(ValueError, match="line"):
+        build_accuracy_data(model_zoo.load_checkpoint(ZOO).space, lambda cfg: 0.5, path, 10,
+                            {k: v for k, v in header.items() if k not in ("format", "version", "seed")})
+    assert path.read_bytes() == before
