@@ -70,13 +70,19 @@ def list_training_recipes() -> list[str]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a text recipe (not UTF-8: {exc.reason} at byte {exc.start})") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise ValueError(f"{path}: YAML recipes need PyYAML (pip install pyyaml); TOML needs nothing") from None
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     else:
         if sys.version_info >= (3, 11):
             import tomllib

@@ -47,6 +47,8 @@ def work(tmp_path_factory):
     (root / "garbage.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x13" * 200)
     (root / "a_file").write_text("x")
     (root / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    (root / "bad.yaml").write_text("a: [1,\n")
+    (root / "bin.toml").write_bytes(b"\xff\xfe\x00")
     return root
 
 
@@ -75,6 +77,8 @@ CASES = [  # (id, argv with {w} for the work folder, expected message)
                                        "{w}/o.onnx"], "nested too deeply"),
     ("empty checkpoint name", ["export", "--checkpoint", "", "--subnet", "{w}/subnet.json", "--out", "{w}/o.onnx"],
      "checkpoint name is empty"),
+    ("train: recipe not valid YAML", ["train", "--recipe", "{w}/bad.yaml", "--out", "{w}/run"], "is not valid YAML"),
+    ("train: recipe not UTF-8", ["train", "--recipe", "{w}/bin.toml", "--out", "{w}/run"], "is not a text recipe"),
     # refused before the search's minutes of work, not after them (or never)
     ("search: MACs cap NaN", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
                               "--max-macs", "nan"], "--max-macs nan must be a positive number"),
