@@ -146,6 +146,8 @@ class CheckpointContext:
         """The (subnet, validation top-1) dataset: ``n`` sampled subnets, then ``front`` (default ``2n / 3``)
         chosen along the predicted front in rounds (:mod:`ofakit.front_sampling`); read from the cache,
         measuring what is missing."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"samples={n!r} is not a number of subnets to measure; allowed: an integer >= 2")
         front = 2 * n // 3 if front is None else front
         if isinstance(front, bool) or not isinstance(front, int) or front < 0:
             raise ValueError(f"front={front!r} must be a non-negative integer")

@@ -49,6 +49,8 @@ def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: in
     """Load everything a search needs, with a progress bar while the accuracy dataset is measured (if it is);
     with ``drift``, re-time each budget's reference subnets and rescale its predictor (skipped, with a
     warning, where the runtime cannot run)."""
+    if samples < 2:  # before the table and the checkpoint are loaded
+        raise ValueError(f"--samples {samples} must be an integer >= 2 (subnets measured for the accuracy predictor)")
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=quiet)
     task: dict[str, int] = {}

@@ -90,6 +90,8 @@ CASES = [  # (id, argv with {w} for the work folder, expected message)
                                  "--out", "{w}/a_file"], "is a file, not a directory"),
     ("search: --out under a file", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
                                     "--out", "{w}/a_file/x"], "is a file, not a directory"),
+    ("search: negative samples", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                                  "--samples", "-3"], "--samples -3 must be an integer >= 2"),
     ("ship: negative retries", ["ship", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
                                 "--out", "{w}/o.onnx", "--retries", "-1"], "--retries -1 must be >= 0"),
     ("ship: MACs cap NaN", ["ship", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
