@@ -125,11 +125,12 @@ class CheckpointContext:
         return resize(self.val.tensors[0][:n], cfg.r).contiguous()
 
     # ----------------------------------------------------------- accuracy
-    def accuracy_cache(self) -> Path:
-        """Where the accuracy dataset is cached: next to the checkpoint, or the user cache if that folder is
-        read-only (then a dataset shipped next to the checkpoint is copied there first and reused)."""
+    def accuracy_cache(self, seed: int = 0) -> Path:
+        """Where the accuracy dataset of ``seed`` is cached: next to the checkpoint, or the user cache if that
+        folder is read-only (then a dataset shipped next to the checkpoint is copied there first and reused).
+        Each seed has its own file, so measuring with another seed never discards the default's records."""
         w = self.weights_path
-        name = w.name.removesuffix(".safetensors") + ".accuracy.jsonl"
+        name = w.name.removesuffix(".safetensors") + (f".accuracy-seed{seed}.jsonl" if seed else ".accuracy.jsonl")
         shipped = w.parent / name
         if os.access(w.parent, os.W_OK):
             return shipped
@@ -156,7 +157,7 @@ class CheckpointContext:
             data = self.meta["training"]["data"]
             header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
                       "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
-            space, cache = self.supernet.space, self.accuracy_cache()
+            space, cache = self.supernet.space, self.accuracy_cache(seed)
             extra = cached_front(cache, space, header, seed)[:front]
             out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra)
             grid = CostGrid.build(self.supernet.spec)
@@ -178,7 +179,7 @@ class CheckpointContext:
         key = f"pred{n}-{seed}"
         if key not in self._cache:
             data = self.accuracy_data(n, seed, progress)
-            report = self.accuracy_cache().with_suffix(".predictor.json")
+            report = self.accuracy_cache(seed).with_suffix(".predictor.json")
             self._cache[key] = select_predictor(data, seed, encoder=Encoder(CostGrid.build(self.supernet.spec)),
                                                 cache=report)
         return self._cache[key]

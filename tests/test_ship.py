@@ -70,6 +70,9 @@ def test_context_accuracy_in_onnxruntime_matches_torch(shipyard):
     front = [json.loads(line) for line in ctx.accuracy_cache().read_text().splitlines()[21:]]
     assert [r["config"] for r in front] == [c.to_json() for c in data.configs[20:]]
     assert all(r["origin"] == "front" for r in front)
+    before = ctx.accuracy_cache().read_bytes()  # another seed measures into its own file: nothing is discarded
+    assert len(ctx.accuracy_data(20, seed=1, front=0).acc) == 20 and ctx.accuracy_cache(1).is_file()
+    assert ctx.accuracy_cache(1) != ctx.accuracy_cache() and ctx.accuracy_cache().read_bytes() == before
     assert json.loads(ctx.accuracy_cache().read_text().splitlines()[0])["checkpoint_sha256"] == ctx.meta["sha256"]
     with pytest.raises(ValueError, match="split='train' is not supported"):
         ctx.top1(cfg, "train")
