@@ -50,6 +50,11 @@ class CheckpointContext:
         """The trained supernet (eval mode)."""
         return model_zoo.load_checkpoint(self.name).eval()
 
+    @cached_property
+    def cost_grid(self) -> CostGrid:
+        """Exact MACs and parameters of every block variant of the supernet (built once, shared)."""
+        return CostGrid.build(self.supernet.spec)
+
     @property
     def meta(self) -> dict[str, Any]:
         """The checkpoint's metadata sidecar."""
@@ -160,9 +165,8 @@ class CheckpointContext:
             space, cache = self.supernet.space, self.accuracy_cache(seed)
             extra = cached_front(cache, space, header, seed)[:front]
             out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra)
-            grid = CostGrid.build(self.supernet.spec)
             while len(extra) < front:
-                picks = front_picks(out, grid, min(FRONT_ROUND, front - len(extra)), seed + len(extra))
+                picks = front_picks(out, self.cost_grid, min(FRONT_ROUND, front - len(extra)), seed + len(extra))
                 if not picks:
                     break
                 log.info("accuracy dataset: measuring %d subnets along the predicted front (%d of %d)", len(picks),
@@ -180,6 +184,6 @@ class CheckpointContext:
         if key not in self._cache:
             data = self.accuracy_data(n, seed, progress)
             report = self.accuracy_cache(seed).with_suffix(".predictor.json")
-            self._cache[key] = select_predictor(data, seed, encoder=Encoder(CostGrid.build(self.supernet.spec)),
+            self._cache[key] = select_predictor(data, seed, encoder=Encoder(self.cost_grid),
                                                 cache=report)
         return self._cache[key]

@@ -333,7 +333,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
     """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
-        _caps(max_macs, max_params)
+        caps = _caps(max_macs, max_params)
         if retries < 0:
             raise ValueError(f"--retries {retries} must be >= 0")
         token = _token(token_file)
@@ -350,8 +350,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
                 verdict = {True: "met", False: "MISSED", None: "not measured on every budget"}[rec["met"]]
                 console.print(f"attempt {rec['attempt']}: {verdict}; " + "; ".join(parts))
 
-        report = ship(spz, budgets, target, out, retries, max_macs and max_macs * 1e6,
-                      max_params and max_params * 1e6, token, on_attempt=show, measure_shortlist=measure)
+        report = ship(spz, budgets, target, out, retries, *caps, token, on_attempt=show, measure_shortlist=measure)
     except (ValueError, BudgetError, ExporterUnavailable, AgentError) as exc:
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {

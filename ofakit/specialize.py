@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from elastic.batch import CostGrid
 from ofakit.context import CheckpointContext
 from ofakit.pareto import pareto_front
 from ofakit.search import BudgetError, Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
@@ -92,7 +91,7 @@ class Specializer:
         for device, runtime in dict.fromkeys(targets):
             self.latency[latency_name(device, runtime)] = LatencyPredictor.load(self.table, device, runtime, self.spec)
         self.accuracy, self.accuracy_report = ctx.accuracy_predictor(accuracy_samples, seed, progress)
-        grid = CostGrid.build(self.spec)
+        grid = ctx.cost_grid
         self.metrics: dict[str, Metric] = {
             "macs": Metric("macs", grid.macs, "M", 1e6), "params": Metric("params", grid.params, "M", 1e6),
             **{name: Metric(name, p.predict, "ms") for name, p in self.latency.items()}}
