@@ -233,6 +233,16 @@ def test_fit_correction_recovers_a_known_relation():
     assert c.features == ("layer_sum_ms", "weights_m", "one") and c.samples == 20
     np.testing.assert_allclose(c.coef, (1.3, 0.4, 0.2), rtol=1e-6)
     assert c.loo_mape < 1e-6
+    # per-layer call overhead: every block measured alone paid it once, the whole subnet pays it less
+    blocks = rng.integers(5, 17, 20).astype(float)
+    yb = 0.8 * s - 0.03 * blocks + 0.1
+    feats = {"layer_sum_ms": s, "weights_m": w, "blocks": blocks, "one": np.ones(20)}
+    cb = fit_correction(feats, yb)
+    assert cb.features == ("layer_sum_ms", "blocks", "one")
+    np.testing.assert_allclose(cb.coef, (0.8, -0.03, 0.1), rtol=1e-6)
+    assert Correction.from_dict(cb.to_dict()) == cb
+    seven = fit_correction({k: v[:7] for k, v in feats.items()}, yb[:7])  # 4 features need 8 samples
+    assert len(seven.features) <= 3
     two = fit_correction({"layer_sum_ms": s[:2], "weights_m": w[:2], "one": np.ones(2)}, 2 * s[:2])
     assert two.features == ("layer_sum_ms",) and two.coef[0] == pytest.approx(2.0)
     assert fit_correction({}, np.array([])) == Correction()
