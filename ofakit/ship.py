@@ -26,13 +26,15 @@ from ofakit.context import CheckpointContext
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
 from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, RuntimeKey, open_runtime
-from profilers.builder import time_subnets
+from profilers.builder import subnet_specs
+from profilers.drift import Referenced, measure_referenced, settled, table_references
 from profilers.runtimes import Runtime, RuntimeUnavailable
 from profilers.runtimes.remote import AgentError
 
 log = logging.getLogger(__name__)
-Meter = Callable[[SubnetConfig, ExportResult, Budget], Measurement]
-"""Times an exported subnet for one budget: ``meter(config, artifact, budget) -> Measurement``."""
+Meter = Callable[[SubnetConfig, ExportResult, Budget], "Measurement | tuple[Measurement, float]"]
+"""Times an exported subnet for one budget: ``meter(config, artifact, budget)``, a measurement or a
+measurement and the machine ratio at that moment (see :func:`profilers.drift.measure_referenced`)."""
 SIDECAR_FORMAT = "ofa-kit-artifact"
 UNDER_BUDGET = 0.8  # a pick predicted at >= 80% of its budget that measures under 80% of it wastes the budget
 USE_BUDGET = 0.85  # a measured shortlist whose best candidate uses less of a budget is searched again, rescaled
@@ -139,31 +141,84 @@ def measure(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportResult | 
     ``RuntimeUnavailable`` when the runtime cannot run there.
     """
     rt = _open(budget, runtime.name if runtime else budget.runtime, token)
+    with tempfile.TemporaryDirectory(prefix="ofakit-measure-") as tmp:
+        return rt.measure(_artifact_spec(ctx, cfg, artifact, rt, runtime, protocol, Path(tmp)))
+
+
+def _artifact_spec(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportResult | None, rt: Runtime,
+                   runtime: RuntimeKey | None, protocol: Protocol | None, tmp: Path) -> MeasureSpec:
+    """What :func:`measure` times: the artifact, or the subnet exported in ``rt``'s format into ``tmp``."""
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
     how = {"threads": runtime.threads, "precision": runtime.precision, "provider": runtime.provider} if runtime else {}
-    with tempfile.TemporaryDirectory(prefix="ofakit-measure-") as tmp:
-        if artifact is not None and artifact.target == rt.artifact_format:
-            thing = artifact.path
-        else:
-            thing = rt.prepare(ctx.subnet(cfg), shape, Path(tmp) / "subnet")
-        return rt.measure(MeasureSpec(thing, shape, protocol=protocol or Protocol(), **how))
+    if artifact is not None and artifact.target == rt.artifact_format:
+        thing = artifact.path
+    else:
+        thing = rt.prepare(ctx.subnet(cfg), shape, tmp / "subnet")
+    return MeasureSpec(thing, shape, protocol=protocol or Protocol(), **how)
 
 
-Timer = Callable[[Sequence[SubnetConfig], Budget], list[Measurement]]
-"""Times several subnets on one budget's device and runtime: ``timer(configs, budget)``."""
+def _referenced(spz: Specializer, budget: Budget, token: str | None, protocol: Protocol | None,
+                specs: Callable[[Runtime, Path], list[MeasureSpec]]) -> Referenced | None:
+    """Time ``specs(runtime, workdir)`` interleaved with the table's reference subnets, measuring again after
+    pauses while the machine ratio is far from the predictor's drift factor; ``None`` when the table has no
+    reference subnets for that runtime."""
+    pred = spz.latency[budget.metric_name]
+    try:
+        key, refs = table_references(spz.table, spz.spec, budget.device, pred.runtime)
+    except ValueError:
+        return None
+    rt = _open(budget, key.name, token)
+    settings = BuildSettings.for_runtime(key, protocol)
+    with tempfile.TemporaryDirectory(prefix="ofakit-referenced-") as tmp:
+        mine = specs(rt, Path(tmp))
+        tries = iter(range(1, 1000))
+
+        def once() -> Referenced:
+            return measure_referenced(rt, spz.spec, mine, refs, settings, Path(tmp) / f"try{next(tries)}")
+
+        return settled(once, expected=pred.drift)
+
+
+def measure_with_references(spz: Specializer, cfg: SubnetConfig, artifact: ExportResult | None, budget: Budget,
+                            token: str | None = None, protocol: Protocol | None = None
+                            ) -> Measurement | tuple[Measurement, float]:
+    """:func:`measure`, interleaved with the table's reference subnets: the measurement and the machine ratio
+    at that moment (only the measurement when the table has no reference subnets)."""
+    key = spz.latency[budget.metric_name].runtime
+    ref = _referenced(spz, budget, token, protocol,
+                      lambda rt, tmp: [_artifact_spec(spz.ctx, cfg, artifact, rt, key, protocol, tmp)])
+    if ref is None:
+        return measure(spz.ctx, cfg, artifact, budget, token, protocol, key)
+    return ref.measurements[0], ref.ratio
+
+
+Timer = Callable[[Sequence[SubnetConfig], Budget], "list[Measurement] | tuple[list[Measurement], float]"]
+"""Times several subnets on one budget's device and runtime: ``timer(configs, budget)``, their measurements
+or their measurements and the machine ratio at that moment."""
 TIMING_ERRORS = (RuntimeUnavailable, AgentError, ExporterUnavailable, ValueError)
 """What timing on a device may raise when it cannot be done there (the caller falls back to predictions)."""
 
 
 def time_candidates(spz: Specializer, cfgs: Sequence[SubnetConfig], budget: Budget, token: str | None = None,
-                    protocol: Protocol | None = None) -> list[Measurement]:
+                    protocol: Protocol | None = None) -> list[Measurement] | tuple[list[Measurement], float]:
     """Time subnets on ``budget``'s device and runtime, configured like its table (threads, precision,
-    batch): interleaved on this machine, one after another through an agent. Raises ``RuntimeUnavailable``
-    when that runtime cannot run there."""
+    batch): interleaved on this machine, one after another through an agent; with the table's reference
+    subnets among them, so the machine ratio comes back too (and a disturbed moment is measured again).
+    Raises ``RuntimeUnavailable`` when that runtime cannot run there."""
     key = spz.latency[budget.metric_name].runtime
+    settings = BuildSettings.for_runtime(key, protocol)
+    ref = _referenced(spz, budget, token, protocol,
+                      lambda rt, tmp: subnet_specs(rt, spz.spec, cfgs, settings, tmp / "candidates"))
+    if ref is not None:
+        return list(ref.measurements), ref.ratio
     rt = _open(budget, key.name, token)
     with tempfile.TemporaryDirectory(prefix="ofakit-candidates-") as tmp:
-        return time_subnets(rt, spz.spec, cfgs, BuildSettings.for_runtime(key, protocol), Path(tmp))
+        return rt.measure_many(subnet_specs(rt, spz.spec, cfgs, settings, Path(tmp)))
+
+
+def reading(got: Any) -> tuple[Any, float | None]:
+    """A meter's or timer's result as ``(measurement(s), machine ratio or None)``."""
+    return (got[0], float(got[1])) if isinstance(got, tuple) else (got, None)
 
 
 def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer
@@ -173,9 +228,12 @@ def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer
     rows = [{"config": c.config.to_dict(), "predicted_accuracy": c.accuracy, "predicted_ms": {}, "measured_ms": {}}
             for c in cands]
     for b in budgets:
-        for row, c, m in zip(rows, cands, timer([c.config for c in cands], b)):
+        ms, ratio = reading(timer([c.config for c in cands], b))
+        for row, c, m in zip(rows, cands, ms):
             row["predicted_ms"][b.metric_name] = c.metrics[b.metric_name]
             row["measured_ms"][b.metric_name] = m.stats.median_ms
+            if ratio is not None:
+                row.setdefault("machine_ratio", {})[b.metric_name] = ratio
     ok = [c for c, row in zip(cands, rows) if all(row["measured_ms"][b.metric_name] <= b.ms for b in budgets)]
     pick = max(ok, key=lambda c: c.accuracy) if ok else None
     for c, row in zip(cands, rows):
@@ -250,8 +308,13 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
          under: float = UNDER_BUDGET, measure_shortlist: bool = True, timer: Timer | None = None) -> ShipReport:
     """Search, export, measure; re-search after a missed or a wasted budget (at most ``retries`` times).
 
-    A miss is confirmed by measuring again (the second measurement counts). It adds the measurement to the
-    table's calibration samples and refits that device's correction. If the refitted predictor still
+    The default meter times the artifact interleaved with the table's reference subnets
+    (:func:`measure_with_references`): a moment when the machine runs far from its table's speed is measured
+    again after pauses, and the machine ratio that remains is recorded with the attempt. A miss is confirmed
+    by measuring again (the second measurement counts). It adds the measurement, divided by that ratio (in
+    the table's own time frame), to the table's calibration samples and refits that device's correction; a
+    ratio that outlasted the pauses rescales the predictor (:meth:`Specializer.recalibrate`). If the
+    refitted predictor still
     under-predicts the missed subnet, the search budget is tightened by the ratio of its prediction to the
     measurement, so the next pick leaves that margin (dropped again when no subnet is predicted within it).
 
@@ -276,8 +339,8 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
         raise ValueError(f"under={under!r} must be within (0, 1): the measured share of a budget below which "
                          "a pick wastes it")
     if meter is None:
-        def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement:
-            return measure(spz.ctx, cfg, artifact, budget, token, protocol, spz.latency[budget.metric_name].runtime)
+        def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement | tuple[Measurement, float]:
+            return measure_with_references(spz, cfg, artifact, budget, token, protocol)
     if timer is None and measure_shortlist:
         def timer(cfgs: Sequence[SubnetConfig], budget: Budget) -> list[Measurement]:
             return time_candidates(spz, cfgs, budget, token, protocol)
@@ -305,6 +368,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
         attempts.append(rec)
         if on_attempt:
             on_attempt(rec)
+        ratios = rec.get("machine_ratio", {})
         missed = [(b, m) for b, m in measured if m.stats.median_ms > b.ms]
         wasted = [] if missed else wasted
         if attempt == retries or not (missed or wasted):
@@ -312,14 +376,14 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
         for b, m in missed:
             log.info("subnet measured %.3f ms on %s, over its %.3f ms budget by %.1f%%; recalibrating",
                      m.stats.median_ms, b.metric_name, b.ms, 100 * (m.stats.median_ms / b.ms - 1))
-            spz.recalibrate(b.device, b.runtime, cand.config.to_json(), m)
+            spz.recalibrate(b.device, b.runtime, cand.config.to_json(), m, ratios.get(b.metric_name))
             again = float(spz.latency[b.metric_name].predict([cand.config])[0])
             if again < m.stats.median_ms:
                 search_ms[b.metric_name] *= min(1.0, again / m.stats.median_ms)
         for b, m in wasted:
             log.info("subnet measured %.3f ms on %s, only %.0f%% of its %.3f ms budget; recalibrating",
                      m.stats.median_ms, b.metric_name, 100 * m.stats.median_ms / b.ms, b.ms)
-            spz.recalibrate(b.device, b.runtime, cand.config.to_json(), m)
+            spz.recalibrate(b.device, b.runtime, cand.config.to_json(), m, ratios.get(b.metric_name))
             search_ms[b.metric_name] = b.ms
     met = [a for a in attempts if a["met"] is True]
     final = max(met, key=lambda a: a["predicted_accuracy"]) if met else attempts[-1]
@@ -380,15 +444,17 @@ def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult,
         name = b.metric_name
         rec["predicted_ms"][name] = cand.metrics[name]
         try:
-            m = meter(cand.config, exported, b)
+            m, ratio = reading(meter(cand.config, exported, b))
             if m.stats.median_ms > b.ms:  # confirm a miss with a second measurement: one may be contended
                 rec.setdefault("first_measurements", {})[name] = m.to_dict()
-                m = meter(cand.config, exported, b)
+                m, ratio = reading(meter(cand.config, exported, b))
         except (RuntimeUnavailable, AgentError) as exc:  # cannot run there, or the agent is unreachable now
             rec["unmeasured"][name] = str(exc)
             continue
         rec["measured_ms"][name] = m.stats.median_ms
         rec.setdefault("measurements", {})[name] = m.to_dict()
+        if ratio is not None:
+            rec.setdefault("machine_ratio", {})[name] = ratio
         measured.append((b, m))
         if m.stats.median_ms > b.ms:
             rec.setdefault("over_budget_pct", {})[name] = 100 * (m.stats.median_ms / b.ms - 1)

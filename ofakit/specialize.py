@@ -7,6 +7,7 @@ accuracy from :mod:`ofakit.context`, the search algorithms from :mod:`ofakit.sea
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,9 +18,11 @@ from ofakit.pareto import pareto_front
 from ofakit.search import BudgetError, Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
 from profilers import LatencyPredictor, LatencyTable, Measurement
 from profilers.builder import refit
-from profilers.drift import DriftCheck, check_drift
+from profilers.drift import SETTLE_TOLERANCE, DriftCheck, check_drift
 from profilers.runtimes import open_runtime
 from profilers.store import spec_id
+
+log = logging.getLogger(__name__)
 
 
 SHORTLIST_FRACTIONS = (1.1, 1.0, 0.95, 0.9, 0.85)  # of each latency budget: candidates to measure
@@ -151,22 +154,34 @@ class Specializer:
         self.drift_checks[name] = check
         return check
 
-    def recalibrate(self, device: str, runtime: str, cfg_json: str, measurement: Measurement) -> None:
+    def recalibrate(self, device: str, runtime: str, cfg_json: str, measurement: Measurement,
+                    machine_ratio: float | None = None) -> None:
         """Add a whole-subnet measurement to the table's calibration, refit, and reload that predictor.
 
-        When that predictor was rescaled for drift, the measurement is stored divided by the drift factor
-        (in the table's own time frame, like the other calibration samples) and the reloaded predictor
-        keeps the factor.
+        The measurement is stored in the table's own time frame, like the other calibration samples: divided
+        by ``machine_ratio`` (how much slower the table's reference subnets ran in the same interleaved
+        measurement than when stored) when given, else by the predictor's drift factor. The reloaded
+        predictor keeps its drift factor, unless ``machine_ratio`` differs from it by more than the settling
+        tolerance (:data:`profilers.drift.SETTLE_TOLERANCE`; the meter measured again after pauses and the
+        machine stayed there): then the machine has drifted and the factor becomes ``machine_ratio``.
         """
         name = latency_name(device, runtime)
         pred = self.latency[name]
-        if pred.drift != 1.0:
-            measurement = replace(measurement, stats=measurement.stats.scaled(1 / pred.drift))
+        frame = machine_ratio if machine_ratio is not None else pred.drift
+        if not (isinstance(frame, (int, float)) and math.isfinite(frame) and frame > 0):
+            raise ValueError(f"machine_ratio={machine_ratio!r} must be a positive factor")
+        if frame != 1.0:
+            measurement = replace(measurement, stats=measurement.stats.scaled(1 / frame))
+        drift = pred.drift
+        if machine_ratio is not None and abs(machine_ratio / pred.drift - 1) > SETTLE_TOLERANCE:
+            log.info("%s: the machine runs %.2fx its table's speed (reference subnets timed with the subnet); "
+                     "predictions rescaled", name, machine_ratio)
+            drift = float(machine_ratio)
         with LatencyTable(self.table) as table:
             recipe = table_recipe(table, self.spec.to_dict())
             table.add_calibration(device, spec_id(self.spec.to_dict()), cfg_json, measurement)
             refit(table, recipe, device, pred.runtime)
-        self._set_latency(name, LatencyPredictor.load(self.table, device, pred.runtime, self.spec).rescaled(pred.drift))
+        self._set_latency(name, LatencyPredictor.load(self.table, device, pred.runtime, self.spec).rescaled(drift))
 
     def _set_latency(self, name: str, pred: LatencyPredictor) -> None:
         self.latency[name] = pred

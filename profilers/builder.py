@@ -192,9 +192,9 @@ def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Ru
     return len(todo)
 
 
-def time_subnets(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetConfig], settings: BuildSettings,
-                 workdir: Path, progress: Progress | None = None) -> list[Measurement]:
-    """Export whole subnets of ``spec`` for ``runtime`` and time them in one interleaved measurement.
+def subnet_specs(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetConfig], settings: BuildSettings,
+                 workdir: Path, progress: Progress | None = None) -> list[MeasureSpec]:
+    """Export whole subnets of ``spec`` for ``runtime``: one measurement spec each, not yet timed.
 
     The subnets come from a freshly initialised supernet (seeded): weights do not change latency; shapes and
     ops do.
@@ -207,7 +207,14 @@ def time_subnets(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetC
         specs += _specs(runtime, [(supernet.extract(cfg), (*shape, cfg.r, cfg.r))], Path(workdir) / f"c{i}", settings)
         if progress:
             progress("calibration export", i + 1, len(cfgs))
-    return runtime.measure_many(specs)
+    return specs
+
+
+def time_subnets(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetConfig], settings: BuildSettings,
+                 workdir: Path, progress: Progress | None = None) -> list[Measurement]:
+    """Export whole subnets of ``spec`` for ``runtime`` (:func:`subnet_specs`) and time them in one
+    interleaved measurement."""
+    return runtime.measure_many(subnet_specs(runtime, spec, cfgs, settings, workdir, progress))
 
 
 def refit(table: LatencyTable, recipe: str, device: str, runtime: RuntimeKey) -> dict:

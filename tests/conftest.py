@@ -16,6 +16,15 @@ def _threads():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_settle_pauses(monkeypatch):
+    """Measurements still retry in a disturbed moment, without the real pauses (a loaded CI machine would
+    otherwise wait ~17 s per measurement); tests of the pauses pass their own."""
+    import profilers.drift
+
+    monkeypatch.setattr(profilers.drift, "SETTLE_PAUSES_S", (0.0, 0.0))
+
+
 @pytest.fixture
 def tiny():
     """A randomised ``ofa_mbv3_tiny`` supernet in eval mode."""
