@@ -332,6 +332,53 @@ def test_recalibration_under_drift_stores_the_table_frame(shipyard, tmp_path):
                                                                                                   rel=1e-6)
 
 
+def test_recalibration_with_the_machine_ratio_of_the_moment(shipyard, tmp_path):
+    """A measurement taken with the table's reference subnets interleaved is stored divided by the machine
+    ratio they showed; a ratio within 10% of the predictor's drift leaves it alone, one that outlasted the
+    settling pauses (1.6x) rescales the predictor."""
+    ctx, good = shipyard
+    table = tmp_path / "t.sqlite"
+    truth, rk, sid = known_device(ctx, good, table, 1.0)
+    spz = macs_specializer(ctx, table)
+    big, small = ctx.supernet.space.largest(), ctx.supernet.space.smallest()
+    spz.recalibrate("local", "onnxruntime", big.to_json(), recorded(1.05 * truth(big), rk), machine_ratio=1.05)
+    assert spz.latency[LAT].drift == 1.0
+    spz.recalibrate("local", "onnxruntime", small.to_json(), recorded(1.6 * truth(small), rk), machine_ratio=1.6)
+    with LatencyTable(table) as t:
+        samples = {c.subnet: c.measured_ms for c in t.calibration("local", rk, sid)}
+    assert samples[big.to_json()] == pytest.approx(truth(big), rel=1e-12)
+    assert samples[small.to_json()] == pytest.approx(truth(small), rel=1e-12)
+    assert spz.latency[LAT].drift == 1.6
+    assert float(spz.latency[LAT].predict([big])[0]) == pytest.approx(1.6 * truth(big), rel=1e-6)
+    with pytest.raises(ValueError, match="machine_ratio=0 must be a positive factor"):
+        spz.recalibrate("local", "onnxruntime", big.to_json(), recorded(1.0, rk), machine_ratio=0)
+
+
+def test_closed_loop_on_a_machine_that_stays_slower(shipyard, tmp_path):
+    """The meter reports the machine ratio with each measurement: the device runs 2x slower than its (right)
+    table, and stays so. The miss is stored in the table's frame (the correction stays exact), the predictor
+    is rescaled by 2, and the next pick meets the budget on the slower machine."""
+    ctx, good = shipyard
+    table = tmp_path / "t.sqlite"
+    truth, rk, sid = known_device(ctx, good, table, 1.0)
+    big, small = ctx.supernet.space.largest(), ctx.supernet.space.smallest()
+    budget = Budget("local", "onnxruntime", truth(small) + truth(big))  # the largest fits at the table's speed
+    assert 2 * truth(small) < budget.ms < 2 * truth(big)
+
+    def meter(cfg, artifact, b):
+        return recorded(2 * truth(cfg), rk), 2.0
+
+    spz = macs_specializer(ctx, table)
+    report = ship(spz, [budget], "onnx", tmp_path / "m.onnx", retries=3, meter=meter, measure_shortlist=False)
+    first, last = report.attempts[0], report.attempts[-1]
+    assert first["met"] is False and first["machine_ratio"][LAT] == 2.0
+    assert report.met is True and last["measured_ms"][LAT] <= budget.ms and spz.latency[LAT].drift == 2.0
+    with LatencyTable(table) as t:
+        samples = {c.subnet: c.measured_ms for c in t.calibration("local", rk, sid)}
+    missed = SubnetConfig.from_dict(first["config"])
+    assert samples[missed.to_json()] == pytest.approx(truth(missed), rel=1e-12)
+
+
 def test_closed_loop_gives_up_after_its_retries(shipyard, tmp_path):
     """A device slower than any table can say (every measurement over the budget): bounded retries, each miss
     confirmed and stored, the report and the sidecar say the budget was not met."""
@@ -375,6 +422,7 @@ def test_cli_search_export_json(shipyard, tmp_path):
     assert rows and all(r["measured_ms"][LAT] > 0 for r in rows) and [r["picked"] for r in rows].count(True) == 1
     picked = next(r for r in rows if r["picked"])
     assert picked["config"] == rec["config"] and rec["measured_latency_ms"] == picked["measured_ms"]
+    assert picked["machine_ratio"][LAT] > 0  # timed with the table's reference subnets interleaved
     assert picked["predicted_accuracy"] == max(r["predicted_accuracy"] for r in rows)
     assert rec["predicted_latency_ms"] <= 1000  # every subnet fits: the pick is the most accurate one found
     assert rec["predicted_accuracy"] >= max(f["predicted_accuracy"] for f in rec["front"]) - 1e-3
