@@ -24,6 +24,7 @@ from elastic import Registry
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_INPUT_ELEMENTS = 2 ** 26  # 256 MiB of float32: far beyond any subnet input, well within this machine
 
 
 class ExporterUnavailable(RuntimeError):
@@ -72,8 +73,16 @@ class ExportSpec:
             raise ValueError(f"atol={self.atol!r} must be a finite number >= 0")
         if not isinstance(self.dynamic_batch, bool):
             raise ValueError(f"dynamic_batch={self.dynamic_batch!r} must be True or False")
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise ValueError(f"input_shape={shape} holds {math.prod(shape):,} values; allowed: at most "
+                             f"{MAX_INPUT_ELEMENTS:,}")
         if self.inputs is not None and tuple(self.inputs.shape[1:]) != shape[1:]:
             raise ValueError(f"inputs of shape {tuple(self.inputs.shape)} do not match input_shape={shape} (C, H, W)")
+        for name, batch in [("inputs", self.inputs), *(("calibration", b) for b in self.calibration)]:
+            if batch is not None and not bool(torch.isfinite(batch).all()):
+                raise ValueError(f"{name} hold NaN or infinite values; give finite example data")
+        if not isinstance(self.options, dict):
+            raise ValueError(f"options={self.options!r} must be a dict of target-specific settings")
 
     def example(self) -> torch.Tensor:
         """The parity-check input: ``inputs`` or seeded random data of ``input_shape``."""
@@ -110,12 +119,25 @@ class ExportResult:
     notes: tuple[str, ...] = ()
 
 
+def check_input_fits(spec: ExportSpec) -> None:
+    """Run the module once on a one-image slice of the example input: ``ValueError`` naming the shape when
+    it does not fit the module (e.g. 3 channels for a 1-channel stem), instead of an exporter's traceback."""
+    x = spec.example()[:1]
+    try:
+        with torch.no_grad():
+            spec.frozen_module()(x)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"input_shape={spec.input_shape} does not fit the module: {first}") from None
+
+
 class Exporter(ABC):
     """Base of all exporters. Subclasses implement :meth:`_export`; :meth:`export` is the entry point."""
 
     name: ClassVar[str]
     suffix: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    option_keys: ClassVar[tuple[str, ...]] = ()  # the ``ExportSpec.options`` this target reads
 
     def unavailable(self) -> str | None:
         """Why this exporter cannot run here (``None`` when it can)."""
@@ -129,6 +151,10 @@ class Exporter(ABC):
         if spec.precision not in self.precisions:
             raise ValueError(f"{self.name} does not support precision={spec.precision!r}; "
                              f"allowed: {list(self.precisions)}")
+        unknown = sorted(set(spec.options) - set(self.option_keys))
+        if unknown:
+            raise ValueError(f"unknown {self.name} option(s) {unknown}; allowed: {list(self.option_keys)}")
+        check_input_fits(spec)
         t0 = time.perf_counter()
         result = self._export(spec)
         log.debug("%s export of %s took %.2fs", self.name, spec.out, time.perf_counter() - t0)

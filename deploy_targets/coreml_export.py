@@ -123,6 +123,7 @@ class CoreMLExporter(Exporter):
     name = "coreml"
     suffix = ".mlpackage"
     precisions = ("fp32", "fp16")
+    option_keys = OPTIONS
 
     def unavailable(self) -> str | None:
         if importlib.util.find_spec("coremltools") is None:
@@ -133,9 +134,6 @@ class CoreMLExporter(Exporter):
         import coremltools as ct
 
         t0 = time.perf_counter()
-        unknown = sorted(set(spec.options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown coreml option(s) {unknown}; allowed: {list(OPTIONS)}")
         units_name = spec.options.get("compute_units", "ALL")
         units = compute_unit(units_name)
         meta = _metadata(spec)

@@ -90,3 +90,27 @@ def test_unavailable_targets_say_what_they_need(name, tmp_path):
         pytest.skip(f"{name} is available here; test_export_validate_run covers it")
     with pytest.raises(ExporterUnavailable, match=rf"^{name} export is unavailable: "):
         exp.export(ExportSpec(tiny_net(), SHAPE, tmp_path / f"m{exp.suffix}"))
+
+
+BAD_SPECS = [  # (what is wrong, ExportSpec keyword arguments, error) -- checked before any target runs
+    ("1-channel input for a 3-channel stem", {"input_shape": (1, 1, 16, 16)}, r"input_shape=\(1, 1, 16, 16\) does not fit the module"),
+    ("input too small for the network", {"input_shape": (1, 3, 1, 1)}, None),
+    ("a huge input", {"input_shape": (1, 3, 100_000, 100_000)}, r"holds 30,000,000,000 values; allowed: at most"),
+    ("NaN example inputs", {"inputs": torch.full(SHAPE, float("nan"))}, r"inputs hold NaN or infinite values"),
+    ("an option no target reads", {"options": {"colour": "blue"}}, r"unknown \w+ option\(s\) \['colour'\]; allowed"),
+    ("options that are not a dict", {"options": ["fast"]}, r"options=\['fast'\] must be a dict"),
+]
+
+
+@pytest.mark.parametrize("what, kwargs, match", BAD_SPECS, ids=[b[0] for b in BAD_SPECS])
+def test_bad_specs_are_one_line_value_errors(exporter, tmp_path, what, kwargs, match):
+    """Malformed specs end in a ValueError naming the bad value (never a target's traceback), no file written."""
+    out = tmp_path / f"m{exporter.suffix}"
+    args = {"module": tiny_net(), "input_shape": SHAPE, "out": out, **kwargs}
+    try:
+        exporter.export(ExportSpec(**args))
+    except ValueError as exc:
+        assert "\n" not in str(exc) and (match is None or __import__("re").search(match, str(exc))), str(exc)
+    else:
+        assert match is None, f"{what}: accepted"  # a tiny input may still be valid for this network
+    assert not out.exists()
