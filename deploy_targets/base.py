@@ -138,6 +138,7 @@ class Exporter(ABC):
     suffix: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     option_keys: ClassVar[tuple[str, ...]] = ()  # the ``ExportSpec.options`` this target reads
+    artifact_is_dir: ClassVar[bool] = False  # the artifact is a directory (a CoreML .mlpackage)
 
     def unavailable(self) -> str | None:
         """Why this exporter cannot run here (``None`` when it can)."""
@@ -154,6 +155,10 @@ class Exporter(ABC):
         unknown = sorted(set(spec.options) - set(self.option_keys))
         if unknown:
             raise ValueError(f"unknown {self.name} option(s) {unknown}; allowed: {list(self.option_keys)}")
+        if spec.out.suffix != self.suffix:
+            raise ValueError(f"out={str(spec.out)!r}: a {self.name} artifact's name must end with {self.suffix}")
+        if spec.out.is_dir() and not self.artifact_is_dir:
+            raise ValueError(f"out={str(spec.out)!r} is a directory; give the {self.suffix} file to write")
         check_input_fits(spec)
         t0 = time.perf_counter()
         result = self._export(spec)

@@ -124,6 +124,7 @@ class CoreMLExporter(Exporter):
     suffix = ".mlpackage"
     precisions = ("fp32", "fp16")
     option_keys = OPTIONS
+    artifact_is_dir = True
 
     def unavailable(self) -> str | None:
         if importlib.util.find_spec("coremltools") is None:

@@ -114,3 +114,15 @@ def test_bad_specs_are_one_line_value_errors(exporter, tmp_path, what, kwargs, m
     else:
         assert match is None, f"{what}: accepted"  # a tiny input may still be valid for this network
     assert not out.exists()
+
+
+def test_bad_artifact_paths_are_refused(exporter, tmp_path):
+    """Another suffix (a user's typo) or an existing directory for a file artifact: a one-line error naming
+    the path, nothing written."""
+    with pytest.raises(ValueError, match=rf"out='.*m\.txt': a {exporter.name} artifact's name must end with "):
+        exporter.export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.txt"))
+    if not exporter.artifact_is_dir:
+        (tmp_path / f"d{exporter.suffix}").mkdir()
+        with pytest.raises(ValueError, match=r"is a directory; give the"):
+            exporter.export(ExportSpec(tiny_net(), SHAPE, tmp_path / f"d{exporter.suffix}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if exporter.artifact_is_dir else [f"d{exporter.suffix}"])
