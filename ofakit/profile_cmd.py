@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from deploy_targets import ExporterUnavailable
 from profilers.drift import check_drift
 from profilers.layers import space_layers
 from profilers.record import Protocol
+from profilers.store import check_name
 from profilers.runtimes import LOCAL, RuntimeUnavailable, list_runtimes, open_runtime
 from profilers.runtimes.remote import AgentError
 from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, spec_id
@@ -64,6 +66,9 @@ def parse_age(text: str | None) -> float | None:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+MIN_RES, MAX_RES = 8, 1024  # input resolutions a table may be built for
+
+
 def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNetV3Spec]:
     """Table name and spec of a zoo recipe (optionally at other resolutions) or of a checkpoint."""
     res = None
@@ -72,6 +77,9 @@ def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNet
             res = tuple(int(v) for v in resolutions.split(","))
         except ValueError:
             raise CliError(f"--resolutions {resolutions!r} must be comma-separated integers, e.g. 128,160") from None
+        bad = [v for v in res if not MIN_RES <= v <= MAX_RES]
+        if bad:
+            raise CliError(f"--resolutions {bad} out of range; allowed: {MIN_RES} to {MAX_RES} pixels")
     if recipe in model_zoo.list_supernets():
         spec = model_zoo.get_spec(recipe, **({"resolutions": res} if res else {}))
         return (f"{recipe}@r{'-'.join(map(str, res))}" if res else recipe), spec
@@ -82,6 +90,10 @@ def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNet
                        "nor a checkpoint name or path") from None
     spec = MobileNetV3Spec.from_dict(meta["spec"])
     if res:
+        trained = list(spec.to_dict()["r"])
+        if set(res) - set(trained):
+            raise CliError(f"--resolutions {sorted(set(res) - set(trained))} are not resolutions of checkpoint "
+                           f"{recipe!r}; allowed: {trained}")
         spec = MobileNetV3Spec.from_dict({**spec.to_dict(), "r": list(res)})
     return meta["recipe"] + (f"@r{'-'.join(map(str, res))}" if res else ""), spec
 
@@ -165,11 +177,17 @@ def build(recipe: str = typer.Option(..., help="Supernet recipe (see `ofakit zoo
           as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON.")) -> None:
     """Measure a recipe's layers and calibration subnets on a device; resumes where a killed build stopped."""
     try:
+        cores = os.cpu_count() or 1
+        if device == LOCAL and threads > cores:
+            raise CliError(f"--threads {threads}: this machine has {cores} cores; allowed: 1 to {cores}")
         default_name, spec = resolve_recipe(recipe, resolutions)
         protocol = QUICK_PROTOCOL if quick else Protocol()
         settings = builder.BuildSettings(threads=threads, precision=precision, provider=provider, protocol=protocol,
                                          calibration_subnets=calibrate, max_age_s=parse_age(max_age), force=force)
-        report = _run_build(table, name or default_name, spec, runtime, device, _token(token_file), settings, as_json,
+        if name is not None:
+            check_name(name, "--name")
+        report = _run_build(table, default_name if name is None else name, spec, runtime, device, _token(token_file),
+                            settings, as_json,
                             explicit_name=name is not None)
     except ValueError as exc:
         fail(exc)

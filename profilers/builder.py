@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
+MAX_THREADS = 256
+MAX_CALIBRATION_SUBNETS = 1000
+
+
 @dataclass(frozen=True)
 class BuildSettings:
     """How a table is measured.
@@ -75,6 +79,13 @@ class BuildSettings:
             raise ValueError(f"calibration_subnets={self.calibration_subnets!r} must be an integer >= 0")
         if self.max_age_s is not None and not self.max_age_s > 0:
             raise ValueError(f"max_age_s={self.max_age_s!r} must be a positive number of seconds")
+        if self.threads > MAX_THREADS:
+            raise ValueError(f"threads={self.threads} is more than any device here runs; allowed: 1 to {MAX_THREADS}")
+        if self.calibration_subnets > MAX_CALIBRATION_SUBNETS:
+            raise ValueError(f"calibration_subnets={self.calibration_subnets} is too many; allowed: 0 to "
+                             f"{MAX_CALIBRATION_SUBNETS}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be an integer >= 0")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -65,6 +66,24 @@ CREATE TABLE IF NOT EXISTS drift_checks (device_id INTEGER NOT NULL REFERENCES d
     runtime_id INTEGER NOT NULL REFERENCES runtimes(id), spec_id TEXT NOT NULL, ratio REAL NOT NULL,
     detail TEXT NOT NULL, measured_at REAL NOT NULL, PRIMARY KEY (device_id, runtime_id, spec_id, measured_at));
 """
+
+
+def check_name(name: Any, what: str) -> str:
+    """``name`` if it can name something in a table: a non-empty printable string without surrounding
+    whitespace, at most 200 characters; ``ValueError`` otherwise."""
+    if (not isinstance(name, str) or not name or name != name.strip() or len(name) > 200
+            or not name.isprintable()):
+        raise ValueError(f"{what} {name!r} is not allowed: use 1 to 200 printable characters, no newline, "
+                         "no leading or trailing spaces")
+    return name
+
+
+def _number(value: Any, what: str, path: Path) -> float:
+    """A stored figure, checked: a corrupt row (text where a number belongs) is a one-line error."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return value
+    raise ValueError(f"{path}: {what} is {value!r}, not a latency figure: the table is corrupt; rebuild it "
+                     "(`ofakit profile build --force`) or import a good copy")
 
 
 def spec_id(spec: Mapping[str, Any]) -> str:
@@ -145,6 +164,8 @@ class LatencyTable:
     """
 
     def __init__(self, path: str | Path = DEFAULT_TABLE, timeout: float = 60.0, readonly: bool | None = None):
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < 86400:
+            raise ValueError(f"timeout={timeout!r} must be a number of seconds from 0 to 86400")
         self.path = Path(path)
         if self.path.is_dir():
             raise ValueError(f"table path {self.path} is a directory; give a .sqlite file")
@@ -272,8 +293,10 @@ class LatencyTable:
     def put_recipe(self, name: str, spec: Mapping[str, Any]) -> str:
         """Name the architecture spec (``MobileNetV3Spec.to_dict()``) a table is built for; returns its id.
 
-        A name already bound to another spec is an error (pick another name).
+        A name already bound to another spec is an error (pick another name); so is an empty name, one with
+        control characters (a newline) or surrounding spaces, or one longer than 200 characters.
         """
+        check_name(name, "recipe name")
         sid = spec_id(spec)
         with self._write() as db:
             row = db.execute("SELECT spec_id FROM recipes WHERE name = ?", (name,)).fetchone()
@@ -356,6 +379,9 @@ class LatencyTable:
             sql += " AND r.name = ? AND r.provider = ? AND r.threads = ? AND r.precision = ? AND r.batch = ?"
             args += list(asdict(runtime).values())
         rows = self._db.execute(sql + " ORDER BY d.name, r.id, e.key", args).fetchall()
+        for r in rows:
+            for i, col in enumerate(STATS + ("measured_at",), start=7):
+                _number(r[i], f"entry {r[6]!r} of {r[0]} has {col}", self.path)
         out = [Entry(r[0], RuntimeKey(*r[1:6]), *r[6:]) for r in rows]
         if keys is not None:
             wanted = set(keys)
@@ -382,6 +408,9 @@ class LatencyTable:
             "JOIN devices d ON d.id = c.device_id JOIN runtimes r ON r.id = c.runtime_id WHERE d.name = ? "
             "AND r.name = ? AND r.provider = ? AND r.threads = ? AND r.precision = ? AND r.batch = ? "
             "AND c.spec_id = ? ORDER BY c.measured_at", (device, *asdict(runtime).values(), sid)).fetchall()
+        for r in rows:
+            _number(r[1], f"calibration subnet of {device} has measured_ms", self.path)
+            _number(r[2], f"calibration subnet of {device} has measured_at", self.path)
         return [CalibrationSample(*r) for r in rows]
 
     def stale(self, device: str, runtime: RuntimeKey, keys: Iterable[str], max_age_s: float | None = None,

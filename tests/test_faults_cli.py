@@ -10,6 +10,7 @@ import json
 import math
 import re
 import shutil
+import sqlite3
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ import model_zoo
 from elastic import SubnetConfig
 from model_zoo.checkpoint import checkpoint_paths
 from ofakit.cli import app
+from profilers import LatencyTable
+from profilers.builder import BuildSettings
 
 ZOO = "ofa_mbv3_tiny.fmnist"
 
@@ -98,6 +101,18 @@ CASES = [  # (id, argv with {w} for the work folder, expected message)
                                   "--samples", "-3"], "--samples -3 must be an integer >= 2"),
     ("ship: negative retries", ["ship", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
                                 "--out", "{w}/o.onnx", "--retries", "-1"], "--retries -1 must be >= 0"),
+    ("profile build: empty name", ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--table", "{w}/t2.sqlite",
+                                   "--name", ""], "--name '' is not allowed"),
+    ("profile build: name with a newline", ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--table",
+                                            "{w}/t2.sqlite", "--name", "a\nb"], "--name 'a\\nb' is not allowed"),
+    ("profile build: threads beyond the cores", ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--table",
+                                                 "{w}/t2.sqlite", "--threads", "100000"], "--threads 100000: this machine has"),
+    ("profile build: resolution out of range", ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--table",
+                                                "{w}/t2.sqlite", "--resolutions", "100000"],
+     "--resolutions [100000] out of range; allowed: 8 to 1024"),
+    ("profile build: resolution the checkpoint lacks", ["profile", "build", "--recipe", ZOO, "--table",
+                                                        "{w}/t2.sqlite", "--resolutions", "64"],
+     "--resolutions [64] are not resolutions of checkpoint"),
     ("ship: MACs cap NaN", ["ship", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
                             "--out", "{w}/o.onnx", "--max-macs", "nan"], "--max-macs nan must be a positive number"),
 ]
@@ -147,7 +162,45 @@ API_CASES = [  # (id, call(tmp_path), expected ValueError message): Python APIs 
     ("export atol infinite", lambda t: _export(t, atol=math.inf), "atol=inf"),
     ("export dynamic_batch not a bool", lambda t: _export(t, dynamic_batch="no"), "dynamic_batch='no'"),
     ("export inputs of another shape", lambda t: _export(t, inputs=torch.zeros(1, 3, 5, 5)), "do not match"),
+    ("table timeout negative", lambda t: LatencyTable(t / "x.sqlite", timeout=-1), "timeout=-1 must be"),
+    ("table timeout NaN", lambda t: LatencyTable(t / "x.sqlite", timeout=math.nan), "timeout=nan must be"),
+    ("table: text in a latency column", lambda t: _corrupt_entry(t, "median_ms", "fast"),
+     "has median_ms is 'fast', not a latency figure"),
+    ("table: text in a calibration column", lambda t: _corrupt_calibration(t, "a lot"),
+     "has measured_ms is 'a lot', not a latency figure"),
+    ("table: empty recipe name", lambda t: LatencyTable(t / "x.sqlite").put_recipe("", {}), "recipe name '' is not"),
+    ("build settings: absurd threads", lambda t: BuildSettings(threads=100000), "threads=100000 is more than"),
+    ("build settings: negative seed", lambda t: BuildSettings(seed=-1), "seed=-1 must be an integer >= 0"),
+    ("build settings: absurd calibration", lambda t: BuildSettings(calibration_subnets=10**9), "is too many"),
 ]
+
+
+def _measurement(ms: float = 1.0):
+    from profilers.record import Measurement, Stats, local_device
+    return Measurement(Stats(ms, ms, ms, ms, 0.0, ms, 10, 2), local_device(gpu=False), "onnxruntime", "1",
+                       "CPUExecutionProvider", 1, "fp32", 1, (1, 1, 28, 28))
+
+
+def _corrupt_entry(tmp_path, column: str, value):
+    path = tmp_path / "x.sqlite"
+    with LatencyTable(path) as t:
+        t.put("local", "layer0", _measurement())
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE entries SET {column} = ?", (value,))
+    with LatencyTable(path) as t:
+        return t.entries("local")
+
+
+def _corrupt_calibration(tmp_path, value):
+    from profilers.store import RuntimeKey
+    path = tmp_path / "x.sqlite"
+    m = _measurement()
+    with LatencyTable(path) as t:
+        t.add_calibration("local", "sid", "{}", m)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE calibrations SET measured_ms = ?", (value,))
+    with LatencyTable(path) as t:
+        return t.calibration("local", RuntimeKey.of(m), "sid")
 
 
 def _load_acc(path):
