@@ -51,6 +51,8 @@ def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: in
     warning, where the runtime cannot run)."""
     if samples < 2:  # before the table and the checkpoint are loaded
         raise ValueError(f"--samples {samples} must be an integer >= 2 (subnets measured for the accuracy predictor)")
+    if not 0 <= seed < 2 ** 32:
+        raise ValueError(f"--seed {seed} must be an integer from 0 to {2 ** 32 - 1}")
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=quiet)
     task: dict[str, int] = {}

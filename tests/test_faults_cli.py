@@ -99,6 +99,8 @@ CASES = [  # (id, argv with {w} for the work folder, expected message)
                                     "--out", "{w}/a_file/x"], "is a file, not a directory"),
     ("search: negative samples", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
                                   "--samples", "-3"], "--samples -3 must be an integer >= 2"),
+    ("search: negative seed", ["search", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
+                               "--seed", "-1"], "--seed -1 must be an integer from 0 to"),
     ("ship: negative retries", ["ship", "--checkpoint", ZOO, "--table", "{w}/t.sqlite", "--latency-ms", "5",
                                 "--out", "{w}/o.onnx", "--retries", "-1"], "--retries -1 must be >= 0"),
     ("profile build: empty name", ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--table", "{w}/t2.sqlite",
