@@ -3,7 +3,7 @@ BatchNorm recalibration (the OFA protocol: no fine-tuning)."""
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -35,6 +35,17 @@ def top1(model: torch.nn.Module, batches: Iterable[object], r: int) -> float:
     The model is moved to channels-last memory format in place (same values; 2-3x faster on CPU).
     """
     return float(correct(model, batches, r).float().mean())
+
+
+def paired_gain(low: Sequence[bool] | torch.Tensor, high: Sequence[bool] | torch.Tensor) -> tuple[float, float]:
+    """Top-1 of ``high`` minus top-1 of ``low``, and the standard error of that difference, from per-image
+    correctness on the same images (paired: images both get right or both get wrong add no noise)."""
+    a = torch.as_tensor(low, dtype=torch.float64).flatten()
+    b = torch.as_tensor(high, dtype=torch.float64).flatten()
+    if a.numel() != b.numel() or a.numel() < 2:
+        raise ValueError(f"need per-image results of two models on the same images (got {a.numel()} and {b.numel()})")
+    d = b - a
+    return float(d.mean()), float(d.std(unbiased=True) / d.numel() ** 0.5)
 
 
 def loader(dataset: Dataset, batch_size: int = 500, num_workers: int = 0) -> DataLoader:

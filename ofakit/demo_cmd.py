@@ -17,6 +17,7 @@ from rich.table import Table
 
 from deploy_targets import ExporterUnavailable, get_exporter
 from elastic.batch import ConfigBatch
+from elastic.evaluate import paired_gain
 from ofakit.plots import plot_front
 from ofakit.profile_cmd import _run_build, fail, resolve_recipe
 from ofakit.search import BudgetError, fastest_candidate
@@ -27,6 +28,8 @@ from profilers import LOCAL, BuildSettings
 
 console = Console(stderr=True)
 FRACTIONS = (0.2, 0.5, 0.85)
+WITHIN = 0.10  # a pick's measured latency should be within ±10% of its prediction
+NOISE_SE = 2.0  # an accuracy gain counts when it exceeds 2 paired standard errors on the test split
 
 
 def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path."),
@@ -48,12 +51,13 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
     metric = spz.metrics[Budget(LOCAL, runtime, 1.0).metric_name]
     lo = fastest_candidate(spz.space, metric).metrics[metric.name]
     hi = float(metric.fn(ConfigBatch.from_configs(spz.space, [spz.space.largest()]))[0])
-    rows, chosen, measured = [], [], []
+    rows, chosen, measured, correct = [], [], [], []
     for i, frac in enumerate(FRACTIONS):
         budget = Budget(LOCAL, runtime, round(lo + frac * (hi - lo), 4))
         with console.status(f"budget {budget.ms:.3f} ms: search, export, measure..."):
             rep = ship(spz, [budget], "onnx", workdir / f"subnet_{i + 1}.onnx", measure_shortlist=measure)
-            test_acc = spz.ctx.top1(rep.final.config, "test")
+            correct.append(spz.ctx.correct(rep.final.config, "test"))
+            test_acc = float(correct[-1].mean())
         row = {"budget_ms": budget.ms, "config": rep.final.config.to_dict(), "macs": rep.final.metrics["macs"],
                "params": rep.final.metrics["params"], "predicted_accuracy": rep.final.accuracy,
                "test_accuracy": test_acc, "predicted_latency_ms": rep.shipped["predicted_ms"][metric.name],
@@ -75,9 +79,10 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
     front, _ = spz.pareto(metric.name)
     png = plot_front(front, metric.name, workdir / "pareto.png", chosen, [r["budget_ms"] for r in rows], measured,
                      title=f"{checkpoint} on this machine ({runtime}, 1 thread)")
+    checks = demo_checks(rows, correct)
     result = {"checkpoint": checkpoint, "table": str(table), "table_build": build.__dict__,
               "accuracy_predictor": spz.accuracy_report, "drift": drift_json(spz), "latency_range_ms": [lo, hi],
-              "rows": rows,
+              "rows": rows, "checks": checks,
               "pareto_png": str(png)}
     missed = any(r["budget_met"] is False for r in rows)  # exit status 1 in both output modes
     if as_json:
@@ -103,8 +108,31 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
     typer.echo(f"latency range on this machine: {lo:.3f}-{hi:.3f} ms (predicted); accuracy predictor: "
                f"{acc['chosen']} from {acc['samples']} measured subnets (cross-validated τ {ch['kendall_tau']:.3f}, "
                f"RMSE {ch['rmse_pp']:.2f} pp{_ceiling(acc)}); Pareto plot: {png}")
+    for c in checks:
+        mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "n/a"}[c["ok"]]
+        Console().print(f"check {mark}: {c['claim']} ({c['detail']})")
     if missed:
         raise typer.Exit(1)
+
+
+def demo_checks(rows: list[dict], correct: list) -> list[dict]:
+    """What the demo claims, checked on its own figures: every budget met, every pick measured within ±10% of
+    its prediction, and test accuracy rising from budget to budget by more than the noise (2 paired
+    standard errors on the test split). ``ok`` is ``None`` where nothing was measured."""
+    lat = [(r["measured_latency_ms"], r["predicted_latency_ms"], r["budget_ms"]) for r in rows]
+    timed = [x for x in lat if x[0] is not None]
+    off = [m / p - 1 for m, p, _ in timed]
+    gains = [paired_gain(a, b) for a, b in zip(correct, correct[1:])]
+    return [
+        {"claim": "every pick measured within its budget", "ok": all(m <= b for m, _, b in timed) if timed else None,
+         "detail": ", ".join(f"{m / b:.0%} of {b:.3f} ms" for m, _, b in timed) or "not measured"},
+        {"claim": f"measured within ±{WITHIN:.0%} of the prediction",
+         "ok": all(abs(o) <= WITHIN for o in off) if timed else None,
+         "detail": ", ".join(f"{o:+.1%}" for o in off) or "not measured"},
+        {"claim": f"test accuracy rises with the budget by more than {NOISE_SE:g} paired standard errors",
+         "ok": all(g > NOISE_SE * se for g, se in gains),
+         "detail": ", ".join(f"{100 * g:+.2f} pp (SE {100 * se:.2f})" for g, se in gains)},
+    ]
 
 
 def _ceiling(report: dict) -> str:

@@ -486,6 +486,23 @@ def test_demo_ships_three_budgets(shipyard, tmp_path):
         assert 0 <= r["test_accuracy"] <= 1 and Path(r["onnx"]).is_file()
         assert r["coreml"].endswith(".mlpackage") or r["coreml"].startswith("unavailable")
     assert Path(out["pareto_png"]).stat().st_size > 1000
+    checks = {c["claim"].split()[0]: c for c in out["checks"]}  # the demo checks its own claims
+    assert checks["every"]["ok"] is all(r["budget_met"] for r in rows)
+    within = [abs(r["measured_latency_ms"] / r["predicted_latency_ms"] - 1) <= 0.1 for r in rows]
+    assert checks["measured"]["ok"] is all(within) and len(checks["test"]["detail"].split(",")) == 2
+
+
+def test_paired_gain_counts_only_images_that_differ():
+    from elastic.evaluate import paired_gain
+    low = np.array([1] * 900 + [0] * 100, bool)
+    high = low.copy()
+    high[900:920] = True  # 20 more right, nothing else changed: +2 pp with a small paired error
+    gain, se = paired_gain(low, high)
+    assert gain == pytest.approx(0.02) and se == pytest.approx(np.sqrt(0.02 * 0.98 / 999), rel=1e-9)
+    shuffled = np.random.default_rng(0).permutation(high)  # same accuracy, unrelated errors: far noisier
+    assert paired_gain(low, shuffled)[1] > 2 * se
+    with pytest.raises(ValueError, match="same images"):
+        paired_gain(low, high[:10])
 
 
 def test_cli_ship_json(shipyard, tmp_path):
