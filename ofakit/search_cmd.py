@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deploy_targets import ExporterUnavailable, list_exporters
+from deploy_targets import ExporterUnavailable, get_exporter, list_exporters
 from elastic import SubnetConfig
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
@@ -44,13 +44,17 @@ DRIFT = typer.Option(False, "--drift-check/--no-drift-check",
                           "(opt-in until validated: see benchmarks/RESULTS.md, bench_picks).")
 
 
+MAX_SAMPLES = 20000  # measured subnets for the accuracy predictor: ~1-5 s each, so 20,000 is a day of work
+
+
 def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: int, seed: int,
                 quiet: bool, drift: bool = True, token: str | None = None) -> Specializer:
     """Load everything a search needs, with a progress bar while the accuracy dataset is measured (if it is);
     with ``drift``, re-time each budget's reference subnets and rescale its predictor (skipped, with a
     warning, where the runtime cannot run)."""
-    if samples < 2:  # before the table and the checkpoint are loaded
-        raise ValueError(f"--samples {samples} must be an integer >= 2 (subnets measured for the accuracy predictor)")
+    if not 2 <= samples <= MAX_SAMPLES:  # before the table and the checkpoint are loaded
+        raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES} (subnets measured for the "
+                         "accuracy predictor, ~1-5 s each)")
     if not 0 <= seed < 2 ** 32:
         raise ValueError(f"--seed {seed} must be an integer from 0 to {2 ** 32 - 1}")
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -150,6 +154,9 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
     """
     if latency_ms is None:
         try:
+            if also:
+                raise ValueError(f"--also {also[0]!r} needs --latency-ms (the budget on --device); without a "
+                                 "budget, search prints the feasible range")
             rng = feasible_range(checkpoint, table, device, runtime)
         except ValueError as exc:
             fail(exc)
@@ -338,6 +345,11 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         caps = _caps(max_macs, max_params)
         if retries < 0:
             raise ValueError(f"--retries {retries} must be >= 0")
+        if target not in list_exporters():  # before the search's minutes, not after them
+            raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
+        suffix = get_exporter(target).suffix
+        if out.suffix != suffix:
+            raise ValueError(f"--out {out}: a {target} artifact's name must end with {suffix}")
         token = _token(token_file)
         spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
 
