@@ -27,7 +27,7 @@ from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
 from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, RuntimeKey, open_runtime
 from profilers.builder import subnet_specs
-from profilers.drift import Referenced, measure_referenced, settled, table_references
+from profilers.drift import Referenced, measure_referenced, reference_specs, settled, table_references
 from profilers.runtimes import Runtime, RuntimeUnavailable
 from profilers.runtimes.remote import AgentError
 
@@ -161,7 +161,7 @@ def _referenced(spz: Specializer, budget: Budget, token: str | None, protocol: P
                 specs: Callable[[Runtime, Path], list[MeasureSpec]]) -> Referenced | None:
     """Time ``specs(runtime, workdir)`` interleaved with the table's reference subnets, measuring again after
     pauses while the machine ratio is far from the predictor's drift factor; ``None`` when the table has no
-    reference subnets for that runtime."""
+    reference subnets for that runtime. The references are exported once per specializer and runtime."""
     pred = spz.latency[budget.metric_name]
     try:
         key, refs = table_references(spz.table, spz.spec, budget.device, pred.runtime)
@@ -169,14 +169,14 @@ def _referenced(spz: Specializer, budget: Budget, token: str | None, protocol: P
         return None
     rt = _open(budget, key.name, token)
     settings = BuildSettings.for_runtime(key, protocol)
+    slot = (budget.metric_name, tuple(r.subnet for r in refs), settings)
+    if slot not in spz.reference_cache:
+        workdir = spz.scratch() / f"references{len(spz.reference_cache)}"
+        spz.reference_cache[slot] = reference_specs(rt, spz.spec, refs, settings, workdir)
+    exported = spz.reference_cache[slot]
     with tempfile.TemporaryDirectory(prefix="ofakit-referenced-") as tmp:
         mine = specs(rt, Path(tmp))
-        tries = iter(range(1, 1000))
-
-        def once() -> Referenced:
-            return measure_referenced(rt, spz.spec, mine, refs, settings, Path(tmp) / f"try{next(tries)}")
-
-        return settled(once, expected=pred.drift)
+        return settled(lambda: measure_referenced(rt, mine, refs, exported), expected=pred.drift)
 
 
 def measure_with_references(spz: Specializer, cfg: SubnetConfig, artifact: ExportResult | None, budget: Budget,

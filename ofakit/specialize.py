@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -91,6 +92,8 @@ class Specializer:
         self.spec = ctx.supernet.spec
         self.latency: dict[str, LatencyPredictor] = {}
         self.drift_checks: dict[str, DriftCheck] = {}
+        self.reference_cache: dict[Any, list] = {}  # exported reference subnets, reused by every measurement
+        self._scratch: tempfile.TemporaryDirectory | None = None
         for device, runtime in dict.fromkeys(targets):
             self.latency[latency_name(device, runtime)] = LatencyPredictor.load(self.table, device, runtime, self.spec)
         self.accuracy, self.accuracy_report = ctx.accuracy_predictor(accuracy_samples, seed, progress)
@@ -98,6 +101,12 @@ class Specializer:
         self.metrics: dict[str, Metric] = {
             "macs": Metric("macs", grid.macs, "M", 1e6), "params": Metric("params", grid.params, "M", 1e6),
             **{name: Metric(name, p.predict, "ms") for name, p in self.latency.items()}}
+
+    def scratch(self) -> Path:
+        """A private working folder that lives as long as this specializer (removed with it)."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="ofakit-specializer-")
+        return Path(self._scratch.name)
 
     def constraints(self, budgets: Sequence[Budget], max_macs: float | None = None,
                     max_params: float | None = None) -> list[Constraint]:

@@ -123,12 +123,16 @@ class Referenced:
         return self.check.ratio
 
 
-def measure_referenced(runtime: Runtime, spec: MobileNetV3Spec, specs: Sequence[MeasureSpec],
-                       refs: Sequence[CalibrationSample], settings: BuildSettings, workdir: str | Path) -> Referenced:
-    """Time ``specs`` and the reference subnets ``refs`` (exported into ``workdir``) in one interleaved
-    measurement; the references' latency now against their stored latency is the machine ratio."""
-    ref_specs = subnet_specs(runtime, spec, [SubnetConfig.from_json(r.subnet) for r in refs], settings,
-                             Path(workdir) / "references")
+def reference_specs(runtime: Runtime, spec: MobileNetV3Spec, refs: Sequence[CalibrationSample],
+                    settings: BuildSettings, workdir: str | Path) -> list[MeasureSpec]:
+    """Export the reference subnets ``refs`` for ``runtime`` into ``workdir`` (reusable across measurements)."""
+    return subnet_specs(runtime, spec, [SubnetConfig.from_json(r.subnet) for r in refs], settings, Path(workdir))
+
+
+def measure_referenced(runtime: Runtime, specs: Sequence[MeasureSpec], refs: Sequence[CalibrationSample],
+                       ref_specs: Sequence[MeasureSpec]) -> Referenced:
+    """Time ``specs`` and the reference subnets ``refs`` (exported by :func:`reference_specs`) in one
+    interleaved measurement; the references' latency now against their stored latency is the machine ratio."""
     if specs:  # interleaved artifacts share one protocol: the caller's
         ref_specs = [replace(r, protocol=specs[0].protocol) for r in ref_specs]
     ms = runtime.measure_many([*specs, *ref_specs])
@@ -185,8 +189,10 @@ def check_drift(table_path: str | Path, spec: MobileNetV3Spec, device: str, runt
     rk, refs = table_references(table_path, spec, device, runtime_key, references)
     settings = BuildSettings.for_runtime(rk, protocol)
     with tempfile.TemporaryDirectory(prefix="ofakit-drift-") as tmp:
+        exported = reference_specs(runtime, spec, refs, settings, tmp)
+
         def once() -> Referenced:
-            return measure_referenced(runtime, spec, [], refs, settings, Path(tmp) / str(time.monotonic_ns()))
+            return measure_referenced(runtime, [], refs, exported)
 
         check = (settled(once) if settle else once()).check
     log.info("drift on %s/%s: latency now %.3fx the table's (%d reference subnets)", device, rk.label(),
