@@ -26,7 +26,7 @@ from ofakit.context import CheckpointContext
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
 from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, RuntimeKey, open_runtime
-from profilers.builder import subnet_specs
+from profilers.builder import subnet_specs, time_subnets
 from profilers.drift import Referenced, measure_referenced, reference_specs, settled, table_references
 from profilers.runtimes import Runtime, RuntimeUnavailable
 from profilers.runtimes.remote import AgentError
@@ -213,7 +213,7 @@ def time_candidates(spz: Specializer, cfgs: Sequence[SubnetConfig], budget: Budg
         return list(ref.measurements), ref.ratio
     rt = _open(budget, key.name, token)
     with tempfile.TemporaryDirectory(prefix="ofakit-candidates-") as tmp:
-        return rt.measure_many(subnet_specs(rt, spz.spec, cfgs, settings, Path(tmp)))
+        return time_subnets(rt, spz.spec, cfgs, settings, Path(tmp))
 
 
 def reading(got: Any) -> tuple[Any, float | None]:
