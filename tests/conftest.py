@@ -42,3 +42,11 @@ def ofa_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@pytest.fixture(scope="session")
+def shipyard(tmp_path_factory):
+    """A tiny checkpoint over a toy Fashion-MNIST and its latency table (``tests/shipyard.py``), built once."""
+    from tests.shipyard import build_shipyard
+
+    return build_shipyard(tmp_path_factory.mktemp("ship"))
