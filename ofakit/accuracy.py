@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -168,7 +170,7 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
                         n: int,
                         header: dict[str, Any], seed: int = 0,
                         progress: Callable[[int, int], None] | None = None,
-                        extra: Sequence[SubnetConfig] = ()) -> AccuracyData:
+                        extra: Sequence[SubnetConfig] = (), workers: int = 1) -> AccuracyData:
     """Measure (or resume measuring) ``n`` subnets of ``space``, then ``extra`` ones, into the JSON-lines
     cache ``path``.
 
@@ -184,6 +186,9 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
         progress: Called with ``(done, total)`` after every subnet.
         extra: Chosen subnets measured after the sampled ones (e.g. :mod:`ofakit.front_sampling`'s), marked
             ``"origin": "front"`` in the cache (see :func:`cached_front`) and returned after them.
+        workers: Processes evaluating subnets side by side, one thread each (forked, so ``evaluate`` and what
+            it holds are shared, not copied or pickled; POSIX only, else one). Records are written by this
+            process as they arrive, in completion order.
     """
     path = Path(path)
     want = _want(header, seed)
@@ -205,14 +210,14 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
                  "BatchNorm recalibration, evaluation; typically 1-5 s each on a CPU), cached in %s and resumed "
                  "after an interruption", len(todo), len(cfgs), path)
     t0, step = time.perf_counter(), max(1, len(todo) // 10)
-    with open(path, "a", encoding="utf-8") as f:
-        for i, cfg in enumerate(todo):
-            rec = {"config": cfg.to_json(), **score(evaluate(cfg))}
+    with open(path, "a", encoding="utf-8") as f, _evaluations(evaluate, todo, workers) as results:
+        for i, (cfg, result) in enumerate(results):
+            rec = {"config": cfg.to_json(), **score(result)}
             if cfg.to_json() in chosen:
                 rec["origin"] = "front"
             if i == 0 or (i + 1) % step == 0 or i + 1 == len(todo):
                 per = (time.perf_counter() - t0) / (i + 1)
-                log.info("accuracy dataset: %d/%d subnets evaluated (%.1f s each, ~%.0f min left)", i + 1,
+                log.info("accuracy dataset: %d/%d subnets evaluated (%.2f s each, ~%.0f min left)", i + 1,
                          len(todo), per, per * (len(todo) - i - 1) / 60)
             done[cfg.to_json()] = rec
             f.write(json.dumps(rec) + "\n")
@@ -221,6 +226,39 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
             if progress:
                 progress(len(cfgs) - len(todo) + i + 1, len(cfgs))
     return _data(space, [done[c.to_json()] for c in cfgs], want)
+
+
+_WORKER_EVALUATE: Callable[[SubnetConfig], Any] | None = None
+
+
+def _worker_init(evaluate: Callable[[SubnetConfig], Any]) -> None:
+    global _WORKER_EVALUATE
+    _WORKER_EVALUATE = evaluate
+    torch.set_num_threads(1)  # the processes share the cores; also what makes OpenMP safe after a fork
+
+
+def _worker_run(cfg: SubnetConfig) -> tuple[SubnetConfig, Any]:
+    return cfg, _WORKER_EVALUATE(cfg)
+
+
+@contextmanager
+def _evaluations(evaluate: Callable[[SubnetConfig], Any], todo: list[SubnetConfig],
+                 workers: int) -> Iterator[Iterator[tuple[SubnetConfig, Any]]]:
+    """``(cfg, evaluate(cfg))`` for every ``cfg`` of ``todo``: in order in this process, or as they complete in
+    ``workers`` forked processes (stopped, not waited for, when the caller stops early or fails)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a positive integer")
+    workers = min(workers, len(todo))
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+        yield ((cfg, evaluate(cfg)) for cfg in todo)
+        return
+    pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(evaluate,))
+    try:
+        yield pool.imap_unordered(_worker_run, todo)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _want(header: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ofakit.predictors import AccuracyPredictor, Encoder, select_predictor
 
 log = logging.getLogger(__name__)
 DEFAULT_ACCURACY_SAMPLES = 300
+MAX_WORKERS = 8  # a bound on memory: each process holds its own activations and onnxruntime session
 
 
 @dataclass
@@ -39,10 +40,13 @@ class CheckpointContext:
     Attributes:
         name: What the user gave (zoo name or path).
         calib_images: Training images used to recalibrate BatchNorm of every evaluated subnet.
+        workers: Processes measuring the accuracy dataset side by side (one thread each); 0 means one per
+            core, at most :data:`MAX_WORKERS`.
     """
 
     name: str
     calib_images: int = 2000
+    workers: int = 0
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -163,8 +167,10 @@ class CheckpointContext:
             header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
                       "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
             space, cache = self.supernet.space, self.accuracy_cache(seed)
+            self.val  # decoded here once, so that forked workers share it  # noqa: B018
+            workers = self.workers or min(MAX_WORKERS, os.cpu_count() or 1)
             extra = cached_front(cache, space, header, seed)[:front]
-            out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra)
+            out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra, workers)
             while len(extra) < front:
                 picks = front_picks(out, self.cost_grid, min(FRONT_ROUND, front - len(extra)), seed + len(extra))
                 if not picks:
@@ -172,7 +178,7 @@ class CheckpointContext:
                 log.info("accuracy dataset: measuring %d subnets along the predicted front (%d of %d)", len(picks),
                          len(extra) + len(picks), front)
                 extra += picks
-                out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra)
+                out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra, workers)
             self._cache[key] = out
         return self._cache[key]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -104,6 +105,37 @@ def test_accuracy_dataset_resumes_and_survives_a_torn_line(tmp_path):
     build_accuracy_data(SPACE, evaluate, path, 3, {"checkpoint_sha256": "other"})  # another checkpoint: rebuilt
     assert len(calls) == 12 and len(load_accuracy_data(path, SPACE).acc) == 3
     assert len({c.to_json() for c in sample_configs(SPACE, 50, 0)}) == 50
+
+
+def test_accuracy_dataset_in_worker_processes_equals_one_process(tmp_path):
+    """Two forked workers measure the same records as one process (written as they complete, read back in
+    the sampled order); a failing evaluation stops the build with its error and keeps what was written."""
+    pids = tmp_path / "pids"
+
+    def evaluate(cfg):
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0])
+
+    header = {"checkpoint_sha256": "abc"}
+    one = build_accuracy_data(SPACE, evaluate, tmp_path / "one.jsonl", 12, header)
+    two = build_accuracy_data(SPACE, evaluate, tmp_path / "two.jsonl", 12, header, workers=2)
+    assert two.configs == one.configs and np.array_equal(two.acc, one.acc)
+    seen = set(pids.read_text().split())
+    assert str(os.getpid()) in seen and len(seen) >= 2  # the second build ran in other processes
+    assert sorted(load_accuracy_data(tmp_path / "two.jsonl", SPACE).acc) == sorted(one.acc)
+
+    def fails_on_the_smallest(cfg):
+        if cfg == SPACE.smallest():
+            raise RuntimeError("evaluation failed")
+        return evaluate(cfg)
+
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        build_accuracy_data(SPACE, fails_on_the_smallest, tmp_path / "three.jsonl", 6, header, workers=2)
+    kept = load_accuracy_data(tmp_path / "three.jsonl", SPACE)
+    assert SPACE.smallest() not in kept.configs and len(kept.acc) <= 5
+    with pytest.raises(ValueError, match="workers=0 must be a positive integer"):
+        build_accuracy_data(SPACE, evaluate, tmp_path / "four.jsonl", 6, header, workers=0)
 
 
 def test_predictors_learn_a_known_accuracy_and_the_better_one_is_chosen():
