@@ -180,7 +180,7 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
             per-image correctness on the validation split (then the cache also holds each half's top-1).
         path: The cache; resumed when its header equals ``header`` (plus format fields), rebuilt otherwise.
             Subnets are drawn in a fixed seeded order, so a cache of more subnets serves fewer.
-        n: Number of subnets (largest, smallest and seeded random ones).
+        n: Number of sampled subnets (largest, smallest and seeded random ones), or 0 for ``extra`` only.
         header: What identifies the measurement (checkpoint sha256, split, calibration size ...).
         seed: Seed of the sampled subnets.
         progress: Called with ``(done, total)`` after every subnet.
@@ -200,7 +200,7 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
         records, good = [], len(json.dumps(want, sort_keys=True)) + 1
     with open(path, "r+b") as f:
         f.truncate(good)  # drop a line torn by a kill
-    cfgs = sample_configs(space, n, seed)
+    cfgs = sample_configs(space, n, seed) if n else []  # 0: only ``extra``
     chosen = {c.to_json() for c in extra} - {c.to_json() for c in cfgs}
     cfgs += [c for c in dict.fromkeys(space.validate(c) for c in extra) if c.to_json() in chosen]
     done = {r["config"]: r for r in records}
