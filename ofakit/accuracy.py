@@ -14,6 +14,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -235,6 +236,7 @@ def _worker_init(evaluate: Callable[[SubnetConfig], Any]) -> None:
     global _WORKER_EVALUATE
     _WORKER_EVALUATE = evaluate
     torch.set_num_threads(1)  # the processes share the cores; also what makes OpenMP safe after a fork
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool (one message, not three)
 
 
 def _worker_run(cfg: SubnetConfig) -> tuple[SubnetConfig, Any]:
