@@ -34,6 +34,9 @@ def list_checkpoints() -> list[str]:
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     """A zoo checkpoint name or a checkpoint path (with or without suffix) -> the ``.safetensors`` path."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(f"checkpoint={name_or_path!r} must be a zoo name or a path; allowed: {list_checkpoints()} "
+                         "or a checkpoint path")
     if not str(name_or_path).strip():
         raise ValueError(f"checkpoint name is empty; give a zoo name {list_checkpoints()} or a checkpoint path")
     weights, sidecar = checkpoint_paths(name_or_path)
@@ -71,14 +74,18 @@ def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metri
     tensors = {k: v.detach().cpu().contiguous() for k, v in supernet.state_dict().items()}
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "recipe": supernet.recipe})
-        digest = sha256_file(tmp)
-    meta = {
-        "format": FORMAT, "version": VERSION, "recipe": supernet.recipe, "spec": supernet.spec.to_dict(),
-        "space": supernet.space.to_dict(), "num_classes": supernet.spec.num_classes,
-        "in_channels": supernet.spec.in_channels, "weights": weights.name, "sha256": digest,
-        "metrics": dict(metrics or {}), **dict(extra or {}),
-    }
-    atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        meta = {
+            "format": FORMAT, "version": VERSION, "recipe": supernet.recipe, "spec": supernet.spec.to_dict(),
+            "space": supernet.space.to_dict(), "num_classes": supernet.spec.num_classes,
+            "in_channels": supernet.spec.in_channels, "weights": weights.name, "sha256": sha256_file(tmp),
+            "metrics": dict(metrics or {}), **dict(extra or {}),
+        }
+        try:  # before the new weights replace the old ones: a bad sidecar must not orphan them
+            text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint metrics/extra for {weights} are not plain JSON ({exc}); allowed: "
+                             "finite numbers, strings, bools, None, lists and dicts") from None
+    atomic_write_text(sidecar, text)
     return weights
 
 
@@ -144,8 +151,9 @@ def publish_checkpoint(src: str | os.PathLike, name: str) -> Path:
     import re
     import shutil
 
-    if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+", name):
-        raise ValueError(f"zoo name {name!r} must look like arch.tag (letters, digits, underscores, dots)")
+    if (not isinstance(name, str) or len(name) > 200
+            or not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+", name)):
+        raise ValueError(f"zoo name {name!r} must look like arch.tag (letters, digits, underscores, dots; at most 200)")
     net = load_checkpoint(src)  # verifies sha256 and recipe
     if not name.startswith(net.recipe + "."):
         raise ValueError(f"zoo name {name!r} must start with the checkpoint's recipe {net.recipe!r} + '.'")
