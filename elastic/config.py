@@ -9,6 +9,7 @@ supernet's space is checked by :meth:`elastic.space.SearchSpace.validate`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -29,8 +30,8 @@ def _as_int(name: str, i: int | None, v: Any) -> int:
 
 
 def _as_ratio(i: int, v: Any) -> int | float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f"SubnetConfig.e[{i}]={v!r} must be a positive number")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+        raise ValueError(f"SubnetConfig.e[{i}]={v!r} must be a positive finite number")
     return int(v) if float(v).is_integer() else float(v)
 
 

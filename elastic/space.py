@@ -7,7 +7,9 @@ several samplers never share hidden global state.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+import math
+import numbers
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -15,7 +17,18 @@ from elastic.config import SubnetConfig
 
 
 def _choices(name: str, values: Any) -> tuple:
-    vals = tuple(sorted(set(values)))
+    """The sorted distinct allowed values of one dimension: positive integers (positive finite numbers for
+    the expand ratios ``e``); ``ValueError`` naming the first bad value otherwise."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise ValueError(f"SearchSpace.{name}={values!r} must be a list of values")
+    values = list(values)
+    for v in values:
+        ok = (isinstance(v, numbers.Real) and math.isfinite(v) and v > 0 if name == "e"
+              else isinstance(v, numbers.Integral) and v > 0)
+        if isinstance(v, bool) or not ok:
+            kind = "positive finite numbers" if name == "e" else "positive integers"
+            raise ValueError(f"SearchSpace.{name} holds {v!r}; allowed: {kind}")
+    vals = tuple(sorted({int(v) if isinstance(v, numbers.Integral) else float(v) for v in values}))
     if not vals:
         raise ValueError(f"SearchSpace.{name} must list at least one value")
     return vals
@@ -44,8 +57,8 @@ class SearchSpace:
             object.__setattr__(self, name, _choices(name, getattr(self, name)))
         if any(k % 2 == 0 for k in self.ks):
             raise ValueError(f"SearchSpace.ks={self.ks} must hold odd kernel sizes only")
-        if self.n_stages < 1:
-            raise ValueError(f"SearchSpace.n_stages={self.n_stages} must be >= 1")
+        if isinstance(self.n_stages, bool) or not isinstance(self.n_stages, int) or self.n_stages < 1:
+            raise ValueError(f"SearchSpace.n_stages={self.n_stages!r} must be a positive integer")
 
     # ------------------------------------------------------------------ shape
     @property
@@ -66,8 +79,11 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
         """Inverse of :meth:`to_dict`."""
-        return cls(ks=tuple(data["ks"]), e=tuple(data["e"]), d=tuple(data["d"]), r=tuple(data["r"]),
-                   n_stages=int(data["n_stages"]))
+        missing = [k for k in ("ks", "e", "d", "r", "n_stages") if not isinstance(data, Mapping) or k not in data]
+        if missing:
+            raise ValueError(f"SearchSpace is missing key(s) {missing}; required: ['ks', 'e', 'd', 'r', 'n_stages']")
+        return cls(ks=data["ks"], e=data["e"], d=data["d"], r=data["r"],
+                   n_stages=data["n_stages"])
 
     # ------------------------------------------------------------- validation
     def validate(self, cfg: SubnetConfig) -> SubnetConfig:
@@ -112,6 +128,8 @@ class SearchSpace:
 
     def sample(self, rng: np.random.Generator, r: int | None = None) -> SubnetConfig:
         """Draw every dimension uniformly and independently, as OFA does (``r`` fixes the resolution)."""
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(f"rng={rng!r} must be a numpy.random.Generator, e.g. np.random.default_rng(0)")
         n = self.n_blocks
         ks = rng.choice(len(self.ks), size=n)
         e = rng.choice(len(self.e), size=n)

@@ -58,10 +58,12 @@ class MobileNetV3Spec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
-        for name in ("in_channels", "num_classes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
-        if not 0.0 <= self.dropout < 1.0:
+        for name, top in (("in_channels", 4096), ("num_classes", 1_000_000)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+                raise ValueError(f"{name}={v!r} must be an integer; allowed: 1 to {top:,}")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                or not 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout={self.dropout!r} must be within [0, 1)")
         object.__setattr__(self, "space", SearchSpace(self.ks, self.e, self.d, self.r, len(self.stages)))
         for name in ("ks", "e", "d", "r"):
@@ -75,13 +77,17 @@ class MobileNetV3Spec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MobileNetV3Spec":
-        """Build from :meth:`to_dict` output."""
-        data = dict(data)
-        data["first_block"] = StageSpec(**data["first_block"])
-        data["stages"] = tuple(StageSpec(**s) for s in data["stages"])
-        for k in ("ks", "e", "d", "r"):
-            data[k] = tuple(data[k])
-        return cls(**data)
+        """Build from :meth:`to_dict` output; a malformed dict is a ``ValueError`` naming what is wrong."""
+        try:
+            data = dict(data)
+            data["first_block"] = StageSpec(**data["first_block"])
+            data["stages"] = tuple(StageSpec(**s) for s in data["stages"])
+            for k in ("ks", "e", "d", "r"):
+                data[k] = tuple(data[k])
+            return cls(**data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"architecture spec {str(data)[:80]!r} is malformed ({type(exc).__name__}: {exc}); "
+                             "allowed: MobileNetV3Spec.to_dict() output") from None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any, Callable
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, Registry
 
 SpecFactory = Callable[..., MobileNetV3Spec]
+MAX_RESOLUTION = 4096  # input pixels per side a recipe may be built for
 
 SUPERNETS: Registry[SpecFactory] = Registry("supernet recipe")
 
@@ -27,6 +28,12 @@ def list_supernets() -> list[str]:
 def get_spec(name: str, **kwargs: Any) -> MobileNetV3Spec:
     """The architecture spec of recipe ``name`` with overrides such as ``num_classes``."""
     factory = SUPERNETS.get(name)
+    res = kwargs.get("resolutions")
+    if res is not None and (isinstance(res, (str, bytes)) or not isinstance(res, (list, tuple)) or not res
+                            or any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION
+                                   for r in res)):
+        raise ValueError(f"resolutions={res!r} must be a non-empty list of integers; allowed: 1 to {MAX_RESOLUTION} "
+                         "pixels")
     try:
         return factory(**kwargs)
     except TypeError as exc:
