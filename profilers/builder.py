@@ -12,6 +12,7 @@ on other hardware are measured again.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 MAX_THREADS = 256
+MAX_BATCH = 4096  # images per timed run
+MAX_GROUP = 256  # layers timed together
+PRECISIONS = ("fp32", "fp16", "int8")
 MAX_CALIBRATION_SUBNETS = 1000
 
 
@@ -72,20 +76,31 @@ class BuildSettings:
                    batch=runtime.batch, protocol=protocol or Protocol())
 
     def __post_init__(self) -> None:
-        for name in ("threads", "batch", "group"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
-        if not isinstance(self.calibration_subnets, int) or self.calibration_subnets < 0:
+        for name, top in (("threads", None), ("batch", MAX_BATCH), ("group", MAX_GROUP)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (top is not None and v > top):
+                raise ValueError(f"{name}={v!r} must be a positive integer" + (f"; allowed: 1 to {top}" if top else ""))
+        if (isinstance(self.calibration_subnets, bool) or not isinstance(self.calibration_subnets, int)
+                or self.calibration_subnets < 0):
             raise ValueError(f"calibration_subnets={self.calibration_subnets!r} must be an integer >= 0")
-        if self.max_age_s is not None and not self.max_age_s > 0:
-            raise ValueError(f"max_age_s={self.max_age_s!r} must be a positive number of seconds")
+        age = self.max_age_s
+        if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or not 0 < age < math.inf):
+            raise ValueError(f"max_age_s={self.max_age_s!r} must be a positive finite number of seconds (or None)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not supported; allowed: {list(PRECISIONS)}")
+        if self.provider is not None and (not isinstance(self.provider, str) or not self.provider.strip()):
+            raise ValueError(f"provider={self.provider!r} must be a non-empty name or None (the runtime's default)")
+        if not isinstance(self.force, bool):
+            raise ValueError(f"force={self.force!r} must be True or False")
+        if not isinstance(self.protocol, Protocol):
+            raise ValueError(f"protocol={self.protocol!r} must be a profilers.Protocol")
         if self.threads > MAX_THREADS:
             raise ValueError(f"threads={self.threads} is more than any device here runs; allowed: 1 to {MAX_THREADS}")
         if self.calibration_subnets > MAX_CALIBRATION_SUBNETS:
             raise ValueError(f"calibration_subnets={self.calibration_subnets} is too many; allowed: 0 to "
                              f"{MAX_CALIBRATION_SUBNETS}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} must be an integer >= 0")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed={self.seed!r} must be an integer; allowed: 0 to {2 ** 32 - 1}")
 
 
 @dataclass(frozen=True)

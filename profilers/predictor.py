@@ -72,12 +72,16 @@ class Correction:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Correction":
-        """Inverse of :meth:`to_dict`."""
-        bad = [f for f in data["features"] if f not in FEATURES]
-        if bad or len(data["features"]) != len(data["coef"]):
-            raise ValueError(f"stored correction has unknown features {bad} or mismatched coefficients")
-        return cls(tuple(data["features"]), tuple(float(c) for c in data["coef"]), int(data["samples"]),
-                   data.get("fit_mape"), data.get("loo_mape"), float(data.get("floor", 0.0)))
+        """Inverse of :meth:`to_dict`; a malformed dict is a ``ValueError``."""
+        try:
+            bad = [f for f in data["features"] if f not in FEATURES]
+            if bad or len(data["features"]) != len(data["coef"]):
+                raise ValueError(f"stored correction has unknown features {bad} or mismatched coefficients")
+            return cls(tuple(data["features"]), tuple(float(c) for c in data["coef"]), int(data["samples"]),
+                       data.get("fit_mape"), data.get("loo_mape"), float(data.get("floor", 0.0)))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"stored correction {str(data)[:80]!r} is malformed ({type(exc).__name__}: {exc}); "
+                             "refit it with `ofakit profile refresh`") from None
 
 
 def _lstsq_rel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -220,7 +224,7 @@ class LatencyPredictor:
 
     def rescaled(self, drift: float) -> "LatencyPredictor":
         """A copy whose predictions are multiplied by ``drift`` (see :func:`profilers.drift.check_drift`)."""
-        if not (isinstance(drift, (int, float)) and math.isfinite(drift) and drift > 0):
+        if isinstance(drift, bool) or not (isinstance(drift, (int, float)) and math.isfinite(drift) and drift > 0):
             raise ValueError(f"drift={drift!r} must be a positive factor")
         twin = copy.copy(self)
         twin.drift = float(drift)

@@ -121,15 +121,14 @@ class Protocol:
     block_warmup_runs: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("blocks", "min_runs_per_block", "max_runs_per_block", "warmup_runs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"Protocol.{name}={getattr(self, name)!r} must be a positive integer")
-        if not isinstance(self.block_warmup_runs, int) or self.block_warmup_runs < 0:
-            raise ValueError(f"Protocol.block_warmup_runs={self.block_warmup_runs!r} must be an integer >= 0")
+        for name in ("blocks", "min_runs_per_block", "max_runs_per_block", "warmup_runs", "block_warmup_runs"):
+            v, low = getattr(self, name), 0 if name == "block_warmup_runs" else 1
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= 100_000:
+                raise ValueError(f"Protocol.{name}={v!r} must be an integer; allowed: {low} to 100000")
         for name in ("warmup_s", "block_s"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-                raise ValueError(f"Protocol.{name}={v!r} must be a finite number of seconds >= 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 3600:
+                raise ValueError(f"Protocol.{name}={v!r} must be a number of seconds; allowed: 0 to 3600")
         if self.max_runs_per_block < self.min_runs_per_block:
             raise ValueError(f"Protocol.max_runs_per_block={self.max_runs_per_block} is below "
                              f"min_runs_per_block={self.min_runs_per_block}")

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from elastic import MobileNetV3Spec
 from elastic.fileio import atomic_write_text
 from profilers.record import DeviceInfo, Measurement
 
@@ -78,12 +79,38 @@ def check_name(name: Any, what: str) -> str:
     return name
 
 
-def _number(value: Any, what: str, path: Path) -> float:
+_CORRUPT = "the table is corrupt; rebuild it (`ofakit profile build --force`) or import a good copy"
+
+
+def _number(value: Any, what: str, path: Path, fix: str = _CORRUPT) -> float:
     """A stored figure, checked: a corrupt row (text where a number belongs) is a one-line error."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
         return value
-    raise ValueError(f"{path}: {what} is {value!r}, not a latency figure: the table is corrupt; rebuild it "
-                     "(`ofakit profile build --force`) or import a good copy")
+    raise ValueError(f"{path}: {what} is {value!r}, not a latency figure (allowed: a finite number >= 0); {fix}")
+
+
+def _json(text: Any, what: str, path: Path) -> Any:
+    """A stored JSON column, parsed: a corrupt one is a one-line error naming it."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{path}: {what} is not valid JSON ({exc}): the table is corrupt; rebuild it or import a "
+                         "good copy") from None
+
+
+def _runtime_key(row: Sequence[Any], path: Path) -> "RuntimeKey":
+    """A stored runtime configuration (name, provider, threads, precision, batch), checked."""
+    name, provider, threads, precision, batch = row
+    if not all(isinstance(v, str) for v in (name, provider, precision)) or not all(
+            isinstance(v, int) and v >= 1 for v in (threads, batch)):
+        raise ValueError(f"{path}: runtime {tuple(row)!r} is corrupt (threads and batch must be positive integers); "
+                         "rebuild the table or import a good copy")
+    return RuntimeKey(name, provider, threads, precision, batch)
+
+
+def _imported_runtime(data: Mapping[str, Any], path: Path) -> "RuntimeKey":
+    """The runtime configuration of an imported row, checked like a stored one."""
+    return _runtime_key([data[k] for k in ("name", "provider", "threads", "precision", "batch")], path)
 
 
 def spec_id(spec: Mapping[str, Any]) -> str:
@@ -191,7 +218,7 @@ class LatencyTable:
                 row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
+                elif str(row[0]) != str(SCHEMA_VERSION):
                     raise ValueError(f"{self.path} has table schema version {row[0]}; this ofa-kit reads version "
                                      f"{SCHEMA_VERSION} only")
         except sqlite3.DatabaseError as exc:
@@ -218,7 +245,7 @@ class LatencyTable:
             except sqlite3.DatabaseError as exc:
                 db.close()
                 raise ValueError(f"{self.path} is not a latency table (SQLite): {exc}") from None
-            if row is None or int(row[0]) != SCHEMA_VERSION:
+            if row is None or str(row[0]) != str(SCHEMA_VERSION):
                 db.close()
                 raise ValueError(f"{self.path} has table schema version {row and row[0]}; this ofa-kit reads "
                                  f"version {SCHEMA_VERSION} only")
@@ -276,6 +303,12 @@ class LatencyTable:
         """Store layer measurements (one transaction); a key measured again is replaced."""
         if not items:
             return
+        check_name(device, "device name")
+        for key, m in items:
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"layer key {key!r} must be a non-empty string")
+            for f in STATS:
+                _number(getattr(m.stats, f), f"layer {key!r} of {device} has {f}", self.path, "nothing stored")
         with self._write() as db:
             dev = self._device_id(db, device, items[0][1].device, True)
             rows = []
@@ -297,6 +330,13 @@ class LatencyTable:
         control characters (a newline) or surrounding spaces, or one longer than 200 characters.
         """
         check_name(name, "recipe name")
+        try:
+            json.dumps(spec, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"spec of recipe {name!r} is not plain JSON ({exc}); allowed: MobileNetV3Spec.to_dict()"
+                             ) from None
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"spec of recipe {name!r} is {spec!r}; allowed: a dict (MobileNetV3Spec.to_dict())")
         sid = spec_id(spec)
         with self._write() as db:
             row = db.execute("SELECT spec_id FROM recipes WHERE name = ?", (name,)).fetchone()
@@ -341,24 +381,32 @@ class LatencyTable:
             "JOIN runtimes r ON r.id = x.runtime_id WHERE d.name = ? AND r.name = ? AND r.provider = ? AND "
             "r.threads = ? AND r.precision = ? AND r.batch = ? AND x.spec_id = ? ORDER BY x.measured_at",
             (device, *asdict(runtime).values(), sid)).fetchall()
-        return [{"ratio": r[0], **json.loads(r[1]), "measured_at": r[2]} for r in rows]
+        return [{"ratio": r[0], **_json(r[1], "a drift check", self.path), "measured_at": r[2]} for r in rows]
 
     def devices(self) -> dict[str, DeviceInfo]:
         """Devices in the table with their hardware description."""
         rows = self._db.execute("SELECT name, info FROM devices ORDER BY name").fetchall()
-        return {n: DeviceInfo.from_dict(json.loads(i)) for n, i in rows}
+        out = {}
+        for n, i in rows:
+            info = _json(i, f"the description of device {n!r}", self.path)
+            try:
+                out[n] = DeviceInfo.from_dict(info)
+            except (TypeError, AttributeError) as exc:
+                raise ValueError(f"{self.path}: the description of device {n!r} is corrupt ({exc}); rebuild the "
+                                 "table or import a good copy") from None
+        return out
 
     def runtimes(self) -> list[RuntimeKey]:
         """Runtime configurations in the table."""
         rows = self._db.execute("SELECT name, provider, threads, precision, batch FROM runtimes ORDER BY 1, 2, 3")
-        return [RuntimeKey(*r) for r in rows.fetchall()]
+        return [_runtime_key(r, self.path) for r in rows.fetchall()]
 
     def recipe(self, name: str) -> dict[str, Any]:
         """The spec dict recorded for ``name``."""
         row = self._db.execute("SELECT spec FROM recipes WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise ValueError(f"recipe {name!r} has no table in {self.path}; tables exist for: {self.recipes()}")
-        return json.loads(row[0])
+        return _json(row[0], f"the spec of recipe {name!r}", self.path)
 
     def recipes(self) -> list[str]:
         """Recipes with a recorded spec."""
@@ -382,7 +430,7 @@ class LatencyTable:
         for r in rows:
             for i, col in enumerate(STATS + ("measured_at",), start=7):
                 _number(r[i], f"entry {r[6]!r} of {r[0]} has {col}", self.path)
-        out = [Entry(r[0], RuntimeKey(*r[1:6]), *r[6:]) for r in rows]
+        out = [Entry(r[0], _runtime_key(r[1:6], self.path), *r[6:]) for r in rows]
         if keys is not None:
             wanted = set(keys)
             out = [e for e in out if e.key in wanted]
@@ -394,7 +442,7 @@ class LatencyTable:
             "SELECT c.model FROM corrections c JOIN devices d ON d.id = c.device_id JOIN runtimes r ON "
             "r.id = c.runtime_id WHERE d.name = ? AND r.name = ? AND r.provider = ? AND r.threads = ? AND "
             "r.precision = ? AND r.batch = ? AND c.spec_id = ?", (device, *asdict(runtime).values(), sid)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else _json(row[0], f"the correction of {device}", self.path)
 
     def _cal_extra(self, prefix: str) -> str:
         """The calibration columns added later, as a SELECT suffix ("" on an old table opened read-only)."""
@@ -462,27 +510,37 @@ class LatencyTable:
         measurements.
         """
         data = path_or_data
+        if not isinstance(data, (Mapping, str, os.PathLike)):
+            raise ValueError(f"import {str(data)[:80]!r}: allowed: a JSON export's path, a .sqlite table's path or "
+                             "the export's dict")
         if not isinstance(data, Mapping):
             p = Path(data)
             if p.suffix in (".sqlite", ".db"):
-                with LatencyTable(p) as other:
+                if not p.is_file():
+                    raise ValueError(f"latency table {p} does not exist (or is not a file); nothing to import")
+                with LatencyTable(p, readonly=True) as other:
                     data = other.to_json()
             else:
                 try:
-                    data = json.loads(p.read_text())
-                except (OSError, json.JSONDecodeError) as exc:
+                    data = json.loads(p.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                     raise ValueError(f"cannot read latency table JSON {p}: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"not an ofa-kit latency table export: a JSON {type(data).__name__}, not an object")
         if data.get("format") != "ofakit-latency-table" or data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"not an ofa-kit latency table export (schema {SCHEMA_VERSION}): "
                              f"format={data.get('format')!r}, schema_version={data.get('schema_version')!r}")
         try:
             names = self._import_names(data, dict(rename or {}))
-            return MergeReport(self._merge(data, names), {k: v for k, v in names.items() if k != v})
+            src = Path("<dict>") if isinstance(path_or_data, Mapping) else Path(path_or_data)
+            return MergeReport(self._merge(data, names, src), {k: v for k, v in names.items() if k != v})
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed latency table export: {type(exc).__name__} {exc}") from None
 
     def _import_names(self, data: Mapping[str, Any], rename: dict[str, str]) -> dict[str, str]:
         """Incoming device name -> the name it gets here (see :meth:`import_json`)."""
+        for new in rename.values():
+            check_name(new, "--as device name")
         unknown = sorted(set(rename) - set(data["devices"]))
         if unknown:
             raise ValueError(f"--as names device(s) {unknown} that the import does not hold; it holds "
@@ -490,7 +548,7 @@ class LatencyTable:
         mine, names = self.devices(), {}
         for name, info in data["devices"].items():
             incoming = DeviceInfo.from_dict(info)
-            target = rename.get(name, name)
+            target = check_name(rename.get(name, name), "imported device name")
             if target in mine and mine[target].fingerprint != incoming.fingerprint:
                 if name in rename:
                     raise ValueError(f"--as {name}={target}: {target!r} is another machine in {self.path} "
@@ -501,17 +559,23 @@ class LatencyTable:
             names[name] = target
         return names
 
-    def _merge(self, data: Mapping[str, Any], names: Mapping[str, str]) -> int:
+    def _merge(self, data: Mapping[str, Any], names: Mapping[str, str], src: Path) -> int:
         changed = 0
         with self._write() as db:
             for name, spec in data.get("recipes", {}).items():
+                check_name(name, "imported recipe name")
+                MobileNetV3Spec.from_dict(spec)  # a malformed spec is refused, not stored
                 db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?, ?)",
                            (name, spec_id(spec), json.dumps(spec), time.time()))
             for name, info in data["devices"].items():
                 self._device_id(db, names[name], DeviceInfo.from_dict(info), True)
             for e in data["entries"]:
+                if not isinstance(e.get("key"), str) or not e["key"]:
+                    raise ValueError(f"imported entry key {e.get('key')!r} must be a non-empty string")
+                for f in (*STATS, "measured_at", "load_avg"):
+                    _number(e[f], f"entry {e['key']!r} has {f}", src, "nothing imported")
                 dev = self._device_id(db, names[e["device"]], None, True)
-                rt = self._runtime_id(db, RuntimeKey(**e["runtime"]), True)
+                rt = self._runtime_id(db, _imported_runtime(e["runtime"], src), True)
                 cur = db.execute("SELECT measured_at FROM entries WHERE device_id = ? AND runtime_id = ? AND key = ?",
                                  (dev, rt, e["key"])).fetchone()
                 if cur is None or cur[0] < e["measured_at"]:
@@ -520,8 +584,10 @@ class LatencyTable:
                                 e["fingerprint"], e["protocol"], e["load_avg"]))
                     changed += 1
             for c in data.get("calibrations", []):
+                for f in ("measured_ms", "measured_at"):
+                    _number(c[f], f"calibration subnet has {f}", src, "nothing imported")
                 dev = self._device_id(db, names[c["device"]], None, True)
-                rt = self._runtime_id(db, RuntimeKey(**c["runtime"]), True)
+                rt = self._runtime_id(db, _imported_runtime(c["runtime"], src), True)
                 cur = db.execute("SELECT measured_at FROM calibrations WHERE device_id = ? AND runtime_id = ? AND "
                                  "spec_id = ? AND subnet = ?", (dev, rt, c["spec_id"], c["subnet"])).fetchone()
                 if cur is None or cur[0] < c["measured_at"]:
