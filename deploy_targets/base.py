@@ -13,6 +13,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -24,6 +25,7 @@ from elastic import Registry
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_OPSET = 30  # far above any onnx release's newest opset; a typo such as 170 is refused
 MAX_INPUT_ELEMENTS = 2 ** 26  # 256 MiB of float32: far beyond any subnet input, well within this machine
 
 
@@ -60,15 +62,19 @@ class ExportSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.module, nn.Module):
+            raise ValueError(f"module={type(self.module).__name__} must be a torch.nn.Module")
+        if not isinstance(self.out, (str, PathLike)) or not str(self.out).strip():
+            raise ValueError(f"out={self.out!r} must be the artifact's path")
         object.__setattr__(self, "out", Path(self.out))
-        shape = tuple(self.input_shape)
-        if len(shape) != 4 or any(not isinstance(v, int) or v < 1 for v in shape):
+        shape = tuple(self.input_shape) if isinstance(self.input_shape, (tuple, list)) else ()
+        if len(shape) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
             raise ValueError(f"input_shape={self.input_shape!r} must be four positive integers (N, C, H, W)")
         object.__setattr__(self, "input_shape", shape)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not supported; allowed: {list(PRECISIONS)}")
-        if not isinstance(self.opset, int) or self.opset < 17:
-            raise ValueError(f"opset={self.opset!r} is not supported; allowed: 17 or newer")
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 17 <= self.opset <= MAX_OPSET:
+            raise ValueError(f"opset={self.opset!r} is not supported; allowed: 17 to {MAX_OPSET}")
         if isinstance(self.atol, bool) or not isinstance(self.atol, (int, float)) or not 0 <= self.atol < math.inf:
             raise ValueError(f"atol={self.atol!r} must be a finite number >= 0")
         if not isinstance(self.dynamic_batch, bool):
@@ -76,10 +82,15 @@ class ExportSpec:
         if math.prod(shape) > MAX_INPUT_ELEMENTS:
             raise ValueError(f"input_shape={shape} holds {math.prod(shape):,} values; allowed: at most "
                              f"{MAX_INPUT_ELEMENTS:,}")
-        if self.inputs is not None and tuple(self.inputs.shape[1:]) != shape[1:]:
-            raise ValueError(f"inputs of shape {tuple(self.inputs.shape)} do not match input_shape={shape} (C, H, W)")
         for name, batch in [("inputs", self.inputs), *(("calibration", b) for b in self.calibration)]:
-            if batch is not None and not bool(torch.isfinite(batch).all()):
+            if batch is None:
+                continue
+            if not isinstance(batch, torch.Tensor):
+                raise ValueError(f"{name} is a {type(batch).__name__}; allowed: torch tensors of shape (N, C, H, W)")
+            if batch.dim() != 4 or tuple(batch.shape[1:]) != shape[1:] or batch.shape[0] < 1:
+                raise ValueError(f"{name} of shape {tuple(batch.shape)} do not match input_shape={shape} (C, H, W; "
+                                 "at least one image)")
+            if not bool(torch.isfinite(batch).all()):
                 raise ValueError(f"{name} hold NaN or infinite values; give finite example data")
         if not isinstance(self.options, dict):
             raise ValueError(f"options={self.options!r} must be a dict of target-specific settings")

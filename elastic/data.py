@@ -61,8 +61,13 @@ class DataSource:
 
         A bare directory is recognised by its content (idx files, ``cifar-10-batches-py``, or class folders).
         """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"--data {text!r} is empty; allowed: fashion-mnist[:DIR], imagefolder:DIR, cifar10:DIR "
+                             "or a directory")
         kind, sep, rest = text.partition(":")
         if sep and kind in KINDS:
+            if not rest and kind != "fashion-mnist":
+                raise ValueError(f"--data {text!r} needs a directory: {kind}:DIR")
             return cls(kind, Path(rest) if rest else FMNIST_DIR)
         if text in KINDS:
             if text != "fashion-mnist":

@@ -99,6 +99,9 @@ def _read(path: Path) -> dict[str, Any]:
 
 def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingRecipe:
     """Validate and resolve a recipe mapping (as read from TOML/YAML or from a run's settings)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"recipe {name!r} is {str(data)[:80]!r}; allowed: a table of recipe keys "
+                         f"{sorted(_TOP_KEYS)}")
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ValueError(f"recipe {name!r}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
@@ -115,8 +118,16 @@ def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingR
     strategy = data.get("strategy", "progressive")
     if strategy not in STRATEGIES:
         raise ValueError(f"recipe {name!r}: strategy={strategy!r}; allowed: {list(STRATEGIES)}")
+    source = data_cfg.get("source")
+    if source is not None and (not isinstance(source, str) or not source.strip()):
+        raise ValueError(f"recipe {name!r}: [data] source={source!r} must be a dataset such as fashion-mnist, "
+                         "imagefolder:DIR or cifar10:DIR")
     if "phase" in data:
         phases = [Phase.from_dict(p) for p in data["phase"]]
+        names = [p.name for p in phases]
+        if not phases or len(set(names)) != len(names):
+            raise ValueError(f"recipe {name!r}: [[phase]] names {names} must be distinct, and at least one phase "
+                             "is required")
     else:
         sched = dict(data.get("schedule", {}))
         try:

@@ -75,8 +75,15 @@ class CheckpointContext:
         data = self.meta.get("training", {}).get("data")
         if not data:
             raise ValueError(f"checkpoint {self.name} records no training data; it cannot be specialised here")
-        return load_splits(DataSource(data["kind"], Path(data["path"])), val_size=data["val_size"], seed=data["seed"],
-                           train_limit=data.get("train_limit"), preprocess=self.meta.get("preprocess"))
+        try:
+            source = DataSource(data["kind"], Path(data["path"]))
+            val_size, seed = data["val_size"], data["seed"]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"checkpoint {self.name}: its metadata's training data {str(data)[:80]!r} is malformed "
+                             f"({type(exc).__name__}: {exc}); allowed: kind, path, val_size, seed as `ofakit train` "
+                             "writes them") from None
+        return load_splits(source, val_size=val_size, seed=seed, train_limit=data.get("train_limit"),
+                           preprocess=self.meta.get("preprocess"))
 
     @cached_property
     def calib(self) -> TensorDataset:

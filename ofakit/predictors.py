@@ -61,6 +61,20 @@ class AccuracyPredictor(ABC):
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted accuracies of encodings ``x``."""
 
+    def _xy(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``x`` and ``y`` checked for :meth:`fit`: as many finite labels as rows, at least two."""
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or len(y) < 2:
+            raise ValueError(f"{self.name} fit on x of shape {x.shape} and y of shape {y.shape}; allowed: x [N, F] "
+                             "and y [N], N >= 2")
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise ValueError(f"{self.name} fit on NaN or infinite values; allowed: finite encodings and accuracies")
+        return x, y
+
+    def _check_fitted(self, attr: str) -> None:
+        if not hasattr(self, attr):
+            raise ValueError(f"the {self.name} accuracy predictor is not fitted; call fit(x, y) first")
+
     def predict_batch(self, batch: ConfigBatch) -> np.ndarray:
         """Predicted accuracies of a population."""
         return self.predict(self.encoder(batch))
@@ -78,6 +92,7 @@ class GBTPredictor(AccuracyPredictor):
     def fit(self, x: np.ndarray, y: np.ndarray) -> "GBTPredictor":
         from sklearn.ensemble import HistGradientBoostingRegressor
 
+        x, y = self._xy(x, y)
         self.model = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, max_leaf_nodes=15,
                                                    min_samples_leaf=5, l2_regularization=1.0,
                                                    early_stopping=False, random_state=self.seed)
@@ -85,6 +100,7 @@ class GBTPredictor(AccuracyPredictor):
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        self._check_fitted("model")
         return self.model.predict(x)
 
 
@@ -100,6 +116,7 @@ class MLPPredictor(AccuracyPredictor):
     hidden, layers, epochs, lr = 400, 3, 300, 1e-3
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> "MLPPredictor":
+        self._xy(x, y)
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
         dims = [x.shape[1]] + [self.hidden] * self.layers
@@ -132,6 +149,7 @@ class MLPPredictor(AccuracyPredictor):
         return pred
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        self._check_fitted("weights")
         h = np.asarray(x, dtype=np.float32)
         for i, (w, b) in enumerate(self.weights):
             h = h @ w

@@ -76,6 +76,9 @@ class Candidate:
         return {"config": self.config.to_dict(), "predicted_accuracy": self.accuracy, "metrics": self.metrics}
 
 
+MAX_POPULATION, MAX_GENERATIONS = 100_000, 100_000  # a search of minutes at most, not of days or terabytes
+
+
 @dataclass(frozen=True)
 class EvolutionSettings:
     """OFA's evolution hyper-parameters (its defaults), plus the bound on repeated mutation attempts."""
@@ -89,12 +92,15 @@ class EvolutionSettings:
     retries: int = 30
 
     def __post_init__(self) -> None:
-        if self.population < 4 or self.generations < 1:
-            raise ValueError(f"population={self.population} and generations={self.generations} are too small; "
-                             "allowed: population >= 4, generations >= 1")
+        for name, low, top in (("population", 4, MAX_POPULATION), ("generations", 1, MAX_GENERATIONS),
+                               ("retries", 1, 1000)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= top:
+                raise ValueError(f"{name}={v!r} must be an integer; allowed: {low} to {top}")
         for name in ("parent_ratio", "mutation_ratio", "mutate_prob", "r_mutate_prob"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be within (0, 1]")
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise ValueError(f"{name}={v!r} must be a number; allowed: (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,14 @@ class Budget:
     ms: float
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.ms, (int, float)) and math.isfinite(self.ms) and self.ms > 0):
+        if isinstance(self.ms, bool) or not (isinstance(self.ms, (int, float)) and math.isfinite(self.ms)
+                                             and self.ms > 0):
             raise ValueError(f"latency budget {self.ms!r} ms must be a positive number")
+        for name in ("device", "runtime"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v.strip() or v != v.strip():
+                raise ValueError(f"budget {name}={v!r} is not allowed: give a name without surrounding spaces "
+                                 "(device: 'local' or an agent URL; runtime: e.g. onnxruntime)")
 
     @property
     def metric_name(self) -> str:
@@ -49,6 +55,8 @@ class Budget:
     @classmethod
     def parse(cls, text: str) -> "Budget":
         """``DEVICE,RUNTIME,MS`` (e.g. ``http://jetson:8470,tensorrt,20``)."""
+        if not isinstance(text, str):
+            raise ValueError(f"budget {text!r} must be a string DEVICE,RUNTIME,MS, e.g. local,onnxruntime,2.5")
         parts = text.rsplit(",", 2)
         if len(parts) != 3:
             raise ValueError(f"budget {text!r} must be DEVICE,RUNTIME,MS, e.g. local,onnxruntime,2.5")
