@@ -63,6 +63,9 @@ def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback
                                               help="Connections served at once (each holds a thread); "
                                                    "more are answered 503.")) -> None:
     """Serve measurements of uploaded ONNX / mlpackage / engine artifacts until Ctrl-C."""
+    if not host.strip():
+        raise _fail("--host '' would listen on every interface; allowed: an address such as 127.0.0.1 (the "
+                    "default) or, deliberately, 0.0.0.0")
     token = _read_token(token_file)
     if not 0 < max_mb <= 1 << 20:
         raise _fail(f"--max-mb={max_mb} must be a number of MiB from 0 to {1 << 20}")

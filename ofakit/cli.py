@@ -14,7 +14,7 @@ from rich.table import Table
 import model_zoo
 from ofakit.agent_cmd import agent_app
 from ofakit.demo_cmd import demo
-from ofakit.profile_cmd import fail, profile_app
+from ofakit.profile_cmd import fail, path_option, profile_app
 from ofakit.search_cmd import export, search, ship_cmd
 from ofakit.summary import extraction_check, recipe_summary
 
@@ -88,7 +88,8 @@ def zoo_recipes(as_json: bool = typer.Option(False, "--json", help="Print JSON f
 
 
 @app.command()
-def parity(configs: int = typer.Option(20, help="Random subnets for the OFA parity check."),
+def parity(configs: int = typer.Option(20, min=1, max=10000,
+                                       help="Random subnets for the OFA parity check."),
            as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Engine checks: supernet summary, extraction parity and parity with the reference `ofa` package."""
     result: dict = {"recipes": [recipe_summary(n) for n in model_zoo.list_supernets()]}
@@ -132,7 +133,8 @@ def parity(configs: int = typer.Option(20, help="Random subnets for the OFA pari
 def train(recipe: str = typer.Option(None, help="Built-in recipe name (see `ofakit zoo recipes`) or a .toml/.yaml file."),
           data: str = typer.Option(None, help="fashion-mnist[:DIR], imagefolder:DIR, cifar10:DIR or a directory; "
                                               "default: the recipe's."),
-          out: Path = typer.Option(..., help="Run directory (checkpoints, metrics.jsonl, accuracy.png, supernet)."),
+          out: Path = typer.Option(..., help="Run directory (checkpoints, metrics.jsonl, accuracy.png, supernet).",
+                                   parser=path_option),
           resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
           limit: int = typer.Option(None, min=1, help="Use only this many training images (quick runs)."),
           val_size: int = typer.Option(None, "--val-size", min=1,

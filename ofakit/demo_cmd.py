@@ -19,9 +19,9 @@ from deploy_targets import ExporterUnavailable, get_exporter
 from elastic.batch import ConfigBatch
 from elastic.evaluate import paired_gain
 from ofakit.plots import plot_front
-from ofakit.profile_cmd import _run_build, fail, resolve_recipe
+from ofakit.profile_cmd import _run_build, fail, path_option, resolve_recipe
 from ofakit.search import BudgetError, fastest_candidate
-from ofakit.search_cmd import DEFAULT_CHECKPOINT, DRIFT, MEASURE, drift_json, specializer
+from ofakit.search_cmd import DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, drift_json, specializer
 from ofakit.ship import export_subnet, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
@@ -33,16 +33,22 @@ NOISE_SE = 2.0  # an accuracy gain counts when it exceeds 2 paired standard erro
 
 
 def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path."),
-         workdir: Path = typer.Option(Path("ofakit-demo"), help="Table, artifacts and plots go here."),
+         workdir: Path = typer.Option(Path("ofakit-demo"), help="Table, artifacts and plots go here.",
+                                      parser=path_option),
          runtime: str = typer.Option("onnxruntime", help="Runtime to profile and measure with."),
          samples: int = typer.Option(300, help="Measured subnets for the accuracy predictor (cached)."),
          coreml: bool = typer.Option(True, help="Also convert every pick to CoreML."),
          measure: bool = MEASURE, drift: bool = DRIFT,
          as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Specialise the zoo supernet for three latency budgets on this machine and ship each one."""
-    workdir.mkdir(parents=True, exist_ok=True)
     table = workdir / "lut.sqlite"
     try:
+        if not 2 <= samples <= MAX_SAMPLES:  # before the table's minutes of measuring, not after them
+            raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES}")
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--workdir {workdir}: {exc.strerror or exc}; give a directory") from None
         name, spec = resolve_recipe(checkpoint, None)
         build = _run_build(table, name, spec, runtime, LOCAL, None, BuildSettings(), as_json)
         spz = specializer(checkpoint, table, [Budget(LOCAL, runtime, 1.0)], samples, 0, as_json, drift)

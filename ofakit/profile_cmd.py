@@ -47,6 +47,13 @@ def existing_table(table: Path) -> Path:
     return table
 
 
+def path_option(text: str | Path) -> Path:
+    """Parse a path option; an empty one is a usage error (typer would turn it into ``.``, the current folder)."""
+    if not str(text).strip():
+        raise typer.BadParameter("'' is empty; give a path")
+    return Path(text)
+
+
 def fail(exc: Exception) -> None:
     """Print ``error: ...`` on one line and exit with status 2."""
     if isinstance(exc, OSError) and exc.filename:  # e.g. an output path that is a directory or unwritable
@@ -313,9 +320,11 @@ def _check_drifts(table: Path, summary: dict, token: str | None) -> list[str]:
 
 @profile_app.command("export")
 def export(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file."),
-           out: Path = typer.Option(..., help="JSON file to write (atomically).")) -> None:
+           out: Path = typer.Option(..., help="JSON file to write (atomically).", parser=path_option)) -> None:
     """Write a table as JSON to share it."""
     try:
+        if out.resolve() == table.resolve():
+            raise CliError(f"--out {out} is the table itself; give another file for the JSON")
         with LatencyTable(existing_table(table), readonly=True) as t:
             t.export_json(out)
     except OSError as exc:
@@ -339,6 +348,8 @@ def import_(sources: list[Path] = typer.Argument(..., help="JSON exports or .sql
             old, sep, new = item.partition("=")
             if not sep or not old or not new:
                 raise CliError(f"--as {item!r} must be OLD=NEW (e.g. local=lab-pc)")
+            if old in rename:
+                raise CliError(f"--as {item!r}: device {old!r} is already renamed to {rename[old]!r}; give it once")
             rename[old] = new
         with LatencyTable(table) as t:
             for src in sources:

@@ -16,7 +16,7 @@ from deploy_targets import ExporterUnavailable, get_exporter, list_exporters
 from elastic import SubnetConfig
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
-from ofakit.profile_cmd import _token, fail
+from ofakit.profile_cmd import _token, fail, path_option
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.ship import TIMING_ERRORS, export_subnet, measured_choice, ship, time_candidates
 from ofakit.specialize import Budget, Specializer
@@ -44,6 +44,7 @@ DRIFT = typer.Option(False, "--drift-check/--no-drift-check",
                           "(opt-in until validated: see benchmarks/RESULTS.md, bench_picks).")
 
 
+MAX_RETRIES = 100  # closed-loop re-searches: each exports and measures an artifact
 MAX_SAMPLES = 20000  # measured subnets for the accuracy predictor: ~1-5 s each, so 20,000 is a day of work
 
 
@@ -145,7 +146,8 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
            samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT,
            measure: bool = MEASURE,
            token_file: Path = typer.Option(None, help="Agent token file (budgets on agent URLs)."),
-           out: Path = typer.Option(Path("ofakit-search"), help="Directory for subnet.json and front.png."),
+           out: Path = typer.Option(Path("ofakit-search"), help="Directory for subnet.json and front.png.",
+                                    parser=path_option),
            as_json: bool = JSON) -> None:
     """The most accurate subnet within a latency budget, as JSON plus a front PNG.
 
@@ -278,7 +280,7 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
                                                           "default: the one the --subnet file names."),
            subnet: Path = typer.Option(..., help="Subnet JSON (a SubnetConfig or `ofakit search` output)."),
            target: str = typer.Option("onnx", help="Exporter: onnx, coreml, tensorrt, openvino."),
-           out: Path = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml)."),
+           out: Path = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml).", parser=path_option),
            precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (as the target supports)."),
            dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Let the batch dimension vary."),
            device: str = typer.Option(LOCAL, help="TensorRT only: build the engine on this agent URL's GPU."),
@@ -334,7 +336,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
              also: Optional[list[str]] = ALSO, max_macs: Optional[float] = MAX_MACS,
              max_params: Optional[float] = MAX_PARAMS,
              target: str = typer.Option("onnx", help="Exporter of the shipped artifact."),
-             out: Path = typer.Option(..., help="Artifact path."),
+             out: Path = typer.Option(..., help="Artifact path.", parser=path_option),
              retries: int = typer.Option(3, help="Re-searches after a missed budget."),
              token_file: Path = typer.Option(None, help="Agent token file (remote devices)."),
              samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, measure: bool = MEASURE,
@@ -343,8 +345,9 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
         caps = _caps(max_macs, max_params)
-        if retries < 0:
-            raise ValueError(f"--retries {retries} must be >= 0")
+        if not 0 <= retries <= MAX_RETRIES:
+            raise ValueError(f"--retries {retries} must be >= 0 and at most {MAX_RETRIES} (each one exports and "
+                             "measures a subnet)")
         if target not in list_exporters():  # before the search's minutes, not after them
             raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
         suffix = get_exporter(target).suffix
