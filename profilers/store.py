@@ -570,8 +570,8 @@ class LatencyTable:
             for name, info in data["devices"].items():
                 self._device_id(db, names[name], DeviceInfo.from_dict(info), True)
             for e in data["entries"]:
-                if not isinstance(e.get("key"), str) or not e["key"]:
-                    raise ValueError(f"imported entry key {e.get('key')!r} must be a non-empty string")
+                if not isinstance(e["key"], str) or not e["key"]:  # a missing one: "malformed ... KeyError"
+                    raise ValueError(f"imported entry key {e['key']!r} must be a non-empty string")
                 for f in (*STATS, "measured_at", "load_avg"):
                     _number(e[f], f"entry {e['key']!r} has {f}", src, "nothing imported")
                 dev = self._device_id(db, names[e["device"]], None, True)

@@ -183,7 +183,7 @@ API_CASES = [  # (id, call(tmp_path), expected ValueError message)
         {"name": "a", "epochs": 1, "lr": 0.1}, {"name": "a", "epochs": 1, "lr": 0.1}]}), "must be distinct"),
     ("training recipe resolutions negative", lambda t: recipe_from_dict(
         {**RECIPE, "supernet_options": {"resolutions": [-1]}}), "resolutions=[-1]"),
-    ("checkpoint's training data malformed", lambda t: _nodata(t).splits, "training data {'kind'"),
+    ("checkpoint's training data malformed", lambda t: _nodata(t).splits, "training data \"{'kind'"),
     ("data source empty", lambda t: DataSource.parse(""), "--data '' is empty"),
     ("data imagefolder without a folder", lambda t: DataSource.parse("imagefolder:"), "needs a directory"),
 ]
