@@ -1,6 +1,6 @@
 """Is the supernet worth it? Its subnets against the plain alternative, measured (issue 12, part 1).
 
-On a zoo checkpoint (default ``ofa_mbv3_tiny_d1234_e2346_k357.fmnist``):
+On a zoo checkpoint (default ``ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2``):
 
 1. **Peers.** torchvision MobileNetV3-small and -large (one-channel stem, 10 classes) are trained the
    ordinary way on the checkpoint's training data, with its recipe's epochs, learning rate, warm-up,
@@ -187,7 +187,7 @@ def plot(result: dict[str, Any], path: Path, title: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="ofa_mbv3_tiny_d1234_e2346_k357.fmnist")
+    ap.add_argument("--checkpoint", default="ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2")
     ap.add_argument("--work", type=Path, default=Path("runs/peers"), help="peer training runs (resumable)")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated, or 'none' (the subnets' goals only)")
     ap.add_argument("--random", type=int, default=40, help="random subnets in the pool")

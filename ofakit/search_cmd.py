@@ -26,7 +26,7 @@ from profilers.runtimes.remote import AgentError
 
 console = Console(stderr=True)
 
-DEFAULT_CHECKPOINT = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist"
+DEFAULT_CHECKPOINT = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2"
 CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path of a trained supernet.")
 TABLE = typer.Option(Path(DEFAULT_TABLE), help="Latency table (see `ofakit profile build`).")
 DEVICE = typer.Option(LOCAL, help="Device of the budget: 'local' or an agent URL.")
