@@ -189,7 +189,7 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
             ``"origin": "front"`` in the cache (see :func:`cached_front`) and returned after them.
         workers: Processes evaluating subnets side by side, one thread each (forked, so ``evaluate`` and what
             it holds are shared, not copied or pickled; POSIX only, else one). Records are written by this
-            process as they arrive, in completion order.
+            process in the sampled order (a result that is ready early waits for the ones before it).
     """
     path = Path(path)
     want = _want(header, seed)
@@ -246,7 +246,7 @@ def _worker_run(cfg: SubnetConfig) -> tuple[SubnetConfig, Any]:
 @contextmanager
 def _evaluations(evaluate: Callable[[SubnetConfig], Any], todo: list[SubnetConfig],
                  workers: int) -> Iterator[Iterator[tuple[SubnetConfig, Any]]]:
-    """``(cfg, evaluate(cfg))`` for every ``cfg`` of ``todo``: in order in this process, or as they complete in
+    """``(cfg, evaluate(cfg))`` for every ``cfg`` of ``todo``, in order: in this process, or computed by
     ``workers`` forked processes (stopped, not waited for, when the caller stops early or fails)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be a positive integer")
@@ -256,7 +256,7 @@ def _evaluations(evaluate: Callable[[SubnetConfig], Any], todo: list[SubnetConfi
         return
     pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(evaluate,))
     try:
-        yield pool.imap_unordered(_worker_run, todo)
+        yield pool.imap(_worker_run, todo)  # in order: the cache lists subnets as sampled, whoever finishes first
         pool.close()
     finally:
         pool.terminate()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import model_zoo
 from elastic.batch import ConfigBatch, CostGrid
+from elastic.evaluate import loader, top1
 from elastic.fileio import sha256_file
 from ofakit.cli import app
 from ofakit.context import CheckpointContext
