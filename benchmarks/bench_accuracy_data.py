@@ -48,7 +48,7 @@ def main() -> None:
             chunk = cfgs[start:start + args.chunk]
             order = list(runs.items()) if c % 2 == 0 else list(runs.items())[::-1]
             for name, workers in order:
-                ctx._cache.pop("subnets", None)  # nothing measured before is reused (forked workers inherit it)
+                ctx.forget_subnets()  # nothing measured before is reused (forked workers inherit it)
                 path = Path(tmp) / f"{name[:3]}{c}.jsonl"
                 t0 = time.perf_counter()
                 data = build_accuracy_data(ctx.supernet.space, ctx.correct, path, 0, header,

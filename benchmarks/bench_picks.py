@@ -1,16 +1,20 @@
 """Do picks meet their budget when someone else measures them? (issue "A supernet worth specializing", 3)
 
 On the zoo checkpoint and a fresh onnxruntime-CPU table of this machine, for N budgets spread over the
-feasible range, pick a subnet as `ofakit search` does, twice: the predicted pick alone (`--no-measure`) and
-the pick of the measured shortlist (the default: `measured_choice`, with its second round when the first
-one's candidates measure far from their predictions); with ``--drift``, both after the drift check, as
+feasible range, pick a subnet as `ofakit search` does: the predicted pick alone (`--no-measure`), the pick
+of the measured shortlist (the default: `measured_choice`, with its second round when the first one's
+candidates measure far from their predictions, each candidate judged at the table's machine speed by the
+reference subnets timed beside it) and, for comparison, the same shortlist judged by its raw measurements
+(``normalise=False``; the two alternate which is timed first); with ``--drift``, both after the drift check, as
 `ofakit search --drift-check` does. Every pick is exported to ONNX
 as `ofakit export` does. Then an independent timing, written here with plain onnxruntime and
 `time.perf_counter` (not ofa-kit's protocol code), times all exported files interleaved, in rounds, and
 takes each file's median. Printed per method: the share of budgets met (measured <= budget) and met within
 10% measurement noise (<= 1.1 x budget), and the share of the budget used (measured / budget).
 
-    .venv/bin/python benchmarks/bench_picks.py [--budgets 10] [--out benchmarks]
+    .venv/bin/python benchmarks/bench_picks.py [--budgets 10] [--out benchmarks] [--name picks]
+
+The record keeps every budget's timed shortlist (round, predicted and measured ms, machine ratio).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ def main() -> None:
     ap.add_argument("--drift", action="store_true", help="re-time the reference subnets and rescale first")
     ap.add_argument("--budgets", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path("benchmarks"))
+    ap.add_argument("--name", default="picks", help="record file name: <out>/<name>.json")
     args = ap.parse_args()
     ctx = CheckpointContext(args.checkpoint)
     spec = ctx.supernet.spec
@@ -57,12 +62,19 @@ def main() -> None:
         lo = fastest_candidate(spz.space, metric).metrics[metric.name]
         hi = float(metric.fn(ConfigBatch.from_configs(spz.space, [spz.space.largest()]))[0])
         budgets = [Budget(LOCAL, "onnxruntime", float(b)) for b in np.linspace(lo * 1.05, hi * 0.98, args.budgets)]
-        picks: dict[str, list] = {"predicted": [], "measured shortlist": []}
-        for b in budgets:
+        picks: dict[str, list] = {"predicted": [], "measured shortlist": [], "raw shortlist": []}
+        shortlists = []
+        for i, b in enumerate(budgets):
             predicted = spz.search(spz.constraints([b])).best
-            best, _ = measured_choice(spz, [b], lambda cfgs, bb: time_candidates(spz, cfgs, bb))
             picks["predicted"].append(predicted)
-            picks["measured shortlist"].append(best or predicted)
+            record = {"budget_ms": b.ms}
+            order = [("measured shortlist", True), ("raw shortlist", False)]
+            for method, normalise in order if i % 2 == 0 else order[::-1]:  # alternate which one times first
+                best, timed = measured_choice(spz, [b], lambda cfgs, bb: time_candidates(spz, cfgs, bb),
+                                              normalise=normalise)
+                picks[method].append(best or predicted)
+                record[method] = timed
+            shortlists.append(record)
         files = [export_subnet(ctx, c.config, "onnx", tmp / f"{method.split()[0]}_{i}.onnx")[0].path
                  for method, cands in picks.items() for i, c in enumerate(cands)]
         load = load_average()
@@ -76,12 +88,12 @@ def main() -> None:
         summary[method] = {"met": float(np.mean(got <= bud)), "met_within_10pct": float(np.mean(got <= 1.1 * bud)),
                            "used_median": float(np.median(got / bud)), "used_min": float(np.min(got / bud))}
         rows += [{"method": method, "budget_ms": b.ms, "predicted_ms": c.metrics[metric.name], "independent_ms": m,
-                  "config": c.config.to_dict()} for b, c, m in zip(budgets, cands, got)]
+                  "predicted_accuracy": c.accuracy, "config": c.config.to_dict()} for b, c, m in zip(budgets, cands, got)]
     record = {"checkpoint": args.checkpoint, "table_build_s": build_s, "drift": drift, "range_ms": [lo, hi],
               "load_avg": load, "device": local_device().to_dict(), "summary": summary, "rows": rows,
-              "at": time.strftime("%Y-%m-%d %H:%M")}
+              "shortlists": shortlists, "at": time.strftime("%Y-%m-%d %H:%M")}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "picks.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"{len(budgets)} budgets over {lo:.3f}-{hi:.3f} ms (predicted range), drift "
           f"{'not checked' if drift is None else f'{drift:.3f}'}, load {load:.2f}")
     for method, s in summary.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -19,18 +20,18 @@ _OFA_FIELDS = ("ks", "e", "d")
 
 def _as_int(name: str, i: int | None, v: Any) -> int:
     where = f"{name}[{i}]" if i is not None else name
-    if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, float) and v.is_integer():
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        if isinstance(v, numbers.Real) and math.isfinite(v) and float(v).is_integer():
             v = int(v)
         else:
             raise ValueError(f"SubnetConfig.{where}={v!r} must be a positive integer")
     if v <= 0:
         raise ValueError(f"SubnetConfig.{where}={v!r} must be a positive integer")
-    return v
+    return int(v)
 
 
 def _as_ratio(i: int, v: Any) -> int | float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
         raise ValueError(f"SubnetConfig.e[{i}]={v!r} must be a positive finite number")
     return int(v) if float(v).is_integer() else float(v)
 

@@ -118,13 +118,13 @@ class SearchSpace:
         """The widest, deepest subnet with the largest kernels (at the largest resolution by default)."""
         n = self.n_blocks
         return SubnetConfig(ks=(max(self.ks),) * n, e=(max(self.e),) * n, d=(max(self.d),) * self.n_stages,
-                            r=max(self.r) if r is None else r)
+                            r=max(self.r) if r is None else self._resolution(r))
 
     def smallest(self, r: int | None = None) -> SubnetConfig:
         """The narrowest, shallowest subnet with the smallest kernels (smallest resolution by default)."""
         n = self.n_blocks
         return SubnetConfig(ks=(min(self.ks),) * n, e=(min(self.e),) * n, d=(min(self.d),) * self.n_stages,
-                            r=min(self.r) if r is None else r)
+                            r=min(self.r) if r is None else self._resolution(r))
 
     def sample(self, rng: np.random.Generator, r: int | None = None) -> SubnetConfig:
         """Draw every dimension uniformly and independently, as OFA does (``r`` fixes the resolution)."""
@@ -136,7 +136,13 @@ class SearchSpace:
         d = rng.choice(len(self.d), size=self.n_stages)
         ri = rng.choice(len(self.r))
         return SubnetConfig(ks=tuple(self.ks[i] for i in ks), e=tuple(self.e[i] for i in e),
-                            d=tuple(self.d[i] for i in d), r=self.r[ri] if r is None else r)
+                            d=tuple(self.d[i] for i in d), r=self.r[ri] if r is None else self._resolution(r))
+
+    def _resolution(self, r: Any) -> int:
+        """``r`` if it is one of the space's resolutions; a ``ValueError`` naming the allowed ones otherwise."""
+        if isinstance(r, bool) or r not in self.r:
+            raise ValueError(f"r={r!r} is outside the space; allowed: {list(self.r)}")
+        return int(r)
 
     def canonical(self, cfg: SubnetConfig) -> SubnetConfig:
         """Same architecture with inactive block slots set to the smallest choices.

@@ -9,6 +9,7 @@ registered recipe, refusing a file whose hash or architecture does not match.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -103,6 +104,21 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _check_preprocess(pre: Any, sidecar: Path, channels: int) -> None:
+    """A sidecar's ``preprocess`` record (when there is one): a mean and a positive std per input channel."""
+    if pre is None:
+        return
+    if not isinstance(pre, dict):
+        raise ValueError(f"checkpoint sidecar {sidecar}: 'preprocess' must be an object, got {pre!r}")
+    for key, low in (("mean", -math.inf), ("std", 0.0)):
+        v = pre.get(key)
+        ok = (isinstance(v, list) and len(v) == channels
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) and low < x < math.inf for x in v))
+        if not ok:
+            raise ValueError(f"checkpoint sidecar {sidecar}: preprocess {key}={v!r} must be {channels} finite "
+                             f"number(s){', each > 0' if key == 'std' else ''} (one per input channel)")
+
+
 def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") -> ElasticMobileNetV3:
     """Load a checkpoint (a path, or a zoo name like ``ofa_mbv3_tiny.fmnist``), verifying sha256 and recipe.
 
@@ -132,6 +148,7 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
         diff = [k for k, v in stored.to_dict().items() if spec.to_dict()[k] != v]
         raise ValueError(f"checkpoint {weights} was made with a different '{meta['recipe']}' architecture "
                          f"(fields {diff} differ from the registered recipe)")
+    _check_preprocess(meta.get("preprocess"), sidecar, spec.in_channels)
     try:
         tensors = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError) as exc:

@@ -17,6 +17,7 @@ import typer
 from profilers.agent import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, make_server
 
 log = logging.getLogger(__name__)
+MIN_MB = 0.01  # MiB: the smallest --max-mb accepted
 
 agent_app = typer.Typer(no_args_is_help=True, help="Profiling agent for remote devices.")
 
@@ -67,8 +68,8 @@ def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback
         raise _fail("--host '' would listen on every interface; allowed: an address such as 127.0.0.1 (the "
                     "default) or, deliberately, 0.0.0.0")
     token = _read_token(token_file)
-    if not 0 < max_mb <= 1 << 20:
-        raise _fail(f"--max-mb={max_mb} must be a number of MiB from 0 to {1 << 20}")
+    if not MIN_MB <= max_mb <= 1 << 20:  # below ~10 KiB not even the smallest subnet's ONNX file fits
+        raise _fail(f"--max-mb={max_mb} must be a number of MiB from {MIN_MB} to {1 << 20}")
     if not _is_loopback(host):
         log.warning("binding to non-loopback address %s: anyone on that network who has the token can run "
                     "measurements; prefer an SSH tunnel or a trusted network", host)

@@ -116,6 +116,11 @@ class CheckpointContext:
             nets[cfg] = calibrated_subnet(self.supernet, cfg, loader(self.calib, 500))
         return nets[cfg]
 
+    def forget_subnets(self) -> None:
+        """Drop the kept extracted subnets, so the next :meth:`subnet` call extracts and recalibrates afresh
+        (a benchmark timing that work, or a caller freeing memory)."""
+        self._cache.pop("subnets", None)
+
     def correct(self, cfg: SubnetConfig, split: str = "val") -> np.ndarray:
         """Per-image correctness of ``cfg`` after BatchNorm recalibration on the ``val`` or ``test`` split.
 

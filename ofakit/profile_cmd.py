@@ -139,6 +139,9 @@ def _run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name:
     if runtime_name not in list_runtimes():
         raise CliError(f"--runtime {runtime_name!r} is unknown; allowed: {list_runtimes()}")
     runtime = open_runtime(runtime_name, device, token)
+    reason = runtime.unavailable()  # before the table file is created, so a refusal leaves nothing behind
+    if reason is not None:
+        raise CliError(f"runtime {runtime_name} is unavailable on device {device!r}: {reason}")
     with LatencyTable(table_path) as table, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, disable=quiet) as bar:
@@ -214,7 +217,7 @@ def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table f
     reports = []
     try:
         with LatencyTable(existing_table(table)) as t:
-            recipes = [recipe] if recipe else t.recipes()
+            recipes = [recipe] if recipe is not None else t.recipes()
             specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in recipes}
             configs = sorted({e.runtime for e in t.entries(device)}, key=RuntimeKey.label)
         configs = [rk for rk in configs if runtime in (None, rk.name)]

@@ -48,11 +48,11 @@ MAX_RETRIES = 100  # closed-loop re-searches: each exports and measures an artif
 MAX_SAMPLES = 20000  # measured subnets for the accuracy predictor: ~1-5 s each, so 20,000 is a day of work
 
 
-def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: int, seed: int,
+def specializer(checkpoint: str | CheckpointContext, table: Path, budgets: list[Budget], samples: int, seed: int,
                 quiet: bool, drift: bool = True, token: str | None = None) -> Specializer:
     """Load everything a search needs, with a progress bar while the accuracy dataset is measured (if it is);
     with ``drift``, re-time each budget's reference subnets and rescale its predictor (skipped, with a
-    warning, where the runtime cannot run)."""
+    warning, where the runtime cannot run). ``checkpoint`` is a zoo name or path, or an already loaded one."""
     if not 2 <= samples <= MAX_SAMPLES:  # before the table and the checkpoint are loaded
         raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES} (subnets measured for the "
                          "accuracy predictor, ~1-5 s each)")
@@ -69,7 +69,8 @@ def specializer(checkpoint: str, table: Path, budgets: list[Budget], samples: in
         bar.update(task["t"], completed=done)
 
     try:
-        spz = Specializer(CheckpointContext(checkpoint), table, [(b.device, b.runtime) for b in budgets], samples,
+        ctx = checkpoint if isinstance(checkpoint, CheckpointContext) else CheckpointContext(checkpoint)
+        spz = Specializer(ctx, table, [(b.device, b.runtime) for b in budgets], samples,
                           seed, update)
     finally:
         if task:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -221,20 +221,29 @@ def reading(got: Any) -> tuple[Any, float | None]:
     return (got[0], float(got[1])) if isinstance(got, tuple) else (got, None)
 
 
-def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer
-           ) -> tuple[Candidate | None, list[dict[str, Any]]]:
+def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer,
+           expected: Mapping[str, float] | None = None) -> tuple[Candidate | None, list[dict[str, Any]]]:
     """Measure candidates on every budget's runtime and pick the most accurate one measured within every
-    budget; ``None`` when none is. Returns the pick and one record per candidate."""
-    rows = [{"config": c.config.to_dict(), "predicted_accuracy": c.accuracy, "predicted_ms": {}, "measured_ms": {}}
-            for c in cands]
+    budget; ``None`` when none is. Returns the pick and one record per candidate.
+
+    With ``expected`` (each budget's predictor drift factor, by metric name) and a timer that reports the
+    machine ratio of its moment, a candidate is judged by its measurement at the predictor's machine speed,
+    ``measured / ratio * expected`` (``judged_ms``): the references timed beside it take the moment's speed
+    out, and what is left is the candidate's own cost, which the table may get wrong. Otherwise by the raw
+    measurement.
+    """
+    rows = [{"config": c.config.to_dict(), "predicted_accuracy": c.accuracy, "predicted_ms": {}, "measured_ms": {},
+             "judged_ms": {}} for c in cands]
     for b in budgets:
         ms, ratio = reading(timer([c.config for c in cands], b))
+        scale = expected[b.metric_name] / ratio if expected is not None and ratio is not None else 1.0
         for row, c, m in zip(rows, cands, ms):
             row["predicted_ms"][b.metric_name] = c.metrics[b.metric_name]
             row["measured_ms"][b.metric_name] = m.stats.median_ms
+            row["judged_ms"][b.metric_name] = m.stats.median_ms * scale
             if ratio is not None:
                 row.setdefault("machine_ratio", {})[b.metric_name] = ratio
-    ok = [c for c, row in zip(cands, rows) if all(row["measured_ms"][b.metric_name] <= b.ms for b in budgets)]
+    ok = [c for c, row in zip(cands, rows) if all(row["judged_ms"][b.metric_name] <= b.ms for b in budgets)]
     pick = max(ok, key=lambda c: c.accuracy) if ok else None
     for c, row in zip(cands, rows):
         row["picked"] = c is pick
@@ -244,7 +253,7 @@ def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer
 def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, max_macs: float | None = None,
                     max_params: float | None = None, settings: EvolutionSettings | None = None,
                     search_budgets: Sequence[Budget] | None = None, tried: frozenset[SubnetConfig] = frozenset(),
-                    use: float = USE_BUDGET) -> tuple[Candidate | None, list[dict[str, Any]]]:
+                    use: float = USE_BUDGET, normalise: bool = True) -> tuple[Candidate | None, list[dict[str, Any]]]:
     """The most accurate subnet of a measured shortlist within every budget (``None`` when none is) and one
     record per candidate timed (``round`` 1 or 2).
 
@@ -253,20 +262,25 @@ def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, m
     candidates' own measurements show how far off the predictions are around the budget: a second shortlist
     is searched at each budget divided by the median measured/predicted ratio, its new subnets are timed,
     and the best of both rounds is the pick.
+
+    With ``normalise`` (the default), candidates are judged at the predictor's machine speed
+    (:func:`rerank` with the drift factors): a slow or fast moment during their timing, seen in the
+    reference subnets timed beside them, does not decide the pick; without it, by their raw measurements.
     """
     search_budgets = list(search_budgets or budgets)
     cands = [c for c in spz.shortlist(search_budgets, max_macs, max_params, settings) if c.config not in tried]
     if not cands:
         return None, []
-    best, rows = rerank(cands, budgets, timer)
+    expected = {b.metric_name: spz.latency[b.metric_name].drift for b in budgets} if normalise else None
+    best, rows = rerank(cands, budgets, timer, expected)
     for row in rows:
         row["round"] = 1
     picked = next((r for r in rows if r["picked"]), None)
-    if picked is not None and all(picked["measured_ms"][b.metric_name] >= use * b.ms for b in budgets):
+    if picked is not None and all(picked["judged_ms"][b.metric_name] >= use * b.ms for b in budgets):
         return best, rows
     scaled = []
     for b, sb in zip(budgets, search_budgets):
-        ratio = float(np.median([r["measured_ms"][b.metric_name] / r["predicted_ms"][b.metric_name] for r in rows]))
+        ratio = float(np.median([r["judged_ms"][b.metric_name] / r["predicted_ms"][b.metric_name] for r in rows]))
         scaled.append(Budget(b.device, b.runtime, sb.ms / ratio))
     seen = tried | {c.config for c in cands}
     try:
@@ -275,7 +289,7 @@ def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, m
         more = []
     if not more:
         return best, rows
-    best2, rows2 = rerank(more, budgets, timer)
+    best2, rows2 = rerank(more, budgets, timer, expected)
     for row in rows2:
         row["round"] = 2
     pick = max((c for c in (best, best2) if c is not None), key=lambda c: c.accuracy, default=None)

@@ -574,6 +574,10 @@ class LatencyTable:
                     raise ValueError(f"imported entry key {e['key']!r} must be a non-empty string")
                 for f in (*STATS, "measured_at", "load_avg"):
                     _number(e[f], f"entry {e['key']!r} has {f}", src, "nothing imported")
+                for f in ("runtime_version", "fingerprint", "protocol"):
+                    if not isinstance(e[f], str):
+                        raise ValueError(f"imported entry {e['key']!r} has {f}={e[f]!r} in {src}; allowed: a string "
+                                         "(nothing imported)")
                 dev = self._device_id(db, names[e["device"]], None, True)
                 rt = self._runtime_id(db, _imported_runtime(e["runtime"], src), True)
                 cur = db.execute("SELECT measured_at FROM entries WHERE device_id = ? AND runtime_id = ? AND key = ?",

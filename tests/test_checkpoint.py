@@ -12,13 +12,13 @@ from model_zoo.checkpoint import load_checkpoint, read_checkpoint_meta, save_che
 
 
 def test_round_trip(tiny, tmp_path):
-    path = save_checkpoint(tiny, tmp_path / "sn", metrics={"top1": 0.5}, extra={"preprocess": {"mean": [0.3]}})
+    path = save_checkpoint(tiny, tmp_path / "sn", metrics={"top1": 0.5}, extra={"preprocess": {"mean": [0.3], "std": [0.2]}})
     assert path.name == "sn.safetensors" and (tmp_path / "sn.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sn.json", "sn.safetensors"]  # no temp files left
     meta = read_checkpoint_meta(path)
     assert meta["recipe"] == "ofa_mbv3_tiny" and meta["num_classes"] == 10 and meta["in_channels"] == 1
     assert meta["space"]["ks"] == [3, 5, 7] and meta["metrics"] == {"top1": 0.5}
-    assert meta["preprocess"] == {"mean": [0.3]}
+    assert meta["preprocess"] == {"mean": [0.3], "std": [0.2]}
     loaded = load_checkpoint(tmp_path / "sn").eval()
     for k, v in tiny.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
@@ -56,6 +56,15 @@ def test_recipe_mismatch(tiny, tmp_path):
     meta["recipe"] = "no_such_recipe"
     sidecar.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="unknown supernet recipe 'no_such_recipe'"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("pre, bad", [({"mean": [0.3], "std": [0.0]}, "std"), ({"mean": [0.3], "std": [-1]}, "std"),
+                                      ({"mean": [0.3, 0.1], "std": [0.2]}, "mean"), ({"std": [0.2]}, "mean"),
+                                      ({"mean": [0.3], "std": ["x"]}, "std"), ("rgb", "preprocess")])
+def test_bad_preprocess_record(tiny, tmp_path, pre, bad):
+    path = save_checkpoint(tiny, tmp_path / "sn", extra={"preprocess": pre})
+    with pytest.raises(ValueError, match=f"sn.json.*{bad}"):
         load_checkpoint(path)
 
 

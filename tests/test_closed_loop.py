@@ -184,6 +184,23 @@ def test_rerank_none_within_the_budget():
     assert pick is None and rows[0]["measured_ms"][LAT] == 2.0 and rows[0]["picked"] is False
 
 
+def test_rerank_judges_at_the_predictors_machine_speed():
+    """Timed while the references ran 2x slow, a candidate measured at twice its budget is within it at the
+    predictor's speed; the raw judgement (no drift factors) refuses it. A drift factor of 1.5 (the
+    predictor already expects a slower machine) moves the judged figure with it."""
+    cfg = SubnetConfig((3,) * 16, (3,) * 16, (2,) * 4, 28)
+    cand = Candidate(cfg, 0.5, {LAT: 1.0})
+    budget = Budget("local", "onnxruntime", 1.0)
+    rk = RuntimeKey("onnxruntime", "CPUExecutionProvider")
+    timer = lambda cfgs, b: ([recorded(2.0, rk)], 2.0)  # noqa: E731
+    pick, rows = rerank([cand], [budget], timer, {LAT: 1.0})
+    assert pick is cand and rows[0]["measured_ms"][LAT] == 2.0 and rows[0]["judged_ms"][LAT] == 1.0
+    assert rows[0]["machine_ratio"][LAT] == 2.0
+    assert rerank([cand], [budget], timer)[0] is None
+    pick, rows = rerank([cand], [budget], timer, {LAT: 1.5})
+    assert pick is None and rows[0]["judged_ms"][LAT] == 1.5
+
+
 def test_recalibration_under_drift_stores_the_table_frame(shipyard, tmp_path):
     """With a predictor rescaled for drift (the machine runs 2x slower now), a closed-loop measurement is
     stored divided by the drift, like the samples measured at build time, and the refitted predictor keeps

@@ -144,6 +144,11 @@ API_CASES = [  # (id, call(tmp_path), expected ValueError message)
      "is malformed"),
     ("import threads text", lambda t: _import(t, lambda d: d["entries"][0]["runtime"].update(threads="many")),
      "threads and batch must be positive integers"),
+    ("import protocol not text", lambda t: _import(t, lambda d: d["entries"][0].update(protocol=5)),
+     "has protocol=5"),
+    ("space sample off-space resolution", lambda t: TINY.space.sample(np.random.default_rng(0), r=999),
+     "r=999 is outside the space"),
+    ("space largest off-space resolution", lambda t: TINY.space.largest(r=7), "r=7 is outside the space"),
     ("import a JSON list", lambda t: LatencyTable(t / "x.sqlite").import_json(_write(t, "l.json", "[1]")),
      "a JSON list, not an object"),
     ("import binary", lambda t: LatencyTable(t / "x.sqlite").import_json(_write(t, "b.json", b"\xff\xfe")),
@@ -256,6 +261,10 @@ CLI_CASES = [  # (id, argv with {w} for the work folder, expected message)
     ("profile import: a device renamed twice", ["profile", "import", "{w}/t.sqlite", "--table", "{w}/t.sqlite",
                                                 "--as", "local=a", "--as", "local=b"], "is already renamed"),
     ("agent: empty host", ["agent", "serve", "--host", "", "--token-file", "{w}/a_file"], "--host ''"),
+    ("agent: a vanishing artifact limit", ["agent", "serve", "--max-mb", "1e-300", "--token-file", "{w}/a_file"],
+     "--max-mb=1e-300"),
+    ("profile refresh: empty recipe name", ["profile", "refresh", "--table", "{w}/t.sqlite", "--recipe", ""],
+     "recipe '' has no table"),
     ("profile show: corrupt device row", ["profile", "show", "--table", "{w}/baddev.sqlite"], "is corrupt"),
 ]
 
@@ -282,3 +291,31 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(argv, tmp_path, m
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, argv)
     assert res.exit_code == 2 and "is empty" in res.stderr and not list(tmp_path.iterdir())
+
+
+def test_unavailable_runtime_creates_no_table(work):
+    """A runtime that cannot run here is refused before the table file exists (nothing to clean up)."""
+    res = CliRunner().invoke(app, ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--runtime", "tensorrt",
+                                   "--table", str(work / "new.sqlite")])
+    assert res.exit_code == 2 and "error: runtime tensorrt is unavailable" in res.stderr, res.output
+    assert not (work / "new.sqlite").exists()
+
+
+def test_numpy_numbers_make_a_config():
+    """Configs built from numpy arrays' elements (what a sampler or a sweep yields) are plain ints again."""
+    cfg = SubnetConfig(ks=tuple(np.array(SMALL.ks, dtype=np.int64)), e=tuple(np.array(SMALL.e, dtype=np.float32)),
+                       d=tuple(np.array(SMALL.d, dtype=np.int32)), r=np.int64(SMALL.r))
+    assert cfg == SMALL and type(cfg.r) is int and all(type(k) is int for k in cfg.ks)
+    assert SubnetConfig.from_json(cfg.to_json()) == SMALL
+
+
+def test_demo_refuses_corrupt_weights_before_measuring(tmp_path):
+    """A checkpoint whose weights fail their sha256 stops ``demo`` before the latency table's minutes of timing."""
+    weights, sidecar = checkpoint_paths(model_zoo.resolve_checkpoint(ZOO))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "c.safetensors").write_bytes(bytes(data))
+    shutil.copy(sidecar, tmp_path / "c.json")
+    res = CliRunner().invoke(app, ["demo", "--checkpoint", str(tmp_path / "c"), "--workdir", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "error: sha256 mismatch" in res.stderr, res.output
+    assert not (tmp_path / "d" / "lut.sqlite").exists()

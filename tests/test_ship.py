@@ -29,6 +29,10 @@ def test_context_accuracy_in_onnxruntime_matches_torch(shipyard):
     cfg = ctx.supernet.space.sample(np.random.default_rng(0))
     assert len(ctx.val) == 48 and len(ctx.test) == 48
     ref = top1(ctx.subnet(cfg), loader(ctx.val, 500), cfg.r)
+    kept = ctx.subnet(cfg)
+    assert ctx.subnet(cfg) is kept  # extracted and recalibrated once, then kept...
+    ctx.forget_subnets()
+    assert ctx.subnet(cfg) is not kept  # ...until forgotten
     assert ctx.top1(cfg, "val") == pytest.approx(ref, abs=1 / 48 + 1e-9)  # at most one borderline image flips
     data = ctx.accuracy_data(20)  # 20 sampled subnets, then 13 (2/3 as many) chosen along the predicted front
     assert ctx.accuracy_cache().is_file() and len(data.acc) == 33 and np.all((0 <= data.acc) & (data.acc <= 1))
@@ -151,6 +155,8 @@ def test_demo_ships_three_budgets(shipyard, tmp_path):
     assert checks["every"]["ok"] is all(r["budget_met"] for r in rows)
     within = [abs(r["measured_latency_ms"] / r["predicted_latency_ms"] - 1) <= 0.1 for r in rows]
     assert checks["measured"]["ok"] is all(within) and len(checks["test"]["detail"].split(",")) == 2
+    ratios = [r["machine_ratio"] for r in rows if r["machine_ratio"] is not None]
+    assert checks["measured"]["detail"].count("the table's speed") == len(ratios) and all(x > 0 for x in ratios)
 
 
 def test_paired_gain_counts_only_images_that_differ():
