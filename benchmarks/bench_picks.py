@@ -3,9 +3,9 @@
 On the zoo checkpoint and a fresh onnxruntime-CPU table of this machine, for N budgets spread over the
 feasible range, pick a subnet as `ofakit search` does: the predicted pick alone (`--no-measure`), the pick
 of the measured shortlist (the default: `measured_choice`, with its second round when the first one's
-candidates measure far from their predictions, each candidate judged at the table's machine speed by the
-reference subnets timed beside it) and, for comparison, the same shortlist judged by its raw measurements
-(``normalise=False``; the two alternate which is timed first); with ``--drift``, both after the drift check, as
+candidates measure far from their predictions or use too little of the budget) and, for comparison, the
+same shortlist with each candidate judged at the table's machine speed by the reference subnets timed
+beside it (``normalise=True``; the two alternate which is timed first); with ``--drift``, both after the drift check, as
 `ofakit search --drift-check` does. Every pick is exported to ONNX
 as `ofakit export` does. Then an independent timing, written here with plain onnxruntime and
 `time.perf_counter` (not ofa-kit's protocol code), times all exported files interleaved, in rounds, and
@@ -62,13 +62,13 @@ def main() -> None:
         lo = fastest_candidate(spz.space, metric).metrics[metric.name]
         hi = float(metric.fn(ConfigBatch.from_configs(spz.space, [spz.space.largest()]))[0])
         budgets = [Budget(LOCAL, "onnxruntime", float(b)) for b in np.linspace(lo * 1.05, hi * 0.98, args.budgets)]
-        picks: dict[str, list] = {"predicted": [], "measured shortlist": [], "raw shortlist": []}
+        picks: dict[str, list] = {"predicted": [], "measured shortlist": [], "normalised shortlist": []}
         shortlists = []
         for i, b in enumerate(budgets):
             predicted = spz.search(spz.constraints([b])).best
             picks["predicted"].append(predicted)
             record = {"budget_ms": b.ms}
-            order = [("measured shortlist", True), ("raw shortlist", False)]
+            order = [("measured shortlist", False), ("normalised shortlist", True)]
             for method, normalise in order if i % 2 == 0 else order[::-1]:  # alternate which one times first
                 best, timed = measured_choice(spz, [b], lambda cfgs, bb: time_candidates(spz, cfgs, bb),
                                               normalise=normalise)

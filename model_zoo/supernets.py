@@ -46,6 +46,19 @@ def ofa_mbv3_w12(num_classes: int = 1000, in_channels: int = 3, dropout: float =
     return ofa_mbv3_spec(1.2, num_classes, in_channels, dropout, resolutions)
 
 
+@register_supernet("ofa_mbv3_grey_w1.0")
+def ofa_mbv3_grey_w10(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.1,
+                      resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
+    """OFA-MobileNetV3's width-1.0 space (MobileNetV3-large's widths: stages 24-160, head 960/1280) for small
+    single-channel images: one-channel stem, 10 classes, 16-40 px in 4 px steps.
+
+    The narrow ``ofa_mbv3_tiny_*`` spaces lose to MobileNetV3-small and -large trained alone at equal
+    latency (benchmarks/RESULTS.md, bench_vs_peers): they spend their MACs on depth and kernel size where
+    those models spend them on width. This space has the peers' widths and OFA's elastic dimensions.
+    """
+    return ofa_mbv3_spec(1.0, num_classes, in_channels, dropout, resolutions or range(16, 41, 4))
+
+
 @register_supernet("ofa_mbv3_tiny")
 def ofa_mbv3_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.1,
                   resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:

@@ -37,7 +37,9 @@ Meter = Callable[[SubnetConfig, ExportResult, Budget], "Measurement | tuple[Meas
 measurement and the machine ratio at that moment (see :func:`profilers.drift.measure_referenced`)."""
 SIDECAR_FORMAT = "ofa-kit-artifact"
 UNDER_BUDGET = 0.8  # a pick predicted at >= 80% of its budget that measures under 80% of it wastes the budget
-USE_BUDGET = 0.85  # a measured shortlist whose best candidate uses less of a budget is searched again, rescaled
+USE_BUDGET = 0.9  # a measured shortlist whose best candidate uses less of a budget is searched again, rescaled
+ACCURACY_TIE = 0.0005  # candidates predicted within 0.05 pp of the best tie (far below the predictor's error):
+# of those, the one that uses its budgets most is picked
 SECOND_ROUND = (1.0, 0.95, 0.9)  # fractions of the rescaled budgets searched in a shortlist's second round
 
 
@@ -224,7 +226,8 @@ def reading(got: Any) -> tuple[Any, float | None]:
 def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer,
            expected: Mapping[str, float] | None = None) -> tuple[Candidate | None, list[dict[str, Any]]]:
     """Measure candidates on every budget's runtime and pick the most accurate one measured within every
-    budget; ``None`` when none is. Returns the pick and one record per candidate.
+    budget (of those predicted within :data:`ACCURACY_TIE` of it, the one that uses its budgets most);
+    ``None`` when none is. Returns the pick and one record per candidate.
 
     With ``expected`` (each budget's predictor drift factor, by metric name) and a timer that reports the
     machine ratio of its moment, a candidate is judged by its measurement at the predictor's machine speed,
@@ -243,17 +246,26 @@ def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer,
             row["judged_ms"][b.metric_name] = m.stats.median_ms * scale
             if ratio is not None:
                 row.setdefault("machine_ratio", {})[b.metric_name] = ratio
-    ok = [c for c, row in zip(cands, rows) if all(row["judged_ms"][b.metric_name] <= b.ms for b in budgets)]
-    pick = max(ok, key=lambda c: c.accuracy) if ok else None
+    return _mark_pick(cands, rows, budgets), rows
+
+
+def _mark_pick(cands: Sequence[Candidate], rows: list[dict[str, Any]], budgets: Sequence[Budget]) -> Candidate | None:
+    """The most accurate candidate judged within every budget (of those predicted within
+    :data:`ACCURACY_TIE` of it, the one whose least-used budget is used most); marks ``picked`` in ``rows``."""
+    shares = [[row["judged_ms"][b.metric_name] / b.ms for b in budgets] for row in rows]
+    ok = [(c, min(sh)) for c, sh in zip(cands, shares) if max(sh) <= 1.0]
+    top = max((c.accuracy for c, _ in ok), default=0.0)
+    tied = [(c, use) for c, use in ok if c.accuracy >= top - ACCURACY_TIE]
+    pick = max(tied, key=lambda cu: (cu[1], cu[0].accuracy))[0] if tied else None
     for c, row in zip(cands, rows):
         row["picked"] = c is pick
-    return pick, rows
+    return pick
 
 
 def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, max_macs: float | None = None,
                     max_params: float | None = None, settings: EvolutionSettings | None = None,
                     search_budgets: Sequence[Budget] | None = None, tried: frozenset[SubnetConfig] = frozenset(),
-                    use: float = USE_BUDGET, normalise: bool = True) -> tuple[Candidate | None, list[dict[str, Any]]]:
+                    use: float = USE_BUDGET, normalise: bool = False) -> tuple[Candidate | None, list[dict[str, Any]]]:
     """The most accurate subnet of a measured shortlist within every budget (``None`` when none is) and one
     record per candidate timed (``round`` 1 or 2).
 
@@ -263,9 +275,10 @@ def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, m
     is searched at each budget divided by the median measured/predicted ratio, its new subnets are timed,
     and the best of both rounds is the pick.
 
-    With ``normalise`` (the default), candidates are judged at the predictor's machine speed
-    (:func:`rerank` with the drift factors): a slow or fast moment during their timing, seen in the
-    reference subnets timed beside them, does not decide the pick; without it, by their raw measurements.
+    With ``normalise``, candidates are judged at the predictor's machine speed (:func:`rerank` with the
+    drift factors), so that a slow or fast moment during their timing, seen in the reference subnets timed
+    beside them, does not decide the pick; by default, by their raw measurements (in bench_picks' sixth run
+    the raw judgement used more of the budgets: benchmarks/RESULTS.md).
     """
     search_budgets = list(search_budgets or budgets)
     cands = [c for c in spz.shortlist(search_budgets, max_macs, max_params, settings) if c.config not in tried]
@@ -292,10 +305,7 @@ def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, m
     best2, rows2 = rerank(more, budgets, timer, expected)
     for row in rows2:
         row["round"] = 2
-    pick = max((c for c in (best, best2) if c is not None), key=lambda c: c.accuracy, default=None)
-    for c, row in zip([*cands, *more], [*rows, *rows2]):
-        row["picked"] = c is pick
-    return pick, rows + rows2
+    return _mark_pick([*cands, *more], rows + rows2, budgets), rows + rows2
 
 
 @dataclass

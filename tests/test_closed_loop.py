@@ -201,6 +201,23 @@ def test_rerank_judges_at_the_predictors_machine_speed():
     assert pick is None and rows[0]["judged_ms"][LAT] == 1.5
 
 
+def test_rerank_breaks_an_accuracy_tie_by_budget_use():
+    """Candidates predicted within 0.05 pp of the best are a tie (far below the predictor's error): the one
+    that uses the budget most is picked; a real accuracy difference still wins over budget use."""
+    rk = RuntimeKey("onnxruntime", "CPUExecutionProvider")
+    budget = Budget("local", "onnxruntime", 1.0)
+    cfgs = [SubnetConfig((3,) * 16, (3,) * 16, (d,) * 4, 28) for d in (2, 3, 4)]
+
+    def pick(accs, ms):
+        cands = [Candidate(c, a, {LAT: m}) for c, a, m in zip(cfgs, accs, ms)]
+        got, rows = rerank(cands, [budget], lambda cfgs_, b: [recorded(m, rk) for m in ms])
+        assert [r["picked"] for r in rows].count(True) == (got is not None)
+        return cands.index(got)
+
+    assert pick([0.9003, 0.9000, 0.9001], [0.70, 0.95, 1.20]) == 1  # tie: the 95% one, not the over-budget one
+    assert pick([0.9100, 0.9000, 0.9001], [0.70, 0.95, 0.90]) == 0  # 1 pp more accurate: kept at 70%
+
+
 def test_recalibration_under_drift_stores_the_table_frame(shipyard, tmp_path):
     """With a predictor rescaled for drift (the machine runs 2x slower now), a closed-loop measurement is
     stored divided by the drift, like the samples measured at build time, and the refitted predictor keeps

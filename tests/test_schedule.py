@@ -100,6 +100,12 @@ def test_builtin_recipes_load():
     assert r.supernet == "ofa_mbv3_tiny" and r.phases[0].name == "teacher" and r.train.batch_size == 128
     assert recipe_from_dict(r.to_dict()).to_dict() == r.to_dict()
     assert load_training_recipe("fmnist_tiny_sandwich").phases[0].sampler == "sandwich"
+    for name in names:  # every built-in recipe loads and names a registered supernet
+        rec = load_training_recipe(name)
+        assert rec.name == name and model_zoo.get_spec(rec.supernet, **rec.supernet_options).in_channels >= 1
+    wide = model_zoo.get_spec(load_training_recipe("fmnist_w10_sandwich").supernet)
+    assert wide.in_channels == 1 and wide.num_classes == 10 and wide.r == tuple(range(16, 41, 4))
+    assert [s.width for s in wide.stages] == [24, 40, 80, 112, 160] and wide.feature_mix_width == 1280
 
 
 def test_bad_recipes(tmp_path):
