@@ -9,8 +9,8 @@ from deploy_targets import onnx_export as _onnx  # noqa: F401  (registers the ex
 from deploy_targets import coreml_export as _coreml  # noqa: F401
 from deploy_targets import tensorrt_export as _tensorrt  # noqa: F401
 from deploy_targets import openvino_export as _openvino  # noqa: F401
-from deploy_targets.base import (EXPORTERS, Exporter, ExporterUnavailable, ExportResult, ExportSpec, get_exporter,
-                                 list_exporters, register_exporter)
+from deploy_targets.base import (EXPORTERS, Exporter, ExporterUnavailable, ExportResult, ExportSpec, ParityError,
+                                 get_exporter, list_exporters, register_exporter)
 
-__all__ = ["EXPORTERS", "ExportResult", "ExportSpec", "Exporter", "ExporterUnavailable", "get_exporter",
+__all__ = ["EXPORTERS", "ExportResult", "ExportSpec", "Exporter", "ExporterUnavailable", "ParityError", "get_exporter",
            "list_exporters", "register_exporter"]

@@ -33,6 +33,10 @@ class ExporterUnavailable(RuntimeError):
     """The exporter cannot run on this machine; the message says what it needs."""
 
 
+class ParityError(RuntimeError):
+    """The exported artifact's output differs from PyTorch's beyond the tolerance; nothing was written."""
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     """What to export and how.

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, register_exporter
+from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, register_exporter
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class CoreMLExporter(Exporter):
         diff = float(np.abs(np.asarray(got, dtype=np.float32).reshape(ref.shape) - ref).max())
         tol = spec.atol if spec.precision == "fp32" else max(spec.atol, FP16_REL_TOL * float(np.abs(ref).max()))
         if not diff <= tol:
-            raise RuntimeError(f"CoreML parity check failed: max |coreml - torch| = {diff:.3g} > {tol:.3g} "
+            raise ParityError(f"CoreML parity check failed: max |coreml - torch| = {diff:.3g} > {tol:.3g} "
                                f"({spec.precision}); {spec.out} was not written")
         log.debug("CoreML parity %s: %.3g (tolerance %.3g)", spec.precision, diff, tol)
         return diff

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, register_exporter
+from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, register_exporter
 from elastic.fileio import atomic_path
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -78,7 +78,7 @@ class OnnxExporter(Exporter):
         got = ort_session(data).run(None, {INPUT_NAME: x.numpy()})[0]
         diff = float(np.abs(got - ref).max())
         if not diff <= spec.atol:
-            raise RuntimeError(f"ONNX parity check failed: max |onnxruntime - torch| = {diff:.3g} > atol={spec.atol:g}; "
+            raise ParityError(f"ONNX parity check failed: max |onnxruntime - torch| = {diff:.3g} > atol={spec.atol:g}; "
                                f"{spec.out} was not written")
         with atomic_path(spec.out) as tmp:
             tmp.write_bytes(data)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, register_exporter
+from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, register_exporter
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 
 FP16_REL_TOL = 1e-2
@@ -61,7 +61,7 @@ class OpenVinoExporter(Exporter):
             diff = float(np.abs(got - ref).max())
             tol = spec.atol if spec.precision == "fp32" else max(spec.atol, FP16_REL_TOL * float(np.abs(ref).max()))
             if not diff <= tol:
-                raise RuntimeError(f"OpenVINO parity check failed: max |openvino - torch| = {diff:.3g} > {tol:.3g} "
+                raise ParityError(f"OpenVINO parity check failed: max |openvino - torch| = {diff:.3g} > {tol:.3g} "
                                    f"({spec.precision}); {spec.out} was not written")
             for suffix in (".bin", ".xml"):
                 os.replace(staged.with_suffix(suffix), spec.out.with_suffix(suffix))

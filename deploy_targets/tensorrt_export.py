@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, register_exporter
+from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, register_exporter
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 from deploy_targets.onnx_precision import check_input_shape, input_dims, to_fp16, to_int8_qdq
 from deploy_targets.tensorrt_env import tensorrt_major, tensorrt_unavailable
@@ -333,7 +333,7 @@ def write_checked_engine(spec: ExportSpec, engine: bytes, got: np.ndarray, ref: 
     diff, tol = float(np.abs(np.asarray(got) - np.asarray(ref)).max()), parity_tolerance(spec.precision, spec.atol, ref)
     if not diff <= tol:
         where = f", built on {built_on}" if built_on else ""
-        raise RuntimeError(f"TensorRT parity check failed: max |tensorrt - torch| = {diff:.3g} > {tol:.3g} "
+        raise ParityError(f"TensorRT parity check failed: max |tensorrt - torch| = {diff:.3g} > {tol:.3g} "
                            f"({spec.precision}{where}); {spec.out} was not written")
     with atomic_path(spec.out) as tmp:
         tmp.write_bytes(engine)

@@ -256,7 +256,7 @@ def _opened_image(path: str) -> Iterator[Any]:
     try:
         with Image.open(path) as im:
             yield im
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
 
 
@@ -289,6 +289,16 @@ def _stats_of(dataset: Dataset, indices: list[int]) -> tuple[tuple[float, ...], 
     return tuple(flat.mean(1).tolist()), tuple(flat.std(1).clamp_min(1e-3).tolist())
 
 
+def _check_labels(root: Path, split: str, images: torch.Tensor, labels: torch.Tensor, classes: int) -> None:
+    """An idx pair that belongs together: as many labels as images, every label a class index."""
+    if len(images) != len(labels):
+        raise ValueError(f"Fashion-MNIST in {root}: the {split} files hold {len(images)} images but {len(labels)} "
+                         "labels; the pair must match")
+    if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < classes):
+        raise ValueError(f"Fashion-MNIST in {root}: the {split} labels range {int(labels.min())}-{int(labels.max())}; "
+                         f"allowed: 0 to {classes - 1}")
+
+
 def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, train_limit: int | None = None,
                 test_limit: int | None = None, image_size: int | None = None,
                 augment: bool | str = DEFAULT_AUGMENT, preprocess: dict[str, Any] | None = None) -> Splits:
@@ -310,12 +320,20 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
     """
     from torchvision import datasets, transforms as T
 
+    for name, v, low in (("val_size", val_size, 1), ("train_limit", train_limit, 1), ("test_limit", test_limit, 1),
+                         ("image_size", image_size, 8), ("seed", seed, 0)):
+        if v is None and name != "seed":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v < 2 ** 32:
+            raise ValueError(f"{name}={v!r} must be an integer from {low} to {2 ** 32 - 1}")
     policy = augmentation_policy(augment)
     if source.kind == "fashion-mnist":
         root = fashion_mnist_root(source.path)
         base = datasets.FashionMNIST(str(root), train=True)
         size, pad, channels, classes = 28, 2, 1, list(base.classes)
         test_base = datasets.FashionMNIST(str(root), train=False)
+        for split, ds in (("train", base), ("t10k", test_base)):
+            _check_labels(root, split, ds.data, ds.targets, len(classes))
         arrays = {True: (base.data, base.targets), False: (test_base.data, test_base.targets)}
         n = len(base)
         train_idx, val_idx = _split_indices(n, val_size, seed, train_limit)

@@ -101,7 +101,7 @@ def load_train_state(out_dir: str | Path) -> TrainState | None:
         return None
     try:
         meta = json.loads(json_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{json_path} is not valid JSON ({exc}); cannot resume") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{json_path} is not an ofa-kit training state")

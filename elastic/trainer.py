@@ -140,6 +140,10 @@ def trained_widths(phases: Sequence[Phase], space: SearchSpace) -> tuple[float, 
     return tuple(sorted({e for p in phases for e in (p.e or (max(space.e),))}))
 
 
+_STATE_ERRORS = (RuntimeError, TypeError, KeyError, IndexError, AttributeError)
+"""What restoring a hand-edited or foreign training state raises besides a ``ValueError``."""
+
+
 class Trainer:
     """Runs a schedule on a supernet and writes the run directory.
 
@@ -200,25 +204,39 @@ class Trainer:
         return teacher.eval().requires_grad_(False)
 
     # ------------------------------------------------------------------ run
+    def _bad_state(self, exc: BaseException) -> str:
+        """The one-line error for a training state that does not fit this run (hand-edited or from another)."""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return (f"the training state in {self.out_dir} does not fit this run ({type(exc).__name__}: {first[:200]}); "
+                "restore it, or start again in a new --out")
+
     def run(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train through the whole schedule; returns the per-epoch metric records."""
         rank, world, device = distributed.setup()
         self.supernet.to(device)
         if self.config.channels_last:
             self.supernet.to(memory_format=torch.channels_last)
-        state = load_train_state(self.out_dir) if resume else None
+        try:
+            state = load_train_state(self.out_dir) if resume else None
+        except _STATE_ERRORS as exc:
+            raise ValueError(self._bad_state(exc)) from None
         if not resume and (self.out_dir / "state.json").exists():
             raise ValueError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
                              "or choose another output directory")
         teacher, pi0, epoch0, global_epoch, records = None, 0, 0, 0, []
         if state is not None:
-            self.supernet.load_state_dict(state.model)
-            teacher = self._teacher(state.teacher).to(device) if state.teacher else None
-            pi0, epoch0, global_epoch = state.phase_index, state.epoch, state.global_epoch
-            torch.set_rng_state(state.rng["torch"])
-            if state.rng.get("cuda") and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state.rng["cuda"])
-            records = self._read_records(global_epoch)
+            try:
+                self.supernet.load_state_dict(state.model)
+                teacher = self._teacher(state.teacher).to(device) if state.teacher else None
+                pi0, epoch0, global_epoch = state.phase_index, state.epoch, state.global_epoch
+                if not 0 <= pi0 < len(self.phases):
+                    raise IndexError(f"phase_index {pi0} is not one of the schedule's {len(self.phases)} phases")
+                torch.set_rng_state(state.rng["torch"])
+                if state.rng.get("cuda") and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(state.rng["cuda"])
+                records = self._read_records(global_epoch)
+            except _STATE_ERRORS as exc:
+                raise ValueError(self._bad_state(exc)) from None
             log.info("resuming at phase %s, epoch %d (global epoch %d)", self.phases[pi0].name, epoch0, global_epoch)
         elif resume:
             log.warning("no checkpoint in %s: starting from scratch", self.out_dir)
@@ -242,8 +260,11 @@ class Trainer:
                     teacher = self._teacher().to(device)
             opt, sched = self._optimizer(phase, len(loader))
             if resuming:
-                opt.load_state_dict(state.optimizer)
-                sched.load_state_dict(state.scheduler)
+                try:
+                    opt.load_state_dict(state.optimizer)
+                    sched.load_state_dict(state.scheduler)
+                except _STATE_ERRORS as exc:
+                    raise ValueError(self._bad_state(exc)) from None
             for epoch in range(epoch0 if resuming else 0, phase.epochs):
                 sampler.set_epoch(global_epoch)
                 t0 = time.perf_counter()
@@ -320,8 +341,13 @@ class Trainer:
     def _read_records(self, up_to_epoch: int) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
             return []
-        recs = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
-        return [r for r in recs if r["global_epoch"] <= up_to_epoch]
+        try:
+            recs = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+            return [r for r in recs if r["global_epoch"] <= up_to_epoch]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.metrics_path} is not this run's per-epoch records ({type(exc).__name__}: "
+                             f"{str(exc)[:100]}); restore it, or delete it to resume without the earlier records") \
+                from None
 
     def _write_records(self, records: list[dict[str, Any]]) -> None:
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))

@@ -59,6 +59,11 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
+RESERVED_KEYS = frozenset({"format", "version", "recipe", "spec", "space", "num_classes", "in_channels", "weights",
+                           "sha256", "metrics"})
+"""Sidecar fields :func:`save_checkpoint` writes itself (``extra`` may not replace them)."""
+
+
 def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
                     extra: Mapping[str, Any] | None = None) -> Path:
     """Atomically write ``supernet``'s weights and sidecar; returns the ``.safetensors`` path.
@@ -69,8 +74,13 @@ def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metri
         metrics: Measured figures to record (accuracy, ...).
         extra: Further JSON-serialisable metadata (e.g. input preprocessing).
     """
-    if not supernet.recipe:
-        raise ValueError("the supernet has no recipe name; build it with model_zoo.get_supernet(name)")
+    if not isinstance(supernet, ElasticMobileNetV3) or not supernet.recipe:
+        raise ValueError(f"supernet={type(supernet).__name__} must be an ElasticMobileNetV3 from a registered recipe "
+                         "(model_zoo.get_supernet(name))")
+    reserved = sorted(set(extra or {}) & RESERVED_KEYS)
+    if reserved:
+        raise ValueError(f"extra keys {reserved} are the checkpoint's own fields; allowed: other names "
+                         "(e.g. preprocess, training)")
     weights, sidecar = checkpoint_paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in supernet.state_dict().items()}
     with atomic_path(weights) as tmp:
@@ -117,6 +127,13 @@ def _check_preprocess(pre: Any, sidecar: Path, channels: int) -> None:
         if not ok:
             raise ValueError(f"checkpoint sidecar {sidecar}: preprocess {key}={v!r} must be {channels} finite "
                              f"number(s){', each > 0' if key == 'std' else ''} (one per input channel)")
+    if "in_channels" in pre and pre["in_channels"] != channels:
+        raise ValueError(f"checkpoint sidecar {sidecar}: preprocess in_channels={pre['in_channels']!r} differs from "
+                         f"the network's {channels}")
+    size = pre.get("image_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096):
+        raise ValueError(f"checkpoint sidecar {sidecar}: preprocess image_size={size!r}; allowed: an integer "
+                         "from 8 to 4096 pixels, or null")
 
 
 def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") -> ElasticMobileNetV3:

@@ -83,6 +83,8 @@ def _read(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ValueError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        except RecursionError:
+            raise ValueError(f"{path} is nested too deeply to be a recipe") from None
     else:
         if sys.version_info >= (3, 11):
             import tomllib
@@ -92,9 +94,23 @@ def _read(path: Path) -> dict[str, Any]:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{path} is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{path} is nested too deeply to be a recipe") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a table of settings")
+    _string_keys(data, str(path))
     return data
+
+
+def _string_keys(obj: Any, where: str, depth: int = 0) -> None:
+    """Every key of every table a string (YAML allows numbers, ``null`` ...; recipe keys are names)."""
+    if depth > 20:
+        raise ValueError(f"{where} is nested too deeply to be a recipe")
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        if isinstance(obj, dict) and not isinstance(k, str):
+            raise ValueError(f"{where}: key {k!r} is not a name; recipe keys are strings")
+        _string_keys(v, where, depth + 1)
 
 
 def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingRecipe:
@@ -102,6 +118,7 @@ def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingR
     if not isinstance(data, Mapping):
         raise ValueError(f"recipe {name!r} is {str(data)[:80]!r}; allowed: a table of recipe keys "
                          f"{sorted(_TOP_KEYS)}")
+    _string_keys(dict(data), f"recipe {name!r}")
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ValueError(f"recipe {name!r}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
@@ -109,6 +126,12 @@ def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingR
     if "supernet" not in data:
         raise ValueError(f"recipe {name!r} must name a supernet (e.g. supernet = \"ofa_mbv3_tiny\")")
     options = dict(data.get("supernet_options", {}))
+    keys = [k for k in options if not isinstance(k, str)]
+    fixed = sorted(k for k in options if k in ("in_channels", "num_classes"))
+    if keys or fixed:
+        raise ValueError(f"recipe {name!r}: [supernet_options] key(s) {keys or fixed} are not allowed"
+                         + ("; the training data sets in_channels and num_classes" if fixed else "")
+                         + "; allowed: the supernet recipe's other options, e.g. resolutions, dropout")
     spec = get_spec(data["supernet"], **options)
     data_cfg = dict(data.get("data", {}))
     bad = sorted(set(data_cfg) - _DATA_KEYS)

@@ -150,11 +150,14 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]
         try:
             obj = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            if i == 0 or not any(rest.strip() for rest in lines[i + 1:]):
-                break  # a torn last line (or no header at all): dropped
+            if not any(rest.strip() for rest in lines[i + 1:]):
+                break  # a torn last line (a torn header with nothing after it included): dropped
             raise ValueError(f"{path} line {i + 1} is not valid JSON but later lines follow (a hand edit?); fix "
                              f"or delete that line (or the file, to re-measure)") from None
         if i == 0:
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path} line 1 is not an accuracy-dataset header (a JSON object), got "
+                                 f"{type(obj).__name__}; delete the file to re-measure")
             header = obj
         else:
             if not (isinstance(obj, dict) and isinstance(obj.get("config"), str)

@@ -72,18 +72,29 @@ class CheckpointContext:
     @cached_property
     def splits(self) -> Splits:
         """The training run's splits, rebuilt from the metadata (same seed, same validation images)."""
-        data = self.meta.get("training", {}).get("data")
+        data = self.training_data
+        try:
+            return load_splits(DataSource(data["kind"], Path(data["path"])), val_size=data["val_size"],
+                               seed=data["seed"], train_limit=data.get("train_limit"),
+                               preprocess=self.meta.get("preprocess"))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"checkpoint {self.name}: its metadata's training data or preprocessing is malformed "
+                             f"({type(exc).__name__}: {exc}); allowed: what `ofakit train` writes") from None
+        except ValueError as exc:
+            raise ValueError(f"checkpoint {self.name}: cannot rebuild its training data: {exc}") from None
+
+    @property
+    def training_data(self) -> dict[str, Any]:
+        """The checkpoint's record of its training data (kind, path, val_size, seed ...), checked."""
+        training = self.meta.get("training")
+        data = training.get("data") if isinstance(training, dict) else None
         if not data:
             raise ValueError(f"checkpoint {self.name} records no training data; it cannot be specialised here")
-        try:
-            source = DataSource(data["kind"], Path(data["path"]))
-            val_size, seed = data["val_size"], data["seed"]
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"checkpoint {self.name}: its metadata's training data {str(data)[:80]!r} is malformed "
-                             f"({type(exc).__name__}: {exc}); allowed: kind, path, val_size, seed as `ofakit train` "
-                             "writes them") from None
-        return load_splits(source, val_size=val_size, seed=seed, train_limit=data.get("train_limit"),
-                           preprocess=self.meta.get("preprocess"))
+        if not isinstance(data, dict) or not all(k in data for k in ("kind", "path", "val_size", "seed")) \
+                or not isinstance(data["path"], str):
+            raise ValueError(f"checkpoint {self.name}: its metadata's training data {str(data)[:80]!r} is malformed; "
+                             "allowed: kind, path, val_size, seed as `ofakit train` writes them")
+        return data
 
     @cached_property
     def calib(self) -> TensorDataset:
@@ -175,7 +186,7 @@ class CheckpointContext:
             raise ValueError(f"front={front!r} must be a non-negative integer")
         key = f"data{n}-{front}-{seed}"
         if key not in self._cache:
-            data = self.meta["training"]["data"]
+            data = self.training_data
             header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
                       "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
             space, cache = self.supernet.space, self.accuracy_cache(seed)

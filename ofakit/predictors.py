@@ -207,7 +207,18 @@ def _cached_report(cache: Path | None, key: str) -> dict[str, Any] | None:
     except (OSError, ValueError, UnicodeDecodeError):
         log.warning("ignoring the unreadable predictor report %s", cache)
         return None
-    return stored.get("report") if isinstance(stored, dict) and stored.get("key") == key else None
+    report = stored.get("report") if isinstance(stored, dict) and stored.get("key") == key else None
+    if report is None:
+        return None
+    cands = report.get("candidates") if isinstance(report, dict) else None
+    ok = (isinstance(cands, dict) and report.get("chosen") in cands and report.get("chosen") in PREDICTORS.names()
+          and isinstance(report.get("poor"), bool) and all(
+              isinstance(c, dict) and all(isinstance(c.get(k), (int, float)) for k in ("rmse_pp", "kendall_tau"))
+              for c in cands.values()))
+    if not ok:
+        log.warning("ignoring the malformed predictor report %s (the predictors are cross-validated again)", cache)
+        return None
+    return report
 
 
 def _cross_validate(data: AccuracyData, x: np.ndarray, y: np.ndarray, seed: int, folds: int,

@@ -21,6 +21,7 @@ from profilers import builder
 from deploy_targets import ExporterUnavailable
 from profilers.drift import check_drift
 from profilers.layers import space_layers
+from profilers.predictor import Correction
 from profilers.record import Protocol
 from profilers.store import check_name
 from profilers.runtimes import LOCAL, RuntimeUnavailable, list_runtimes, open_runtime
@@ -36,6 +37,11 @@ QUICK_PROTOCOL = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002)  #
 
 class CliError(ValueError):
     """Bad command-line input; printed as one line."""
+
+
+CLI_ERRORS = (ValueError, OSError, RuntimeUnavailable, AgentError, ExporterUnavailable)
+"""What a command reports as one ``error:`` line: bad input, an unusable path, a runtime or agent that
+cannot do the work."""
 
 
 def existing_table(table: Path) -> Path:
@@ -95,6 +101,9 @@ def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNet
     except (ValueError, OSError):
         raise CliError(f"--recipe {recipe!r} is neither a supernet recipe ({model_zoo.list_supernets()}) "
                        "nor a checkpoint name or path") from None
+    if not isinstance(meta.get("spec"), dict) or not isinstance(meta.get("recipe"), str):
+        raise CliError(f"--recipe {recipe!r}: its checkpoint sidecar lacks a 'spec' object or a 'recipe' name "
+                       "(edited or truncated?)")
     spec = MobileNetV3Spec.from_dict(meta["spec"])
     if res:
         trained = list(spec.to_dict()["r"])
@@ -199,7 +208,7 @@ def build(recipe: str = typer.Option(..., help="Supernet recipe (see `ofakit zoo
         report = _run_build(table, default_name if name is None else name, spec, runtime, device, _token(token_file),
                             settings, as_json,
                             explicit_name=name is not None)
-    except ValueError as exc:
+    except CLI_ERRORS as exc:
         fail(exc)
     _print_report(report, as_json)
 
@@ -230,7 +239,7 @@ def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table f
                 settings = builder.BuildSettings(threads=rk.threads, precision=rk.precision, provider=rk.provider,
                                                  batch=rk.batch, protocol=protocol, max_age_s=parse_age(max_age))
                 reports.append(_run_build(table, name, spec, rk.name, device, _token(token_file), settings, as_json))
-    except ValueError as exc:
+    except CLI_ERRORS as exc:
         fail(exc)
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in reports], indent=2))
@@ -260,10 +269,21 @@ def table_summary(path: Path) -> dict:
                                           for e in es), "runtime_versions": dict(Counter(e.runtime_version for e in es)),
                              "oldest_age_s": time.time() - min(e.measured_at for e in es),
                              "calibration_samples": len(t.calibration(dev, rk, sid)),
-                             "correction": t.correction(dev, rk, sid),
+                             "correction": _correction(t.correction(dev, rk, sid), path),
                              "drift": (t.drift(dev, rk, sid) or [None])[-1],
                              "contended": sum(e.load_avg > max(1.0, devices[dev]["cores"] - 1) for e in es)})
     return {"table": str(path), "devices": devices, "recipes": sorted(specs), "tables": rows}
+
+
+def _correction(stored: dict | None, path: Path) -> dict | None:
+    """A stored correction, checked (a hand-edited or corrupt one is a one-line error, not a traceback)."""
+    if stored is None:
+        return None
+    if not isinstance(stored, dict):
+        raise CliError(f"{path}: a stored correction is {str(stored)[:60]!r}, not an object; refit it with "
+                       "`ofakit profile refresh`")
+    Correction.from_dict(stored)
+    return stored
 
 
 @profile_app.command("show")
@@ -278,7 +298,7 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
         if check:
             notes = _check_drifts(table, summary, _token(token_file))
             summary = {**table_summary(table), "drift_notes": notes}
-    except ValueError as exc:
+    except CLI_ERRORS as exc:
         fail(exc)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -332,7 +352,7 @@ def export(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table fi
             t.export_json(out)
     except OSError as exc:
         fail(CliError(f"--out {out}: cannot write ({exc.strerror or exc})"))
-    except ValueError as exc:
+    except CLI_ERRORS as exc:
         fail(exc)
     typer.echo(f"wrote {out}")
 
@@ -362,5 +382,5 @@ def import_(sources: list[Path] = typer.Argument(..., help="JSON exports or .sql
                 typer.echo(f"{src}: {report.changed} entries added or updated")
                 for old, new in report.renamed.items():
                     typer.echo(f"{src}: device {old!r} stored as {new!r}")
-    except ValueError as exc:
+    except CLI_ERRORS as exc:
         fail(exc)

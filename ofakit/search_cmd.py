@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deploy_targets import ExporterUnavailable, get_exporter, list_exporters
+from deploy_targets import ExporterUnavailable, ParityError, get_exporter, list_exporters
 from elastic import SubnetConfig
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
@@ -229,9 +229,11 @@ def read_subnet(path: Path) -> tuple[SubnetConfig, dict[str, Any] | None]:
     """A SubnetConfig from a JSON file (a bare config, or ``ofakit search`` output) and the search record
     (``None`` for a bare config)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), parse_constant=_no_constant)
     except OSError as exc:
         raise ValueError(f"--subnet {path}: {exc.strerror or exc}") from None
+    except _NotANumber as exc:
+        raise ValueError(f"--subnet {path} holds {exc}, which is not a number (JSON has no NaN or Infinity)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"--subnet {path} is not JSON: {exc}") from None
     except RecursionError:
@@ -244,7 +246,18 @@ def read_subnet(path: Path) -> tuple[SubnetConfig, dict[str, Any] | None]:
                          f"writes it, got {ref!r}")
     if not isinstance(data, dict):
         raise ValueError(f"--subnet {path} must hold a JSON object (a subnet config), got {type(data).__name__}")
+    acc = data.get("predicted_accuracy") if searched else None
+    if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1):
+        raise ValueError(f"--subnet {path}: predicted_accuracy={acc!r}; allowed: a top-1 from 0 to 1, or null")
     return SubnetConfig.from_dict(data["config"] if searched else data), (data if searched else None)
+
+
+class _NotANumber(ValueError):
+    """``NaN`` or ``Infinity`` in a JSON file (Python's json module accepts them; JSON does not)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotANumber(name)
 
 
 # What the export sidecar keeps of a search record (the predictions behind the pick).
@@ -300,7 +313,7 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
         with console.status(f"exporting {cfg.to_json()} to {target}..."):
             result, side = export_subnet(ctx, cfg, target, out, precision, dynamic_batch, info, device=device,
                                          token=token)
-    except (ValueError, OSError, ExporterUnavailable, RuntimeUnavailable, AgentError) as exc:
+    except (ValueError, OSError, ExporterUnavailable, ParityError, RuntimeUnavailable, AgentError) as exc:
         fail(exc)
     record = {"artifact": str(result.path), "sidecar": str(side), "target": result.target,
               "max_abs_diff": result.max_abs_diff, "seconds": result.seconds, "notes": list(result.notes),
@@ -369,7 +382,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
                 console.print(f"attempt {rec['attempt']}: {verdict}; " + "; ".join(parts))
 
         report = ship(spz, budgets, target, out, retries, *caps, token, on_attempt=show, measure_shortlist=measure)
-    except (ValueError, BudgetError, ExporterUnavailable, AgentError) as exc:
+    except (ValueError, OSError, BudgetError, ExporterUnavailable, ParityError, RuntimeUnavailable, AgentError) as exc:
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {
         "measured_latency_ms": report.shipped["measured_ms"], "budget_met": report.met,

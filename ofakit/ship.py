@@ -9,12 +9,14 @@ versions, and the export settings, so a deployed file can always be traced and f
 from __future__ import annotations
 
 import json
+import os
 import logging
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -60,9 +62,6 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
     """
     cfg = ctx.supernet.space.validate(cfg)
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
-    # The old sidecar goes first: a crash before the new one is written leaves an artifact without a sidecar,
-    # never a new artifact beside the old artifact's description.
-    sidecar_path(out).unlink(missing_ok=True)
     calibration = tuple(ctx.real_inputs(cfg, 256).split(32)) if precision == "int8" else ()
     options: dict[str, Any] = {}
     if target == "coreml":
@@ -70,14 +69,42 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
                                "com.ofakit.config": cfg.to_json(), "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
     spec = ExportSpec(ctx.subnet(cfg), shape, Path(out), precision=precision, dynamic_batch=dynamic_batch,
                       inputs=ctx.real_inputs(cfg, 8 if dynamic_batch else 1), calibration=calibration, options=options)
-    if device != LOCAL:
-        if target != "tensorrt":
-            raise ValueError(f"--device {device} is for building TensorRT engines on the target; {target} "
-                             "artifacts are portable: export them here")
-        result = engine_on_agent(spec, device, token)
-    else:
-        result = get_exporter(target).export(spec)
-    return result, write_sidecar(ctx, cfg, result, precision, info)
+    if device != LOCAL and target != "tensorrt":
+        raise ValueError(f"--device {device} is for building TensorRT engines on the target; {target} "
+                         "artifacts are portable: export them here")
+    with _parked_sidecar(Path(out)):
+        result = engine_on_agent(spec, device, token) if device != LOCAL else get_exporter(target).export(spec)
+        return result, write_sidecar(ctx, cfg, result, precision, info)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Identity of a file or folder as written (inode, mtime, size); ``None`` when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextmanager
+def _parked_sidecar(out: Path) -> Iterator[None]:
+    """Move ``out``'s old sidecar aside while a new artifact is written, so that a crash never leaves a new
+    artifact beside the old artifact's description; put it back when the export fails and the old
+    artifact is still there untouched (a refused export loses nothing)."""
+    side = sidecar_path(out)
+    parked = side.with_name(side.name + ".old")
+    before = _stamp(out)
+    if side.is_file():
+        os.replace(side, parked)
+    try:
+        yield
+    except BaseException:
+        if parked.is_file() and before is not None and _stamp(out) == before:
+            os.replace(parked, side)  # the old pair is whole again
+        else:
+            parked.unlink(missing_ok=True)  # the artifact changed: its old description must not come back
+        raise
+    parked.unlink(missing_ok=True)
 
 
 def engine_on_agent(spec: ExportSpec, device: str, token: str | None = None) -> ExportResult:
@@ -119,7 +146,7 @@ def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResul
             "versions": result.versions, "macs": ctx.supernet.flops(cfg), "params": ctx.supernet.params(cfg),
             "written_at": time.time(), **(info or {})}
     path = sidecar_path(result.path)
-    atomic_write_text(path, json.dumps(side, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(side, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 

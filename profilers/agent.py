@@ -87,6 +87,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch(self._build if self.path.split("?", 1)[0] == "/v1/build" else self._measure)
 
+    def _not_allowed(self) -> None:
+        """Any other method: 405 with the agent's JSON error, not http.server's HTML page."""
+        self._dispatch(self._refuse_method)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
+
+    def _refuse_method(self) -> dict[str, Any]:
+        raise RequestError(405, f"method {self.command} is not allowed; allowed: GET /v1/info, POST /v1/measure, "
+                                "POST /v1/build")
+
     def _dispatch(self, fn: Callable[[], dict[str, Any]]) -> None:
         # whether a request body is still unread (then the reply closes the connection)
         self._unread = self.command == "POST" or self.headers.get("Content-Length", "0").strip() not in ("", "0")

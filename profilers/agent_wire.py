@@ -50,7 +50,7 @@ def parse_params(raw: str | None, formats: dict[str, tuple[str, ...]]) -> tuple[
         raise RequestError(400, f"missing header {MEASURE_HEADER} (JSON measurement parameters)")
     try:
         params = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RequestError(400, f"header {MEASURE_HEADER} is not valid JSON: {exc}") from None
     if not isinstance(params, dict):
         raise RequestError(400, f"header {MEASURE_HEADER} must be a JSON object, got {type(params).__name__}")

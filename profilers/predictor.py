@@ -77,8 +77,19 @@ class Correction:
             bad = [f for f in data["features"] if f not in FEATURES]
             if bad or len(data["features"]) != len(data["coef"]):
                 raise ValueError(f"stored correction has unknown features {bad} or mismatched coefficients")
-            return cls(tuple(data["features"]), tuple(float(c) for c in data["coef"]), int(data["samples"]),
-                       data.get("fit_mape"), data.get("loo_mape"), float(data.get("floor", 0.0)))
+            coef, floor = tuple(float(c) for c in data["coef"]), float(data.get("floor", 0.0))
+            lay = dict(zip(data["features"], coef)).get("layer_sum_ms")
+            if not all(math.isfinite(c) for c in coef) or not (lay is None or lay > 0) \
+                    or not 0 <= floor < math.inf:
+                raise ValueError(f"stored correction has coefficients {list(coef)} and floor {floor}; allowed: finite, "
+                                 "a positive layer-sum coefficient and a floor >= 0 (refit it with `ofakit profile "
+                                 "refresh`)")
+            for key in ("fit_mape", "loo_mape"):
+                v = data.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
+                    raise ValueError(f"stored correction has {key}={v!r}; allowed: a number >= 0 or null")
+            return cls(tuple(data["features"]), coef, int(data["samples"]), data.get("fit_mape"), data.get("loo_mape"),
+                       floor)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"stored correction {str(data)[:80]!r} is malformed ({type(exc).__name__}: {exc}); "
                              "refit it with `ofakit profile refresh`") from None

@@ -13,7 +13,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -29,6 +29,10 @@ def _strict(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {what} key(s) {unknown}; allowed: {sorted(known)}")
+    missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:
+        raise ValueError(f"{what} {str(dict(data))[:80]!r} lacks {missing}")
     return dict(data)
 
 
@@ -64,6 +68,16 @@ class DeviceInfo:
     machine: str
     gpu: str | None = None
 
+    def __post_init__(self) -> None:
+        for f in ("cpu", "os", "machine"):
+            v = getattr(self, f)
+            if not isinstance(v, str):
+                raise ValueError(f"device info {f}={v!r} must be a string")
+        if not (self.gpu is None or isinstance(self.gpu, str)):
+            raise ValueError(f"device info gpu={self.gpu!r} must be a string or null")
+        if isinstance(self.cores, bool) or not isinstance(self.cores, int) or not 1 <= self.cores <= 1 << 16:
+            raise ValueError(f"device info cores={self.cores!r} must be an integer from 1 to {1 << 16}")
+
     @property
     def fingerprint(self) -> str:
         """A short stable hash of the hardware and OS description."""
@@ -77,6 +91,8 @@ class DeviceInfo:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DeviceInfo":
         """Inverse of :meth:`to_dict` (the stored fingerprint is recomputed)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"device info {str(data)[:80]!r} must be a JSON object")
         data = {k: v for k, v in data.items() if k != "fingerprint"}
         return cls(**_strict(cls, data, "device info"))
 

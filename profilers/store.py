@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from elastic import MobileNetV3Spec
 from elastic.fileio import atomic_write_text
-from profilers.record import DeviceInfo, Measurement
+from profilers.record import PRECISIONS, DeviceInfo, Measurement
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,20 @@ def _number(value: Any, what: str, path: Path, fix: str = _CORRUPT) -> float:
     raise ValueError(f"{path}: {what} is {value!r}, not a latency figure (allowed: a finite number >= 0); {fix}")
 
 
+def _check_provenance(m: Any, what: str, path: Path) -> None:
+    """What a measurement records besides its statistics (when, under what load, with what runtime), checked
+    before it is stored: one bad field would otherwise make every later read of the table fail."""
+    _number(m.measured_at, f"{what} has measured_at", path, "nothing stored")
+    _number(m.load_avg, f"{what} has load_avg", path, "nothing stored")
+    for f in ("runtime_version", "provider", "runtime"):
+        v = getattr(m, f)
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"{path}: {what} has {f}={v!r}; allowed: a non-empty string (nothing stored)")
+    if not isinstance(m.device.fingerprint, str):
+        raise ValueError(f"{path}: {what} has device fingerprint {m.device.fingerprint!r}; allowed: a string "
+                         "(nothing stored)")
+
+
 def _json(text: Any, what: str, path: Path) -> Any:
     """A stored JSON column, parsed: a corrupt one is a one-line error naming it."""
     try:
@@ -98,13 +112,19 @@ def _json(text: Any, what: str, path: Path) -> Any:
                          "good copy") from None
 
 
+MAX_COUNT = 1 << 31  # the largest thread count or batch a table row may hold (SQLite INTEGER, sane)
+
+
 def _runtime_key(row: Sequence[Any], path: Path) -> "RuntimeKey":
     """A stored runtime configuration (name, provider, threads, precision, batch), checked."""
     name, provider, threads, precision, batch = row
     if not all(isinstance(v, str) for v in (name, provider, precision)) or not all(
-            isinstance(v, int) and v >= 1 for v in (threads, batch)):
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COUNT for v in (threads, batch)):
         raise ValueError(f"{path}: runtime {tuple(row)!r} is corrupt (threads and batch must be positive integers); "
                          "rebuild the table or import a good copy")
+    if precision not in PRECISIONS or not name or not provider:
+        raise ValueError(f"{path}: runtime {tuple(row)!r} is corrupt (precision must be one of {list(PRECISIONS)}, "
+                         "name and provider non-empty); rebuild the table or import a good copy")
     return RuntimeKey(name, provider, threads, precision, batch)
 
 
@@ -194,17 +214,22 @@ class LatencyTable:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < 86400:
             raise ValueError(f"timeout={timeout!r} must be a number of seconds from 0 to 86400")
         self.path = Path(path)
-        if self.path.is_dir():
-            raise ValueError(f"table path {self.path} is a directory; give a .sqlite file")
-        if readonly is None:
-            readonly = self.path.is_file() and not (os.access(self.path, os.W_OK)
-                                                    and os.access(self.path.parent, os.W_OK))
-        self.readonly = readonly
-        if readonly:
-            self._db = self._open_readonly(timeout)
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            if self.path.is_dir():
+                raise ValueError(f"table path {self.path} is a directory; give a .sqlite file")
+            if readonly is None:
+                readonly = self.path.is_file() and not (os.access(self.path, os.W_OK)
+                                                        and os.access(self.path.parent, os.W_OK))
+            self.readonly = readonly
+            if readonly:
+                self._db = self._open_readonly(timeout)
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
+                                       check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:  # a name too long, an unwritable or looping path ...
+            why = getattr(exc, "strerror", None) or exc
+            raise ValueError(f"cannot open latency table {self.path}: {why}") from None
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -309,6 +334,7 @@ class LatencyTable:
                 raise ValueError(f"layer key {key!r} must be a non-empty string")
             for f in STATS:
                 _number(getattr(m.stats, f), f"layer {key!r} of {device} has {f}", self.path, "nothing stored")
+            _check_provenance(m, f"layer {key!r} of {device}", self.path)
         with self._write() as db:
             dev = self._device_id(db, device, items[0][1].device, True)
             rows = []
@@ -367,11 +393,18 @@ class LatencyTable:
     def add_drift(self, device: str, runtime: RuntimeKey, sid: str, ratio: float, detail: Mapping[str, Any],
                   measured_at: float) -> None:
         """Record a drift check: reference subnets re-timed now ran ``ratio`` times their stored latency."""
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < math.inf:
+            raise ValueError(f"drift ratio={ratio!r} must be a positive finite number")
+        _number(measured_at, "a drift check has measured_at", self.path, "nothing stored")
+        try:
+            text = json.dumps(dict(detail), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"drift check detail must be plain JSON ({exc}); nothing stored") from None
         with self._write() as db:
             dev = self._device_id(db, device, None, True)
             rt = self._runtime_id(db, runtime, True)
             db.execute("INSERT OR REPLACE INTO drift_checks VALUES (?, ?, ?, ?, ?, ?)",
-                       (dev, rt, sid, float(ratio), json.dumps(dict(detail), sort_keys=True), measured_at))
+                       (dev, rt, sid, float(ratio), text, measured_at))
 
     def drift(self, device: str, runtime: RuntimeKey, sid: str) -> list[dict[str, Any]]:
         """Drift checks of a device, runtime configuration and spec, oldest first (local observations: they
@@ -381,7 +414,15 @@ class LatencyTable:
             "JOIN runtimes r ON r.id = x.runtime_id WHERE d.name = ? AND r.name = ? AND r.provider = ? AND "
             "r.threads = ? AND r.precision = ? AND r.batch = ? AND x.spec_id = ? ORDER BY x.measured_at",
             (device, *asdict(runtime).values(), sid)).fetchall()
-        return [{"ratio": r[0], **_json(r[1], "a drift check", self.path), "measured_at": r[2]} for r in rows]
+        out = []
+        for ratio, detail, at in rows:
+            info = _json(detail, "a drift check", self.path)
+            if not isinstance(info, dict):
+                raise ValueError(f"{self.path}: a drift check's detail is {str(info)[:60]!r}, not an object: the table "
+                                 "is corrupt; rebuild it or import a good copy")
+            out.append({"ratio": _number(ratio, "a drift check has ratio", self.path), **info,
+                        "measured_at": _number(at, "a drift check has measured_at", self.path)})
+        return out
 
     def devices(self) -> dict[str, DeviceInfo]:
         """Devices in the table with their hardware description."""
@@ -391,7 +432,7 @@ class LatencyTable:
             info = _json(i, f"the description of device {n!r}", self.path)
             try:
                 out[n] = DeviceInfo.from_dict(info)
-            except (TypeError, AttributeError) as exc:
+            except (TypeError, AttributeError, ValueError) as exc:
                 raise ValueError(f"{self.path}: the description of device {n!r} is corrupt ({exc}); rebuild the "
                                  "table or import a good copy") from None
         return out
@@ -430,6 +471,7 @@ class LatencyTable:
         for r in rows:
             for i, col in enumerate(STATS + ("measured_at",), start=7):
                 _number(r[i], f"entry {r[6]!r} of {r[0]} has {col}", self.path)
+            _number(r[-1], f"entry {r[6]!r} of {r[0]} has load_avg", self.path)
         out = [Entry(r[0], _runtime_key(r[1:6], self.path), *r[6:]) for r in rows]
         if keys is not None:
             wanted = set(keys)

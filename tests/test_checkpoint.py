@@ -80,8 +80,13 @@ def test_missing_or_bad_files(tiny, tmp_path):
     (tmp_path / "sn.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_checkpoint(path)
-    with pytest.raises(ValueError, match="no recipe name"):
+    with pytest.raises(ValueError, match="from a registered recipe"):
         save_checkpoint(model_zoo.get_supernet("ofa_mbv3_tiny").__class__(tiny.spec), tmp_path / "x")
+    with pytest.raises(ValueError, match="supernet=Linear must be"):
+        save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "x")
+    with pytest.raises(ValueError, match=r"extra keys \['metrics', 'sha256'\] are the checkpoint's own"):
+        save_checkpoint(tiny, tmp_path / "x", extra={"sha256": "0" * 64, "metrics": 5})
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_failed_write_keeps_old_checkpoint(tiny, tmp_path, monkeypatch):

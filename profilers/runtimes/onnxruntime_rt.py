@@ -44,8 +44,19 @@ class OnnxRuntime(Runtime):
         providers: list = [provider]
         if provider == "TensorrtExecutionProvider":
             providers = [(provider, {"trt_fp16_enable": spec.precision == "fp16"}), "CUDAExecutionProvider"]
-        session = ort_session(str(spec.artifact), spec.threads, providers)
-        feed = {session.get_inputs()[0].name: spec.example()}
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        errors = tuple(getattr(ort_errors, n) for n in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+                                                         "NoSuchFile", "NotImplemented", "RuntimeException")
+                       if hasattr(ort_errors, n))
+        try:  # a file onnxruntime cannot load, or an input it cannot take, is bad input: a ValueError
+            session = ort_session(str(spec.artifact), spec.threads, providers)
+            feed = {session.get_inputs()[0].name: spec.example()}
+            session.run(None, feed)
+        except errors as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"onnxruntime cannot run {spec.artifact.name} on an input of shape "
+                             f"{list(spec.input_shape)}: {first[:300]}") from None
         run = session.run
 
         def infer() -> None:

@@ -65,6 +65,14 @@ def zip_dir(path: Path) -> bytes:
     return buf.getvalue()
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: a reply that points elsewhere must not carry the bearer token to another server."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused (the agent's URL must "
+                                     "answer itself; the token is not sent elsewhere)", headers, fp)
+
+
 class RemoteRuntime(Runtime):
     """Runtime ``name`` on the agent at ``url``; its format, version and device are the agent's.
 
@@ -86,7 +94,7 @@ class RemoteRuntime(Runtime):
             raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
         self._name, self._token, self.timeout = name, token.strip(), float(timeout)
         self._info: dict[str, Any] | None = None
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -111,7 +119,13 @@ class RemoteRuntime(Runtime):
     def info(self, refresh: bool = False) -> dict[str, Any]:
         """The agent's ``GET /v1/info`` reply (cached after the first success)."""
         if self._info is None or refresh:
-            self._info = self._request("GET", "/v1/info", timeout=min(self.timeout, 15.0))
+            info = self._request("GET", "/v1/info", timeout=min(self.timeout, 15.0))
+            runtimes = info.get("runtimes") if isinstance(info, dict) else None
+            if not (isinstance(runtimes, dict) and isinstance(info.get("device"), dict) and all(
+                    isinstance(e, dict) and isinstance(e.get("available"), bool) for e in runtimes.values())):
+                raise AgentError(f"agent at {self.url} sent an /v1/info reply that is not an ofa-kit agent's "
+                                 f"(runtimes with 'available' flags and a device): {str(info)[:80]!r}")
+            self._info = info
         return self._info
 
     def _entry(self) -> dict[str, Any]:
@@ -126,14 +140,17 @@ class RemoteRuntime(Runtime):
             entry = self._entry()
         except (AgentError, ValueError) as exc:
             return str(exc)
-        return None if entry["available"] else f"{entry['reason']} (on the agent at {self.url})"
+        return None if entry["available"] else f"{entry.get('reason', 'no reason given')} (on the agent at {self.url})"
 
     def version(self) -> str:
         return self._entry().get("version") or "unknown"
 
     def device(self) -> DeviceInfo:
         """The agent's device (not this machine)."""
-        return DeviceInfo.from_dict(self.info()["device"])
+        try:
+            return DeviceInfo.from_dict(self.info()["device"])
+        except ValueError as exc:
+            raise AgentError(f"agent at {self.url} describes its device badly: {exc}") from None
 
     def _runner(self, spec: MeasureSpec) -> Runner:
         raise RuntimeError(f"{self.name} runs on the agent at {self.url}; use measure() or measure_many()")
@@ -173,20 +190,33 @@ class RemoteRuntime(Runtime):
         ``outputs`` is the engine's output on ``inputs`` (for the caller's parity check).
         """
         body = pack_build(onnx_model, inputs, calibration)
-        limit = int(self.info()["max_bytes"])
+        try:
+            limit = int(self.info()["max_bytes"])
+        except (KeyError, TypeError, ValueError):
+            raise AgentError(f"agent at {self.url} states no size limit (max_bytes) in /v1/info") from None
         if len(body) > limit:
             raise AgentError(f"build request of {len(body)} bytes exceeds the agent's limit of {limit} bytes", 413)
         params = {"target": "tensorrt", "precision": precision, **({"max_batch": max_batch} if max_batch else {})}
         reply = self._request("POST", "/v1/build", body, {"Content-Type": "application/zip",
                                                           BUILD_HEADER: json.dumps(params)})
-        engine, outputs = decode_reply(reply)
+        try:
+            engine, outputs = decode_reply(reply)
+        except Exception as exc:  # noqa: BLE001 - KeyError, binascii.Error, EOFError, numpy's ValueError ...
+            raise AgentError(f"agent at {self.url} sent a build reply that does not decode "
+                             f"({type(exc).__name__}: {str(exc)[:80]})") from None
+        if not isinstance(engine, bytes) or not engine:
+            raise AgentError(f"agent at {self.url} sent an empty engine")
         return {"engine": engine, "outputs": outputs, "versions": reply.get("versions", {}),
                 "gpu": reply.get("gpu"), "seconds": reply.get("seconds")}
 
     def send(self, data: bytes, params: dict[str, Any]) -> Measurement:
         """POST artifact bytes with the ``X-Ofakit-Measure`` parameters as they are; the agent's record."""
         headers = {"Content-Type": "application/octet-stream", MEASURE_HEADER: json.dumps(params)}
-        return Measurement.from_dict(self._request("POST", "/v1/measure", data, headers))
+        reply = self._request("POST", "/v1/measure", data, headers)
+        try:
+            return Measurement.from_dict(reply)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise AgentError(f"agent at {self.url} sent a measurement that does not parse: {exc}") from None
 
     def _request(self, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None,
                  timeout: float | None = None) -> dict[str, Any]:
