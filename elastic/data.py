@@ -53,6 +53,8 @@ class DataSource:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown dataset kind {self.kind!r}; allowed: {list(KINDS)}")
+        if not isinstance(self.path, (str, os.PathLike)) or not str(self.path).strip():
+            raise ValueError(f"dataset path {self.path!r} must be a folder path")
         object.__setattr__(self, "path", Path(self.path).expanduser())
 
     @classmethod

@@ -180,8 +180,9 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
     return supernet
 
 
-def publish_checkpoint(src: str | os.PathLike, name: str) -> Path:
-    """Copy a verified checkpoint into the zoo as ``name`` (``arch.tag``, e.g. ``ofa_mbv3_tiny.fmnist``)."""
+def publish_checkpoint(src: str | os.PathLike, name: str, overwrite: bool = False) -> Path:
+    """Copy a verified checkpoint into the zoo as ``name`` (``arch.tag``, e.g. ``ofa_mbv3_tiny.fmnist``); an
+    existing zoo entry of that name is replaced only with ``overwrite``."""
     import re
     import shutil
 
@@ -191,6 +192,8 @@ def publish_checkpoint(src: str | os.PathLike, name: str) -> Path:
     net = load_checkpoint(src)  # verifies sha256 and recipe
     if not name.startswith(net.recipe + "."):
         raise ValueError(f"zoo name {name!r} must start with the checkpoint's recipe {net.recipe!r} + '.'")
+    if not overwrite and name in list_checkpoints():
+        raise ValueError(f"zoo name {name!r} is taken; choose another tag, or pass overwrite=True to replace it")
     weights, _ = checkpoint_paths(resolve_checkpoint(src))
     with atomic_path(WEIGHTS_DIR / f"{name}.safetensors") as tmp:
         shutil.copyfile(weights, tmp)

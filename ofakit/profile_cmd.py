@@ -24,7 +24,7 @@ from profilers.layers import space_layers
 from profilers.predictor import Correction
 from profilers.record import Protocol
 from profilers.store import check_name
-from profilers.runtimes import LOCAL, RuntimeUnavailable, list_runtimes, open_runtime
+from profilers.runtimes import LOCAL, Runtime, RuntimeUnavailable, list_runtimes, open_runtime
 from profilers.runtimes.remote import AgentError
 from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, spec_id
 
@@ -151,6 +151,29 @@ def _run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name:
     reason = runtime.unavailable()  # before the table file is created, so a refusal leaves nothing behind
     if reason is not None:
         raise CliError(f"runtime {runtime_name} is unavailable on device {device!r}: {reason}")
+    existed = table_path.exists()
+    try:
+        return _build_into(table_path, name, spec, runtime, device, settings, quiet, explicit_name)
+    except BaseException:
+        if not existed:
+            _drop_if_empty(table_path)  # a build refused before its first measurement leaves no file
+        raise
+
+
+def _drop_if_empty(path: Path) -> None:
+    """Remove a table file (and its SQLite companions) that holds no measurement."""
+    try:
+        with LatencyTable(path, readonly=True) as t:
+            empty = not t.entries()
+    except ValueError:
+        return
+    if empty:
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            p.unlink(missing_ok=True)
+
+
+def _build_into(table_path: Path, name: str, spec: MobileNetV3Spec, runtime: Runtime, device: str,
+                settings: builder.BuildSettings, quiet: bool, explicit_name: bool) -> builder.BuildReport:
     with LatencyTable(table_path) as table, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, disable=quiet) as bar:

@@ -215,8 +215,10 @@ class AgentServer(ThreadingHTTPServer):
         if not isinstance(token, str) or not token.strip():
             raise ValueError("token must be a non-empty string; the agent refuses to run without one")
         for name, v in (("max_bytes", max_bytes), ("max_connections", max_connections)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive integer")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 40:
+                raise ValueError(f"{name}={v!r} must be an integer from 1 to {1 << 40}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port={port!r} must be an integer from 0 to 65535 (0: any free port)")
         self.token, self.max_bytes = token.strip(), max_bytes
         self._slots = threading.BoundedSemaphore(max_connections)
         self.formats = _served(runtimes)

@@ -101,6 +101,15 @@ def _check_provenance(m: Any, what: str, path: Path) -> None:
     if not isinstance(m.device.fingerprint, str):
         raise ValueError(f"{path}: {what} has device fingerprint {m.device.fingerprint!r}; allowed: a string "
                          "(nothing stored)")
+    for f in ("threads", "batch"):
+        v = getattr(m, f)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_COUNT:
+            raise ValueError(f"{path}: {what} has {f}={v!r}; allowed: an integer from 1 to {MAX_COUNT} "
+                             "(nothing stored)")
+    runs = m.stats.runs
+    if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= MAX_COUNT:
+        raise ValueError(f"{path}: {what} has runs={runs!r}; allowed: an integer from 1 to {MAX_COUNT} "
+                         "(nothing stored)")
 
 
 def _json(text: Any, what: str, path: Path) -> Any:
@@ -374,6 +383,14 @@ class LatencyTable:
 
     def add_calibration(self, device: str, sid: str, subnet_json: str, m: Measurement) -> None:
         """Store a whole-subnet measurement of a subnet of spec ``sid`` (replacing an older one)."""
+        try:
+            json.loads(subnet_json)
+        except (TypeError, ValueError):
+            raise ValueError(f"calibration subnet {str(subnet_json)[:60]!r} must be a subnet config's JSON "
+                             "(SubnetConfig.to_json()); nothing stored") from None
+        for f in STATS:
+            _number(getattr(m.stats, f), f"calibration subnet of {device} has {f}", self.path, "nothing stored")
+        _check_provenance(m, f"calibration subnet of {device}", self.path)
         with self._write() as db:
             dev = self._device_id(db, device, m.device, True)
             rt = self._runtime_id(db, RuntimeKey.of(m), True)
@@ -383,6 +400,11 @@ class LatencyTable:
 
     def put_correction(self, device: str, runtime: RuntimeKey, sid: str, model: Mapping[str, Any]) -> None:
         """Store the fitted latency correction of a device, runtime configuration and spec."""
+        coef, floor = (model.get("coef"), model.get("floor", 0.0)) if isinstance(model, Mapping) else (None, None)
+        numbers = coef if isinstance(coef, list) else []
+        if not numbers or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
+                                  for c in [*numbers, floor]):
+            raise ValueError(f"correction {str(model)[:80]!r} must have finite coefficients and floor; nothing stored")
         with self._write() as db:
             dev = self._device_id(db, device, None, True)
             rt = self._runtime_id(db, runtime, True)
@@ -616,6 +638,9 @@ class LatencyTable:
                     raise ValueError(f"imported entry key {e['key']!r} must be a non-empty string")
                 for f in (*STATS, "measured_at", "load_avg"):
                     _number(e[f], f"entry {e['key']!r} has {f}", src, "nothing imported")
+                if isinstance(e["runs"], bool) or not isinstance(e["runs"], int) or not 1 <= e["runs"] <= MAX_COUNT:
+                    raise ValueError(f"imported entry {e['key']!r} has runs={e['runs']!r} in {src}; allowed: an "
+                                     f"integer from 1 to {MAX_COUNT} (nothing imported)")
                 for f in ("runtime_version", "fingerprint", "protocol"):
                     if not isinstance(e[f], str):
                         raise ValueError(f"imported entry {e['key']!r} has {f}={e[f]!r} in {src}; allowed: a string "
@@ -632,6 +657,10 @@ class LatencyTable:
             for c in data.get("calibrations", []):
                 for f in ("measured_ms", "measured_at"):
                     _number(c[f], f"calibration subnet has {f}", src, "nothing imported")
+                for f in ("subnet", "spec_id", "runtime_version"):
+                    if not isinstance(c[f], str):
+                        raise ValueError(f"imported calibration subnet has {f}={repr(c[f])[:60]} in {src}; "
+                                         "allowed: a string (nothing imported)")
                 dev = self._device_id(db, names[c["device"]], None, True)
                 rt = self._runtime_id(db, _imported_runtime(c["runtime"], src), True)
                 cur = db.execute("SELECT measured_at FROM calibrations WHERE device_id = ? AND runtime_id = ? AND "

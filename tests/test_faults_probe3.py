@@ -10,6 +10,7 @@ import gzip
 import http.server
 import json
 import math
+import re
 import sqlite3
 import struct
 import threading
@@ -318,3 +319,63 @@ def test_onnxruntime_refuses_an_input_the_model_cannot_take(shipyard, tmp_path):
 def test_configs_stay_plain_after_numpy(tmp_path):
     cfg = SubnetConfig(ks=(np.int64(3),) * 16, e=(np.float64(3.0),) * 16, d=(np.int8(2),) * 4, r=np.int32(28))
     assert json.loads(cfg.to_json())["r"] == 28 and torch.tensor(cfg.d).dtype == torch.int64
+
+
+@pytest.mark.parametrize("extra, match", [(["--precision", "fp16"], "fp16"),
+                                          (["--provider", "CUDAExecutionProvider"], "CUDAExecutionProvider")])
+def test_a_refused_build_leaves_no_table_file(tmp_path, extra, match):
+    table = tmp_path / "new.sqlite"
+    res = CliRunner().invoke(app, ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--resolutions", "28", "--quick",
+                                   "--calibrate", "0", "--table", str(table), *extra])
+    assert res.exit_code == 2 and match in res.stderr, res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def _import_edit(tmp_path, edit):
+    src, out = _table(tmp_path), tmp_path / "e.json"
+    with LatencyTable(src) as t:
+        t.add_calibration("local", "sid", json.dumps({"ks": [3]}), _m())
+        t.export_json(out)
+    data = json.loads(out.read_text())
+    edit(data)
+    out.write_text(json.dumps(data))
+    with LatencyTable(tmp_path / "new.sqlite") as t:
+        t.import_json(out)
+
+
+def _api_cases():
+    from dataclasses import replace
+
+    from profilers import MeasureSpec
+    from profilers.agent import make_server
+    from profilers.store import RuntimeKey
+    return [
+        ("measure spec protocol text", lambda t: MeasureSpec(t / "a.onnx", (1, 1, 8, 8), protocol="quick"),
+         "protocol='quick' must be a profilers.Protocol"),
+        ("measure spec threads True", lambda t: MeasureSpec(t / "a.onnx", (1, 1, 8, 8), threads=True), "threads=True"),
+        ("measure spec empty provider", lambda t: MeasureSpec(t / "a.onnx", (1, 1, 8, 8), provider=""),
+         "provider=''"),
+        ("agent port 70000", lambda t: make_server("127.0.0.1", 70000, "tok"), "port=70000"),
+        ("data source path number", lambda t: DataSource("imagefolder", 5), "dataset path 5"),
+        ("put threads 1e20", lambda t: LatencyTable(_table(t)).put("local", "k", replace(_m(), threads=10 ** 20)),
+         "threads=100000000000000000000"),
+        ("put provider None", lambda t: LatencyTable(_table(t)).put("local", "k", replace(_m(), provider=None)),
+         "provider=None"),
+        ("calibration subnet not JSON", lambda t: LatencyTable(_table(t)).add_calibration("local", "s", "nope", _m()),
+         "must be a subnet config's JSON"),
+        ("correction NaN", lambda t: LatencyTable(_table(t)).put_correction(
+            "local", RuntimeKey.of(_m()), "s", {"features": ["layer_sum_ms"], "coef": [math.nan]}),
+         "finite coefficients"),
+        ("import runs 1e30", lambda t: _import_edit(t, lambda d: d["entries"][0].update(runs=10 ** 30)),
+         "runs=1000000000000000000000000000000"),
+        ("import calibration subnet a dict", lambda t: _import_edit(
+            t, lambda d: d["calibrations"][0].update(subnet={"ks": [3]})), "has subnet={'ks': [3]}"),
+    ]
+
+
+@pytest.mark.parametrize("case", _api_cases(), ids=lambda c: c[0])
+def test_bad_api_input_is_one_value_error(tmp_path, case):
+    _, call, match = case
+    with pytest.raises(ValueError, match=re.escape(match)) as err:
+        call(tmp_path)
+    assert "\n" not in str(err.value)

@@ -255,6 +255,11 @@ def test_publish_checkpoint_adds_a_verified_zoo_entry(shipyard, tmp_path, monkey
         with pytest.raises(ValueError, match=msg):
             zoo.publish_checkpoint(ctx.name, bad)
     assert zoo.list_checkpoints() == ["ofa_mbv3_tiny.toyfmnist"]
+    before = path.with_suffix(".json").read_bytes()
+    with pytest.raises(ValueError, match="zoo name 'ofa_mbv3_tiny.toyfmnist' is taken"):
+        zoo.publish_checkpoint(ctx.name, "ofa_mbv3_tiny.toyfmnist")
+    assert path.with_suffix(".json").read_bytes() == before
+    assert zoo.publish_checkpoint(ctx.name, "ofa_mbv3_tiny.toyfmnist", overwrite=True) == path
 
 
 def test_cli_parity_checks_extraction_and_the_reference_package():

@@ -59,10 +59,14 @@ class MeasureSpec:
         if not shape or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
             raise ValueError(f"input_shape={self.input_shape!r} must be positive integers, e.g. (1, 3, 224, 224)")
         object.__setattr__(self, "input_shape", shape)
-        if not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"threads={self.threads!r} must be a positive integer")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 1 <= self.threads <= 1024:
+            raise ValueError(f"threads={self.threads!r} must be an integer from 1 to 1024")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not supported; allowed: {list(PRECISIONS)}")
+        if not isinstance(self.protocol, Protocol):
+            raise ValueError(f"protocol={self.protocol!r} must be a profilers.Protocol (e.g. Protocol(blocks=10))")
+        if not (self.provider is None or (isinstance(self.provider, str) and self.provider.strip())):
+            raise ValueError(f"provider={self.provider!r} must be a non-empty name or None (the runtime's default)")
 
     def example(self) -> np.ndarray:
         """Seeded random float32 input of ``input_shape`` (latency does not depend on the values)."""
