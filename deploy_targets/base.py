@@ -13,6 +13,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from numbers import Integral
 from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -72,8 +73,9 @@ class ExportSpec:
             raise ValueError(f"out={self.out!r} must be the artifact's path")
         object.__setattr__(self, "out", Path(self.out))
         shape = tuple(self.input_shape) if isinstance(self.input_shape, (tuple, list)) else ()
-        if len(shape) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
+        if len(shape) != 4 or any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in shape):
             raise ValueError(f"input_shape={self.input_shape!r} must be four positive integers (N, C, H, W)")
+        shape = tuple(int(v) for v in shape)  # numpy integers become plain ones
         object.__setattr__(self, "input_shape", shape)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not supported; allowed: {list(PRECISIONS)}")
@@ -86,6 +88,10 @@ class ExportSpec:
         if math.prod(shape) > MAX_INPUT_ELEMENTS:
             raise ValueError(f"input_shape={shape} holds {math.prod(shape):,} values; allowed: at most "
                              f"{MAX_INPUT_ELEMENTS:,}")
+        if not isinstance(self.calibration, (tuple, list)):
+            raise ValueError(f"calibration={type(self.calibration).__name__} must be a tuple of input batches "
+                             "(empty when not calibrating)")
+        object.__setattr__(self, "calibration", tuple(self.calibration))
         for name, batch in [("inputs", self.inputs), *(("calibration", b) for b in self.calibration)]:
             if batch is None:
                 continue
@@ -96,8 +102,8 @@ class ExportSpec:
                                  "at least one image)")
             if not bool(torch.isfinite(batch).all()):
                 raise ValueError(f"{name} hold NaN or infinite values; give finite example data")
-        if not isinstance(self.options, dict):
-            raise ValueError(f"options={self.options!r} must be a dict of target-specific settings")
+        if not isinstance(self.options, dict) or not all(isinstance(k, str) for k in self.options):
+            raise ValueError(f"options={self.options!r} must be a dict of target-specific settings (names as keys)")
 
     def example(self) -> torch.Tensor:
         """The parity-check input: ``inputs`` or seeded random data of ``input_shape``."""

@@ -41,6 +41,10 @@ class ConfigBatch:
         if not cfgs:
             return cls.from_values(space, np.zeros((0, space.n_blocks)), np.zeros((0, space.n_blocks)),
                                    np.zeros((0, space.n_stages)), np.zeros(0))
+        bad_type = next((c for c in cfgs if not isinstance(c, SubnetConfig)), None)
+        if bad_type is not None:
+            raise ValueError(f"{str(bad_type)[:80]!r} is a {type(bad_type).__name__}, not a SubnetConfig "
+                             "(build one with SubnetConfig.from_dict)")
         for name, n in (("ks", space.n_blocks), ("e", space.n_blocks), ("d", space.n_stages)):
             bad = next((c for c in cfgs if len(getattr(c, name)) != n), None)
             if bad is not None:
@@ -72,6 +76,8 @@ class ConfigBatch:
     @classmethod
     def random(cls, space: SearchSpace, n: int, rng: np.random.Generator) -> "ConfigBatch":
         """``n`` subnets with every choice drawn uniformly (as :meth:`SearchSpace.sample`)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n={n!r} must be a number of subnets (an integer >= 0)")
         g = (rng.random((n, genome_length(space))) * _cardinalities(space)).astype(np.int8)
         return cls.from_genome(space, g)
 
@@ -82,7 +88,13 @@ class ConfigBatch:
 
     @classmethod
     def from_genome(cls, space: SearchSpace, g: np.ndarray) -> "ConfigBatch":
-        """Inverse of :meth:`genome`."""
+        """Inverse of :meth:`genome`; a row of the wrong length or a gene outside its choices raises."""
+        g = np.asarray(g)
+        if g.ndim != 2 or g.shape[1] != genome_length(space):
+            raise ValueError(f"genome of shape {g.shape} does not fit the space; allowed: (N, {genome_length(space)})")
+        if g.size and (np.any(g < 0) or np.any(g >= _cardinalities(space))):
+            raise ValueError(f"genome holds a gene outside its choices; allowed per column: 0 to "
+                             f"{(_cardinalities(space) - 1).tolist()}")
         b, s = space.n_blocks, space.n_stages
         return cls(space, g[:, :b], g[:, b:2 * b], g[:, 2 * b:2 * b + s], g[:, 2 * b + s])
 
@@ -172,9 +184,13 @@ def space_cardinalities(space: SearchSpace) -> list[int]:
 
 
 @lru_cache(maxsize=32)
+@lru_cache(maxsize=32)
 def _cardinalities(space: SearchSpace) -> np.ndarray:
+    """Choices per genome column (shared, read-only)."""
     b, s = space.n_blocks, space.n_stages
-    return np.array([len(space.ks)] * b + [len(space.e)] * b + [len(space.d)] * s + [len(space.r)])
+    out = np.array([len(space.ks)] * b + [len(space.e)] * b + [len(space.d)] * s + [len(space.r)])
+    out.flags.writeable = False
+    return out
 
 
 @lru_cache(maxsize=32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, Callable
 
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, Registry
@@ -30,10 +31,12 @@ def get_spec(name: str, **kwargs: Any) -> MobileNetV3Spec:
     factory = SUPERNETS.get(name)
     res = kwargs.get("resolutions")
     if res is not None and (isinstance(res, (str, bytes)) or not isinstance(res, (list, tuple)) or not res
-                            or any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION
+                            or any(isinstance(r, bool) or not isinstance(r, Integral) or not 1 <= r <= MAX_RESOLUTION
                                    for r in res)):
         raise ValueError(f"resolutions={res!r} must be a non-empty list of integers; allowed: 1 to {MAX_RESOLUTION} "
                          "pixels")
+    if res is not None:
+        kwargs["resolutions"] = [int(r) for r in res]  # numpy integers become plain ones
     try:
         return factory(**kwargs)
     except TypeError as exc:

@@ -50,9 +50,9 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"--workdir {workdir}: {exc.strerror or exc}; give a directory") from None
-        name, spec = resolve_recipe(checkpoint, None)
         ctx = CheckpointContext(checkpoint)
         ctx.supernet  # noqa: B018  (loads and checks the weights before the table's minutes of measuring)
+        name, spec = resolve_recipe(checkpoint, None)
         build = _run_build(table, name, spec, runtime, LOCAL, None, BuildSettings(), as_json)
         spz = specializer(ctx, table, [Budget(LOCAL, runtime, 1.0)], samples, 0, as_json, drift)
     except (ValueError, BudgetError) as exc:

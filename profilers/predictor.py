@@ -111,8 +111,14 @@ def fit_correction(feats: Mapping[str, np.ndarray], measured: np.ndarray) -> Cor
     n = y.size
     if n == 0:
         return Correction()
-    if not np.all(y > 0):
-        raise ValueError("calibration latencies must be positive milliseconds")
+    if not np.all(y > 0) or not np.all(np.isfinite(y)):
+        raise ValueError("calibration latencies must be positive, finite milliseconds")
+    if "layer_sum_ms" not in feats:
+        raise ValueError(f"features {sorted(feats)} lack 'layer_sum_ms' (the table's layer sum per subnet)")
+    bad = sorted(f for f, v in feats.items() if np.shape(v) != y.shape or not np.all(np.isfinite(v)))
+    if bad or not np.all(np.asarray(feats["layer_sum_ms"], dtype=np.float64) > 0):
+        raise ValueError(f"features {bad or ['layer_sum_ms']} must be {y.size} finite values per subnet "
+                         "(layer sums > 0)")
     floor = 0.5 * float(np.min(y / np.asarray(feats["layer_sum_ms"], dtype=np.float64)))
     fits = []
     usable = [c for c in CANDIDATES if all(f in feats for f in c)]
@@ -235,8 +241,8 @@ class LatencyPredictor:
 
     def rescaled(self, drift: float) -> "LatencyPredictor":
         """A copy whose predictions are multiplied by ``drift`` (see :func:`profilers.drift.check_drift`)."""
-        if isinstance(drift, bool) or not (isinstance(drift, (int, float)) and math.isfinite(drift) and drift > 0):
-            raise ValueError(f"drift={drift!r} must be a positive factor")
+        if isinstance(drift, bool) or not isinstance(drift, (int, float)) or not 1e-6 <= drift <= 1e6:
+            raise ValueError(f"drift={str(drift)[:40]} must be a positive factor from 1e-6 to 1e6")
         twin = copy.copy(self)
         twin.drift = float(drift)
         return twin

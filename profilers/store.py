@@ -401,7 +401,7 @@ class LatencyTable:
     def put_correction(self, device: str, runtime: RuntimeKey, sid: str, model: Mapping[str, Any]) -> None:
         """Store the fitted latency correction of a device, runtime configuration and spec."""
         coef, floor = (model.get("coef"), model.get("floor", 0.0)) if isinstance(model, Mapping) else (None, None)
-        numbers = coef if isinstance(coef, list) else []
+        numbers = list(coef) if isinstance(coef, (list, tuple)) else []
         if not numbers or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
                                   for c in [*numbers, floor]):
             raise ValueError(f"correction {str(model)[:80]!r} must have finite coefficients and floor; nothing stored")

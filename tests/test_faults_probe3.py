@@ -21,7 +21,9 @@ import torch
 from typer.testing import CliRunner
 
 import model_zoo
+from deploy_targets import ExportSpec
 from elastic import SubnetConfig
+from elastic.batch import ConfigBatch, genome_length
 from elastic.data import DataSource, load_splits
 from elastic.schedule import Phase
 from elastic.trainer import Trainer, TrainConfig
@@ -29,13 +31,14 @@ from model_zoo.training_recipes import recipe_from_dict
 from ofakit.accuracy import build_accuracy_data
 from ofakit.cli import app
 from ofakit.ship import export_subnet, sidecar_path, write_sidecar
-from profilers import LatencyTable
-from profilers.predictor import Correction
+from profilers import LatencyPredictor, LatencyTable
+from profilers.layers import space_layers
+from profilers.predictor import Correction, fit_correction
 from profilers.record import DeviceInfo, local_device
 from profilers.runtimes.remote import AgentError, RemoteRuntime
 from tests.fakedata import write_fmnist
 from tests.shipyard import QUICK
-from tests.test_faults_probe import _m, _table
+from tests.test_faults_probe import TINY, _m, _table
 
 
 def _pair(out):
@@ -370,7 +373,41 @@ def _api_cases():
          "runs=1000000000000000000000000000000"),
         ("import calibration subnet a dict", lambda t: _import_edit(
             t, lambda d: d["calibrations"][0].update(subnet={"ks": [3]})), "has subnet={'ks': [3]}"),
+        ("batch of 2.5 random subnets", lambda t: ConfigBatch.random(SPACE, 2.5, np.random.default_rng(0)),
+         "n=2.5 must be"),
+        ("genome too short", lambda t: ConfigBatch.from_genome(SPACE, np.zeros((2, 3), np.int8)),
+         "genome of shape (2, 3) does not fit"),
+        ("gene 99", lambda t: ConfigBatch.from_genome(SPACE, np.full((1, genome_length(SPACE)), 99, np.int8)),
+         "gene outside its choices"),
+        ("batch of a string", lambda t: ConfigBatch.from_configs(SPACE, [SPACE.smallest(), "cfg"]),
+         "is a str, not a SubnetConfig"),
+        ("export spec calibration None", lambda t: ExportSpec(torch.nn.Identity(), (1, 1, 8, 8), t / "a.onnx",
+                                                              calibration=None), "calibration=NoneType"),
+        ("export spec option keys", lambda t: ExportSpec(torch.nn.Identity(), (1, 1, 8, 8), t / "a.onnx",
+                                                         options={1: 2, "a": 3}), "names as keys"),
+        ("correction without layer sums", lambda t: fit_correction({"one": np.ones(3)}, np.ones(3)),
+         "lack 'layer_sum_ms'"),
+        ("correction on zero layer sums", lambda t: fit_correction({"layer_sum_ms": np.zeros(3)}, np.ones(3)),
+         "layer sums > 0"),
+        ("drift of 1e400", lambda t: LatencyPredictor(TINY, {L.key: 1.0 for L in space_layers(TINY)},
+                                                      Correction()).rescaled(10 ** 400),
+         "must be a positive factor"),
     ]
+
+
+SPACE = model_zoo.get_spec("ofa_mbv3_tiny").space
+
+
+def test_numpy_numbers_are_accepted_where_integers_are():
+    spec = model_zoo.get_spec("ofa_mbv3_tiny", resolutions=[np.int64(28)])
+    assert spec.r == (28,) and type(spec.r[0]) is int
+    es = ExportSpec(torch.nn.Identity(), tuple(np.array([1, 1, 16, 16])), "a.onnx")
+    assert es.input_shape == (1, 1, 16, 16) and all(type(v) is int for v in es.input_shape)
+
+
+def test_demo_names_the_empty_checkpoint(tmp_path):
+    res = CliRunner().invoke(app, ["demo", "--checkpoint", "", "--workdir", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "error: checkpoint name is empty" in res.stderr, res.output
 
 
 @pytest.mark.parametrize("case", _api_cases(), ids=lambda c: c[0])
