@@ -146,10 +146,12 @@ def check_input_fits(spec: ExportSpec) -> None:
     x = spec.example()[:1]
     try:
         with torch.no_grad():
-            spec.frozen_module()(x)
-    except (RuntimeError, ValueError, IndexError) as exc:
+            y = spec.frozen_module()(x)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"input_shape={spec.input_shape} does not fit the module: {first}") from None
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"the module returns a {type(y).__name__}; exporters take modules with one tensor output")
 
 
 class Exporter(ABC):

@@ -69,8 +69,14 @@ def _pooled_statistics(supernet: torch.nn.Module, cfg: SubnetConfig, batches: It
     param = next(supernet.parameters())
     seen = 0
     with torch.no_grad():
+        channels = supernet.spec.in_channels
         for batch in batches:
             x = _images(batch).to(device=param.device, dtype=param.dtype)
+            if x.dim() != 4 or x.shape[1] != channels or x.shape[0] < 1:
+                raise ValueError(f"recalibrate_bn got a batch of shape {tuple(x.shape)}; allowed: (N, {channels}, H, W) "
+                                 "image batches (an iterable of them, not one tensor)")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError("recalibrate_bn got NaN or infinite pixel values; the statistics would be NaN")
             net(resize(x, cfg.r).contiguous(memory_format=torch.channels_last))
             seen += x.shape[0]
     if seen == 0:

@@ -21,9 +21,10 @@ import torch
 from typer.testing import CliRunner
 
 import model_zoo
-from deploy_targets import ExportSpec
+from deploy_targets import ExportSpec, get_exporter
 from elastic import SubnetConfig
 from elastic.batch import ConfigBatch, genome_length
+from elastic.bn import recalibrate_bn
 from elastic.data import DataSource, load_splits
 from elastic.schedule import Phase
 from elastic.trainer import Trainer, TrainConfig
@@ -389,6 +390,14 @@ def _api_cases():
          "lack 'layer_sum_ms'"),
         ("correction on zero layer sums", lambda t: fit_correction({"layer_sum_ms": np.zeros(3)}, np.ones(3)),
          "layer sums > 0"),
+        ("recalibrate on NaN images", lambda t: recalibrate_bn(_tiny_net(), SPACE.smallest(),
+                                                               [torch.full((2, 1, 28, 28), math.nan)]), "NaN or infinite"),
+        ("recalibrate on one tensor", lambda t: recalibrate_bn(_tiny_net(), SPACE.smallest(), torch.zeros(2, 1, 28, 28)),
+         "got a batch of shape (1, 28, 28)"),
+        ("recalibrate on RGB images", lambda t: recalibrate_bn(_tiny_net(), SPACE.smallest(), [torch.zeros(2, 3, 28, 28)]),
+         "allowed: (N, 1, H, W)"),
+        ("export a module with two outputs", lambda t: get_exporter("onnx").export(
+            ExportSpec(_TwoOutputs(), (1, 1, 8, 8), t / "a.onnx")), "returns a tuple"),
         ("drift of 1e400", lambda t: LatencyPredictor(TINY, {L.key: 1.0 for L in space_layers(TINY)},
                                                       Correction()).rescaled(10 ** 400),
          "must be a positive factor"),
@@ -396,6 +405,15 @@ def _api_cases():
 
 
 SPACE = model_zoo.get_spec("ofa_mbv3_tiny").space
+
+
+def _tiny_net():
+    return model_zoo.get_supernet("ofa_mbv3_tiny")
+
+
+class _TwoOutputs(torch.nn.Module):
+    def forward(self, x):
+        return x, x
 
 
 def test_numpy_numbers_are_accepted_where_integers_are():
