@@ -328,6 +328,12 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
             continue
         if isinstance(v, bool) or not isinstance(v, int) or not low <= v < 2 ** 32:
             raise ValueError(f"{name}={v!r} must be an integer from {low} to {2 ** 32 - 1}")
+    if preprocess is not None:
+        need = ("mean", "std") + (("in_channels", "image_size") if source.kind == "imagefolder" else ())
+        lacking = [k for k in need if k not in preprocess] if isinstance(preprocess, dict) else ["a dict"]
+        if lacking:
+            raise ValueError(f"preprocess record {str(preprocess)[:80]!r} lacks {lacking}; allowed: "
+                             "Splits.preprocessing() output")
     policy = augmentation_policy(augment)
     if source.kind == "fashion-mnist":
         root = fashion_mnist_root(source.path)

@@ -135,7 +135,11 @@ def load_train_state(out_dir: str | Path) -> TrainState | None:
         if head not in groups:
             raise ValueError(f"{tensor_path}: unexpected tensor {key!r}; not an ofa-kit training state")
         groups[head][rest if head != "optim" else key] = t
+    try:
+        optimizer = _join_optimizer(groups["optim"], meta["optimizer"])
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{json_path}: the optimizer state does not parse ({type(exc).__name__}: {str(exc)[:80]}); "
+                         "cannot resume (the file was edited?)") from None
     return TrainState(phase_index=meta["phase_index"], epoch=meta["epoch"], global_epoch=meta["global_epoch"],
-                      model=groups["model"], teacher=groups["teacher"],
-                      optimizer=_join_optimizer(groups["optim"], meta["optimizer"]), scheduler=meta["scheduler"],
-                      rng=rng, meta=meta["meta"])
+                      model=groups["model"], teacher=groups["teacher"], optimizer=optimizer,
+                      scheduler=meta["scheduler"], rng=rng, meta=meta["meta"])

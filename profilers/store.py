@@ -101,6 +101,8 @@ def _check_provenance(m: Any, what: str, path: Path) -> None:
     if not isinstance(m.device.fingerprint, str):
         raise ValueError(f"{path}: {what} has device fingerprint {m.device.fingerprint!r}; allowed: a string "
                          "(nothing stored)")
+    if m.precision not in PRECISIONS:
+        raise ValueError(f"{path}: {what} has precision={m.precision!r}; allowed: {list(PRECISIONS)} (nothing stored)")
     for f in ("threads", "batch"):
         v = getattr(m, f)
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_COUNT:
@@ -372,6 +374,10 @@ class LatencyTable:
                              ) from None
         if not isinstance(spec, Mapping):
             raise ValueError(f"spec of recipe {name!r} is {spec!r}; allowed: a dict (MobileNetV3Spec.to_dict())")
+        try:
+            MobileNetV3Spec.from_dict(spec)
+        except ValueError as exc:
+            raise ValueError(f"spec of recipe {name!r}: {exc}") from None
         sid = spec_id(spec)
         with self._write() as db:
             row = db.execute("SELECT spec_id FROM recipes WHERE name = ?", (name,)).fetchone()
