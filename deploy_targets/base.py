@@ -151,7 +151,7 @@ def check_input_fits(spec: ExportSpec) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"input_shape={spec.input_shape} does not fit the module: {first}") from None
     if not isinstance(y, torch.Tensor):
-        raise ValueError(f"the module returns a {type(y).__name__}; exporters take modules with one tensor output")
+        raise ValueError(f"the module returns {type(y).__name__}; allowed: one output tensor")
 
 
 class Exporter(ABC):

@@ -184,7 +184,6 @@ def space_cardinalities(space: SearchSpace) -> list[int]:
 
 
 @lru_cache(maxsize=32)
-@lru_cache(maxsize=32)
 def _cardinalities(space: SearchSpace) -> np.ndarray:
     """Choices per genome column (shared, read-only)."""
     b, s = space.n_blocks, space.n_stages

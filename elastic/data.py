@@ -322,12 +322,13 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
     """
     from torchvision import datasets, transforms as T
 
-    for name, v, low in (("val_size", val_size, 1), ("train_limit", train_limit, 1), ("test_limit", test_limit, 1),
-                         ("image_size", image_size, 8), ("seed", seed, 0)):
+    for name, v, low, top in (("val_size", val_size, 1, 2 ** 32), ("train_limit", train_limit, 1, 2 ** 32),
+                              ("test_limit", test_limit, 1, 2 ** 32), ("image_size", image_size, 8, 2 ** 32),
+                              ("seed", seed, 0, 2 ** 63)):  # seeds as TrainConfig allows them
         if v is None and name != "seed":
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or not low <= v < 2 ** 32:
-            raise ValueError(f"{name}={v!r} must be an integer from {low} to {2 ** 32 - 1}")
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v < top:
+            raise ValueError(f"{name}={v!r} must be an integer from {low} to {top - 1}")
     if preprocess is not None:
         need = ("mean", "std") + (("in_channels", "image_size") if source.kind == "imagefolder" else ())
         lacking = [k for k in need if k not in preprocess] if isinstance(preprocess, dict) else ["a dict"]

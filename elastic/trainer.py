@@ -227,7 +227,7 @@ class Trainer:
         if state is not None:
             try:
                 self.supernet.load_state_dict(state.model)
-                teacher = self._teacher(state.teacher).to(device) if state.teacher else None
+                teacher = self._teacher(state.teacher) if state.teacher else None
                 pi0, epoch0, global_epoch = state.phase_index, state.epoch, state.global_epoch
                 if not 0 <= pi0 < len(self.phases):
                     raise IndexError(f"phase_index {pi0} is not one of the schedule's {len(self.phases)} phases")
@@ -237,6 +237,7 @@ class Trainer:
                 records = self._read_records(global_epoch)
             except _STATE_ERRORS as exc:
                 raise ValueError(self._bad_state(exc)) from None
+            teacher = teacher.to(device) if teacher is not None else None  # outside: out of memory is not bad state
             log.info("resuming at phase %s, epoch %d (global epoch %d)", self.phases[pi0].name, epoch0, global_epoch)
         elif resume:
             log.warning("no checkpoint in %s: starting from scratch", self.out_dir)

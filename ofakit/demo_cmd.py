@@ -55,7 +55,7 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
         name, spec = resolve_recipe(checkpoint, None)
         build = _run_build(table, name, spec, runtime, LOCAL, None, BuildSettings(), as_json)
         spz = specializer(ctx, table, [Budget(LOCAL, runtime, 1.0)], samples, 0, as_json, drift)
-    except (ValueError, BudgetError) as exc:
+    except (ValueError, OSError, BudgetError) as exc:
         fail(exc)
     metric = spz.metrics[Budget(LOCAL, runtime, 1.0).metric_name]
     lo = fastest_candidate(spz.space, metric).metrics[metric.name]

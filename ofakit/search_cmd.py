@@ -161,7 +161,7 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
                 raise ValueError(f"--also {also[0]!r} needs --latency-ms (the budget on --device); without a "
                                  "budget, search prints the feasible range")
             rng = feasible_range(checkpoint, table, device, runtime)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             fail(exc)
         if as_json:
             typer.echo(json.dumps(rng, indent=2))
@@ -182,7 +182,7 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
         pick, shortlist = measured_pick(spz, budgets, caps, settings, token, result.best) if measure else \
             (result.best, None)
         front, front_s = spz.pareto(budgets[0].metric_name, cons[1:])
-    except (ValueError, BudgetError) as exc:
+    except (ValueError, OSError, BudgetError) as exc:
         fail(exc)
     primary = budgets[0].metric_name
     record = candidate_json(pick, primary, {

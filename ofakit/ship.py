@@ -9,8 +9,9 @@ versions, and the export settings, so a deployed file can always be traced and f
 from __future__ import annotations
 
 import json
-import os
 import logging
+import math
+import os
 import tempfile
 import time
 from contextlib import contextmanager
@@ -77,6 +78,17 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
         return result, write_sidecar(ctx, cfg, result, precision, info)
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinite floats as ``None`` (JSON has neither; e.g. a Kendall τ of constant data)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     """Identity of a file or folder as written (inode, mtime, size); ``None`` when absent."""
     try:
@@ -93,13 +105,15 @@ def _parked_sidecar(out: Path) -> Iterator[None]:
     artifact is still there untouched (a refused export loses nothing)."""
     side = sidecar_path(out)
     parked = side.with_name(side.name + ".old")
+    parked.unlink(missing_ok=True)  # left by an export killed earlier: it describes no artifact here now
     before = _stamp(out)
-    if side.is_file():
+    moved = side.is_file()
+    if moved:
         os.replace(side, parked)
     try:
         yield
     except BaseException:
-        if parked.is_file() and before is not None and _stamp(out) == before:
+        if moved and before is not None and _stamp(out) == before:
             os.replace(parked, side)  # the old pair is whole again
         else:
             parked.unlink(missing_ok=True)  # the artifact changed: its old description must not come back
@@ -146,7 +160,7 @@ def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResul
             "versions": result.versions, "macs": ctx.supernet.flops(cfg), "params": ctx.supernet.params(cfg),
             "written_at": time.time(), **(info or {})}
     path = sidecar_path(result.path)
-    atomic_write_text(path, json.dumps(side, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(_finite(side), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 
@@ -252,7 +266,7 @@ def reading(got: Any) -> tuple[Any, float | None]:
 
 def rerank(cands: Sequence[Candidate], budgets: Sequence[Budget], timer: Timer,
            expected: Mapping[str, float] | None = None) -> tuple[Candidate | None, list[dict[str, Any]]]:
-    """Measure candidates on every budget's runtime and pick the most accurate one measured within every
+    """Measure candidates on every budget's runtime and pick the most accurate one judged within every
     budget (of those predicted within :data:`ACCURACY_TIE` of it, the one that uses its budgets most);
     ``None`` when none is. Returns the pick and one record per candidate.
 

@@ -79,6 +79,26 @@ def test_a_crash_after_the_artifact_leaves_no_stale_sidecar(shipyard, tmp_path, 
     assert write_sidecar  # the real one is restored by monkeypatch afterwards
 
 
+def test_a_stale_parked_sidecar_never_comes_back(shipyard, tmp_path):
+    """An export killed earlier left its parked sidecar beside a new artifact; a later refused export must not
+    restore that description."""
+    ctx, _ = shipyard
+    out = tmp_path / "o.onnx"
+    export_subnet(ctx, ctx.supernet.space.smallest(), "onnx", out)
+    sidecar_path(out).rename(tmp_path / "o.onnx.json.old")
+    with pytest.raises(ValueError, match="does not support precision='fp16'"):
+        export_subnet(ctx, ctx.supernet.space.largest(), "onnx", out, "fp16")
+    assert not sidecar_path(out).exists() and not (tmp_path / "o.onnx.json.old").exists()
+
+
+def test_a_sidecar_holds_no_nan(shipyard, tmp_path):
+    ctx, _ = shipyard
+    _, side = export_subnet(ctx, ctx.supernet.space.smallest(), "onnx", tmp_path / "o.onnx",
+                            info={"accuracy_predictor": {"kendall_tau": math.nan, "list": [math.inf, 1.0]}})
+    data = json.loads(side.read_text())
+    assert data["accuracy_predictor"] == {"kendall_tau": None, "list": [None, 1.0]}
+
+
 class _Redirect(http.server.BaseHTTPRequestHandler):
     seen: list = []
 
@@ -397,7 +417,7 @@ def _api_cases():
         ("recalibrate on RGB images", lambda t: recalibrate_bn(_tiny_net(), SPACE.smallest(), [torch.zeros(2, 3, 28, 28)]),
          "allowed: (N, 1, H, W)"),
         ("export a module with two outputs", lambda t: get_exporter("onnx").export(
-            ExportSpec(_TwoOutputs(), (1, 1, 8, 8), t / "a.onnx")), "returns a tuple"),
+            ExportSpec(_TwoOutputs(), (1, 1, 8, 8), t / "a.onnx")), "the module returns tuple; allowed: one output"),
         ("drift of 1e400", lambda t: LatencyPredictor(TINY, {L.key: 1.0 for L in space_layers(TINY)},
                                                       Correction()).rescaled(10 ** 400),
          "must be a positive factor"),
@@ -434,3 +454,10 @@ def test_bad_api_input_is_one_value_error(tmp_path, case):
     with pytest.raises(ValueError, match=re.escape(match)) as err:
         call(tmp_path)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("budget", [[], ["--latency-ms", "1"]], ids=["range", "budget"])
+def test_search_with_a_table_name_too_long_is_one_line(tmp_path, budget):
+    res = CliRunner().invoke(app, ["search", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--table",
+                                   str(tmp_path / ("n" * 300 + ".sqlite")), *budget])
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and "too long" in res.stderr, res.output

@@ -34,7 +34,7 @@ def test_metadata_is_complete_and_consistent(name):
     assert (model_zoo.checkpoint.WEIGHTS_DIR / meta["weights"]).stat().st_size < 16e6
 
 
-FMNIST_ZOO = [n for n in CHECKPOINTS if n.split(".", 1)[1].startswith("fmnist")]
+FMNIST_ZOO = [n for n in CHECKPOINTS if n.rsplit(".", 1)[1].startswith("fmnist")]  # the tag follows the last dot
 
 
 @pytest.mark.skipif(not (FMNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
