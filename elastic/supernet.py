@@ -69,8 +69,11 @@ class ElasticMobileNetV3(nn.Module):
     def forward(self, x: torch.Tensor, cfg: SubnetConfig) -> torch.Tensor:
         """Logits of subnet ``cfg``; ``x`` is resized (bilinear) to ``cfg.r`` when its size differs."""
         self.space.validate(cfg)
-        if x.dim() != 4 or x.shape[1] != self.spec.in_channels:
-            raise ValueError(f"input shape {tuple(x.shape)} must be (N, {self.spec.in_channels}, H, W)")
+        if x.dim() != 4 or x.shape[1] != self.spec.in_channels or x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError(f"input shape {tuple(x.shape)} must be (N, {self.spec.in_channels}, H, W), H and W >= 1")
+        if x.dtype != self.stem_conv.weight.dtype:
+            raise ValueError(f"input dtype {x.dtype} differs from the weights' {self.stem_conv.weight.dtype}; "
+                             f"convert it (x.to({self.stem_conv.weight.dtype}))")
         x = F.hardswish(self.stem_bn(self.stem_conv(resize(x, cfg.r))))
         x = self.first_block(x, 3, 1)
         for i in cfg.active_blocks():

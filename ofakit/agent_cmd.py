@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import signal
+import socket
 from pathlib import Path
 
 import typer
@@ -77,7 +78,9 @@ def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback
         server = make_server(host, port, token, max_bytes=max(1, int(max_mb * 2**20)), max_connections=max_connections)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    except OSError as exc:
+    except socket.gaierror as exc:  # not an address or a name this machine resolves: bad input
+        raise _fail(f"--host {host!r} is not an address of this machine: {exc.strerror or exc}") from None
+    except OSError as exc:  # in use, or not permitted: the machine's state, not the input
         raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
     _stop_on_signals()
     typer.echo(f"ofakit agent listening on {server.url} (runtimes: {', '.join(server.formats) or 'none'}; "

@@ -461,3 +461,20 @@ def test_search_with_a_table_name_too_long_is_one_line(tmp_path, budget):
     res = CliRunner().invoke(app, ["search", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--table",
                                    str(tmp_path / ("n" * 300 + ".sqlite")), *budget])
     assert res.exit_code == 2 and res.stderr.startswith("error: ") and "too long" in res.stderr, res.output
+
+
+def test_supernet_forward_names_a_bad_input():
+    net = _tiny_net()
+    cfg = SPACE.smallest()
+    with pytest.raises(ValueError, match="input dtype torch.float64 differs"):
+        net(torch.zeros(1, 1, 28, 28, dtype=torch.float64), cfg)
+    with pytest.raises(ValueError, match=r"input shape \(1, 1, 0, 0\) must be"):
+        net(torch.zeros(1, 1, 0, 0), cfg)
+
+
+def test_agent_host_that_is_no_address_is_bad_input(tmp_path):
+    token = tmp_path / "tok"
+    token.write_text("secret-token")
+    token.chmod(0o600)
+    res = CliRunner().invoke(app, ["agent", "serve", "--host", "999.0.0.1", "--port", "0", "--token-file", str(token)])
+    assert res.exit_code == 2 and "error: --host '999.0.0.1' is not an address" in res.stderr, res.output
