@@ -89,10 +89,19 @@ def _number(value: Any, what: str, path: Path, fix: str = _CORRUPT) -> float:
     raise ValueError(f"{path}: {what} is {value!r}, not a latency figure (allowed: a finite number >= 0); {fix}")
 
 
+FUTURE_S = 86400.0  # clock skew tolerated between machines: a measurement at most a day "in the future"
+
+
+def _not_future(at: float, what: str, path: Path, fix: str) -> None:
+    if at > time.time() + FUTURE_S:
+        raise ValueError(f"{path}: {what} was measured at {at:.0f} (Unix time), in the future; {fix}")
+
+
 def _check_provenance(m: Any, what: str, path: Path) -> None:
     """What a measurement records besides its statistics (when, under what load, with what runtime), checked
     before it is stored: one bad field would otherwise make every later read of the table fail."""
     _number(m.measured_at, f"{what} has measured_at", path, "nothing stored")
+    _not_future(m.measured_at, what, path, "nothing stored")
     _number(m.load_avg, f"{what} has load_avg", path, "nothing stored")
     for f in ("runtime_version", "provider", "runtime"):
         v = getattr(m, f)
@@ -644,6 +653,7 @@ class LatencyTable:
                     raise ValueError(f"imported entry key {e['key']!r} must be a non-empty string")
                 for f in (*STATS, "measured_at", "load_avg"):
                     _number(e[f], f"entry {e['key']!r} has {f}", src, "nothing imported")
+                _not_future(e["measured_at"], f"entry {e['key']!r}", src, "nothing imported")
                 if isinstance(e["runs"], bool) or not isinstance(e["runs"], int) or not 1 <= e["runs"] <= MAX_COUNT:
                     raise ValueError(f"imported entry {e['key']!r} has runs={e['runs']!r} in {src}; allowed: an "
                                      f"integer from 1 to {MAX_COUNT} (nothing imported)")

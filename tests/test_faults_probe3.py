@@ -392,6 +392,8 @@ def _api_cases():
          "finite coefficients"),
         ("import runs 1e30", lambda t: _import_edit(t, lambda d: d["entries"][0].update(runs=10 ** 30)),
          "runs=1000000000000000000000000000000"),
+        ("import measured in the year 10^292", lambda t: _import_edit(
+            t, lambda d: d["entries"][0].update(measured_at=1e300)), "in the future"),
         ("import calibration subnet a dict", lambda t: _import_edit(
             t, lambda d: d["calibrations"][0].update(subnet={"ks": [3]})), "has subnet={'ks': [3]}"),
         ("batch of 2.5 random subnets", lambda t: ConfigBatch.random(SPACE, 2.5, np.random.default_rng(0)),
