@@ -21,7 +21,6 @@ from profilers import builder
 from deploy_targets import ExporterUnavailable
 from profilers.drift import check_drift
 from profilers.layers import space_layers
-from profilers.predictor import Correction
 from profilers.record import Protocol
 from profilers.store import check_name
 from profilers.runtimes import LOCAL, Runtime, RuntimeUnavailable, list_runtimes, open_runtime
@@ -286,27 +285,17 @@ def table_summary(path: Path) -> dict:
             for name, spec in specs.items():
                 keys = {L.key for L in space_layers(spec)}
                 sid = spec_id(spec.to_dict())
+                corr = t.correction(dev, rk, sid)
                 rows.append({"device": dev, "runtime": rk.label(), "recipe": name, "layers": len(keys),
                              "measured": len(keys & have),
                              "quick": sum(e.key in keys and Protocol.stored_is_shorter(e.protocol, Protocol())
                                           for e in es), "runtime_versions": dict(Counter(e.runtime_version for e in es)),
                              "oldest_age_s": time.time() - min(e.measured_at for e in es),
                              "calibration_samples": len(t.calibration(dev, rk, sid)),
-                             "correction": _correction(t.correction(dev, rk, sid), path),
+                             "correction": corr.to_dict() if corr is not None else None,
                              "drift": (t.drift(dev, rk, sid) or [None])[-1],
                              "contended": sum(e.load_avg > max(1.0, devices[dev]["cores"] - 1) for e in es)})
     return {"table": str(path), "devices": devices, "recipes": sorted(specs), "tables": rows}
-
-
-def _correction(stored: dict | None, path: Path) -> dict | None:
-    """A stored correction, checked (a hand-edited or corrupt one is a one-line error, not a traceback)."""
-    if stored is None:
-        return None
-    if not isinstance(stored, dict):
-        raise CliError(f"{path}: a stored correction is {str(stored)[:60]!r}, not an object; refit it with "
-                       "`ofakit profile refresh`")
-    Correction.from_dict(stored)
-    return stored
 
 
 @profile_app.command("show")

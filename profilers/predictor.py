@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,74 +23,17 @@ import numpy as np
 
 from elastic import MobileNetV3Spec, SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid, SlotTable
+from profilers.correction import Correction
 from profilers.layers import slot_grid
 from profilers.record import Protocol
 from profilers.store import LatencyTable, RuntimeKey, spec_id
 
 log = logging.getLogger(__name__)
 
-FEATURES = ("layer_sum_ms", "weights_m", "blocks", "one")
 # Candidate feature sets of the correction, tried in this order (ties go to the earlier one).
 CANDIDATES = (("layer_sum_ms", "blocks", "one"), ("layer_sum_ms", "weights_m", "blocks", "one"),
               ("layer_sum_ms", "weights_m", "one"), ("layer_sum_ms", "one"), ("layer_sum_ms",))
 STATS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "mean_ms")
-
-
-@dataclass(frozen=True)
-class Correction:
-    """A fitted linear correction ``sum(coef[f] * feature[f])``; the identity when not calibrated.
-
-    Attributes:
-        features: Names of the features used (a subset of :data:`FEATURES`).
-        coef: One coefficient per feature.
-        samples: Whole-subnet measurements the fit used.
-        fit_mape: Mean absolute percentage error on those samples.
-        loo_mape: Leave-one-out MAPE (an honest estimate of the error on new subnets), when computable.
-        floor: Predictions are at least ``floor`` times the raw layer sum: half the lowest ratio of measured
-            latency to layer sum among the samples. A linear fit with an offset, extrapolated from a few
-            noisy samples, may otherwise predict a tiny or negative latency for a subnet outside them.
-    """
-
-    features: tuple[str, ...] = ("layer_sum_ms",)
-    coef: tuple[float, ...] = (1.0,)
-    samples: int = 0
-    fit_mape: float | None = None
-    loo_mape: float | None = None
-    floor: float = 0.0
-
-    def apply(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The corrected latency for feature arrays keyed by name."""
-        out = sum(c * feats[f] for f, c in zip(self.features, self.coef))
-        return np.maximum(out, self.floor * feats["layer_sum_ms"]) if self.floor else out
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"features": list(self.features), "coef": list(self.coef), "samples": self.samples,
-                "fit_mape": self.fit_mape, "loo_mape": self.loo_mape, "floor": self.floor}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Correction":
-        """Inverse of :meth:`to_dict`; a malformed dict is a ``ValueError``."""
-        try:
-            bad = [f for f in data["features"] if f not in FEATURES]
-            if bad or len(data["features"]) != len(data["coef"]):
-                raise ValueError(f"stored correction has unknown features {bad} or mismatched coefficients")
-            coef, floor = tuple(float(c) for c in data["coef"]), float(data.get("floor", 0.0))
-            lay = dict(zip(data["features"], coef)).get("layer_sum_ms")
-            if not all(math.isfinite(c) for c in coef) or not (lay is None or lay > 0) \
-                    or not 0 <= floor < math.inf:
-                raise ValueError(f"stored correction has coefficients {list(coef)} and floor {floor}; allowed: finite, "
-                                 "a positive layer-sum coefficient and a floor >= 0 (refit it with `ofakit profile "
-                                 "refresh`)")
-            for key in ("fit_mape", "loo_mape"):
-                v = data.get(key)
-                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
-                    raise ValueError(f"stored correction has {key}={v!r}; allowed: a number >= 0 or null")
-            return cls(tuple(data["features"]), coef, int(data["samples"]), data.get("fit_mape"), data.get("loo_mape"),
-                       floor)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"stored correction {str(data)[:80]!r} is malformed ({type(exc).__name__}: {exc}); "
-                             "refit it with `ofakit profile refresh`") from None
 
 
 def _lstsq_rel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -199,7 +140,7 @@ class LatencyPredictor:
                         "are rough; rebuild without --quick to re-measure them", quick, len(entries), table_path,
                         device, rk.label())
         layer_ms = {e.key: getattr(e, stat) for e in entries}
-        corr = Correction.from_dict(stored) if stored else Correction()
+        corr = stored if stored is not None else Correction()
         if not corr.samples:
             log.warning("no calibration for %s on %s/%s: predictions are raw layer sums", device, rk.label(), stat)
         return cls(spec, layer_ms, corr, device, rk, stat)

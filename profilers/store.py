@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from elastic import MobileNetV3Spec
 from elastic.fileio import atomic_write_text
+from profilers.correction import Correction
 from profilers.record import PRECISIONS, DeviceInfo, Measurement
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,18 @@ def _not_future(at: float, what: str, path: Path, fix: str) -> None:
         raise ValueError(f"{path}: {what} was measured at {at:.0f} (Unix time), in the future; {fix}")
 
 
-def _check_provenance(m: Any, what: str, path: Path) -> None:
-    """What a measurement records besides its statistics (when, under what load, with what runtime), checked
-    before it is stored: one bad field would otherwise make every later read of the table fail."""
+def _count(value: Any, what: str, path: Path, fix: str) -> int:
+    """A stored count (threads, batch, runs), checked: an integer from 1 to :data:`MAX_COUNT`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise ValueError(f"{path}: {what}={value!r}; allowed: an integer from 1 to {MAX_COUNT} ({fix})")
+    return value
+
+
+def _check_measurement(m: Measurement, what: str, path: Path) -> None:
+    """A measurement's statistics and what it records besides them (when, under what load, with what
+    runtime), checked before it is stored: one bad field would otherwise make every later read fail."""
+    for f in STATS:
+        _number(getattr(m.stats, f), f"{what} has {f}", path, "nothing stored")
     _number(m.measured_at, f"{what} has measured_at", path, "nothing stored")
     _not_future(m.measured_at, what, path, "nothing stored")
     _number(m.load_avg, f"{what} has load_avg", path, "nothing stored")
@@ -112,15 +122,8 @@ def _check_provenance(m: Any, what: str, path: Path) -> None:
                          "(nothing stored)")
     if m.precision not in PRECISIONS:
         raise ValueError(f"{path}: {what} has precision={m.precision!r}; allowed: {list(PRECISIONS)} (nothing stored)")
-    for f in ("threads", "batch"):
-        v = getattr(m, f)
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_COUNT:
-            raise ValueError(f"{path}: {what} has {f}={v!r}; allowed: an integer from 1 to {MAX_COUNT} "
-                             "(nothing stored)")
-    runs = m.stats.runs
-    if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= MAX_COUNT:
-        raise ValueError(f"{path}: {what} has runs={runs!r}; allowed: an integer from 1 to {MAX_COUNT} "
-                         "(nothing stored)")
+    for f, v in (("threads", m.threads), ("batch", m.batch), ("runs", m.stats.runs)):
+        _count(v, f"{what} has {f}", path, "nothing stored")
 
 
 def _json(text: Any, what: str, path: Path) -> Any:
@@ -352,9 +355,7 @@ class LatencyTable:
         for key, m in items:
             if not isinstance(key, str) or not key:
                 raise ValueError(f"layer key {key!r} must be a non-empty string")
-            for f in STATS:
-                _number(getattr(m.stats, f), f"layer {key!r} of {device} has {f}", self.path, "nothing stored")
-            _check_provenance(m, f"layer {key!r} of {device}", self.path)
+            _check_measurement(m, f"layer {key!r} of {device}", self.path)
         with self._write() as db:
             dev = self._device_id(db, device, items[0][1].device, True)
             rows = []
@@ -403,9 +404,7 @@ class LatencyTable:
         except (TypeError, ValueError):
             raise ValueError(f"calibration subnet {str(subnet_json)[:60]!r} must be a subnet config's JSON "
                              "(SubnetConfig.to_json()); nothing stored") from None
-        for f in STATS:
-            _number(getattr(m.stats, f), f"calibration subnet of {device} has {f}", self.path, "nothing stored")
-        _check_provenance(m, f"calibration subnet of {device}", self.path)
+        _check_measurement(m, f"calibration subnet of {device}", self.path)
         with self._write() as db:
             dev = self._device_id(db, device, m.device, True)
             rt = self._runtime_id(db, RuntimeKey.of(m), True)
@@ -415,11 +414,10 @@ class LatencyTable:
 
     def put_correction(self, device: str, runtime: RuntimeKey, sid: str, model: Mapping[str, Any]) -> None:
         """Store the fitted latency correction of a device, runtime configuration and spec."""
-        coef, floor = (model.get("coef"), model.get("floor", 0.0)) if isinstance(model, Mapping) else (None, None)
-        numbers = list(coef) if isinstance(coef, (list, tuple)) else []
-        if not numbers or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
-                                  for c in [*numbers, floor]):
-            raise ValueError(f"correction {str(model)[:80]!r} must have finite coefficients and floor; nothing stored")
+        try:
+            Correction.from_dict(model)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; nothing stored") from None
         with self._write() as db:
             dev = self._device_id(db, device, None, True)
             rt = self._runtime_id(db, runtime, True)
@@ -515,13 +513,20 @@ class LatencyTable:
             out = [e for e in out if e.key in wanted]
         return out
 
-    def correction(self, device: str, runtime: RuntimeKey, sid: str) -> dict[str, Any] | None:
-        """The stored correction of a device, runtime configuration and spec (``None`` when not fitted)."""
+    def correction(self, device: str, runtime: RuntimeKey, sid: str) -> Correction | None:
+        """The stored correction of a device, runtime configuration and spec (``None`` when not fitted); a
+        corrupt or hand-edited one is a one-line error naming the table."""
         row = self._db.execute(
             "SELECT c.model FROM corrections c JOIN devices d ON d.id = c.device_id JOIN runtimes r ON "
             "r.id = c.runtime_id WHERE d.name = ? AND r.name = ? AND r.provider = ? AND r.threads = ? AND "
             "r.precision = ? AND r.batch = ? AND c.spec_id = ?", (device, *asdict(runtime).values(), sid)).fetchone()
-        return None if row is None else _json(row[0], f"the correction of {device}", self.path)
+        if row is None:
+            return None
+        stored = _json(row[0], f"the correction of {device}", self.path)
+        try:
+            return Correction.from_dict(stored)
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: {exc}") from None
 
     def _cal_extra(self, prefix: str) -> str:
         """The calibration columns added later, as a SELECT suffix ("" on an old table opened read-only)."""
@@ -654,9 +659,7 @@ class LatencyTable:
                 for f in (*STATS, "measured_at", "load_avg"):
                     _number(e[f], f"entry {e['key']!r} has {f}", src, "nothing imported")
                 _not_future(e["measured_at"], f"entry {e['key']!r}", src, "nothing imported")
-                if isinstance(e["runs"], bool) or not isinstance(e["runs"], int) or not 1 <= e["runs"] <= MAX_COUNT:
-                    raise ValueError(f"imported entry {e['key']!r} has runs={e['runs']!r} in {src}; allowed: an "
-                                     f"integer from 1 to {MAX_COUNT} (nothing imported)")
+                _count(e["runs"], f"imported entry {e['key']!r} has runs", src, "nothing imported")
                 for f in ("runtime_version", "fingerprint", "protocol"):
                     if not isinstance(e[f], str):
                         raise ValueError(f"imported entry {e['key']!r} has {f}={e[f]!r} in {src}; allowed: a string "

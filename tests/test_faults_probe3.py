@@ -388,8 +388,10 @@ def _api_cases():
         ("calibration subnet not JSON", lambda t: LatencyTable(_table(t)).add_calibration("local", "s", "nope", _m()),
          "must be a subnet config's JSON"),
         ("correction NaN", lambda t: LatencyTable(_table(t)).put_correction(
-            "local", RuntimeKey.of(_m()), "s", {"features": ["layer_sum_ms"], "coef": [math.nan]}),
-         "finite coefficients"),
+            "local", RuntimeKey.of(_m()), "s", {"features": ["layer_sum_ms"], "coef": [math.nan], "samples": 3}),
+         "has coefficients [nan]"),
+        ("correction without samples", lambda t: LatencyTable(_table(t)).put_correction(
+            "local", RuntimeKey.of(_m()), "s", {"features": ["layer_sum_ms"], "coef": [1.0]}), "is malformed"),
         ("import runs 1e30", lambda t: _import_edit(t, lambda d: d["entries"][0].update(runs=10 ** 30)),
          "runs=1000000000000000000000000000000"),
         ("import measured in the year 10^292", lambda t: _import_edit(
