@@ -69,6 +69,9 @@ class ExportSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.module, nn.Module):
             raise ValueError(f"module={type(self.module).__name__} must be a torch.nn.Module")
+        if any(t.is_meta for t in (*self.module.parameters(), *self.module.buffers())):
+            raise ValueError(f"module={type(self.module).__name__} has tensors on the meta device (no values); "
+                             "allowed: a module with real weights (load or materialise them first)")
         if not isinstance(self.out, (str, PathLike)) or not str(self.out).strip():
             raise ValueError(f"out={self.out!r} must be the artifact's path")
         object.__setattr__(self, "out", Path(self.out))
@@ -97,6 +100,9 @@ class ExportSpec:
                 continue
             if not isinstance(batch, torch.Tensor):
                 raise ValueError(f"{name} is a {type(batch).__name__}; allowed: torch tensors of shape (N, C, H, W)")
+            if batch.is_meta or batch.is_complex() or batch.dtype == torch.bool:
+                raise ValueError(f"{name} is a {batch.dtype} tensor on {batch.device}; allowed: real-valued image "
+                                 "data with values (not on the meta device)")
             if batch.dim() != 4 or tuple(batch.shape[1:]) != shape[1:] or batch.shape[0] < 1:
                 raise ValueError(f"{name} of shape {tuple(batch.shape)} do not match input_shape={shape} (C, H, W; "
                                  "at least one image)")

@@ -9,37 +9,33 @@ architecture, not its label), ``calibrations`` (whole-subnet measurements per de
 versioned. Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with a busy timeout, so several
 processes can fill one table at once without losing rows, and a killed build keeps all committed rows.
 Tables are shared as JSON (:meth:`LatencyTable.export_json`, :meth:`LatencyTable.import_json`) and merged
-(newest measurement wins).
+(newest measurement wins; :mod:`profilers.table_share`); rows are checked by :mod:`profilers.table_rows`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import logging
 import math
 import os
 import sqlite3
 import time
 import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from elastic import MobileNetV3Spec
-from elastic.fileio import atomic_write_text
 from profilers.correction import Correction
-from profilers.record import PRECISIONS, DeviceInfo, Measurement
+from profilers.record import DeviceInfo, Measurement
+from profilers.table_rows import (STATS, CalibrationSample, Entry, MergeReport, RuntimeKey, _check_measurement, _json,
+                                  _number, _runtime_key, check_name, check_subnet, spec_id)
+from profilers.table_share import _CAL_COLS, _ENTRY_MARKS, SCHEMA_VERSION, TableSharing
 
-log = logging.getLogger(__name__)
+__all__ = ["DEFAULT_TABLE", "SCHEMA_VERSION", "STATS", "CalibrationSample", "Entry", "LatencyTable", "MergeReport",
+           "RuntimeKey", "check_name", "spec_id"]
 
-SCHEMA_VERSION = 1
 DEFAULT_TABLE = "lut.sqlite"
-STATS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "runs")
-_ENTRY_MARKS = ", ".join("?" * (3 + len(STATS) + 5))  # ids + key, stats, measured_at .. load_avg
-
-_CAL_COLS = "device_id, runtime_id, spec_id, subnet, measured_ms, measured_at, runtime_version, fingerprint, protocol"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,160 +66,8 @@ CREATE TABLE IF NOT EXISTS drift_checks (device_id INTEGER NOT NULL REFERENCES d
 """
 
 
-def check_name(name: Any, what: str) -> str:
-    """``name`` if it can name something in a table: a non-empty printable string without surrounding
-    whitespace, at most 200 characters; ``ValueError`` otherwise."""
-    if (not isinstance(name, str) or not name or name != name.strip() or len(name) > 200
-            or not name.isprintable()):
-        raise ValueError(f"{what} {name!r} is not allowed: use 1 to 200 printable characters, no newline, "
-                         "no leading or trailing spaces")
-    return name
 
-
-_CORRUPT = "the table is corrupt; rebuild it (`ofakit profile build --force`) or import a good copy"
-
-
-def _number(value: Any, what: str, path: Path, fix: str = _CORRUPT) -> float:
-    """A stored figure, checked: a corrupt row (text where a number belongs) is a one-line error."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
-        return value
-    raise ValueError(f"{path}: {what} is {value!r}, not a latency figure (allowed: a finite number >= 0); {fix}")
-
-
-FUTURE_S = 86400.0  # clock skew tolerated between machines: a measurement at most a day "in the future"
-
-
-def _not_future(at: float, what: str, path: Path, fix: str) -> None:
-    if at > time.time() + FUTURE_S:
-        raise ValueError(f"{path}: {what} was measured at {at:.0f} (Unix time), in the future; {fix}")
-
-
-def _count(value: Any, what: str, path: Path, fix: str) -> int:
-    """A stored count (threads, batch, runs), checked: an integer from 1 to :data:`MAX_COUNT`."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
-        raise ValueError(f"{path}: {what}={value!r}; allowed: an integer from 1 to {MAX_COUNT} ({fix})")
-    return value
-
-
-def _check_measurement(m: Measurement, what: str, path: Path) -> None:
-    """A measurement's statistics and what it records besides them (when, under what load, with what
-    runtime), checked before it is stored: one bad field would otherwise make every later read fail."""
-    for f in STATS:
-        _number(getattr(m.stats, f), f"{what} has {f}", path, "nothing stored")
-    _number(m.measured_at, f"{what} has measured_at", path, "nothing stored")
-    _not_future(m.measured_at, what, path, "nothing stored")
-    _number(m.load_avg, f"{what} has load_avg", path, "nothing stored")
-    for f in ("runtime_version", "provider", "runtime"):
-        v = getattr(m, f)
-        if not isinstance(v, str) or not v.strip():
-            raise ValueError(f"{path}: {what} has {f}={v!r}; allowed: a non-empty string (nothing stored)")
-    if not isinstance(m.device.fingerprint, str):
-        raise ValueError(f"{path}: {what} has device fingerprint {m.device.fingerprint!r}; allowed: a string "
-                         "(nothing stored)")
-    if m.precision not in PRECISIONS:
-        raise ValueError(f"{path}: {what} has precision={m.precision!r}; allowed: {list(PRECISIONS)} (nothing stored)")
-    for f, v in (("threads", m.threads), ("batch", m.batch), ("runs", m.stats.runs)):
-        _count(v, f"{what} has {f}", path, "nothing stored")
-
-
-def _json(text: Any, what: str, path: Path) -> Any:
-    """A stored JSON column, parsed: a corrupt one is a one-line error naming it."""
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"{path}: {what} is not valid JSON ({exc}): the table is corrupt; rebuild it or import a "
-                         "good copy") from None
-
-
-MAX_COUNT = 1 << 31  # the largest thread count or batch a table row may hold (SQLite INTEGER, sane)
-
-
-def _runtime_key(row: Sequence[Any], path: Path) -> "RuntimeKey":
-    """A stored runtime configuration (name, provider, threads, precision, batch), checked."""
-    name, provider, threads, precision, batch = row
-    if not all(isinstance(v, str) for v in (name, provider, precision)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COUNT for v in (threads, batch)):
-        raise ValueError(f"{path}: runtime {tuple(row)!r} is corrupt (threads and batch must be positive integers); "
-                         "rebuild the table or import a good copy")
-    if precision not in PRECISIONS or not name or not provider:
-        raise ValueError(f"{path}: runtime {tuple(row)!r} is corrupt (precision must be one of {list(PRECISIONS)}, "
-                         "name and provider non-empty); rebuild the table or import a good copy")
-    return RuntimeKey(name, provider, threads, precision, batch)
-
-
-def _imported_runtime(data: Mapping[str, Any], path: Path) -> "RuntimeKey":
-    """The runtime configuration of an imported row, checked like a stored one."""
-    return _runtime_key([data[k] for k in ("name", "provider", "threads", "precision", "batch")], path)
-
-
-def spec_id(spec: Mapping[str, Any]) -> str:
-    """A short stable id of an architecture spec dict (``MobileNetV3Spec.to_dict()``)."""
-    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class RuntimeKey:
-    """A runtime configuration whose latencies are comparable: name, provider, threads, precision, batch."""
-
-    name: str
-    provider: str
-    threads: int = 1
-    precision: str = "fp32"
-    batch: int = 1
-
-    @classmethod
-    def of(cls, m: Measurement) -> "RuntimeKey":
-        """The configuration a measurement was taken with."""
-        return cls(m.runtime, m.provider, m.threads, m.precision, m.batch)
-
-    def label(self) -> str:
-        """Short human label, e.g. ``onnxruntime/CPUExecutionProvider/1t/fp32/b1``."""
-        return f"{self.name}/{self.provider}/{self.threads}t/{self.precision}/b{self.batch}"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One stored layer latency."""
-
-    device: str
-    runtime: RuntimeKey
-    key: str
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    runs: int
-    measured_at: float
-    runtime_version: str
-    fingerprint: str
-    protocol: str
-    load_avg: float
-
-
-@dataclass(frozen=True)
-class MergeReport:
-    """What :meth:`LatencyTable.import_json` did: entries added or replaced, devices stored under a new name."""
-
-    changed: int
-    renamed: dict[str, str]
-
-
-@dataclass(frozen=True)
-class CalibrationSample:
-    """A whole-subnet measurement used to calibrate a predictor."""
-
-    subnet: str  # SubnetConfig JSON
-    measured_ms: float
-    measured_at: float
-    runtime_version: str
-    fingerprint: str = ""  # of the device it was measured on ("" in tables written before it was recorded)
-    protocol: str = ""  # the timing protocol's JSON ("" likewise)
-
-
-class LatencyTable:
+class LatencyTable(TableSharing):
     """A SQLite latency table; use as a context manager or call :meth:`close`.
 
     Args:
@@ -399,11 +243,9 @@ class LatencyTable:
 
     def add_calibration(self, device: str, sid: str, subnet_json: str, m: Measurement) -> None:
         """Store a whole-subnet measurement of a subnet of spec ``sid`` (replacing an older one)."""
-        try:
-            json.loads(subnet_json)
-        except (TypeError, ValueError):
-            raise ValueError(f"calibration subnet {str(subnet_json)[:60]!r} must be a subnet config's JSON "
-                             "(SubnetConfig.to_json()); nothing stored") from None
+        row = self._db.execute("SELECT spec FROM recipes WHERE spec_id = ?", (sid,)).fetchone()
+        space = MobileNetV3Spec.from_dict(_json(row[0], f"the spec {sid}", self.path)).space if row else None
+        check_subnet(subnet_json, space, "calibration subnet (SubnetConfig.to_json())", self.path, "nothing stored")
         _check_measurement(m, f"calibration subnet of {device}", self.path)
         with self._write() as db:
             dev = self._device_id(db, device, m.device, True)
@@ -559,133 +401,3 @@ class LatencyTable:
                 out.append(k)
         return out
 
-    # ------------------------------------------------------- share / merge
-    def to_json(self) -> dict[str, Any]:
-        """The whole table as a JSON-ready dict."""
-        devices = {n: i.to_dict() for n, i in self.devices().items()}
-        entries = [{**asdict(e), "runtime": asdict(e.runtime)} for e in self.entries()]
-        cal = []
-        for (dev, rt, rec, sub, ms, at, ver, *fp_proto) in self._db.execute(
-                "SELECT d.name, r.name || '\x1f' || r.provider || '\x1f' || r.threads || '\x1f' || r.precision "
-                "|| '\x1f' || r.batch, c.spec_id, c.subnet, c.measured_ms, c.measured_at, c.runtime_version"
-                f"{self._cal_extra('c.')} FROM calibrations c JOIN devices d ON d.id = c.device_id "
-                "JOIN runtimes r ON r.id = c.runtime_id"):
-            n, p, t, pr, b = rt.split("\x1f")
-            fp, proto = fp_proto or ("", "")
-            cal.append({"device": dev, "runtime": asdict(RuntimeKey(n, p, int(t), pr, int(b))), "spec_id": rec,
-                        "subnet": sub, "measured_ms": ms, "measured_at": at, "runtime_version": ver,
-                        "fingerprint": fp, "protocol": proto})
-        recipes = {n: self.recipe(n) for n in self.recipes()}
-        return {"format": "ofakit-latency-table", "schema_version": SCHEMA_VERSION, "devices": devices,
-                "recipes": recipes, "entries": entries, "calibrations": cal}
-
-    def export_json(self, path: str | Path) -> Path:
-        """Write the table as JSON (atomically)."""
-        atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
-        return Path(path)
-
-    def import_json(self, path_or_data: str | Path | Mapping[str, Any],
-                    rename: Mapping[str, str] | None = None) -> "MergeReport":
-        """Merge a JSON export (or another ``.sqlite`` table) into this one; newer measurements win.
-
-        Devices are told apart by fingerprint, never by name alone: an incoming device whose name is taken
-        here by another machine (every machine calls itself ``local``) is stored as ``NAME@FINGERPRINT``
-        unless ``rename`` maps it (``{"local": "lab-pc"}``); an import never overwrites another device's
-        measurements.
-        """
-        data = path_or_data
-        if not isinstance(data, (Mapping, str, os.PathLike)):
-            raise ValueError(f"import {str(data)[:80]!r}: allowed: a JSON export's path, a .sqlite table's path or "
-                             "the export's dict")
-        if not isinstance(data, Mapping):
-            p = Path(data)
-            if p.suffix in (".sqlite", ".db"):
-                if not p.is_file():
-                    raise ValueError(f"latency table {p} does not exist (or is not a file); nothing to import")
-                with LatencyTable(p, readonly=True) as other:
-                    data = other.to_json()
-            else:
-                try:
-                    data = json.loads(p.read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-                    raise ValueError(f"cannot read latency table JSON {p}: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise ValueError(f"not an ofa-kit latency table export: a JSON {type(data).__name__}, not an object")
-        if data.get("format") != "ofakit-latency-table" or data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"not an ofa-kit latency table export (schema {SCHEMA_VERSION}): "
-                             f"format={data.get('format')!r}, schema_version={data.get('schema_version')!r}")
-        try:
-            names = self._import_names(data, dict(rename or {}))
-            src = Path("<dict>") if isinstance(path_or_data, Mapping) else Path(path_or_data)
-            return MergeReport(self._merge(data, names, src), {k: v for k, v in names.items() if k != v})
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed latency table export: {type(exc).__name__} {exc}") from None
-
-    def _import_names(self, data: Mapping[str, Any], rename: dict[str, str]) -> dict[str, str]:
-        """Incoming device name -> the name it gets here (see :meth:`import_json`)."""
-        for new in rename.values():
-            check_name(new, "--as device name")
-        unknown = sorted(set(rename) - set(data["devices"]))
-        if unknown:
-            raise ValueError(f"--as names device(s) {unknown} that the import does not hold; it holds "
-                             f"{sorted(data['devices'])}")
-        mine, names = self.devices(), {}
-        for name, info in data["devices"].items():
-            incoming = DeviceInfo.from_dict(info)
-            target = check_name(rename.get(name, name), "imported device name")
-            if target in mine and mine[target].fingerprint != incoming.fingerprint:
-                if name in rename:
-                    raise ValueError(f"--as {name}={target}: {target!r} is another machine in {self.path} "
-                                     f"(fingerprint {mine[target].fingerprint}); choose a new name")
-                target = f"{name}@{incoming.fingerprint[:8]}"
-                log.warning("device %r of the import is another machine than %r here: stored as %r", name, name,
-                            target)
-            names[name] = target
-        return names
-
-    def _merge(self, data: Mapping[str, Any], names: Mapping[str, str], src: Path) -> int:
-        changed = 0
-        with self._write() as db:
-            for name, spec in data.get("recipes", {}).items():
-                check_name(name, "imported recipe name")
-                MobileNetV3Spec.from_dict(spec)  # a malformed spec is refused, not stored
-                db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?, ?)",
-                           (name, spec_id(spec), json.dumps(spec), time.time()))
-            for name, info in data["devices"].items():
-                self._device_id(db, names[name], DeviceInfo.from_dict(info), True)
-            for e in data["entries"]:
-                if not isinstance(e["key"], str) or not e["key"]:  # a missing one: "malformed ... KeyError"
-                    raise ValueError(f"imported entry key {e['key']!r} must be a non-empty string")
-                for f in (*STATS, "measured_at", "load_avg"):
-                    _number(e[f], f"entry {e['key']!r} has {f}", src, "nothing imported")
-                _not_future(e["measured_at"], f"entry {e['key']!r}", src, "nothing imported")
-                _count(e["runs"], f"imported entry {e['key']!r} has runs", src, "nothing imported")
-                for f in ("runtime_version", "fingerprint", "protocol"):
-                    if not isinstance(e[f], str):
-                        raise ValueError(f"imported entry {e['key']!r} has {f}={e[f]!r} in {src}; allowed: a string "
-                                         "(nothing imported)")
-                dev = self._device_id(db, names[e["device"]], None, True)
-                rt = self._runtime_id(db, _imported_runtime(e["runtime"], src), True)
-                cur = db.execute("SELECT measured_at FROM entries WHERE device_id = ? AND runtime_id = ? AND key = ?",
-                                 (dev, rt, e["key"])).fetchone()
-                if cur is None or cur[0] < e["measured_at"]:
-                    db.execute(f"INSERT OR REPLACE INTO entries VALUES ({_ENTRY_MARKS})",
-                               (dev, rt, e["key"], *(e[f] for f in STATS), e["measured_at"], e["runtime_version"],
-                                e["fingerprint"], e["protocol"], e["load_avg"]))
-                    changed += 1
-            for c in data.get("calibrations", []):
-                for f in ("measured_ms", "measured_at"):
-                    _number(c[f], f"calibration subnet has {f}", src, "nothing imported")
-                for f in ("subnet", "spec_id", "runtime_version"):
-                    if not isinstance(c[f], str):
-                        raise ValueError(f"imported calibration subnet has {f}={repr(c[f])[:60]} in {src}; "
-                                         "allowed: a string (nothing imported)")
-                dev = self._device_id(db, names[c["device"]], None, True)
-                rt = self._runtime_id(db, _imported_runtime(c["runtime"], src), True)
-                cur = db.execute("SELECT measured_at FROM calibrations WHERE device_id = ? AND runtime_id = ? AND "
-                                 "spec_id = ? AND subnet = ?", (dev, rt, c["spec_id"], c["subnet"])).fetchone()
-                if cur is None or cur[0] < c["measured_at"]:
-                    db.execute(f"INSERT OR REPLACE INTO calibrations ({_CAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (dev, rt, c["spec_id"], c["subnet"], c["measured_ms"], c["measured_at"],
-                                c["runtime_version"], c.get("fingerprint", ""), c.get("protocol", "")))
-        return changed

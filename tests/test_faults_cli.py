@@ -206,7 +206,7 @@ def _corrupt_calibration(tmp_path, value):
     path = tmp_path / "x.sqlite"
     m = _measurement()
     with LatencyTable(path) as t:
-        t.add_calibration("local", "sid", "{}", m)
+        t.add_calibration("local", "sid", '{"ks":[3],"e":[3],"d":[1],"r":28}', m)
     with sqlite3.connect(path) as db:
         db.execute("UPDATE calibrations SET measured_ms = ?", (value,))
     with LatencyTable(path) as t:

@@ -37,6 +37,7 @@ from profilers.layers import space_layers
 from profilers.predictor import Correction, fit_correction
 from profilers.record import DeviceInfo, local_device
 from profilers.runtimes.remote import AgentError, RemoteRuntime
+from profilers.store import spec_id
 from tests.fakedata import write_fmnist
 from tests.shipyard import QUICK
 from tests.test_faults_probe import TINY, _m, _table
@@ -331,13 +332,29 @@ def test_an_agent_rejects_other_methods_with_json():
         server.server_close()
 
 
-def test_onnxruntime_refuses_an_input_the_model_cannot_take(shipyard, tmp_path):
-    from profilers import MeasureSpec, get_runtime
+@pytest.mark.parametrize("runtime,says,shape", [("onnxruntime", "onnxruntime", (1, 3, 28, 28)),
+                                                 ("openvino", "OpenVINO", (1, 3, 28, 28)),
+                                                 ("openvino", "OpenVINO", (1, 28))])
+def test_runtimes_refuse_an_input_the_model_cannot_take(shipyard, tmp_path, runtime, says, shape):
+    from profilers import MeasureSpec, get_runtime, runtime_status
+    why = runtime_status()[runtime].get("reason")
+    if why:
+        pytest.skip(f"{runtime} unavailable: {why}")
     ctx, _ = shipyard
     res, _ = export_subnet(ctx, ctx.supernet.space.smallest(), "onnx", tmp_path / "o.onnx")
-    spec = MeasureSpec(res.path, (1, 3, 28, 28), protocol=QUICK)
-    with pytest.raises(ValueError, match=r"onnxruntime cannot run o.onnx on an input of shape \[1, 3, 28, 28\]"):
-        get_runtime("onnxruntime").measure(spec)
+    spec = MeasureSpec(res.path, shape, protocol=QUICK)
+    want = re.escape(f"{says} cannot run o.onnx on an input of shape {list(shape)}")
+    with pytest.raises(ValueError, match=want):
+        get_runtime(runtime).measure(spec)
+
+
+def test_export_spec_refuses_meta_tensors(tmp_path):
+    with pytest.raises(ValueError, match="tensors on the meta device"):
+        ExportSpec(torch.nn.Conv2d(1, 2, 3, device="meta"), (1, 1, 8, 8), tmp_path / "m.onnx")
+    for bad in (torch.empty(1, 1, 8, 8, device="meta"), torch.zeros(1, 1, 8, 8, dtype=torch.complex64),
+                torch.zeros(1, 1, 8, 8, dtype=torch.bool)):
+        with pytest.raises(ValueError, match=r"inputs is a torch\.\w+ tensor on \w+; allowed: real-valued"):
+            ExportSpec(torch.nn.Conv2d(1, 2, 3), (1, 1, 8, 8), tmp_path / "m.onnx", inputs=bad)
 
 
 def test_configs_stay_plain_after_numpy(tmp_path):
@@ -358,7 +375,7 @@ def test_a_refused_build_leaves_no_table_file(tmp_path, extra, match):
 def _import_edit(tmp_path, edit):
     src, out = _table(tmp_path), tmp_path / "e.json"
     with LatencyTable(src) as t:
-        t.add_calibration("local", "sid", json.dumps({"ks": [3]}), _m())
+        t.add_calibration("local", spec_id(TINY.to_dict()), TINY.space.smallest().to_json(), _m())
         t.export_json(out)
     data = json.loads(out.read_text())
     edit(data)
@@ -386,7 +403,10 @@ def _api_cases():
         ("put provider None", lambda t: LatencyTable(_table(t)).put("local", "k", replace(_m(), provider=None)),
          "provider=None"),
         ("calibration subnet not JSON", lambda t: LatencyTable(_table(t)).add_calibration("local", "s", "nope", _m()),
-         "must be a subnet config's JSON"),
+         "calibration subnet (SubnetConfig.to_json()) 'nope' is not a subnet"),
+        ("calibration subnet outside the space", lambda t: LatencyTable(_table(t)).add_calibration(
+            "local", spec_id(TINY.to_dict()), TINY.space.smallest().to_json().replace('"r":', '"r":9'), _m()),
+         "is not a subnet of its architecture"),
         ("correction NaN", lambda t: LatencyTable(_table(t)).put_correction(
             "local", RuntimeKey.of(_m()), "s", {"features": ["layer_sum_ms"], "coef": [math.nan], "samples": 3}),
          "has coefficients [nan]"),
@@ -398,6 +418,9 @@ def _api_cases():
             t, lambda d: d["entries"][0].update(measured_at=1e300)), "in the future"),
         ("import calibration subnet a dict", lambda t: _import_edit(
             t, lambda d: d["calibrations"][0].update(subnet={"ks": [3]})), "has subnet={'ks': [3]}"),
+        ("import calibration subnet outside the space", lambda t: _import_edit(
+            t, lambda d: d["calibrations"][0].update(subnet=SPACE.largest().to_json().replace('"r":', '"r":9'))),
+         "imported calibration subnet"),
         ("batch of 2.5 random subnets", lambda t: ConfigBatch.random(SPACE, 2.5, np.random.default_rng(0)),
          "n=2.5 must be"),
         ("genome too short", lambda t: ConfigBatch.from_genome(SPACE, np.zeros((2, 3), np.int8)),

@@ -31,7 +31,9 @@ def test_metadata_is_complete_and_consistent(name):
         assert (info["macs"], info["params"]) == (net.flops(cfg), net.params(cfg)), key
         assert 0.0 < meta["metrics"]["test_top1"][key] <= 1.0
     assert meta["metrics"]["test_top1"]["largest"] > meta["metrics"]["test_top1"]["smallest"]
-    assert (model_zoo.checkpoint.WEIGHTS_DIR / meta["weights"]).stat().st_size < 16e6
+    # the repository carries the zoo: a MobileNetV3-large-sized supernet (ofa_mbv3_grey_w1.0, 6.4M
+    # parameters, 25.7 MB in fp32) is the largest it ships; anything bigger belongs outside git
+    assert (model_zoo.checkpoint.WEIGHTS_DIR / meta["weights"]).stat().st_size < 28e6
 
 
 FMNIST_ZOO = [n for n in CHECKPOINTS if n.rsplit(".", 1)[1].startswith("fmnist")]  # the tag follows the last dot
