@@ -1,5 +1,5 @@
 """Cost of preparing one augmented Fashion-MNIST training batch: torchvision's PIL transforms (the reference)
-against ofa-kit's in-memory tensor pipeline (``elastic.data.TensorImages``), interleaved in one process.
+against ofa-kit's in-memory tensor pipeline (``elastic.training.data.TensorImages``), interleaved in one process.
 
 Both draw the ``crop_flip_erase`` policy (random crop with 2 px zero padding, horizontal flip, random
 erasing) for 128 images and collate them as the trainer's DataLoader does (one process, no workers). The
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from elastic.data import FMNIST_DIR, DataSource, fashion_mnist_root, load_splits
+from elastic.training.data import FMNIST_DIR, DataSource, fashion_mnist_root, load_splits
 
 
 def main() -> None:

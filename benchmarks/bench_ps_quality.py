@@ -20,10 +20,10 @@ import torch
 
 import model_zoo
 from elastic import SubnetConfig
-from elastic.data import DataSource, load_splits
-from elastic.evaluate import evaluate_subnets
-from elastic.schedule import Phase
-from elastic.trainer import Trainer, TrainConfig
+from elastic.training.data import DataSource, load_splits
+from elastic.training.evaluate import evaluate_subnets
+from elastic.training.schedule import Phase
+from elastic.training.trainer import Trainer, TrainConfig
 from model_zoo.training_recipes import load_training_recipe
 
 log = logging.getLogger("bench_ps_quality")

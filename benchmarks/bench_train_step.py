@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 import model_zoo
 from elastic.ops import resize
-from elastic.schedule import sandwich_schedule
-from elastic.trainer import draw_subnets
+from elastic.training.schedule import sandwich_schedule
+from elastic.training.trainer import draw_subnets
 
 # name -> (supernet, channels_last, random subnets per step)
 VARIANTS = {"old fmnist_tiny_sandwich (NCHW)": ("ofa_mbv3_tiny", False, 2),

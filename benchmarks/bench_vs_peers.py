@@ -39,11 +39,11 @@ from torch.utils.data.distributed import DistributedSampler
 
 from deploy_targets import ExportSpec, get_exporter
 from elastic import SubnetConfig
-from elastic.evaluate import loader, top1
+from elastic.training.evaluate import loader, top1
 from elastic.ops import resize
-from elastic.schedule import Phase
-from elastic.train_state import TrainState, load_train_state, save_train_state
-from elastic.trainer import TrainConfig, make_optimizer
+from elastic.training.schedule import Phase
+from elastic.training.train_state import TrainState, load_train_state, save_train_state
+from elastic.training.trainer import TrainConfig, make_optimizer
 from model_zoo.training_recipes import TrainingRecipe, load_training_recipe
 from ofakit.context import CheckpointContext
 from profilers.record import local_device

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from elastic.schedule import Phase, check_value, ofa_schedule, sandwich_schedule
-from elastic.trainer import TrainConfig
+from elastic.training.schedule import Phase, check_value, ofa_schedule, sandwich_schedule
+from elastic.training.trainer import TrainConfig
 from model_zoo.registry import get_spec
 
 RECIPE_DIR = Path(__file__).with_name("recipes")

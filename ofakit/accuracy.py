@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from elastic import SearchSpace, SubnetConfig
 from elastic.batch import ConfigBatch
-from elastic.evaluate import loader
+from elastic.training.evaluate import loader
 from elastic.fileio import atomic_write_text
 from elastic.ops import resize
 

@@ -20,8 +20,8 @@ from torch.utils.data import TensorDataset
 import model_zoo
 from elastic import SubnetConfig, calibrated_subnet
 from elastic.batch import CostGrid
-from elastic.data import DataSource, Splits, load_splits
-from elastic.evaluate import correct, loader
+from elastic.training.data import DataSource, Splits, load_splits
+from elastic.training.evaluate import correct, loader
 from deploy_targets import get_exporter
 from model_zoo.checkpoint import checkpoint_paths
 from ofakit.accuracy import AccuracyData, build_accuracy_data, cached_front, materialize, ort_correct

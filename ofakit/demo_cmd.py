@@ -17,7 +17,7 @@ from rich.table import Table
 
 from deploy_targets import ExporterUnavailable, get_exporter
 from elastic.batch import ConfigBatch
-from elastic.evaluate import paired_gain
+from elastic.training.evaluate import paired_gain
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.profile_cmd import _run_build, fail, path_option, resolve_recipe

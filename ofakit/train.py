@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 import model_zoo
-from elastic import distributed
-from elastic.data import DEFAULT_AUGMENT, DataSource, load_splits
-from elastic.evaluate import evaluate_subnets
+from elastic.training import distributed
+from elastic.training.data import DEFAULT_AUGMENT, DataSource, load_splits
+from elastic.training.evaluate import evaluate_subnets
 from elastic.fileio import atomic_write_text
-from elastic.trainer import Trainer, eval_subnets
+from elastic.training.trainer import Trainer, eval_subnets
 from model_zoo.training_recipes import TrainingRecipe, load_training_recipe, recipe_from_dict
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,13 @@ def run(rank: int, world: int, data_dir: str, out_dir: str, port: int, record_di
                        "RANK": str(rank), "LOCAL_RANK": str(rank), "OFAKIT_CACHE": str(Path(record_dir) / f"cache{rank}")})
     import torch
 
-    import elastic.train_state
-    import elastic.trainer as trainer_mod
+    import elastic.training.train_state
+    import elastic.training.trainer as trainer_mod
     import model_zoo
-    from elastic import distributed
-    from elastic.data import DataSource, load_splits
-    from elastic.schedule import Phase
-    from elastic.trainer import Trainer, TrainConfig
+    from elastic.training import distributed
+    from elastic.training.data import DataSource, load_splits
+    from elastic.training.schedule import Phase
+    from elastic.training.trainer import Trainer, TrainConfig
 
     torch.set_num_threads(1)
     drawn: list[str] = []
@@ -39,7 +39,7 @@ def run(rank: int, world: int, data_dir: str, out_dir: str, port: int, record_di
 
     trainer_mod.draw_subnets = recording_draw
     trainer_mod.save_train_state = recording_save
-    assert elastic.train_state.save_train_state is original_save
+    assert elastic.training.train_state.save_train_state is original_save
     splits = load_splits(DataSource("fashion-mnist", Path(data_dir)), val_size=32, seed=0, train_limit=64)
     torch.manual_seed(0)
     net = model_zoo.get_supernet("ofa_mbv3_tiny", resolutions=(28,))

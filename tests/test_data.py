@@ -7,7 +7,7 @@ import gzip
 import pytest
 import torch
 
-from elastic.data import FMNIST_DIR, DataSource, augmentation_policy, load_splits
+from elastic.training.data import FMNIST_DIR, DataSource, augmentation_policy, load_splits
 from tests.fakedata import write_fmnist, write_imagefolder
 
 

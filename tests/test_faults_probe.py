@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import model_zoo
 from deploy_targets.base import ExportSpec
 from elastic import SearchSpace, SubnetConfig
-from elastic.data import DataSource
+from elastic.training.data import DataSource
 from model_zoo.checkpoint import checkpoint_paths
 from model_zoo.training_recipes import recipe_from_dict
 from ofakit.cli import app

@@ -25,9 +25,9 @@ from deploy_targets import ExportSpec, get_exporter
 from elastic import SubnetConfig
 from elastic.batch import ConfigBatch, genome_length
 from elastic.bn import recalibrate_bn
-from elastic.data import DataSource, load_splits
-from elastic.schedule import Phase
-from elastic.trainer import Trainer, TrainConfig
+from elastic.training.data import DataSource, load_splits
+from elastic.training.schedule import Phase
+from elastic.training.trainer import Trainer, TrainConfig
 from model_zoo.training_recipes import recipe_from_dict
 from ofakit.accuracy import build_accuracy_data
 from ofakit.cli import app

@@ -25,16 +25,52 @@ HEAVY = {"tensorrt", "coremltools", "onnxruntime", "openvino", "onnx", "ofa"}
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
-    """(top-level module, imported at module level?) for every import in a file."""
+    """(top-level module, runs at import time?) for every import in a file: ``import``/``from`` statements
+    and ``importlib.import_module("...")``/``__import__("...")`` calls with a literal name. Anything outside a
+    function body runs at import time, inside module-level ``try``/``if`` blocks and class bodies included.
+    A relative import is an error (imports name their package)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    top_level = {id(n) for n in tree.body}
-    out = []
-    for node in ast.walk(tree):
+    out: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, at_import: bool) -> None:
         if isinstance(node, ast.Import):
-            out += [(a.name.split(".")[0], id(node) in top_level) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.append((node.module.split(".")[0], id(node) in top_level))
+            out.extend((a.name.split(".")[0], at_import) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.relative_to(ROOT)}:{node.lineno} uses a relative import"
+            out.append((node.module.split(".")[0], at_import))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str) and _dynamic_import(node.func):
+            out.append((node.args[0].value.split(".")[0], at_import))
+        inner = at_import and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(tree, True)
     return out
+
+
+def _dynamic_import(func: ast.expr) -> bool:
+    """Whether a call is ``importlib.import_module``, ``import_module`` or ``__import__``."""
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return name in ("import_module", "__import__")
+
+
+def test_the_import_finder_sees_hidden_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("import importlib\ntry:\n    import onnxruntime\nexcept ImportError:\n    pass\n"
+                   "if True:\n    from ofakit import cli\nclass A:\n    import tensorrt\n"
+                   "def f():\n    import openvino\n    importlib.import_module('coremltools.x')\n"
+                   "mod = importlib.import_module('ofakit.ship')\n")
+    global ROOT
+    root, ROOT = ROOT, tmp_path
+    try:
+        assert _imports(src) == [("importlib", True), ("onnxruntime", True), ("ofakit", True), ("tensorrt", True),
+                                 ("openvino", False), ("coremltools", False), ("ofakit", True)]
+        src.write_text("from . import x\n")
+        with pytest.raises(AssertionError, match="relative import"):
+            _imports(src)
+    finally:
+        ROOT = root
 
 
 FILES = sorted(p for pkg in ALLOWED for p in (ROOT / pkg).rglob("*.py"))

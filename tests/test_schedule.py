@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import model_zoo
-from elastic.schedule import Phase, ofa_schedule, sandwich_schedule, validate_schedule
-from elastic.trainer import TrainConfig, draw_subnets, lr_factor, trained_widths
+from elastic.training.schedule import Phase, ofa_schedule, sandwich_schedule, validate_schedule
+from elastic.training.trainer import TrainConfig, draw_subnets, lr_factor, trained_widths
 from model_zoo.training_recipes import list_training_recipes, load_training_recipe, recipe_from_dict
 
 SPACE = model_zoo.get_spec("ofa_mbv3_tiny").space

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import model_zoo
 from elastic.batch import ConfigBatch, CostGrid
-from elastic.evaluate import loader, top1
+from elastic.training.evaluate import loader, top1
 from elastic.fileio import sha256_file
 from ofakit.cli import app
 from ofakit.context import CheckpointContext
@@ -160,7 +160,7 @@ def test_demo_ships_three_budgets(shipyard, tmp_path):
 
 
 def test_paired_gain_counts_only_images_that_differ():
-    from elastic.evaluate import paired_gain
+    from elastic.training.evaluate import paired_gain
     low = np.array([1] * 900 + [0] * 100, bool)
     high = low.copy()
     high[900:920] = True  # 20 more right, nothing else changed: +2 pp with a small paired error

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import model_zoo
-from elastic.data import DataSource, load_splits
-from elastic.schedule import Phase
-from elastic.train_state import load_train_state
-from elastic.trainer import Trainer, TrainConfig
+from elastic.training.data import DataSource, load_splits
+from elastic.training.schedule import Phase
+from elastic.training.train_state import load_train_state
+from elastic.training.trainer import Trainer, TrainConfig
 from tests.fakedata import write_fmnist
 
 ROOT = Path(__file__).resolve().parents[1]

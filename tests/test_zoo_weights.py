@@ -8,8 +8,8 @@ from torch.utils.data import Subset
 
 import model_zoo
 from elastic import SubnetConfig
-from elastic.data import FMNIST_DIR, DataSource, load_splits
-from elastic.evaluate import evaluate_subnets
+from elastic.training.data import FMNIST_DIR, DataSource, load_splits
+from elastic.training.evaluate import evaluate_subnets
 
 CHECKPOINTS = model_zoo.list_checkpoints()
 

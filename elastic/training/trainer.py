@@ -1,6 +1,6 @@
 """Supernet training by progressive shrinking (or the sandwich rule): resumable, distributed-ready.
 
-The schedule is a list of :class:`~elastic.schedule.Phase` records. Every optimizer step draws its subnets
+The schedule is a list of :class:`~elastic.training.schedule.Phase` records. Every optimizer step draws its subnets
 from a generator seeded by ``(seed, phase, epoch, step)``, so all ranks train the same subnets and a
 resumed run draws exactly what an uninterrupted one would. Rank 0 evaluates, logs metrics (JSON lines +
 PNG) and checkpoints after every epoch; ``resume=True`` continues from the last checkpoint and reaches the
@@ -24,18 +24,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from elastic import distributed
+from elastic.training import distributed
 from elastic.config import SubnetConfig
-from elastic.data import Splits
-from elastic.evaluate import evaluate_subnets
+from elastic.training.data import Splits
+from elastic.training.evaluate import evaluate_subnets
 from elastic.fileio import atomic_write_text
 from elastic.ops import resize
-from elastic.plots import plot_accuracy_curves
-from elastic.schedule import Phase, check_fields, check_value, validate_schedule
+from elastic.training.curves import plot_accuracy_curves
+from elastic.training.schedule import Phase, check_fields, check_value, validate_schedule
 from elastic.sorting import sort_channels
 from elastic.space import SearchSpace
 from elastic.supernet import ElasticMobileNetV3
-from elastic.train_state import TrainState, load_train_state, save_train_state
+from elastic.training.train_state import TrainState, load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
 
