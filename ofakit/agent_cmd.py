@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from profilers.agent import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, make_server
+from profilers.agent.server import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, make_server
 
 log = logging.getLogger(__name__)
 MIN_MB = 0.01  # MiB: the smallest --max-mb accepted

@@ -24,7 +24,7 @@ from profilers.layers import space_layers
 from profilers.record import Protocol
 from profilers.store import check_name
 from profilers.runtimes import LOCAL, Runtime, RuntimeUnavailable, list_runtimes, open_runtime
-from profilers.runtimes.remote import AgentError
+from profilers.agent.client import AgentError
 from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, spec_id
 
 profile_app = typer.Typer(no_args_is_help=True, help="Device latency tables: build, refresh, show, share.")

@@ -22,7 +22,7 @@ from ofakit.ship import TIMING_ERRORS, export_subnet, measured_choice, ship, tim
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.runtimes import RuntimeUnavailable
-from profilers.runtimes.remote import AgentError
+from profilers.agent.client import AgentError
 
 console = Console(stderr=True)
 

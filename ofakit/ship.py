@@ -32,7 +32,7 @@ from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, 
 from profilers.builder import subnet_specs, time_subnets
 from profilers.drift import Referenced, measure_referenced, reference_specs, settled, table_references
 from profilers.runtimes import Runtime, RuntimeUnavailable
-from profilers.runtimes.remote import AgentError
+from profilers.agent.client import AgentError
 
 log = logging.getLogger(__name__)
 Meter = Callable[[SubnetConfig, ExportResult, Budget], "Measurement | tuple[Measurement, float]"]

@@ -27,12 +27,12 @@ pytest.importorskip("onnxruntime")
 
 from deploy_targets import ExportSpec, get_exporter  # noqa: E402
 from ofakit.agent_cmd import agent_app  # noqa: E402
-from profilers.agent import MEASURE_HEADER, AgentServer, RequestError, extract_zip, make_server  # noqa: E402
+from profilers.agent.server import MEASURE_HEADER, AgentServer, RequestError, extract_zip, make_server  # noqa: E402
 from profilers import agent as agent_module  # noqa: E402
 from profilers.record import Measurement, Protocol, local_device  # noqa: E402
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, open_runtime  # noqa: E402
 from profilers.runtimes.base import is_macos  # noqa: E402
-from profilers.runtimes.remote import TOKEN_ENV, AgentError, AgentRequestError, RemoteRuntime, zip_dir  # noqa: E402
+from profilers.agent.client import TOKEN_ENV, AgentError, AgentRequestError, RemoteRuntime, zip_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789"
@@ -411,7 +411,7 @@ def test_build_requests_are_checked_and_unavailable_tensorrt_is_409(start_agent,
     import numpy as np
 
     from deploy_targets.tensorrt_export import tensorrt_unavailable
-    from profilers.agent_build import BUILD_HEADER, pack_build, unpack_build
+    from profilers.agent.build import BUILD_HEADER, pack_build, unpack_build
 
     server = start_agent()
     x = np.zeros(SHAPE, dtype=np.float32)

@@ -36,7 +36,7 @@ from profilers import LatencyPredictor, LatencyTable
 from profilers.layers import space_layers
 from profilers.predictor import Correction, fit_correction
 from profilers.record import DeviceInfo, local_device
-from profilers.runtimes.remote import AgentError, RemoteRuntime
+from profilers.agent.client import AgentError, RemoteRuntime
 from profilers.store import spec_id
 from tests.fakedata import write_fmnist
 from tests.shipyard import QUICK
@@ -318,7 +318,7 @@ def _set(path, **changes):
 
 def test_an_agent_rejects_other_methods_with_json():
     import urllib.request
-    from profilers.agent import make_server
+    from profilers.agent.server import make_server
     server = make_server("127.0.0.1", 0, "tok")
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
@@ -388,7 +388,7 @@ def _api_cases():
     from dataclasses import replace
 
     from profilers import MeasureSpec
-    from profilers.agent import make_server
+    from profilers.agent.server import make_server
     from profilers.store import RuntimeKey
     return [
         ("measure spec protocol text", lambda t: MeasureSpec(t / "a.onnx", (1, 1, 8, 8), protocol="quick"),

@@ -22,7 +22,7 @@ def open_runtime(name: str, device: str = LOCAL, token: str | None = None) -> Ru
     if device == LOCAL:
         return get_runtime(name)
     if device.startswith(("http://", "https://")):
-        from profilers.runtimes.remote import RemoteRuntime
+        from profilers.agent.client import RemoteRuntime
 
         return RemoteRuntime(device, name, token=token)
     raise ValueError(f"device {device!r} is not supported; allowed: 'local' or an agent URL like http://HOST:8470")

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
-from profilers.agent_wire import MEASURE_HEADER, SUFFIXES, WIRE_FORMATS
-from profilers.agent_build import BUILD_HEADER, decode_reply, pack_build
+from profilers.agent.wire import MEASURE_HEADER, SUFFIXES, WIRE_FORMATS
+from profilers.agent.build import BUILD_HEADER, decode_reply, pack_build
 from profilers.record import PRECISIONS, DeviceInfo, Measurement
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, RuntimeUnavailable
 
@@ -248,7 +248,7 @@ class RemoteRuntime(Runtime):
             return "it no longer answers (it stopped or crashed while handling the request; see its log)"
         except Exception:  # noqa: BLE001 - any other reply still means it is alive
             pass
-        return (f"it is up and accepts the token, so it refused the body (over its size limit?) or failed "
+        return ("it is up and accepts the token, so it refused the body (over its size limit?) or failed "
                 "while handling it; see its log")
 
     def _error(self, exc: urllib.error.HTTPError) -> Exception:

@@ -1,7 +1,7 @@
 """Remote profiling agent: a small HTTP service that times exported artifacts on the device it runs on.
 
 Run it on the target device (a Jetson, a Mac, a Linux/Android board with Python) with ``ofakit agent serve``;
-the host then measures there through :class:`profilers.runtimes.remote.RemoteRuntime` exactly as with a local
+the host then measures there through :class:`profilers.agent.client.RemoteRuntime` exactly as with a local
 runtime. Only exported files travel (ONNX, a zipped ``.mlpackage``, a TensorRT engine); nothing is unpickled.
 
 HTTP API (every request needs ``Authorization: Bearer <token>``; every reply is JSON, errors ``{"error": "..."}``):
@@ -17,7 +17,7 @@ HTTP API (every request needs ``Authorization: Bearer <token>``; every reply is 
     Reply: ``Measurement.to_dict()``.
 
 ``POST /v1/build``
-    Build a TensorRT engine for this device's GPU from an ONNX model (see :mod:`profilers.agent_build`).
+    Build a TensorRT engine for this device's GPU from an ONNX model (see :mod:`profilers.agent.build`).
 
 Status codes: 200 ok; 400 malformed request or rejected by the runtime; 401 missing or bad token; 404 unknown
 path; 409 runtime unavailable on this device; 413 artifact over the size limit (refused from ``Content-Length``
@@ -26,7 +26,7 @@ measurement queue did not move within the deadline); 500 the measurement failed.
 
 Measurements are serialised by one lock: a second client waits its turn in the queue, up to
 ``LOCK_WAIT_S``. Every field of a request is bounded (input size, threads, timing protocol: see
-:mod:`profilers.agent_wire`), at most ``max_connections`` connections are served at once (each holds a
+:mod:`profilers.agent.wire`), at most ``max_connections`` connections are served at once (each holds a
 thread), and a client silent for ``_Handler.timeout`` seconds is dropped.
 """
 
@@ -47,8 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from profilers.agent_build import BUILD_HEADER, BuildRequestError, build_here, parse_build_params, unpack_build
-from profilers.agent_wire import (EXTRA_FORMATS, MEASURE_HEADER, SUFFIXES, WIRE_FORMATS,  # noqa: F401 (re-exported)
+from profilers.agent.build import BUILD_HEADER, BuildRequestError, build_here, parse_build_params, unpack_build
+from profilers.agent.wire import (EXTRA_FORMATS, MEASURE_HEADER, SUFFIXES, WIRE_FORMATS,  # noqa: F401 (re-exported)
                                   RequestError, _one_line, check_onnx, extract_zip, parse_params, write_artifact)
 from profilers.record import local_device
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, runtime_status

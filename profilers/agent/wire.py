@@ -1,6 +1,6 @@
 """The agent's wire format: request parameters, accepted artifact formats, and safe unpacking of artifacts
 (ONNX checked with ``onnx.checker``; ``.mlpackage`` zips without absolute or ``..`` members; never pickle).
-Shared by the agent (:mod:`profilers.agent`) and its client (:mod:`profilers.runtimes.remote`).
+Shared by the agent (:mod:`profilers.agent.server`) and its client (:mod:`profilers.agent.client`).
 """
 
 from __future__ import annotations
