@@ -26,7 +26,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from deploy_targets import ExportSpec, get_exporter  # noqa: E402
-from ofakit.agent_cmd import agent_app  # noqa: E402
+from ofakit.cli.agent import agent_app  # noqa: E402
 from profilers.agent.server import MEASURE_HEADER, AgentServer, RequestError, extract_zip, make_server  # noqa: E402
 from profilers import agent as agent_module  # noqa: E402
 from profilers.record import Measurement, Protocol, local_device  # noqa: E402
@@ -335,11 +335,11 @@ def test_stopped_agent_is_reported_unreachable():
 def test_cli_token_file_errors(tmp_path):
     runner = CliRunner()
     result = runner.invoke(agent_app, ["serve", "--port", "0", "--token-file", str(tmp_path / "missing")])
-    assert result.exit_code == 2 and result.stderr.startswith("error: cannot read token file")
+    assert result.exit_code == 2 and result.stderr.startswith("error: --token-file") and "cannot read it" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     (tmp_path / "empty").write_text("\n")
     result = runner.invoke(agent_app, ["serve", "--port", "0", "--token-file", str(tmp_path / "empty")])
-    assert result.exit_code == 2 and result.stderr.startswith("error: token file") and "is empty" in result.stderr
+    assert result.exit_code == 2 and result.stderr.startswith("error: --token-file") and "is empty" in result.stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -350,7 +350,7 @@ def test_cli_serve_until_ctrl_c(tmp_path, signum):
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     code = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
-            "from ofakit.agent_cmd import agent_app; agent_app(sys.argv[1:], prog_name='ofakit agent')")
+            "from ofakit.cli.agent import agent_app; agent_app(sys.argv[1:], prog_name='ofakit agent')")
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", "0", "--token-file", str(token_file)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

@@ -438,7 +438,7 @@ def test_read_only_tables_are_read_and_never_written(built, tmp_path):
 def test_a_checkpoint_gets_a_table_name_of_its_own(tmp_path):
     """`profile build --recipe CHECKPOINT` into a table where its recipe's name holds another architecture
     (the 3-channel default) just works (issue 13); `--name` chooses one."""
-    from ofakit.profile_cmd import table_name
+    from ofakit.cli.profile import table_name
 
     three, one = model_zoo.get_spec("ofa_mbv3_tiny", in_channels=3), model_zoo.get_spec("ofa_mbv3_tiny", in_channels=1)
     with LatencyTable(tmp_path / "t.sqlite") as t:

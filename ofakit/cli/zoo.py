@@ -1,47 +1,26 @@
-"""The ``ofakit`` command line."""
+"""``ofakit zoo``: the registered supernet recipes, training recipes and shipped checkpoints; ``ofakit parity``:
+the engine checked against its extraction and against the reference ``ofa`` package."""
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict
-from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 import model_zoo
-from ofakit.agent_cmd import agent_app
-from ofakit.demo_cmd import demo
-from ofakit.profile_cmd import fail, path_option, profile_app
-from ofakit.search_cmd import export, search, ship_cmd
+from ofakit.cli.common import millions, name_table
 from ofakit.summary import extraction_check, recipe_summary
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="ofa-kit: once-for-all elastic model kit.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Supernet recipes and checkpoints.")
-app.add_typer(zoo_app, name="zoo")
-app.add_typer(profile_app, name="profile")
-app.add_typer(agent_app, name="agent")
-app.command("search")(search)
-app.command("export")(export)
-app.command("ship")(ship_cmd)
-app.command("demo")(demo)
-console = Console()
-
-
-def _fmt_m(v: int) -> str:
-    return f"{v / 1e6:.2f}M"
+console = Console()  # tables go to stdout
 
 
 def _table(title: str, *columns: str, names: list[str] | None = None) -> Table:
-    """A table whose first column (names; supernet names by default) never wraps or truncates."""
-    table = Table(title=title)
-    width = max(len(n) for n in (names or model_zoo.list_supernets()))
-    table.add_column(columns[0], no_wrap=True, min_width=width)
-    for col in columns[1:]:
-        table.add_column(col)
-    return table
+    """A table whose first column (supernet names by default) never wraps."""
+    return name_table(title, *columns, names=names or model_zoo.list_supernets())
 
 
 @zoo_app.command("list")
@@ -56,8 +35,8 @@ def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON for 
     for r in rows:
         table.add_row(r["recipe"], f"{r['in_channels']}x{{{min(r['resolutions'])}..{max(r['resolutions'])}}}",
                       str(r["num_classes"]), f"{r['subnets']:.2e}",
-                      f"{_fmt_m(r['smallest']['macs'])}-{_fmt_m(r['largest']['macs'])}",
-                      f"{_fmt_m(r['smallest']['params'])}-{_fmt_m(r['largest']['params'])}")
+                      f"{millions(r['smallest']['macs'])}-{millions(r['largest']['macs'])}",
+                      f"{millions(r['smallest']['params'])}-{millions(r['largest']['params'])}")
     console.print(table)
     checkpoints = [model_zoo.read_checkpoint_meta(n) for n in model_zoo.list_checkpoints()]
     if checkpoints:
@@ -87,7 +66,6 @@ def zoo_recipes(as_json: bool = typer.Option(False, "--json", help="Print JSON f
     console.print(t)
 
 
-@app.command()
 def parity(configs: int = typer.Option(20, min=1, max=10000,
                                        help="Random subnets for the OFA parity check."),
            as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
@@ -127,48 +105,3 @@ def parity(configs: int = typer.Option(20, min=1, max=10000,
     console.print(t)
     if not ok:
         raise typer.Exit(1)
-
-
-@app.command()
-def train(recipe: str = typer.Option(None, help="Built-in recipe name (see `ofakit zoo recipes`) or a .toml/.yaml file."),
-          data: str = typer.Option(None, help="fashion-mnist[:DIR], imagefolder:DIR, cifar10:DIR or a directory; "
-                                              "default: the recipe's."),
-          out: Path = typer.Option(..., help="Run directory (checkpoints, metrics.jsonl, accuracy.png, supernet).",
-                                   parser=path_option),
-          resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-          limit: int = typer.Option(None, min=1, help="Use only this many training images (quick runs)."),
-          val_size: int = typer.Option(None, "--val-size", min=1,
-                                       help="Training images held out for validation; default: the recipe's, "
-                                            "else 10% of the training set, at most 5000."),
-          as_json: bool = typer.Option(False, "--json", help="Print the final checkpoint metadata as JSON.")) -> None:
-    """Train a supernet by progressive shrinking (or the sandwich rule); runs under torchrun too."""
-    from ofakit.train import run_training
-
-    try:
-        meta = run_training(recipe, out, data=data, resume=resume, train_limit=limit, progress=not as_json,
-                            val_size=val_size)
-    except (ValueError, OSError) as exc:
-        fail(exc)  # one line, never wrapped
-    if not meta:
-        return
-    if as_json:
-        typer.echo(json.dumps(meta, indent=2))
-        return
-    t = _table(f"Trained supernet: {out / 'supernet.safetensors'}", "subnet", "MACs", "params", "val top-1",
-               "test top-1")
-    m = meta["metrics"]
-    for name, info in m["subnets"].items():
-        t.add_row(name, _fmt_m(info["macs"]), _fmt_m(info["params"]), f"{100 * m['val_top1'].get(name, 0):.2f}%",
-                  f"{100 * m.get('test_top1', {}).get(name, float('nan')):.2f}%")
-    console.print(t)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("coremltools").setLevel(logging.ERROR)  # import-time version notices, not our problems
-    app()
-
-
-if __name__ == "__main__":
-    main()

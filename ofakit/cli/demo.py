@@ -18,16 +18,16 @@ from rich.table import Table
 from deploy_targets import ExporterUnavailable, get_exporter
 from elastic.batch import ConfigBatch
 from elastic.training.evaluate import paired_gain
+from ofakit.cli.common import console, fail, path_option
+from ofakit.cli.profile import resolve_recipe, run_build
+from ofakit.cli.search import DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, drift_json, specializer
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
-from ofakit.profile_cmd import _run_build, fail, path_option, resolve_recipe
 from ofakit.search import BudgetError, fastest_candidate
-from ofakit.search_cmd import DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, drift_json, specializer
 from ofakit.ship import export_subnet, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
 
-console = Console(stderr=True)
 FRACTIONS = (0.2, 0.5, 0.85)
 WITHIN = 0.10  # a pick's measured latency should be within ±10% of its prediction
 NOISE_SE = 2.0  # an accuracy gain counts when it exceeds 2 paired standard errors on the test split
@@ -53,7 +53,7 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
         ctx = CheckpointContext(checkpoint)
         ctx.supernet  # noqa: B018  (loads and checks the weights before the table's minutes of measuring)
         name, spec = resolve_recipe(checkpoint, None)
-        build = _run_build(table, name, spec, runtime, LOCAL, None, BuildSettings(), as_json)
+        build = run_build(table, name, spec, runtime, LOCAL, None, BuildSettings(), as_json)
         spz = specializer(ctx, table, [Budget(LOCAL, runtime, 1.0)], samples, 0, as_json, drift)
     except (ValueError, OSError, BudgetError) as exc:
         fail(exc)

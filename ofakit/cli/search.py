@@ -14,17 +14,16 @@ from rich.table import Table
 
 from deploy_targets import ExporterUnavailable, ParityError, get_exporter, list_exporters
 from elastic import SubnetConfig
+from ofakit.cli.common import console, fail, path_option, read_token
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
-from ofakit.profile_cmd import _token, fail, path_option
 from ofakit.search import BudgetError, Candidate, EvolutionSettings
 from ofakit.ship import TIMING_ERRORS, export_subnet, measured_choice, ship, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
-from profilers.runtimes import RuntimeUnavailable
 from profilers.agent.client import AgentError
+from profilers.runtimes import RuntimeUnavailable
 
-console = Console(stderr=True)
 
 DEFAULT_CHECKPOINT = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2"
 CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path of a trained supernet.")
@@ -175,7 +174,7 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
         caps = _caps(max_macs, max_params)
         settings = EvolutionSettings(population=population, generations=generations)
         _check_out_dir(out)
-        token = _token(token_file)
+        token = read_token(token_file)
         spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
         cons = spz.constraints(budgets, *caps)
         result = spz.search(cons, settings)
@@ -302,7 +301,7 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
            as_json: bool = JSON) -> None:
     """Export one subnet (BatchNorm recalibrated) with a sidecar JSON next to the artifact."""
     try:
-        token = _token(token_file)
+        token = read_token(token_file)
         if target not in list_exporters():
             raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
         cfg, record = read_subnet(subnet)
@@ -367,7 +366,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         suffix = get_exporter(target).suffix
         if out.suffix != suffix:
             raise ValueError(f"--out {out}: a {target} artifact's name must end with {suffix}")
-        token = _token(token_file)
+        token = read_token(token_file)
         spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
 
         def show(rec: dict[str, Any]) -> None:

@@ -17,55 +17,18 @@ from rich.table import Table
 
 import model_zoo
 from elastic import MobileNetV3Spec
+from ofakit.cli.common import CLI_ERRORS, CliError, console, existing_table, fail, path_option, read_token
 from profilers import builder
-from deploy_targets import ExporterUnavailable
 from profilers.drift import check_drift
 from profilers.layers import space_layers
 from profilers.record import Protocol
-from profilers.store import check_name
-from profilers.runtimes import LOCAL, Runtime, RuntimeUnavailable, list_runtimes, open_runtime
-from profilers.agent.client import AgentError
-from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, spec_id
+from profilers.runtimes import LOCAL, Runtime, list_runtimes, open_runtime
+from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, check_name, spec_id
 
 profile_app = typer.Typer(no_args_is_help=True, help="Device latency tables: build, refresh, show, share.")
-console = Console(stderr=True)
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 QUICK_PROTOCOL = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002)  # --quick: smoke tests only
-
-
-class CliError(ValueError):
-    """Bad command-line input; printed as one line."""
-
-
-CLI_ERRORS = (ValueError, OSError, RuntimeUnavailable, AgentError, ExporterUnavailable)
-"""What a command reports as one ``error:`` line: bad input, an unusable path, a runtime or agent that
-cannot do the work."""
-
-
-def existing_table(table: Path) -> Path:
-    """``table`` if it is a file; a one-line error saying what it is otherwise."""
-    if table.is_dir():
-        raise CliError(f"--table {table} is a directory; give the .sqlite file (e.g. {table / 'lut.sqlite'})")
-    if not table.is_file():
-        raise CliError(f"--table {table} does not exist; build one with `ofakit profile build`")
-    return table
-
-
-def path_option(text: str | Path) -> Path:
-    """Parse a path option; an empty one is a usage error (typer would turn it into ``.``, the current folder)."""
-    if not str(text).strip():
-        raise typer.BadParameter("'' is empty; give a path")
-    return Path(text)
-
-
-def fail(exc: Exception) -> None:
-    """Print ``error: ...`` on one line and exit with status 2."""
-    if isinstance(exc, OSError) and exc.filename:  # e.g. an output path that is a directory or unwritable
-        exc = CliError(f"{exc.filename}: {exc.strerror or exc}")
-    text = str(exc).strip().splitlines()
-    typer.echo(f"error: {text[0] if text else type(exc).__name__}", err=True)
-    raise typer.Exit(2)
 
 
 def parse_age(text: str | None) -> float | None:
@@ -113,18 +76,6 @@ def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNet
     return meta["recipe"] + (f"@r{'-'.join(map(str, res))}" if res else ""), spec
 
 
-def _token(token_file: Path | None) -> str | None:
-    if token_file is None:
-        return None
-    try:
-        token = token_file.read_text().strip()
-    except OSError as exc:
-        raise CliError(f"--token-file {token_file}: {exc.strerror or exc}") from None
-    if not token:
-        raise CliError(f"--token-file {token_file} is empty")
-    return token
-
-
 def table_name(table: LatencyTable, name: str, spec: MobileNetV3Spec, explicit: bool = False) -> str:
     """The name to record ``spec`` under in ``table``: the name it already has there, else ``name``; when
     ``name`` is taken by another architecture, ``name@SPECID`` (or an error naming it, for an ``explicit``
@@ -141,9 +92,10 @@ def table_name(table: LatencyTable, name: str, spec: MobileNetV3Spec, explicit: 
     return name if name not in names else f"{name}@{sid[:8]}"
 
 
-def _run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name: str, device: str,
-               token: str | None, settings: builder.BuildSettings, quiet: bool,
-               explicit_name: bool = False) -> builder.BuildReport:
+def run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name: str, device: str,
+              token: str | None, settings: builder.BuildSettings, quiet: bool,
+              explicit_name: bool = False) -> builder.BuildReport:
+    """Build (or resume) ``name``'s table for ``runtime_name`` on ``device``; a refused build leaves no file."""
     if runtime_name not in list_runtimes():
         raise CliError(f"--runtime {runtime_name!r} is unknown; allowed: {list_runtimes()}")
     runtime = open_runtime(runtime_name, device, token)
@@ -227,7 +179,7 @@ def build(recipe: str = typer.Option(..., help="Supernet recipe (see `ofakit zoo
                                          calibration_subnets=calibrate, max_age_s=parse_age(max_age), force=force)
         if name is not None:
             check_name(name, "--name")
-        report = _run_build(table, default_name if name is None else name, spec, runtime, device, _token(token_file),
+        report = run_build(table, default_name if name is None else name, spec, runtime, device, read_token(token_file),
                             settings, as_json,
                             explicit_name=name is not None)
     except CLI_ERRORS as exc:
@@ -260,7 +212,7 @@ def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table f
             for name, spec in specs.items():
                 settings = builder.BuildSettings(threads=rk.threads, precision=rk.precision, provider=rk.provider,
                                                  batch=rk.batch, protocol=protocol, max_age_s=parse_age(max_age))
-                reports.append(_run_build(table, name, spec, rk.name, device, _token(token_file), settings, as_json))
+                reports.append(run_build(table, name, spec, rk.name, device, read_token(token_file), settings, as_json))
     except CLI_ERRORS as exc:
         fail(exc)
     if as_json:
@@ -308,7 +260,7 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
     try:
         summary = table_summary(existing_table(table))
         if check:
-            notes = _check_drifts(table, summary, _token(token_file))
+            notes = _check_drifts(table, summary, read_token(token_file))
             summary = {**table_summary(table), "drift_notes": notes}
     except CLI_ERRORS as exc:
         fail(exc)
@@ -348,7 +300,7 @@ def _check_drifts(table: Path, summary: dict, token: str | None) -> list[str]:
         try:
             rt = open_runtime(r["runtime"].split("/")[0], r["device"], token)
             check_drift(table, specs[r["recipe"]], r["device"], rt, r["runtime"])
-        except (RuntimeUnavailable, AgentError, ExporterUnavailable, ValueError) as exc:
+        except CLI_ERRORS as exc:
             notes.append(f"{r['device']} {r['runtime']} {r['recipe']}: {exc}")
     return notes
 

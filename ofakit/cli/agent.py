@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from ofakit.cli.common import CliError, read_token
 from profilers.agent.server import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, make_server
 
 log = logging.getLogger(__name__)
@@ -42,20 +43,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _read_token(path: Path) -> str:
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise _fail(f"cannot read token file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise _fail(f"token file {path} is not UTF-8 text") from None
-    if not token:
-        raise _fail(f"token file {path} is empty; put a long random secret in it (e.g. `openssl rand -hex 32`)")
-    if path.stat().st_mode & 0o077:
-        log.warning("token file %s is readable by other users; chmod 600 it", path)
-    return token
-
-
 @agent_app.command()
 def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback by default."),
           port: int = typer.Option(DEFAULT_PORT, min=0, max=65535, help="TCP port (0: any free port)."),
@@ -68,7 +55,10 @@ def serve(host: str = typer.Option(DEFAULT_HOST, help="Address to bind; loopback
     if not host.strip():
         raise _fail("--host '' would listen on every interface; allowed: an address such as 127.0.0.1 (the "
                     "default) or, deliberately, 0.0.0.0")
-    token = _read_token(token_file)
+    try:
+        token = read_token(token_file)
+    except CliError as exc:
+        raise _fail(str(exc)) from None
     if not MIN_MB <= max_mb <= 1 << 20:  # below ~10 KiB not even the smallest subnet's ONNX file fits
         raise _fail(f"--max-mb={max_mb} must be a number of MiB from {MIN_MB} to {1 << 20}")
     if not _is_loopback(host):
