@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ofakit.accuracy import build_accuracy_data, kendall_tau, sample_configs
+from ofakit.search.accuracy import build_accuracy_data, kendall_tau, sample_configs
 from ofakit.context import CheckpointContext
 from profilers.record import local_device
 

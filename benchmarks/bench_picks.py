@@ -29,7 +29,7 @@ import numpy as np
 
 from elastic.batch import ConfigBatch
 from ofakit.context import CheckpointContext
-from ofakit.search import fastest_candidate
+from ofakit.search.evolution import fastest_candidate
 from ofakit.cli.search import DEFAULT_CHECKPOINT
 from ofakit.ship import export_subnet, measured_choice, time_candidates
 from ofakit.specialize import Budget, Specializer

@@ -24,9 +24,9 @@ from elastic.training.data import DataSource, Splits, load_splits
 from elastic.training.evaluate import correct, loader
 from deploy_targets import get_exporter
 from model_zoo.checkpoint import checkpoint_paths
-from ofakit.accuracy import AccuracyData, build_accuracy_data, cached_front, materialize, ort_correct
-from ofakit.front_sampling import FRONT_ROUND, front_picks
-from ofakit.predictors import AccuracyPredictor, Encoder, select_predictor
+from ofakit.search.accuracy import AccuracyData, build_accuracy_data, cached_front, materialize, ort_correct
+from ofakit.search.front_sampling import FRONT_ROUND, front_picks
+from ofakit.search.predictors import AccuracyPredictor, Encoder, select_predictor
 
 log = logging.getLogger(__name__)
 DEFAULT_ACCURACY_SAMPLES = 300
@@ -177,7 +177,7 @@ class CheckpointContext:
                       progress: Callable[[int, int], None] | None = None,
                       front: int | None = None) -> AccuracyData:
         """The (subnet, validation top-1) dataset: ``n`` sampled subnets, then ``front`` (default ``2n / 3``)
-        chosen along the predicted front in rounds (:mod:`ofakit.front_sampling`); read from the cache,
+        chosen along the predicted front in rounds (:mod:`ofakit.search.front_sampling`); read from the cache,
         measuring what is missing."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise ValueError(f"samples={n!r} is not a number of subnets to measure; allowed: an integer >= 2")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from elastic.fileio import atomic_path
-from ofakit.search import Candidate
+from ofakit.search.evolution import Candidate
 
 
 def plot_front(front: Sequence[Candidate], metric: str, path: str | Path, chosen: Sequence[Candidate] = (),

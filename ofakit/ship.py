@@ -26,7 +26,7 @@ from deploy_targets import ExporterUnavailable, ExportResult, ExportSpec, get_ex
 from elastic import SubnetConfig
 from elastic.fileio import atomic_write_text, sha256_file
 from ofakit.context import CheckpointContext
-from ofakit.search import BudgetError, Candidate, EvolutionSettings
+from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
 from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, RuntimeKey, open_runtime
 from profilers.builder import subnet_specs, time_subnets

@@ -2,7 +2,7 @@
 MACs/parameter caps, searched with the checkpoint's accuracy predictor.
 
 This module only composes: latency predictors come from :mod:`profilers`, costs from :mod:`elastic`,
-accuracy from :mod:`ofakit.context`, the search algorithms from :mod:`ofakit.search` / :mod:`ofakit.pareto`.
+accuracy from :mod:`ofakit.context`, the search algorithms from :mod:`ofakit.search.evolution` / :mod:`ofakit.search.pareto`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ofakit.context import CheckpointContext
-from ofakit.pareto import pareto_front
-from ofakit.search import BudgetError, Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
+from ofakit.search.pareto import pareto_front
+from ofakit.search.evolution import BudgetError, Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
 from profilers import LatencyPredictor, LatencyTable, Measurement
 from profilers.builder import refit
 from profilers.drift import SETTLE_TOLERANCE, DriftCheck, check_drift

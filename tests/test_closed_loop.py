@@ -13,7 +13,7 @@ import torch
 
 from elastic import SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid
-from ofakit.search import Candidate
+from ofakit.search.evolution import Candidate
 from ofakit.ship import measured_choice, rerank, ship, sidecar_path
 from ofakit.specialize import Budget, Specializer
 from profilers import LatencyPredictor, LatencyTable

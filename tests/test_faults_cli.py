@@ -214,7 +214,7 @@ def _corrupt_calibration(tmp_path, value):
 
 
 def _load_acc(path):
-    from ofakit.accuracy import load_accuracy_data
+    from ofakit.search.accuracy import load_accuracy_data
     return load_accuracy_data(path, model_zoo.load_checkpoint(ZOO).space)
 
 
@@ -234,7 +234,7 @@ def test_bad_api_input_is_a_value_error(tmp_path, call, message):
 
 def test_accuracy_cache_with_a_broken_middle_line_is_not_truncated(tmp_path):
     """Resuming a cache must not cut off the records after a hand-damaged line (lost data)."""
-    from ofakit.accuracy import build_accuracy_data
+    from ofakit.search.accuracy import build_accuracy_data
     path = _acc_cache(tmp_path, "{broken")
     before = path.read_bytes()
     header = json.loads(before.splitlines()[0])

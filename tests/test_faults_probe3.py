@@ -29,7 +29,7 @@ from elastic.training.data import DataSource, load_splits
 from elastic.training.schedule import Phase
 from elastic.training.trainer import Trainer, TrainConfig
 from model_zoo.training_recipes import recipe_from_dict
-from ofakit.accuracy import build_accuracy_data
+from ofakit.search.accuracy import build_accuracy_data
 from ofakit.cli import app
 from ofakit.ship import export_subnet, sidecar_path, write_sidecar
 from profilers import LatencyPredictor, LatencyTable

@@ -12,11 +12,11 @@ import model_zoo
 from elastic.batch import (ConfigBatch, CostGrid, crossover, genome_length, mutate, offspring,
                            space_cardinalities)
 from elastic.spec import costs
-from ofakit.accuracy import AccuracyData, build_accuracy_data, cached_front, load_accuracy_data, sample_configs
-from ofakit.front_sampling import front_picks
-from ofakit.predictors import Encoder, kendall_tau, select_predictor
-from ofakit.pareto import pareto_front
-from ofakit.search import BudgetError, Constraint, EvolutionSettings, Metric, evolve, fastest_candidate
+from ofakit.search.accuracy import AccuracyData, build_accuracy_data, cached_front, load_accuracy_data, sample_configs
+from ofakit.search.front_sampling import front_picks
+from ofakit.search.predictors import Encoder, kendall_tau, select_predictor
+from ofakit.search.pareto import pareto_front
+from ofakit.search.evolution import BudgetError, Constraint, EvolutionSettings, Metric, evolve, fastest_candidate
 
 SPEC = model_zoo.get_spec("ofa_mbv3_tiny")
 SPACE = SPEC.space
@@ -158,7 +158,7 @@ def test_predictors_learn_a_known_accuracy_and_the_better_one_is_chosen():
 
 
 def test_the_selection_report_is_cached_for_the_same_data_only(tmp_path, monkeypatch, caplog):
-    import ofakit.predictors as predictors
+    import ofakit.search.predictors as predictors
 
     runs = []
     real = predictors._cross_validate

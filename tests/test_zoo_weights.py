@@ -70,7 +70,7 @@ def test_shipped_accuracy_dataset_belongs_to_its_checkpoint(name):
     on exactly these weights, on the validation split, and covers the demo's 300 subnets."""
     import json
 
-    from ofakit.accuracy import load_accuracy_data
+    from ofakit.search.accuracy import load_accuracy_data
 
     net = model_zoo.load_checkpoint(name)
     path = model_zoo.checkpoint.WEIGHTS_DIR / f"{name}.accuracy.jsonl"

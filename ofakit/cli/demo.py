@@ -23,7 +23,7 @@ from ofakit.cli.profile import resolve_recipe, run_build
 from ofakit.cli.search import DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, drift_json, specializer
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
-from ofakit.search import BudgetError, fastest_candidate
+from ofakit.search.evolution import BudgetError, fastest_candidate
 from ofakit.ship import export_subnet, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings

@@ -2,8 +2,8 @@
 
 The genome is the integer vector of :meth:`elastic.batch.ConfigBatch.genome`; sampling and mutation draw
 from each gene's own choices (OFA's per-gene resampling), crossover is pymoo's uniform crossover.
-Objectives: maximise predicted accuracy, minimise one :class:`~ofakit.search.Metric`; further
-:class:`~ofakit.search.Constraint` s (e.g. other devices' latency budgets) are pymoo inequality constraints.
+Objectives: maximise predicted accuracy, minimise one :class:`~ofakit.search.evolution.Metric`; further
+:class:`~ofakit.search.evolution.Constraint` s (e.g. other devices' latency budgets) are pymoo inequality constraints.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from elastic import SearchSpace
 from elastic.batch import ConfigBatch, mutate, space_cardinalities
-from ofakit.search import BatchFn, Candidate, Constraint, Metric, _candidate
+from ofakit.search.evolution import BatchFn, Candidate, Constraint, Metric, _candidate
 
 
 def pareto_front(space: SearchSpace, accuracy: BatchFn, objective: Metric, constraints: Sequence[Constraint] = (),

@@ -18,7 +18,7 @@ import torch
 from elastic import Registry
 from elastic.batch import ConfigBatch, CostGrid
 from elastic.fileio import atomic_write_text
-from ofakit.accuracy import AccuracyData, kendall_tau
+from ofakit.search.accuracy import AccuracyData, kendall_tau
 
 log = logging.getLogger(__name__)
 POOR_TAU = 0.3  # held-out Kendall τ below this: the predictor's ranking is close to noise

@@ -1,5 +1,5 @@
 """The accuracy dataset for search: (subnet, validation accuracy) pairs measured on a trained supernet and
-cached (the predictors that learn from it live in :mod:`ofakit.predictors`).
+cached (the predictors that learn from it live in :mod:`ofakit.search.predictors`).
 
 The dataset is measured, not modelled: each sampled subnet is extracted, its BatchNorm recalibrated, and
 its top-1 taken on the held-out validation split (never the test split). It is written as JSON lines, one
@@ -188,7 +188,7 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
         header: What identifies the measurement (checkpoint sha256, split, calibration size ...).
         seed: Seed of the sampled subnets.
         progress: Called with ``(done, total)`` after every subnet.
-        extra: Chosen subnets measured after the sampled ones (e.g. :mod:`ofakit.front_sampling`'s), marked
+        extra: Chosen subnets measured after the sampled ones (e.g. :mod:`ofakit.search.front_sampling`'s), marked
             ``"origin": "front"`` in the cache (see :func:`cached_front`) and returned after them.
         workers: Processes evaluating subnets side by side, one thread each (forked, so ``evaluate`` and what
             it holds are shared, not copied or pickled; POSIX only, else one). Records are written by this
