@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from elastic import SearchSpace, SubnetConfig
-from elastic.batch import ConfigBatch, offspring, space_cardinalities
+from elastic.batch import ConfigBatch, space_cardinalities
+from ofakit.search.genetic import offspring
 
 BatchFn = Callable[[ConfigBatch], np.ndarray]
 

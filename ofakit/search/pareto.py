@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from elastic import SearchSpace
-from elastic.batch import ConfigBatch, mutate, space_cardinalities
+from elastic.batch import ConfigBatch, space_cardinalities
+from ofakit.search.genetic import mutate
 from ofakit.search.evolution import BatchFn, Candidate, Constraint, Metric, _candidate
 
 
