@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ofakit.search.accuracy import build_accuracy_data, kendall_tau, sample_configs
 from ofakit.context import CheckpointContext
+from ofakit.search.accuracy import build_accuracy_data, kendall_tau, sample_configs
 from profilers.record import local_device
 
 

@@ -28,7 +28,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=5, help="batches timed per pipeline per round")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OFAKIT_THREADS", "1")))
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     ours = load_splits(DataSource("fashion-mnist", FMNIST_DIR), val_size=5000, augment="crop_flip_erase")
     reference = datasets.FashionMNIST(str(fashion_mnist_root(FMNIST_DIR)), train=True, transform=T.Compose([

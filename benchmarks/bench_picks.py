@@ -26,17 +26,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import independent_medians
 
 from elastic.batch import ConfigBatch
+from ofakit.cli.search import DEFAULT_CHECKPOINT
 from ofakit.context import CheckpointContext
 from ofakit.search.evolution import fastest_candidate
-from ofakit.cli.search import DEFAULT_CHECKPOINT
 from ofakit.ship import export_subnet, measured_choice, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import LOCAL, BuildSettings, LatencyTable, build_table, get_runtime
 from profilers.record import load_average, local_device
-
-from _timing import independent_medians
 
 
 def main() -> None:

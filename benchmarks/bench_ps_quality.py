@@ -11,9 +11,9 @@ Run: ``.venv/bin/python benchmarks/bench_ps_quality.py [--checkpoint ofa_mbv3_ti
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from elastic import SubnetConfig
 from elastic.training.data import DataSource, load_splits
 from elastic.training.evaluate import evaluate_subnets
 from elastic.training.schedule import Phase
-from elastic.training.trainer import Trainer, TrainConfig
+from elastic.training.trainer import TrainConfig, Trainer
 from model_zoo.training_recipes import load_training_recipe
 
 log = logging.getLogger("bench_ps_quality")

@@ -32,8 +32,8 @@ from threadpoolctl import threadpool_limits
 
 import model_zoo
 from elastic.batch import ConfigBatch, CostGrid
-from ofakit.search.predictors import MLPPredictor
 from ofakit.search.evolution import Constraint, EvolutionSettings, Metric, evolve
+from ofakit.search.predictors import MLPPredictor
 
 RESOLUTIONS = (160, 176, 192, 208, 224)
 

@@ -33,22 +33,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _timing import independent_medians
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from deploy_targets import ExportSpec, get_exporter
 from elastic import SubnetConfig
-from elastic.training.evaluate import loader, top1
 from elastic.ops import resize
+from elastic.training.evaluate import loader, top1
 from elastic.training.schedule import Phase
 from elastic.training.train_state import TrainState, load_train_state, save_train_state
 from elastic.training.trainer import TrainConfig, make_optimizer
 from model_zoo.training_recipes import TrainingRecipe, load_training_recipe
 from ofakit.context import CheckpointContext
 from profilers.record import local_device
-
-from _timing import independent_medians
 
 log = logging.getLogger("bench_vs_peers")
 PEERS = ("mobilenet_v3_small", "mobilenet_v3_large")

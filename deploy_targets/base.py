@@ -26,6 +26,7 @@ from elastic import Registry
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
+"""The numeric precisions of artifacts, tables and budgets (one list for the whole kit)."""
 MAX_OPSET = 30  # far above any onnx release's newest opset; a typo such as 170 is refused
 MAX_INPUT_ELEMENTS = 2 ** 26  # 256 MiB of float32: far beyond any subnet input, well within this machine
 

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, register_exporter
+from deploy_targets.base import PRECISIONS, Exporter, ExportResult, ExportSpec, ParityError, register_exporter
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 from deploy_targets.onnx_precision import check_input_shape, input_dims, to_fp16, to_int8_qdq
 from deploy_targets.tensorrt_env import tensorrt_major, tensorrt_unavailable
@@ -31,7 +31,6 @@ from elastic.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-TRT_PRECISIONS = ("fp32", "fp16", "int8")
 OPTIONS = ("workspace_mb", "max_batch", "device")
 #: Parity tolerances: fp32 uses ``spec.atol`` (TF32 is disabled in the engine and in the reference);
 #: fp16 and int8 allow ``max(atol, REL_TOL · max |torch output|)``: fp16 keeps ~3 significant digits,
@@ -154,8 +153,8 @@ def build_engine(onnx_model: bytes, precision: str, calibration: Sequence[np.nda
         input_shape: Expected input shape; for a dynamic-batch model its batch is the profile's optimum.
         max_batch: Largest batch of a dynamic-batch model's profile (default: ``input_shape[0]``).
     """
-    if precision not in TRT_PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not supported; allowed: {list(TRT_PRECISIONS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; allowed: {list(PRECISIONS)}")
     if isinstance(workspace_mb, bool) or not isinstance(workspace_mb, int) or workspace_mb < 1:
         raise ValueError(f"workspace_mb={workspace_mb!r} must be a positive integer")
     batches = [np.ascontiguousarray(b, dtype=np.float32) for b in calibration]
@@ -292,7 +291,7 @@ class TensorRTExporter(Exporter):
 
     name = "tensorrt"
     suffix = ".engine"
-    precisions = TRT_PRECISIONS
+    precisions = PRECISIONS
     option_keys = OPTIONS
 
     def unavailable(self) -> str | None:

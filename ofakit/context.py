@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 import model_zoo
+from deploy_targets import get_exporter
 from elastic import SubnetConfig, calibrated_subnet
 from elastic.batch import CostGrid
 from elastic.training.data import DataSource, Splits, load_splits
 from elastic.training.evaluate import correct, loader
-from deploy_targets import get_exporter
 from model_zoo.checkpoint import checkpoint_paths
 from ofakit.search.accuracy import AccuracyData, build_accuracy_data, cached_front, materialize, ort_correct
 from ofakit.search.front_sampling import FRONT_ROUND, front_picks

@@ -29,10 +29,10 @@ from ofakit.context import CheckpointContext
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
 from profilers import LOCAL, BuildSettings, Measurement, MeasureSpec, Protocol, RuntimeKey, open_runtime
+from profilers.agent.client import AgentError
 from profilers.builder import subnet_specs, time_subnets
 from profilers.drift import Referenced, measure_referenced, reference_specs, settled, table_references
 from profilers.runtimes import Runtime, RuntimeUnavailable
-from profilers.agent.client import AgentError
 
 log = logging.getLogger(__name__)
 Meter = Callable[[SubnetConfig, ExportResult, Budget], "Measurement | tuple[Measurement, float]"]

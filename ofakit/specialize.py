@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ofakit.context import CheckpointContext
-from ofakit.search.pareto import pareto_front
 from ofakit.search.evolution import BudgetError, Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
+from ofakit.search.pareto import pareto_front
 from profilers import LatencyPredictor, LatencyTable, Measurement
 from profilers.builder import refit
 from profilers.drift import SETTLE_TOLERANCE, DriftCheck, check_drift

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 import model_zoo
+from elastic.fileio import atomic_write_text
 from elastic.training import distributed
 from elastic.training.data import DEFAULT_AUGMENT, DataSource, load_splits
 from elastic.training.evaluate import evaluate_subnets
-from elastic.fileio import atomic_write_text
 from elastic.training.trainer import Trainer, eval_subnets
 from model_zoo.training_recipes import TrainingRecipe, load_training_recipe, recipe_from_dict
 

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from deploy_targets.base import PRECISIONS
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, SubnetConfig
 from profilers.layers import LAYOUT_VERSION, space_layers
 from profilers.predictor import Correction, LatencyPredictor, fit_correction
@@ -37,7 +38,6 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 MAX_THREADS = 256
 MAX_BATCH = 4096  # images per timed run
 MAX_GROUP = 256  # layers timed together
-PRECISIONS = ("fp32", "fp16", "int8")
 MAX_CALIBRATION_SUBNETS = 1000
 
 

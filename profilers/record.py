@@ -17,8 +17,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 def _strict(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
     """``data`` as keyword arguments of dataclass ``cls``; unknown keys raise ``ValueError``."""

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from deploy_targets.base import PRECISIONS
 from elastic import SearchSpace, SubnetConfig
-from profilers.record import PRECISIONS, Measurement
+from profilers.record import Measurement
 
 STATS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "runs")
 """The statistics stored for every layer latency."""

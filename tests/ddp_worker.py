@@ -19,7 +19,7 @@ def run(rank: int, world: int, data_dir: str, out_dir: str, port: int, record_di
     from elastic.training import distributed
     from elastic.training.data import DataSource, load_splits
     from elastic.training.schedule import Phase
-    from elastic.training.trainer import Trainer, TrainConfig
+    from elastic.training.trainer import TrainConfig, Trainer
 
     torch.set_num_threads(1)
     drawn: list[str] = []

@@ -27,12 +27,12 @@ pytest.importorskip("onnxruntime")
 
 from deploy_targets import ExportSpec, get_exporter  # noqa: E402
 from ofakit.cli.agent import agent_app  # noqa: E402
+from profilers.agent import server as agent_module  # noqa: E402
+from profilers.agent.client import TOKEN_ENV, AgentError, AgentRequestError, RemoteRuntime, zip_dir  # noqa: E402
 from profilers.agent.server import MEASURE_HEADER, AgentServer, RequestError, extract_zip, make_server  # noqa: E402
-from profilers import agent as agent_module  # noqa: E402
 from profilers.record import Measurement, Protocol, local_device  # noqa: E402
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, open_runtime  # noqa: E402
 from profilers.runtimes.base import is_macos  # noqa: E402
-from profilers.agent.client import TOKEN_ENV, AgentError, AgentRequestError, RemoteRuntime, zip_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789"
@@ -376,10 +376,11 @@ def test_cli_serve_until_ctrl_c(tmp_path, signum):
 def test_table_built_through_the_agent_like_a_local_runtime(start_agent, tmp_path):
     """`ofakit profile build --device http://HOST:PORT`: the whole build (layers, calibration) goes through
     the agent, the table names the device by its URL, and the predictor loads it like a local table."""
+    from typer.testing import CliRunner
+
     import model_zoo
     from ofakit.cli import app
     from profilers import LatencyPredictor, LatencyTable
-    from typer.testing import CliRunner
 
     server = start_agent()
     token_file = tmp_path / "token"
@@ -444,7 +445,6 @@ def test_export_tensorrt_through_an_agent_says_what_the_device_lacks(start_agent
     """`ofakit export --target tensorrt --device URL`: the engine is built on the agent; here the agent has no
     GPU, so the command fails with one line naming what is missing (and writes nothing)."""
     from deploy_targets.tensorrt_export import tensorrt_unavailable
-
     from ofakit.cli import app
     if tensorrt_unavailable() is None:
         pytest.skip("TensorRT and a GPU are present here")

@@ -24,8 +24,8 @@ from elastic.training.data import DataSource
 from model_zoo.checkpoint import checkpoint_paths
 from model_zoo.training_recipes import recipe_from_dict
 from ofakit.cli import app
-from ofakit.search.predictors import GBTPredictor, MLPPredictor
 from ofakit.search.evolution import EvolutionSettings
+from ofakit.search.predictors import GBTPredictor, MLPPredictor
 from ofakit.specialize import Budget
 from profilers import BuildSettings, LatencyTable, Protocol
 from profilers.record import Measurement, Stats, local_device

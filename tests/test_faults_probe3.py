@@ -27,16 +27,16 @@ from elastic.batch import ConfigBatch, genome_length
 from elastic.bn import recalibrate_bn
 from elastic.training.data import DataSource, load_splits
 from elastic.training.schedule import Phase
-from elastic.training.trainer import Trainer, TrainConfig
+from elastic.training.trainer import TrainConfig, Trainer
 from model_zoo.training_recipes import recipe_from_dict
-from ofakit.search.accuracy import build_accuracy_data
 from ofakit.cli import app
+from ofakit.search.accuracy import build_accuracy_data
 from ofakit.ship import export_subnet, sidecar_path, write_sidecar
 from profilers import LatencyPredictor, LatencyTable
+from profilers.agent.client import AgentError, RemoteRuntime
 from profilers.layers import space_layers
 from profilers.predictor import Correction, fit_correction
 from profilers.record import DeviceInfo, local_device
-from profilers.agent.client import AgentError, RemoteRuntime
 from profilers.store import spec_id
 from tests.fakedata import write_fmnist
 from tests.shipyard import QUICK
@@ -318,6 +318,7 @@ def _set(path, **changes):
 
 def test_an_agent_rejects_other_methods_with_json():
     import urllib.request
+
     from profilers.agent.server import make_server
     server = make_server("127.0.0.1", 0, "tok")
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

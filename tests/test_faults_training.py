@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import save_file
 
 import model_zoo
-from elastic.training.data import DataSource, default_val_size, load_splits
 from elastic.fileio import atomic_path
+from elastic.training.data import DataSource, default_val_size, load_splits
 from elastic.training.schedule import Phase
 from elastic.training.train_state import TrainState, load_train_state, save_train_state
-from elastic.training.trainer import Trainer, TrainConfig
+from elastic.training.trainer import TrainConfig, Trainer
 from model_zoo.training_recipes import recipe_from_dict
 from tests.fakedata import write_fmnist, write_imagefolder
 

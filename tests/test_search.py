@@ -12,11 +12,11 @@ import model_zoo
 from elastic.batch import ConfigBatch, CostGrid, genome_length, space_cardinalities
 from elastic.spec import costs
 from ofakit.search.accuracy import AccuracyData, build_accuracy_data, cached_front, load_accuracy_data, sample_configs
+from ofakit.search.evolution import BudgetError, Constraint, EvolutionSettings, Metric, evolve, fastest_candidate
 from ofakit.search.front_sampling import front_picks
 from ofakit.search.genetic import crossover, mutate, offspring
-from ofakit.search.predictors import Encoder, kendall_tau, select_predictor
 from ofakit.search.pareto import pareto_front
-from ofakit.search.evolution import BudgetError, Constraint, EvolutionSettings, Metric, evolve, fastest_candidate
+from ofakit.search.predictors import Encoder, kendall_tau, select_predictor
 
 SPEC = model_zoo.get_spec("ofa_mbv3_tiny")
 SPACE = SPEC.space

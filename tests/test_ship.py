@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import model_zoo
 from elastic.batch import ConfigBatch, CostGrid
-from elastic.training.evaluate import loader, top1
 from elastic.fileio import sha256_file
+from elastic.training.evaluate import loader, top1
 from ofakit.cli import app
 from ofakit.context import CheckpointContext
 from ofakit.ship import sidecar_path

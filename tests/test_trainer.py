@@ -18,7 +18,7 @@ import model_zoo
 from elastic.training.data import DataSource, load_splits
 from elastic.training.schedule import Phase
 from elastic.training.train_state import load_train_state
-from elastic.training.trainer import Trainer, TrainConfig
+from elastic.training.trainer import TrainConfig, Trainer
 from tests.fakedata import write_fmnist
 
 ROOT = Path(__file__).resolve().parents[1]

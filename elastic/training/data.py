@@ -320,7 +320,8 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
         preprocess: A checkpoint's recorded preprocessing (:meth:`Splits.preprocessing`): its mean, std,
             channels and image size are used as recorded, so a trained model sees what it was trained on.
     """
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     for name, v, low, top in (("val_size", val_size, 1, 2 ** 32), ("train_limit", train_limit, 1, 2 ** 32),
                               ("test_limit", test_limit, 1, 2 ** 32), ("image_size", image_size, 8, 2 ** 32),

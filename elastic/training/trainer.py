@@ -24,17 +24,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from elastic.training import distributed
 from elastic.config import SubnetConfig
-from elastic.training.data import Splits
-from elastic.training.evaluate import evaluate_subnets
 from elastic.fileio import atomic_write_text
 from elastic.ops import resize
-from elastic.training.curves import plot_accuracy_curves
-from elastic.training.schedule import Phase, check_fields, check_value, validate_schedule
 from elastic.sorting import sort_channels
 from elastic.space import SearchSpace
 from elastic.supernet import ElasticMobileNetV3
+from elastic.training import distributed
+from elastic.training.curves import plot_accuracy_curves
+from elastic.training.data import Splits
+from elastic.training.evaluate import evaluate_subnets
+from elastic.training.schedule import Phase, check_fields, check_value, validate_schedule
 from elastic.training.train_state import TrainState, load_train_state, save_train_state
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,6 @@ from profilers import DEFAULT_TABLE, LOCAL
 from profilers.agent.client import AgentError
 from profilers.runtimes import RuntimeUnavailable
 
-
 DEFAULT_CHECKPOINT = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2"
 CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path of a trained supernet.")
 TABLE = typer.Option(Path(DEFAULT_TABLE), help="Latency table (see `ofakit profile build`).")

@@ -27,9 +27,9 @@ from torch.utils.data import Dataset, TensorDataset
 
 from elastic import SearchSpace, SubnetConfig
 from elastic.batch import ConfigBatch
-from elastic.training.evaluate import loader
 from elastic.fileio import atomic_write_text
 from elastic.ops import resize
+from elastic.training.evaluate import loader
 
 log = logging.getLogger(__name__)
 

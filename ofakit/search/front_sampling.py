@@ -15,9 +15,9 @@ import numpy as np
 from elastic import SubnetConfig
 from elastic.batch import CostGrid
 from ofakit.search.accuracy import AccuracyData
+from ofakit.search.evolution import Metric
 from ofakit.search.pareto import pareto_front
 from ofakit.search.predictors import PREDICTORS, Encoder
-from ofakit.search.evolution import Metric
 
 FRONT_ROUND = 25  # subnets measured per round: the predictor is refit between rounds
 

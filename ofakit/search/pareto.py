@@ -15,8 +15,8 @@ import numpy as np
 
 from elastic import SearchSpace
 from elastic.batch import ConfigBatch, space_cardinalities
-from ofakit.search.genetic import mutate
 from ofakit.search.evolution import BatchFn, Candidate, Constraint, Metric, _candidate
+from ofakit.search.genetic import mutate
 
 
 def pareto_front(space: SearchSpace, accuracy: BatchFn, objective: Metric, constraints: Sequence[Constraint] = (),

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from deploy_targets.base import PRECISIONS
+
 BUILD_HEADER = "X-Ofakit-Build"
 BUILD_TARGETS = ("tensorrt",)
 BUILD_REQUIRED, BUILD_OPTIONAL = ("target", "precision"), ("max_batch", "workspace_mb")
 MEMBERS = ("model.onnx", "inputs.npy", "calibration.npy")
-BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class BuildRequestError(ValueError):
@@ -50,8 +51,8 @@ def parse_build_params(raw: str | None) -> dict[str, Any]:
                                 f"optional: {list(BUILD_OPTIONAL)}")
     if params["target"] not in BUILD_TARGETS:
         raise BuildRequestError(f"target={params['target']!r} cannot be built on the agent; allowed: {list(BUILD_TARGETS)}")
-    if params["precision"] not in BUILD_PRECISIONS:
-        raise BuildRequestError(f"precision={params['precision']!r}; allowed: {list(BUILD_PRECISIONS)}")
+    if params["precision"] not in PRECISIONS:
+        raise BuildRequestError(f"precision={params['precision']!r}; allowed: {list(PRECISIONS)}")
     for key, top in (("max_batch", 4096), ("workspace_mb", 1 << 20)):
         v = params.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top):

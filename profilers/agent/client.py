@@ -22,9 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
-from profilers.agent.wire import MEASURE_HEADER, SUFFIXES, WIRE_FORMATS
+from deploy_targets.base import PRECISIONS
 from profilers.agent.build import BUILD_HEADER, decode_reply, pack_build
-from profilers.record import PRECISIONS, DeviceInfo, Measurement
+from profilers.agent.wire import MEASURE_HEADER, SUFFIXES, WIRE_FORMATS
+from profilers.record import DeviceInfo, Measurement
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, RuntimeUnavailable
 
 TOKEN_ENV = "OFAKIT_AGENT_TOKEN"

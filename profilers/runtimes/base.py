@@ -21,8 +21,9 @@ import numpy as np
 from torch import nn
 
 from deploy_targets import ExportSpec, get_exporter
+from deploy_targets.base import PRECISIONS
 from elastic import Registry
-from profilers.record import PRECISIONS, DeviceInfo, Measurement, Protocol, load_average, local_device, time_interleaved
+from profilers.record import DeviceInfo, Measurement, Protocol, load_average, local_device, time_interleaved
 
 Runner = Callable[[], Any]
 
