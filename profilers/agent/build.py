@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 import zipfile
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from deploy_targets.base import PRECISIONS
+from profilers.agent.wire import json_header
 
 BUILD_HEADER = "X-Ofakit-Build"
 BUILD_TARGETS = ("tensorrt",)
@@ -35,20 +35,10 @@ class BuildRequestError(ValueError):
 
 def parse_build_params(raw: str | None) -> dict[str, Any]:
     """The ``X-Ofakit-Build`` parameters, checked; raises :class:`BuildRequestError`."""
-    if raw is None:
-        raise BuildRequestError(f"missing header {BUILD_HEADER} (JSON build parameters)")
     try:
-        params = json.loads(raw)
+        params = json_header(raw, BUILD_HEADER, "build", BUILD_REQUIRED, BUILD_OPTIONAL)
     except ValueError as exc:
-        raise BuildRequestError(f"header {BUILD_HEADER} is not valid JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise BuildRequestError(f"header {BUILD_HEADER} must be a JSON object")
-    unknown = sorted(set(params) - {*BUILD_REQUIRED, *BUILD_OPTIONAL})
-    missing = [k for k in BUILD_REQUIRED if k not in params]
-    if unknown or missing:
-        bad = f"unknown key(s) {unknown}" if unknown else f"missing key(s) {missing}"
-        raise BuildRequestError(f"{bad} in {BUILD_HEADER}; required: {list(BUILD_REQUIRED)}, "
-                                f"optional: {list(BUILD_OPTIONAL)}")
+        raise BuildRequestError(str(exc)) from None
     if params["target"] not in BUILD_TARGETS:
         raise BuildRequestError(f"target={params['target']!r} cannot be built on the agent; allowed: {list(BUILD_TARGETS)}")
     if params["precision"] not in PRECISIONS:

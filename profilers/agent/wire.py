@@ -44,20 +44,31 @@ def _one_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:500]
 
 
-def parse_params(raw: str | None, formats: dict[str, tuple[str, ...]]) -> tuple[str, str, MeasureSpec]:
-    """``(runtime, format, spec without artifact)`` from the ``X-Ofakit-Measure`` header; raises ``RequestError``."""
+def json_header(raw: str | None, header: str, what: str, required: tuple[str, ...],
+                optional: tuple[str, ...]) -> dict[str, Any]:
+    """A request header holding a JSON object with ``required`` and ``optional`` keys; ``ValueError`` naming
+    the header otherwise (missing, not JSON, not an object, a key missing or unknown)."""
     if raw is None:
-        raise RequestError(400, f"missing header {MEASURE_HEADER} (JSON measurement parameters)")
+        raise ValueError(f"missing header {header} (JSON {what} parameters)")
     try:
         params = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise RequestError(400, f"header {MEASURE_HEADER} is not valid JSON: {exc}") from None
+        raise ValueError(f"header {header} is not valid JSON: {exc}") from None
     if not isinstance(params, dict):
-        raise RequestError(400, f"header {MEASURE_HEADER} must be a JSON object, got {type(params).__name__}")
-    unknown, missing = sorted(set(params) - {*REQUIRED, *OPTIONAL}), [k for k in REQUIRED if k not in params]
+        raise ValueError(f"header {header} must be a JSON object, got {type(params).__name__}")
+    unknown, missing = sorted(set(params) - {*required, *optional}), [k for k in required if k not in params]
     if unknown or missing:
         bad = f"unknown key(s) {unknown}" if unknown else f"missing key(s) {missing}"
-        raise RequestError(400, f"{bad} in {MEASURE_HEADER}; required: {list(REQUIRED)}, optional: {list(OPTIONAL)}")
+        raise ValueError(f"{bad} in {header}; required: {list(required)}, optional: {list(optional)}")
+    return params
+
+
+def parse_params(raw: str | None, formats: dict[str, tuple[str, ...]]) -> tuple[str, str, MeasureSpec]:
+    """``(runtime, format, spec without artifact)`` from the ``X-Ofakit-Measure`` header; raises ``RequestError``."""
+    try:
+        params = json_header(raw, MEASURE_HEADER, "measurement", REQUIRED, OPTIONAL)
+    except ValueError as exc:
+        raise RequestError(400, str(exc)) from None
     name, fmt = params["runtime"], params["format"]
     if not isinstance(name, str) or name not in formats:
         raise RequestError(400, f"unknown runtime {name!r}; available: {sorted(formats)}")
