@@ -12,25 +12,12 @@ import json
 import os
 import platform
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-
-def _strict(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """``data`` as keyword arguments of dataclass ``cls``; unknown keys raise ``ValueError``."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{what} must be a JSON object, got {data!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} key(s) {unknown}; allowed: {sorted(known)}")
-    missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING
-               and f.default_factory is MISSING]
-    if missing:
-        raise ValueError(f"{what} {str(dict(data))[:80]!r} lacks {missing}")
-    return dict(data)
+from elastic.strict import dataclass_kwargs
 
 
 def _cpu_model() -> str:
@@ -91,7 +78,7 @@ class DeviceInfo:
         if not isinstance(data, Mapping):
             raise ValueError(f"device info {str(data)[:80]!r} must be a JSON object")
         data = {k: v for k, v in data.items() if k != "fingerprint"}
-        return cls(**_strict(cls, data, "device info"))
+        return cls(**dataclass_kwargs(cls, data, "device info"))
 
 
 def local_device(gpu: bool = True) -> DeviceInfo:
@@ -153,7 +140,7 @@ class Protocol:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
         """Inverse of :meth:`to_dict`; unknown keys raise."""
-        return cls(**_strict(cls, data, "protocol"))
+        return cls(**dataclass_kwargs(cls, data, "protocol"))
 
     @classmethod
     def stored_is_shorter(cls, stored_json: str, wanted: "Protocol") -> bool:
@@ -280,8 +267,8 @@ class Measurement:
     def from_dict(cls, data: Mapping[str, Any]) -> "Measurement":
         """Parse :meth:`to_dict` output; unknown keys raise ``ValueError``."""
         data = {k: v for k, v in data.items() if k != "contended"}
-        kw = _strict(cls, data, "measurement")
-        kw["stats"] = Stats(**_strict(Stats, kw["stats"], "stats"))
+        kw = dataclass_kwargs(cls, data, "measurement")
+        kw["stats"] = Stats(**dataclass_kwargs(Stats, kw["stats"], "stats"))
         kw["device"] = DeviceInfo.from_dict(kw["device"])
         kw["protocol"] = Protocol.from_dict(kw.get("protocol", {}))
         kw["input_shape"] = tuple(int(v) for v in kw["input_shape"])

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from elastic.config import SubnetConfig
 from elastic.space import SearchSpace
+from elastic.strict import dataclass_kwargs
 
 # Allowed ranges of the numeric Phase fields (inclusive).
 _PHASE_RANGES = {"epochs": (1, 100_000), "lr": (1e-12, 100.0), "subnets_per_step": (1, 64),
@@ -140,9 +141,9 @@ class Phase:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Phase":
         """Build from a mapping; unknown keys are an error naming them."""
-        check_fields(cls, data, "phase key")
+        kwargs = dataclass_kwargs(cls, data, "phase")
         try:
-            return cls(**data)
+            return cls(**kwargs)
         except TypeError as exc:
             raise ValueError(f"bad phase {dict(data)!r}: {exc}") from None
 
@@ -172,14 +173,6 @@ def check_value(what: str, value: Any, type_name: Any, bounds: tuple[float, floa
         raise ValueError(f"{what}={value!r}: expected a{' finite' if kind == 'float' else ''} {kind}")
     if bounds is not None and not bounds[0] <= value <= bounds[1]:
         raise ValueError(f"{what}={value!r} is out of range; allowed: {bounds[0]} to {bounds[1]}")
-
-
-def check_fields(cls: type, data: Mapping[str, Any], what: str) -> None:
-    """Raise ``ValueError`` naming any key of ``data`` that is not a field of dataclass ``cls``."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; allowed: {sorted(known)}")
 
 
 def validate_schedule(phases: Sequence[Phase], space: SearchSpace) -> list[Phase]:

@@ -29,12 +29,13 @@ from elastic.fileio import atomic_write_text
 from elastic.ops import resize
 from elastic.sorting import sort_channels
 from elastic.space import SearchSpace
+from elastic.strict import dataclass_kwargs
 from elastic.supernet import ElasticMobileNetV3
 from elastic.training import distributed
 from elastic.training.curves import plot_accuracy_curves
 from elastic.training.data import Splits
 from elastic.training.evaluate import evaluate_subnets
-from elastic.training.schedule import Phase, check_fields, check_value, validate_schedule
+from elastic.training.schedule import Phase, check_value, validate_schedule
 from elastic.training.train_state import TrainState, load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         """Build from a mapping; unknown keys are an error naming them."""
-        check_fields(cls, data, "train setting")
-        return cls(**data)
+        return cls(**dataclass_kwargs(cls, data, "train", key="setting"))
 
 
 def eval_subnets(space: SearchSpace, seed: int, n_random: int) -> dict[str, SubnetConfig]:
