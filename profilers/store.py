@@ -46,8 +46,7 @@ CREATE TABLE IF NOT EXISTS runtimes (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
     UNIQUE (name, provider, threads, precision, batch));
 CREATE TABLE IF NOT EXISTS entries (device_id INTEGER NOT NULL REFERENCES devices(id),
     runtime_id INTEGER NOT NULL REFERENCES runtimes(id), key TEXT NOT NULL,
-    median_ms REAL NOT NULL, p10_ms REAL NOT NULL, p90_ms REAL NOT NULL, mean_ms REAL NOT NULL,
-    std_ms REAL NOT NULL, min_ms REAL NOT NULL, runs INTEGER NOT NULL, measured_at REAL NOT NULL,
+    {stats}, measured_at REAL NOT NULL,
     runtime_version TEXT NOT NULL, fingerprint TEXT NOT NULL, protocol TEXT NOT NULL, load_avg REAL NOT NULL,
     PRIMARY KEY (device_id, runtime_id, key));
 CREATE TABLE IF NOT EXISTS recipes (name TEXT PRIMARY KEY, spec_id TEXT NOT NULL, spec TEXT NOT NULL,
@@ -63,7 +62,7 @@ CREATE TABLE IF NOT EXISTS corrections (device_id INTEGER NOT NULL REFERENCES de
 CREATE TABLE IF NOT EXISTS drift_checks (device_id INTEGER NOT NULL REFERENCES devices(id),
     runtime_id INTEGER NOT NULL REFERENCES runtimes(id), spec_id TEXT NOT NULL, ratio REAL NOT NULL,
     detail TEXT NOT NULL, measured_at REAL NOT NULL, PRIMARY KEY (device_id, runtime_id, spec_id, measured_at));
-"""
+""".format(stats=", ".join(f"{s} {'INTEGER' if s == 'runs' else 'REAL'} NOT NULL" for s in STATS))
 
 
 

@@ -12,16 +12,17 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from deploy_targets.base import PRECISIONS
 from elastic import SearchSpace, SubnetConfig
-from profilers.record import Measurement
+from profilers.record import Measurement, Stats
 
-STATS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "runs")
-"""The statistics stored for every layer latency."""
+STATS = tuple(f.name for f in fields(Stats) if f.name != "blocks")
+"""The statistics stored for every layer latency: those of :class:`profilers.record.Stats` (declared once,
+there), but the number of timing blocks."""
 
 
 def check_name(name: Any, what: str) -> str:

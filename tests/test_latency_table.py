@@ -451,3 +451,18 @@ def test_a_checkpoint_gets_a_table_name_of_its_own(tmp_path):
         assert table_name(t, "mine", one, explicit=True) == "mine"
         with pytest.raises(ValueError, match="--name 'ofa_mbv3_tiny' is taken .* by another architecture"):
             table_name(t, "ofa_mbv3_tiny", one, explicit=True)
+
+
+def test_the_statistics_are_declared_once():
+    """The table's statistics are :class:`Stats`'s; ``Entry`` and the SQL schema hold them in that order."""
+    import dataclasses
+    import sqlite3
+
+    from profilers.record import Stats
+    from profilers.store import STATS, Entry, _SCHEMA
+    assert STATS == tuple(f.name for f in dataclasses.fields(Stats))[:-1] == ("median_ms", "p10_ms", "p90_ms",
+                                                                             "mean_ms", "std_ms", "min_ms", "runs")
+    assert tuple(f.name for f in dataclasses.fields(Entry))[3:3 + len(STATS)] == STATS
+    db = sqlite3.connect(":memory:")
+    db.executescript(_SCHEMA)
+    assert [r[1] for r in db.execute("PRAGMA table_info(entries)")][3:3 + len(STATS)] == list(STATS)
