@@ -144,6 +144,14 @@ class MBConv(nn.Module):
         return f"act={self.act}, residual={self.residual}"
 
 
+def head_forward(final_expand: nn.Module, feature_mix: nn.Module, classifier: nn.Module,
+                 x: torch.Tensor) -> torch.Tensor:
+    """The MobileNetV3 head on the last block's features: final expand, global average pool, feature mix,
+    classifier (shared by extracted subnets and the latency tables' head layers)."""
+    x = feature_mix(final_expand(x).mean((2, 3), keepdim=True))
+    return classifier(torch.flatten(x, 1))
+
+
 class StaticMobileNetV3(nn.Module):
     """An extracted subnet: stem, blocks, final expand, global pool, feature mix, classifier.
 
@@ -161,6 +169,4 @@ class StaticMobileNetV3(nn.Module):
         self.subnet_json = subnet_json
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.final_expand(self.blocks(self.stem(x)))
-        x = self.feature_mix(x.mean((2, 3), keepdim=True))
-        return self.classifier(torch.flatten(x, 1))
+        return head_forward(self.final_expand, self.feature_mix, self.classifier, self.blocks(self.stem(x)))

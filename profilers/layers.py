@@ -19,7 +19,7 @@ from torch import nn
 
 from elastic import BlockPlan, MobileNetV3Spec, SubnetConfig, plan
 from elastic.spec import conv_out
-from elastic.static import MBConv, SqueezeExcite, conv_bn_act, make_conv, make_linear
+from elastic.static import MBConv, SqueezeExcite, conv_bn_act, head_forward, make_conv, make_linear
 
 LAYOUT_VERSION = 1  # bump when a key's meaning (or the module built for it) changes
 
@@ -72,8 +72,7 @@ class Head(nn.Module):
         self.classifier = make_linear(torch.randn(nc, fm, generator=g) / fm**0.5, torch.zeros(nc))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.feature_mix(self.final_expand(x).mean((2, 3), keepdim=True))
-        return self.classifier(torch.flatten(x, 1))
+        return head_forward(self.final_expand, self.feature_mix, self.classifier, x)
 
 
 def block_key(b: BlockPlan) -> str:

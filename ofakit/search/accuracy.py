@@ -28,8 +28,7 @@ from torch.utils.data import Dataset, TensorDataset
 from elastic import SearchSpace, SubnetConfig
 from elastic.batch import ConfigBatch
 from elastic.fileio import atomic_write_text
-from elastic.ops import resize
-from elastic.training.evaluate import loader
+from elastic.training.evaluate import correct_with, loader
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,8 @@ def ort_correct(net: torch.nn.Module, data: TensorDataset, r: int, batch_size: i
         raise ValueError("accuracy needs at least one labelled image")
     session = ort_session(onnx_bytes(ExportSpec(net, (1, images.shape[1], r, r), Path("unused.onnx"),
                                                 dynamic_batch=True)))
-    hits = []
-    for i in range(0, len(labels), batch_size):
-        x = resize(images[i:i + batch_size], r).contiguous().numpy()
-        logits = session.run(None, {INPUT_NAME: x})[0]
-        hits.append(logits.argmax(1) == labels[i:i + batch_size].numpy())
-    return np.concatenate(hits)
+    batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size))
+    return correct_with(lambda x: session.run(None, {INPUT_NAME: x.contiguous().numpy()})[0], batches, r).numpy()
 
 
 @dataclass(frozen=True)
