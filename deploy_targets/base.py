@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from numbers import Integral
 from os import PathLike
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -161,18 +161,34 @@ def check_input_fits(spec: ExportSpec) -> None:
         raise ValueError(f"the module returns {type(y).__name__}; allowed: one output tensor")
 
 
+def missing_requirement(requires: Sequence[tuple[str, str]]) -> str | None:
+    """Why a target or runtime that needs the Python modules ``requires`` (``(module, pip extra)`` pairs)
+    cannot run here: the first one that is not installed, with what to install; ``None`` when all are."""
+    import importlib.util
+
+    for module, extra in requires:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install 'ofa-kit[{extra}]')"
+    return None
+
+
 class Exporter(ABC):
-    """Base of all exporters. Subclasses implement :meth:`_export`; :meth:`export` is the entry point."""
+    """Base of all exporters. Subclasses implement :meth:`_export`; :meth:`export` is the entry point.
+
+    ``requires`` declares the Python modules a target needs (``(module, pip extra)`` pairs); a target with
+    further conditions (an OS, a GPU) extends :meth:`unavailable`.
+    """
 
     name: ClassVar[str]
     suffix: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     option_keys: ClassVar[tuple[str, ...]] = ()  # the ``ExportSpec.options`` this target reads
     artifact_is_dir: ClassVar[bool] = False  # the artifact is a directory (a CoreML .mlpackage)
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def unavailable(self) -> str | None:
         """Why this exporter cannot run here (``None`` when it can)."""
-        return None
+        return missing_requirement(self.requires)
 
     def export(self, spec: ExportSpec) -> ExportResult:
         """Export ``spec.module`` to ``spec.out``; raises :class:`ExporterUnavailable` when it cannot run."""

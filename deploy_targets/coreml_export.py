@@ -9,7 +9,6 @@ partial package and never removes the previous one.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import logging
 import os
@@ -125,11 +124,8 @@ class CoreMLExporter(Exporter):
     precisions = ("fp32", "fp16")
     option_keys = OPTIONS
     artifact_is_dir = True
+    requires = (("coremltools", "coreml"),)
 
-    def unavailable(self) -> str | None:
-        if importlib.util.find_spec("coremltools") is None:
-            return "coremltools is not installed (pip install 'ofa-kit[coreml]')"
-        return None
 
     def _export(self, spec: ExportSpec) -> ExportResult:
         import coremltools as ct

@@ -8,7 +8,6 @@ hundreds of layers; both produce the same graph for these plain Conv/BN/activati
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import time
 import warnings
@@ -56,12 +55,8 @@ class OnnxExporter(Exporter):
     name = "onnx"
     suffix = ".onnx"
     precisions = ("fp32",)
+    requires = (("onnx", "onnx"), ("onnxruntime", "onnx"))
 
-    def unavailable(self) -> str | None:
-        for mod, extra in (("onnx", "onnx"), ("onnxruntime", "onnx")):
-            if importlib.util.find_spec(mod) is None:
-                return f"{mod} is not installed (pip install 'ofa-kit[{extra}]')"
-        return None
 
     def _export(self, spec: ExportSpec) -> ExportResult:
         import onnx

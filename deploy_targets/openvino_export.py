@@ -8,7 +8,6 @@ weights (the CPU plugin still computes in fp32 unless told otherwise).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -31,12 +30,8 @@ class OpenVinoExporter(Exporter):
     name = "openvino"
     suffix = ".xml"
     precisions = ("fp32", "fp16")
+    requires = (("onnx", "onnx"), ("openvino", "openvino"))
 
-    def unavailable(self) -> str | None:
-        for mod, extra in (("onnx", "onnx"), ("openvino", "openvino")):
-            if importlib.util.find_spec(mod) is None:
-                return f"{mod} is not installed (pip install 'ofa-kit[{extra}]')"
-        return None
 
     def _export(self, spec: ExportSpec) -> ExportResult:
         import openvino as ov

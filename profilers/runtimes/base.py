@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from deploy_targets import ExportSpec, get_exporter
-from deploy_targets.base import PRECISIONS
+from deploy_targets.base import PRECISIONS, missing_requirement
 from elastic import Registry
 from profilers.record import DeviceInfo, Measurement, Protocol, load_average, local_device, time_interleaved
 
@@ -82,20 +82,24 @@ class Runtime(ABC):
         artifact_format: What :meth:`prepare` produces: ``onnx``, ``coreml`` (``.mlpackage``) or ``module``.
         default_provider: Provider used when a spec names none.
         precisions: Precisions this runtime supports.
+        requires: The Python modules it needs, as ``(module, pip extra)`` pairs (see :meth:`unavailable`).
     """
 
     name: ClassVar[str]
     artifact_format: ClassVar[str]
     default_provider: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()  # (module, pip extra): the first is the runtime library
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here (``None`` when it can)."""
-        return None
+        return missing_requirement(self.requires)
 
     def version(self) -> str:
-        """Version of the runtime library."""
-        return "unknown"
+        """Version of the runtime library (the first of ``requires``)."""
+        import importlib.metadata
+
+        return importlib.metadata.version(self.requires[0][0]) if self.requires else "unknown"
 
     def device(self) -> DeviceInfo:
         """The device measurements run on."""

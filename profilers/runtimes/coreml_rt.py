@@ -5,8 +5,6 @@ coremltools converts on Linux but predicts only on macOS, so this runtime is una
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 from pathlib import Path
 
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, is_macos, register_runtime
@@ -22,16 +20,12 @@ class CoreMLRuntime(Runtime):
     artifact_format = "coreml"
     default_provider = "ALL"
     precisions = ("fp32", "fp16")
+    requires = (("coremltools", "coreml"),)
 
     def unavailable(self) -> str | None:
         if not is_macos():
             return "needs macOS (coremltools can convert on Linux but only predicts on macOS)"
-        if importlib.util.find_spec("coremltools") is None:
-            return "coremltools is not installed (pip install 'ofa-kit[coreml]')"
-        return None
-
-    def version(self) -> str:
-        return importlib.metadata.version("coremltools")
+        return super().unavailable()
 
     def check(self, spec: MeasureSpec) -> None:
         super().check(spec)

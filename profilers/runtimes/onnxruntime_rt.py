@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, register_runtime
 
 
@@ -16,14 +13,7 @@ class OnnxRuntime(Runtime):
     artifact_format = "onnx"
     default_provider = "CPUExecutionProvider"
     precisions = ("fp32", "fp16")
-
-    def unavailable(self) -> str | None:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed (pip install 'ofa-kit[onnx]')"
-        return None
-
-    def version(self) -> str:
-        return importlib.metadata.version("onnxruntime")
+    requires = (("onnxruntime", "onnx"),)
 
     def check(self, spec: MeasureSpec) -> None:
         super().check(spec)

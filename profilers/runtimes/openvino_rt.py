@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, register_runtime
 
 
@@ -16,14 +13,7 @@ class OpenVinoRuntime(Runtime):
     artifact_format = "onnx"
     default_provider = "CPU"
     precisions = ("fp32",)
-
-    def unavailable(self) -> str | None:
-        if importlib.util.find_spec("openvino") is None:
-            return "openvino is not installed (pip install 'ofa-kit[openvino]')"
-        return None
-
-    def version(self) -> str:
-        return importlib.metadata.version("openvino")
+    requires = (("openvino", "openvino"),)
 
     def _runner(self, spec: MeasureSpec) -> Runner:
         import openvino as ov
