@@ -18,6 +18,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -214,6 +215,15 @@ class Exporter(ABC):
     @abstractmethod
     def _export(self, spec: ExportSpec) -> ExportResult:
         """Write the artifact for ``spec`` atomically and return what was written."""
+
+    @abstractmethod
+    def bind(self, artifact: Path | bytes, x: np.ndarray, **settings: Any) -> Callable[[], np.ndarray]:
+        """The one way to run this target's artifacts: load ``artifact`` (a path, or the bytes of a file
+        format that has them) for input ``x`` and return a call that runs it once and returns its first output.
+
+        Shared by the export's parity check, the runtimes that time the artifacts (the returned call is
+        what they time) and the conformance suite. ``settings`` are the engine's (threads, device ...).
+        """
 
 
 EXPORTERS: Registry[Callable[[], Exporter]] = Registry("exporter")

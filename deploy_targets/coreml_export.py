@@ -18,7 +18,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -126,6 +126,17 @@ class CoreMLExporter(Exporter):
     artifact_is_dir = True
     requires = (("coremltools", "coreml"),)
 
+    def bind(self, artifact: Path | bytes, x: np.ndarray, compute_units: str = "ALL") -> Callable[[], np.ndarray]:
+        """An ``.mlpackage`` loaded on ``compute_units`` and predicted on ``x`` (macOS only: coremltools
+        cannot predict elsewhere)."""
+        import coremltools as ct
+
+        if isinstance(artifact, bytes):
+            raise ValueError("CoreML runs an .mlpackage directory; got bytes")
+        model = ct.models.MLModel(str(artifact), compute_units=compute_unit(compute_units))
+        desc = model.get_spec().description
+        predict, feed, out = model.predict, {desc.input[0].name: x}, desc.output[0].name
+        return lambda: np.asarray(predict(feed)[out])
 
     def _export(self, spec: ExportSpec) -> ExportResult:
         import coremltools as ct
@@ -167,7 +178,7 @@ class CoreMLExporter(Exporter):
             check_package(staged, spec.input_shape, tuple(ref.shape))
             diff, notes = None, (LINUX_NOTE,)
             if on_mac:
-                diff, notes = self._parity(staged, units, x.numpy(), ref, spec), ()
+                diff, notes = self._parity(staged, units_name, x.numpy(), ref, spec), ()
             replace_dir(staged, spec.out)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -177,12 +188,9 @@ class CoreMLExporter(Exporter):
         versions = {"torch": torch.__version__, "coremltools": ct.__version__}
         return ExportResult(spec.out, self.name, settings, versions, diff, time.perf_counter() - t0, notes)
 
-    @staticmethod
-    def _parity(path: Path, units: Any, x: np.ndarray, ref: np.ndarray, spec: ExportSpec) -> float:
+    def _parity(self, path: Path, units: str, x: np.ndarray, ref: np.ndarray, spec: ExportSpec) -> float:
         """Max |CoreML - torch| on macOS; raises when it exceeds the precision's tolerance."""
-        import coremltools as ct
-
-        got = ct.models.MLModel(str(path), compute_units=units).predict({INPUT_NAME: x})[OUTPUT_NAME]
+        got = self.bind(path, x, units)()
         diff = float(np.abs(np.asarray(got, dtype=np.float32).reshape(ref.shape) - ref).max())
         tol = spec.atol if spec.precision == "fp32" else max(spec.atol, FP16_REL_TOL * float(np.abs(ref).max()))
         if not diff <= tol:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import time
 import warnings
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -57,6 +59,12 @@ class OnnxExporter(Exporter):
     precisions = ("fp32",)
     requires = (("onnx", "onnx"), ("onnxruntime", "onnx"))
 
+    def bind(self, artifact: Path | bytes, x: np.ndarray, threads: int = 1,
+             providers: list[Any] | None = None) -> Callable[[], np.ndarray]:
+        """An onnxruntime session on ``threads`` threads (``providers``: CPU by default) run on ``x``."""
+        session = ort_session(artifact if isinstance(artifact, bytes) else str(artifact), threads, providers)
+        run, feed = session.run, {session.get_inputs()[0].name: x}
+        return lambda: run(None, feed)[0]
 
     def _export(self, spec: ExportSpec) -> ExportResult:
         import onnx
@@ -70,7 +78,7 @@ class OnnxExporter(Exporter):
             x = torch.cat([x, x])  # prove the batch dimension really varies
         with torch.no_grad():
             ref = spec.frozen_module()(x).numpy()
-        got = ort_session(data).run(None, {INPUT_NAME: x.numpy()})[0]
+        got = self.bind(data, x.numpy())()
         diff = float(np.abs(got - ref).max())
         if not diff <= spec.atol:
             raise ParityError(f"ONNX parity check failed: max |onnxruntime - torch| = {diff:.3g} > atol={spec.atol:g}; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploy_targets import get_exporter
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, is_macos, register_runtime
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
@@ -46,14 +47,4 @@ class CoreMLRuntime(Runtime):
                              "export it again at that precision")
 
     def _runner(self, spec: MeasureSpec) -> Runner:
-        import coremltools as ct
-
-        model = ct.models.MLModel(str(spec.artifact), compute_units=ct.ComputeUnit[self.provider_of(spec)])
-        name = model.get_spec().description.input[0].name
-        feed = {name: spec.example()}
-        predict = model.predict
-
-        def infer() -> None:
-            predict(feed)
-
-        return infer
+        return get_exporter("coreml").bind(spec.artifact, spec.example(), self.provider_of(spec))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deploy_targets import get_exporter
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, register_runtime
 
 
@@ -28,8 +29,6 @@ class OnnxRuntime(Runtime):
                              "export an fp16 model or use the tensorrt runtime")
 
     def _runner(self, spec: MeasureSpec) -> Runner:
-        from deploy_targets.onnx_export import ort_session
-
         provider = self.provider_of(spec)
         providers: list = [provider]
         if provider == "TensorrtExecutionProvider":
@@ -40,16 +39,10 @@ class OnnxRuntime(Runtime):
                                                          "NoSuchFile", "NotImplemented", "RuntimeException")
                        if hasattr(ort_errors, n))
         try:  # a file onnxruntime cannot load, or an input it cannot take, is bad input: a ValueError
-            session = ort_session(str(spec.artifact), spec.threads, providers)
-            feed = {session.get_inputs()[0].name: spec.example()}
-            session.run(None, feed)
+            infer = get_exporter("onnx").bind(spec.artifact, spec.example(), spec.threads, providers)
+            infer()
         except errors as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"onnxruntime cannot run {spec.artifact.name} on an input of shape "
                              f"{list(spec.input_shape)}: {first[:300]}") from None
-        run = session.run
-
-        def infer() -> None:
-            run(None, feed)
-
         return infer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deploy_targets import get_exporter
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, register_runtime
 
 
@@ -24,17 +25,11 @@ class OpenVinoRuntime(Runtime):
             raise ValueError(f"OpenVINO device {provider!r} is not available here; allowed: {core.available_devices}")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": spec.threads, "NUM_STREAMS": 1,
                   "INFERENCE_PRECISION_HINT": "f32"}
-        x = spec.example()
         try:  # a file OpenVINO cannot read, or an input it cannot take, is bad input: a ValueError
-            compiled = core.compile_model(core.read_model(str(spec.artifact)), provider, config)
-            request = compiled.create_infer_request()
-            request.infer({0: x})
+            infer = get_exporter("openvino").bind(spec.artifact, spec.example(), provider, config)
+            infer()
         except RuntimeError as exc:  # OpenVINO's errors (read, compile, shape) are RuntimeErrors
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"OpenVINO cannot run {spec.artifact.name} on an input of shape "
                              f"{list(spec.input_shape)}: {first[:300]}") from None
-
-        def infer() -> None:
-            request.infer({0: x})
-
         return infer
