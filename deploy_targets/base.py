@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 """The numeric precisions of artifacts, tables and budgets (one list for the whole kit)."""
+_META_KEY = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,99}")
 MAX_OPSET = 30  # far above any onnx release's newest opset; a typo such as 170 is refused
 MAX_INPUT_ELEMENTS = 2 ** 26  # 256 MiB of float32: far beyond any subnet input, well within this machine
 
@@ -55,6 +57,10 @@ class ExportSpec:
         calibration: Batches for int8 calibration (TensorRT).
         atol: Maximum absolute difference allowed between the artifact and the PyTorch module.
         options: Target-specific settings (e.g. CoreML ``compute_units``).
+        metadata: Strings recorded in the artifact where its format has room for them (ONNX
+            ``metadata_props``, CoreML's model description, OpenVINO ``rt_info`` under ``ofakit``; a TensorRT
+            engine has none). Keys: letters, digits, ``._-``; ``author``, ``short_description`` and
+            ``version`` are CoreML's standard fields.
     """
 
     module: nn.Module
@@ -67,6 +73,7 @@ class ExportSpec:
     calibration: tuple[torch.Tensor, ...] = ()
     atol: float = 1e-4
     options: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.module, nn.Module):
@@ -112,6 +119,12 @@ class ExportSpec:
                 raise ValueError(f"{name} hold NaN or infinite values; give finite example data")
         if not isinstance(self.options, dict) or not all(isinstance(k, str) for k in self.options):
             raise ValueError(f"options={self.options!r} must be a dict of target-specific settings (names as keys)")
+        if not isinstance(self.metadata, dict):
+            raise ValueError(f"metadata={self.metadata!r} must be a dict of strings")
+        for key, value in self.metadata.items():
+            if not (isinstance(key, str) and _META_KEY.fullmatch(key) and isinstance(value, str)):
+                raise ValueError(f"metadata entry {key!r}: {value!r} is not supported; keys: a letter, then letters, "
+                                 "digits, '.', '_' or '-' (at most 100); values: strings")
 
     def example(self) -> torch.Tensor:
         """The parity-check input: ``inputs`` or seeded random data of ``input_shape``."""
@@ -191,9 +204,14 @@ class Exporter(ABC):
         """Why this exporter cannot run here (``None`` when it can)."""
         return missing_requirement(self.requires)
 
+    def unavailable_for(self, spec: ExportSpec) -> str | None:
+        """Why ``spec`` cannot be exported here (``None``: it can); :meth:`unavailable` unless a target builds
+        elsewhere for some specs (a TensorRT engine built on a remote device's GPU)."""
+        return self.unavailable()
+
     def export(self, spec: ExportSpec) -> ExportResult:
         """Export ``spec.module`` to ``spec.out``; raises :class:`ExporterUnavailable` when it cannot run."""
-        reason = self.unavailable()
+        reason = self.unavailable_for(spec)
         if reason is not None:
             raise ExporterUnavailable(f"{self.name} export is unavailable: {reason}")
         if spec.precision not in self.precisions:

@@ -28,7 +28,7 @@ from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError,
 log = logging.getLogger(__name__)
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
-OPTIONS = ("compute_units", "metadata", "max_batch")
+OPTIONS = ("compute_units", "max_batch")
 STANDARD_METADATA = ("author", "short_description", "version")
 PRECISION_KEY = "com.ofakit.precision"
 #: fp16 parity (macOS only): max |coreml - torch| ≤ max(atol, FP16_REL_TOL · max |torch|); fp16 keeps ~3
@@ -46,16 +46,6 @@ def compute_unit(name: str) -> Any:
     if name not in allowed:
         raise ValueError(f"compute_units={name!r} is not supported; allowed: {allowed}")
     return ct.ComputeUnit[name]
-
-
-def _metadata(spec: ExportSpec) -> dict[str, str]:
-    meta = spec.options.get("metadata", {})
-    if not isinstance(meta, dict):
-        raise ValueError(f"options['metadata']={meta!r} must be a dict of strings")
-    for key, value in meta.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(f"metadata entry {key!r}: {value!r} is not supported; keys and values must be strings")
-    return dict(meta)
 
 
 def _input_type(spec: ExportSpec) -> Any:
@@ -144,7 +134,7 @@ class CoreMLExporter(Exporter):
         t0 = time.perf_counter()
         units_name = spec.options.get("compute_units", "ALL")
         units = compute_unit(units_name)
-        meta = _metadata(spec)
+        meta = dict(spec.metadata)
         on_mac = platform.system() == "Darwin"
         model, x = spec.frozen_module(), spec.example()
         shape = tuple(x.shape)

@@ -72,7 +72,11 @@ class OnnxExporter(Exporter):
 
         t0 = time.perf_counter()
         data = onnx_bytes(spec)
-        onnx.checker.check_model(onnx.load_from_string(data))
+        model = onnx.load_from_string(data)
+        if spec.metadata:
+            onnx.helper.set_model_props(model, spec.metadata)
+            data = model.SerializeToString()
+        onnx.checker.check_model(model)
         x = spec.example()
         if spec.dynamic_batch and x.shape[0] == spec.input_shape[0]:
             x = torch.cat([x, x])  # prove the batch dimension really varies

@@ -22,6 +22,7 @@ from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError,
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 
 FP16_REL_TOL = 1e-2
+RT_INFO_KEY = "ofakit"  # ExportSpec.metadata lives in the IR's rt_info under this key
 
 
 @register_exporter
@@ -65,7 +66,10 @@ class OpenVinoExporter(Exporter):
             onnx_path = tmp / "model.onnx"
             onnx_path.write_bytes(onnx_bytes(spec))
             staged = tmp / spec.out.name
-            ov.save_model(ov.convert_model(str(onnx_path)), str(staged), compress_to_fp16=spec.precision == "fp16")
+            model = ov.convert_model(str(onnx_path))
+            for key, value in spec.metadata.items():
+                model.set_rt_info(value, [RT_INFO_KEY, key])
+            ov.save_model(model, str(staged), compress_to_fp16=spec.precision == "fp16")
             got = self.bind(staged, x.numpy())()
             diff = float(np.abs(got - ref).max())
             tol = spec.atol if spec.precision == "fp32" else max(spec.atol, FP16_REL_TOL * float(np.abs(ref).max()))

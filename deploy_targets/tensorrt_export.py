@@ -32,7 +32,7 @@ from elastic.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ("workspace_mb", "max_batch", "device")
+OPTIONS = ("workspace_mb", "max_batch", "device", "builder")
 #: Parity tolerances: fp32 uses ``spec.atol`` (TF32 is disabled in the engine and in the reference);
 #: fp16 and int8 allow ``max(atol, REL_TOL · max |torch output|)``: fp16 keeps ~3 significant digits,
 #: int8 has 256 levels per tensor, and the errors add up over layers.
@@ -298,6 +298,10 @@ class TensorRTExporter(Exporter):
     def unavailable(self) -> str | None:
         return tensorrt_unavailable()
 
+    def unavailable_for(self, spec: ExportSpec) -> str | None:
+        """A remote ``builder`` needs no TensorRT here: the engine is built on its device."""
+        return None if spec.options.get("builder") is not None else self.unavailable()
+
     def bind(self, artifact: Path | bytes, x: np.ndarray | torch.Tensor,
              device: str | torch.device = "cuda:0") -> Callable[[], np.ndarray]:
         """A serialized engine (``.engine`` file or its bytes) on GPU ``device`` run on ``x`` (host in and
@@ -307,6 +311,8 @@ class TensorRTExporter(Exporter):
         return lambda: runner.run(x)
 
     def _export(self, spec: ExportSpec) -> ExportResult:
+        if spec.options.get("builder") is not None:
+            return self._export_remote(spec, spec.options["builder"])
         import tensorrt as trt
 
         t0 = time.perf_counter()
@@ -328,6 +334,27 @@ class TensorRTExporter(Exporter):
             spec, engine, got, ref, t0, {"max_batch": max_batch, "workspace_mb": workspace, "gpu": gpu},
             {"tensorrt": trt.__version__, "cuda": str(torch.version.cuda)},
             f"the engine runs only on {gpu}-class GPUs with TensorRT {trt.__version__}")
+
+
+    @staticmethod
+    def _export_remote(spec: ExportSpec, builder: Any) -> ExportResult:
+        """Build on a remote device (``options["builder"]``: an object with ``build_engine(onnx, inputs,
+        precision, calibration, max_batch)`` and a ``url``, e.g. a profiling agent's tensorrt runtime) and
+        check the engine's outputs there against PyTorch here before writing it."""
+        if not callable(getattr(builder, "build_engine", None)):
+            raise ValueError(f"options['builder']={builder!r} must have build_engine() (e.g. "
+                             "profilers.open_runtime('tensorrt', URL, token))")
+        t0 = time.perf_counter()
+        x = spec.example()
+        with torch.no_grad():
+            ref = spec.frozen_module()(x).numpy()
+        cal = np.stack([c.numpy() for c in spec.calibration]) if spec.calibration else None
+        max_batch = profile_max_batch(spec, x.shape[0])  # the profile must take the parity inputs' batch
+        got = builder.build_engine(onnx_bytes(spec), x.numpy(), spec.precision, cal, max_batch)
+        where = str(getattr(builder, "url", "a remote device"))
+        note = f"built on the agent at {where}: runs only on {got['gpu']}-class GPUs with that TensorRT version"
+        return write_checked_engine(spec, got["engine"], got["outputs"], ref, t0,
+                                    {"max_batch": max_batch, "gpu": got["gpu"]}, got["versions"], note, built_on=where)
 
 
 def write_checked_engine(spec: ExportSpec, engine: bytes, got: np.ndarray, ref: np.ndarray, t0: float,

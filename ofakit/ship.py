@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from deploy_targets import ExporterUnavailable, ExportResult, ExportSpec, get_exporter
 from elastic import SubnetConfig
@@ -64,17 +63,17 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
     cfg = ctx.supernet.space.validate(cfg)
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
     calibration = tuple(ctx.real_inputs(cfg, 256).split(32)) if precision == "int8" else ()
-    options: dict[str, Any] = {}
-    if target == "coreml":
-        options["metadata"] = {"short_description": f"ofa-kit subnet of {ctx.name}",
-                               "com.ofakit.config": cfg.to_json(), "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
-    spec = ExportSpec(ctx.subnet(cfg), shape, Path(out), precision=precision, dynamic_batch=dynamic_batch,
-                      inputs=ctx.real_inputs(cfg, 8 if dynamic_batch else 1), calibration=calibration, options=options)
     if device != LOCAL and target != "tensorrt":
         raise ValueError(f"--device {device} is for building TensorRT engines on the target; {target} "
                          "artifacts are portable: export them here")
+    options = {"builder": open_runtime("tensorrt", device, token)} if device != LOCAL else {}
+    metadata = {"short_description": f"ofa-kit subnet of {ctx.name}", "com.ofakit.config": cfg.to_json(),
+                "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
+    spec = ExportSpec(ctx.subnet(cfg), shape, Path(out), precision=precision, dynamic_batch=dynamic_batch,
+                      inputs=ctx.real_inputs(cfg, 8 if dynamic_batch else 1), calibration=calibration,
+                      options=options, metadata=metadata)
     with _parked_sidecar(Path(out)):
-        result = engine_on_agent(spec, device, token) if device != LOCAL else get_exporter(target).export(spec)
+        result = get_exporter(target).export(spec)
         return result, write_sidecar(ctx, cfg, result, precision, info)
 
 
@@ -119,24 +118,6 @@ def _parked_sidecar(out: Path) -> Iterator[None]:
             parked.unlink(missing_ok=True)  # the artifact changed: its old description must not come back
         raise
     parked.unlink(missing_ok=True)
-
-
-def engine_on_agent(spec: ExportSpec, device: str, token: str | None = None) -> ExportResult:
-    """Build ``spec``'s TensorRT engine on the agent at ``device`` and check its output against PyTorch here."""
-    from deploy_targets.onnx_export import onnx_bytes
-    from deploy_targets.tensorrt_export import profile_max_batch, write_checked_engine
-
-    t0 = time.perf_counter()
-    x = spec.example()
-    with torch.no_grad():
-        ref = spec.frozen_module()(x).numpy()
-    cal = np.stack([c.numpy() for c in spec.calibration]) if spec.calibration else None
-    max_batch = profile_max_batch(spec, x.shape[0])  # the agent's profile must take the parity inputs' batch
-    got = open_runtime("tensorrt", device, token).build_engine(onnx_bytes(spec), x.numpy(), spec.precision, cal,
-                                                               max_batch)
-    note = f"built on the agent at {device}: runs only on {got['gpu']}-class GPUs with that TensorRT version"
-    return write_checked_engine(spec, got["engine"], got["outputs"], ref, t0,
-                                {"max_batch": max_batch, "gpu": got["gpu"]}, got["versions"], note, built_on=device)
 
 
 def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResult, precision: str,

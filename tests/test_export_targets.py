@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from deploy_targets import ExporterUnavailable, ExportSpec, get_exporter, list_exporters
+from deploy_targets import ExporterUnavailable, ExportSpec, ParityError, get_exporter, list_exporters
 from deploy_targets.coreml_export import FP16_REL_TOL, PRECISION_KEY, replace_dir
 from deploy_targets.tensorrt_env import is_jetson
 from deploy_targets.tensorrt_export import (build_engine, profile_max_batch, tensorrt_unavailable,
@@ -65,7 +65,7 @@ def test_coreml_export_writes_a_valid_package(tmp_path, precision):
     net = tiny_net()
     meta = {"author": "ofa-kit tests", "short_description": "tiny net", "version": "7", "subnet": "k3e4d2"}
     res = get_exporter("coreml").export(ExportSpec(net, SHAPE, tmp_path / "m.mlpackage", precision=precision,
-                                                   options={"metadata": meta, "compute_units": "CPU_ONLY"}))
+                                                   metadata=meta, options={"compute_units": "CPU_ONLY"}))
     assert res.path == tmp_path / "m.mlpackage" and res.path.is_dir()
     assert res.target == "coreml" and res.settings["precision"] == precision
     assert res.settings["compute_units"] == "CPU_ONLY" and "coremltools" in res.versions
@@ -156,7 +156,6 @@ def test_coreml_export_dynamic_batch_records_the_range(tmp_path):
 
 @pytest.mark.parametrize("options, match", [
     ({"compute_units": "GPU_ONLY"}, r"compute_units='GPU_ONLY'.*allowed: .*CPU_ONLY"),
-    ({"metadata": {"version": 3}}, r"metadata entry 'version': 3"),
     ({"units": "ALL"}, r"unknown coreml option\(s\) \['units'\]; allowed"),
 ])
 @needs_ct
@@ -263,6 +262,44 @@ def test_engine_parity_gate_and_atomic_write(tmp_path, precision, offset, ok):
     assert res.settings["parity_tolerance"] == (1e-4 if precision == "fp32" else 1e-2)
     assert res.versions["tensorrt"] == "10.9" and res.notes == ("runs only on Orin",)
 
+class _RemoteGPU:
+    """Stands in for a profiling agent's GPU (none here): it runs the ONNX graph it is sent in onnxruntime,
+    which is what a correct engine outputs, plus ``error``, and returns opaque engine bytes."""
+
+    url = "http://jetson:8470"
+
+    def __init__(self, error: float = 0.0):
+        self.error, self.sent = error, []
+
+    def build_engine(self, onnx_model, inputs, precision, calibration, max_batch):
+        from deploy_targets.onnx_export import INPUT_NAME, ort_session
+        self.sent.append((precision, None if calibration is None else calibration.shape, max_batch))
+        out = ort_session(onnx_model).run(None, {INPUT_NAME: inputs})[0] + self.error
+        return {"engine": b"ENGINE", "outputs": out, "versions": {"tensorrt": "10.3"}, "gpu": "Orin"}
+
+
+@pytest.mark.parametrize("error, ok", [(0.0, True), (10.0, False)])
+def test_tensorrt_export_through_a_remote_builder(tmp_path, error, ok):
+    """``options["builder"]``: the engine is built on the remote device (no TensorRT needed here), its output
+    checked here against PyTorch, and only a passing engine written, with where it was built."""
+    gpu = _RemoteGPU(error)
+    calib = tuple(torch.randn(SHAPE, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    spec = ExportSpec(tiny_net(), SHAPE, tmp_path / "m.engine", precision="int8", calibration=calib,
+                      options={"builder": gpu})
+    if not ok:
+        with pytest.raises(ParityError, match=r"built on http://jetson:8470\); .*m.engine was not written"):
+            get_exporter("tensorrt").export(spec)
+        assert not list(tmp_path.iterdir())
+        return
+    res = get_exporter("tensorrt").export(spec)
+    assert res.path.read_bytes() == b"ENGINE" and res.max_abs_diff <= 1e-4
+    assert res.settings["built_on"] == gpu.url and res.settings["gpu"] == "Orin"
+    assert res.settings["calibration_batches"] == 3 and res.versions["tensorrt"] == "10.3"
+    assert gpu.sent == [("int8", (3, *SHAPE), None)] and "Orin-class GPUs" in res.notes[0]
+    with pytest.raises(ValueError, match=r"options\['builder'\]=.* must have build_engine"):
+        get_exporter("tensorrt").export(replace(spec, options={"builder": "jetson"}))
+
+
 def test_a_dynamic_engine_profile_takes_the_parity_inputs():
     """`ofakit export --dynamic-batch` checks parity on 8 real images: the profile must reach batch 8, or the
     build on an agent is refused (max_batch < input batch) and a local engine cannot run them."""
@@ -299,3 +336,22 @@ def test_tensorrt_build_parity_and_timing_on_gpu(tmp_path, precision, dynamic):
             rt.measure(MeasureSpec(onnx_path, SHAPE, precision="int8", protocol=QUICK))
     else:
         assert rt.measure(MeasureSpec(onnx_path, SHAPE, precision=precision, protocol=QUICK)).stats.median_ms > 0
+
+
+def test_metadata_is_recorded_where_the_format_has_room(tmp_path):
+    """``ExportSpec.metadata`` goes into the ONNX file's metadata_props and the OpenVINO IR's rt_info (CoreML:
+    see the CoreML test); a key that no format could hold is refused before anything is written."""
+    import onnx
+    import openvino as ov
+
+    from deploy_targets.openvino_export import RT_INFO_KEY
+    meta = {"com.ofakit.config": '{"ks":[3]}', "short_description": "tiny"}
+    onnx_res = get_exporter("onnx").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.onnx", metadata=meta))
+    assert {p.key: p.value for p in onnx.load(str(onnx_res.path)).metadata_props} == meta
+    ov_res = get_exporter("openvino").export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.xml", metadata=meta))
+    model = ov.Core().read_model(str(ov_res.path))
+    assert {k: model.get_rt_info([RT_INFO_KEY, k]).astype(str) for k in meta} == meta
+    for bad in ({"a b": "x"}, {"k": 3}, {"": "x"}):
+        with pytest.raises(ValueError, match="metadata entry .* is not supported"):
+            ExportSpec(tiny_net(), SHAPE, tmp_path / "n.onnx", metadata=bad)
+    assert not (tmp_path / "n.onnx").exists()
