@@ -32,7 +32,8 @@ from elastic.batch import ConfigBatch
 from ofakit.cli.search import DEFAULT_CHECKPOINT
 from ofakit.context import CheckpointContext
 from ofakit.search.evolution import fastest_candidate
-from ofakit.ship import export_subnet, measured_choice, time_candidates
+from ofakit.artifact import export_subnet
+from ofakit.shortlist import measured_choice, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import LOCAL, BuildSettings, LatencyTable, build_table, get_runtime
 from profilers.record import load_average, local_device

@@ -14,7 +14,9 @@ import torch
 from elastic import SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid
 from ofakit.search.evolution import Candidate
-from ofakit.ship import measured_choice, rerank, ship, sidecar_path
+from ofakit.artifact import sidecar_path
+from ofakit.ship import ship
+from ofakit.shortlist import measured_choice, rerank
 from ofakit.specialize import Budget, Specializer
 from profilers import LatencyPredictor, LatencyTable
 from profilers.store import RuntimeKey

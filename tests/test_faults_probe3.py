@@ -31,7 +31,7 @@ from elastic.training.trainer import TrainConfig, Trainer
 from model_zoo.training_recipes import recipe_from_dict
 from ofakit.cli import app
 from ofakit.search.accuracy import build_accuracy_data
-from ofakit.ship import export_subnet, sidecar_path, write_sidecar
+from ofakit.artifact import export_subnet, sidecar_path, write_sidecar
 from profilers import LatencyPredictor, LatencyTable
 from profilers.agent.client import AgentError, RemoteRuntime
 from profilers.layers import space_layers
@@ -72,7 +72,7 @@ def test_a_crash_after_the_artifact_leaves_no_stale_sidecar(shipyard, tmp_path, 
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr("ofakit.ship.write_sidecar", broken)
+    monkeypatch.setattr("ofakit.artifact.write_sidecar", broken)
     with pytest.raises(OSError):
         export_subnet(ctx, ctx.supernet.space.largest(), "onnx", out)
     assert out.read_bytes() != old_art and not sidecar_path(out).exists()

@@ -19,7 +19,7 @@ from elastic.fileio import sha256_file
 from elastic.training.evaluate import loader, top1
 from ofakit.cli import app
 from ofakit.context import CheckpointContext
-from ofakit.ship import sidecar_path
+from ofakit.artifact import sidecar_path
 from profilers import LatencyPredictor
 from tests.shipyard import LAT
 

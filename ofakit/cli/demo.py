@@ -24,7 +24,8 @@ from ofakit.cli.search import DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, d
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, fastest_candidate
-from ofakit.ship import export_subnet, ship
+from ofakit.artifact import export_subnet
+from ofakit.ship import ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
 

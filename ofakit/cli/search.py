@@ -18,7 +18,9 @@ from ofakit.cli.common import console, fail, path_option, read_token
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
-from ofakit.ship import TIMING_ERRORS, export_subnet, measured_choice, ship, time_candidates
+from ofakit.artifact import export_subnet
+from ofakit.ship import ship
+from ofakit.shortlist import TIMING_ERRORS, measured_choice, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.agent.client import AgentError

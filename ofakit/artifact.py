@@ -1,0 +1,125 @@
+"""The shipped artifact: a subnet exported to a target, and its sidecar JSON.
+
+The sidecar (``<artifact>.json``) records the subnet config, the source checkpoint and its sha256, the
+input preprocessing, predicted accuracy and latency, measured latency (when measured), tool and runtime
+versions, and the export settings, so a deployed file can always be traced and fed correctly. A new
+artifact never sits beside an old artifact's sidecar, even after a crash (:func:`export_subnet`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from deploy_targets import ExportResult, ExportSpec, get_exporter
+from elastic import SubnetConfig
+from elastic.fileio import atomic_write_text, sha256_file
+from ofakit.context import CheckpointContext
+from profilers import LOCAL, open_runtime
+
+SIDECAR_FORMAT = "ofa-kit-artifact"
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json`` (also for ``.mlpackage`` directories)."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: str | Path, precision: str = "fp32",
+                  dynamic_batch: bool = False, info: dict[str, Any] | None = None, device: str = LOCAL,
+                  token: str | None = None) -> tuple[ExportResult, Path]:
+    """Export subnet ``cfg`` of ``ctx`` (BatchNorm recalibrated) to ``out`` and write its sidecar.
+
+    Parity is checked on real validation images; int8 targets get their calibration batches from the
+    validation split. ``info`` (predictions, measurements ...) is merged into the sidecar. A TensorRT engine
+    for a remote ``device`` (an agent URL) is built there, for that device's GPU.
+    """
+    cfg = ctx.supernet.space.validate(cfg)
+    shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
+    calibration = tuple(ctx.real_inputs(cfg, 256).split(32)) if precision == "int8" else ()
+    if device != LOCAL and target != "tensorrt":
+        raise ValueError(f"--device {device} is for building TensorRT engines on the target; {target} "
+                         "artifacts are portable: export them here")
+    options = {"builder": open_runtime("tensorrt", device, token)} if device != LOCAL else {}
+    metadata = {"short_description": f"ofa-kit subnet of {ctx.name}", "com.ofakit.config": cfg.to_json(),
+                "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
+    spec = ExportSpec(ctx.subnet(cfg), shape, Path(out), precision=precision, dynamic_batch=dynamic_batch,
+                      inputs=ctx.real_inputs(cfg, 8 if dynamic_batch else 1), calibration=calibration,
+                      options=options, metadata=metadata)
+    with _parked_sidecar(Path(out)):
+        result = get_exporter(target).export(spec)
+        return result, write_sidecar(ctx, cfg, result, precision, info)
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinite floats as ``None`` (JSON has neither; e.g. a Kendall τ of constant data)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Identity of a file or folder as written (inode, mtime, size); ``None`` when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextmanager
+def _parked_sidecar(out: Path) -> Iterator[None]:
+    """Move ``out``'s old sidecar aside while a new artifact is written, so that a crash never leaves a new
+    artifact beside the old artifact's description; put it back when the export fails and the old
+    artifact is still there untouched (a refused export loses nothing)."""
+    side = sidecar_path(out)
+    parked = side.with_name(side.name + ".old")
+    parked.unlink(missing_ok=True)  # left by an export killed earlier: it describes no artifact here now
+    before = _stamp(out)
+    moved = side.is_file()
+    if moved:
+        os.replace(side, parked)
+    try:
+        yield
+    except BaseException:
+        if moved and before is not None and _stamp(out) == before:
+            os.replace(parked, side)  # the old pair is whole again
+        else:
+            parked.unlink(missing_ok=True)  # the artifact changed: its old description must not come back
+        raise
+    parked.unlink(missing_ok=True)
+
+
+def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResult, precision: str,
+                  info: dict[str, Any] | None = None) -> Path:
+    """Write (atomically) the sidecar of an exported artifact; returns its path."""
+    meta = ctx.meta
+    pre = {k: v for k, v in meta.get("preprocess", {}).items() if k not in ("resolutions", "image_size", "scale")}
+    size = meta.get("preprocess", {}).get("image_size")
+    side = {"format": SIDECAR_FORMAT, "artifact": result.path.name, "target": result.target,
+            "artifact_sha256": sha256_file(result.path) if result.path.is_file() else None,
+            "config": cfg.to_dict(), "checkpoint": {"name": ctx.name, "sha256": meta["sha256"],
+                                                    "recipe": meta["recipe"]},
+            "input": {"shape": [1, ctx.supernet.spec.in_channels, cfg.r, cfg.r],
+                      "name": result.settings.get("input_name", "input"), **pre,
+                      "steps": [f"load the image as {'greyscale' if pre.get('in_channels') == 1 else 'RGB'}"
+                                + (f" at {size}x{size} px (the training data's size)" if size else ""),
+                                "pixel / 255, then (x - mean) / std per channel",
+                                f"resize bilinearly (align_corners=False) to {cfg.r}x{cfg.r}: the shape above"]},
+            "export": {**result.settings, "precision": precision, "max_abs_diff": result.max_abs_diff,
+                       "notes": list(result.notes)},
+            "versions": result.versions, "macs": ctx.supernet.flops(cfg), "params": ctx.supernet.params(cfg),
+            "written_at": time.time(), **(info or {})}
+    path = sidecar_path(result.path)
+    atomic_write_text(path, json.dumps(_finite(side), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return path
