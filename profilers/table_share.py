@@ -89,9 +89,28 @@ class TableSharing:
         try:
             names = self._import_names(data, dict(rename or {}))
             src = Path("<dict>") if isinstance(path_or_data, Mapping) else Path(path_or_data)
-            return MergeReport(self._merge(data, names, src), {k: v for k, v in names.items() if k != v})
+            report = MergeReport(self._merge(data, names, src), {k: v for k, v in names.items() if k != v})
+            self._refit_imported(data, names, src)
+            return report
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed latency table export: {type(exc).__name__} {exc}") from None
+
+    def _refit_imported(self, data: Mapping[str, Any], names: Mapping[str, str], src: Path) -> None:
+        """Refit the correction of every device, runtime and architecture the import brought calibration
+        subnets for (an export holds the samples, not the fit: without this, an imported device's predictions
+        would be raw layer sums). Left to `profile build` where the layers it needs are not all here yet."""
+        from profilers.builder import refit  # the builder imports the store, which this class is part of
+
+        recipes = {spec_id(self.recipe(n)): n for n in self.recipes()}
+        for device, runtime, sid in dict.fromkeys((names[c["device"]], _imported_runtime(c["runtime"], src),
+                                                   c["spec_id"]) for c in data.get("calibrations", [])):
+            if sid not in recipes:  # its architecture is stored here under no name: nothing to fit it for
+                continue
+            try:
+                refit(self, recipes[sid], device, runtime)
+            except ValueError as exc:
+                log.warning("imported calibration of %s on %s/%s not fitted: %s", recipes[sid], device,
+                            runtime.label(), exc)
 
     def _import_names(self, data: Mapping[str, Any], rename: dict[str, str]) -> dict[str, str]:
         """Incoming device name -> the name it gets here (see :meth:`import_json`)."""

@@ -405,6 +405,52 @@ def test_table_built_through_the_agent_like_a_local_runtime(start_agent, tmp_pat
     assert r.exit_code == 2 and "token" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
 
 
+
+def test_search_and_ship_through_the_agent(start_agent, shipyard, tmp_path):
+    """`ofakit search --device URL` and `ofakit ship --device URL`: the budget is on the agent's device, so the
+    search's shortlist and the shipped artifact are timed there (on loopback, this machine's onnxruntime).
+    The shipyard's table is this machine's, imported as the agent's (`profile import --as local=URL`) with
+    its calibration. Ship skips its own shortlist (`--no-measure`, which would add a minute): the search
+    timed one already."""
+    from ofakit.cli import app
+    from ofakit.specialize import latency_name
+    from profilers import LatencyPredictor
+
+    ctx, local_table = shipyard
+    server = start_agent()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    table = tmp_path / "lut.sqlite"
+    run = CliRunner().invoke
+    r = run(app, ["profile", "import", str(local_table), "--table", str(table), "--as", f"local={server.url}"])
+    assert r.exit_code == 0 and f"stored as '{server.url}'" in r.stdout, r.output
+    pred = LatencyPredictor.load(table, server.url, "onnxruntime", ctx.supernet.spec)
+    assert pred.correction == LatencyPredictor.load(local_table, "local", "onnxruntime", ctx.supernet.spec).correction
+    assert pred.correction.samples > 0  # the calibration came along, fitted (it was lost: raw layer sums)
+    budget = 20 * float(pred.predict([ctx.supernet.space.largest()])[0])  # met whatever this machine's speed
+    lat = latency_name(server.url, "onnxruntime")
+    base = ["--checkpoint", ctx.name, "--table", str(table), "--samples", "20", "--device", server.url,
+            "--token-file", str(token_file), "--latency-ms", f"{budget:.4f}", "--json"]
+    r = run(app, ["search", *base, "--population", "20", "--generations", "20", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["latency_predictor"]["device"] == server.url and lat in rec["metrics"]
+    rows = rec["shortlist"]  # timed on the agent: the pick is measured there, within the budget
+    assert rows and all(row["measured_ms"][lat] > 0 for row in rows) and [w["picked"] for w in rows].count(True) == 1
+    assert 0 < rec["measured_latency_ms"][lat] <= budget
+    timed = len(server.history)
+    assert timed >= len(rows)
+    r = run(app, ["ship", *base, "--no-measure", "--target", "onnx", "--out", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["budget_met"] is True and rec["attempts"] == 1 and 0 < rec["measured_latency_ms"][lat] <= budget
+    assert Path(rec["artifact"]).is_file() and len(server.history) > timed  # the shipped model was timed there
+    side = json.loads(Path(rec["sidecar"]).read_text())
+    m = side["closed_loop"][0]["measurements"][lat]
+    assert m["runtime"] == "onnxruntime" and side["closed_loop"][0]["met"] is True
+
+
 # ------------------------------------------------------------------ engine builds on the agent
 def test_build_requests_are_checked_and_unavailable_tensorrt_is_409(start_agent, onnx_file):
     """POST /v1/build: malformed requests are 400 with a one-line reason; without TensorRT on the device the

@@ -377,8 +377,12 @@ def test_profile_cli(built, tmp_path):
     merged = tmp_path / "merged.sqlite"
     r = run(app, ["profile", "import", str(out), "--table", str(merged)])
     assert r.exit_code == 0 and "75 entries" in r.output
-    with LatencyTable(merged) as t:
-        assert len(t.entries("local", RuntimeKey("onnxruntime", "CPUExecutionProvider"))) == 75
+    rk, sid = RuntimeKey("onnxruntime", "CPUExecutionProvider"), spec_id(SPEC.to_dict())
+    with LatencyTable(merged) as t, LatencyTable(path, readonly=True) as src:
+        assert len(t.entries("local", rk)) == 75
+        # the calibration came along and is fitted as at the source (it was lost: raw layer sums; issue 18)
+        assert t.correction("local", rk, sid) == src.correction("local", rk, sid) and t.correction(
+            "local", rk, sid).samples == 6
     r = run(app, ["profile", "build", "--recipe", "ofa_mbv3_tiny", "--resolutions", "28", "--table",
                   str(merged), "--quick", "--calibrate", "2", "--json"])
     assert r.exit_code == 0, r.output

@@ -240,6 +240,74 @@ def test_cli_export_dynamic_batch_and_fp16(shipyard, tmp_path):
     assert Path(rec["artifact"]).is_file() and json.loads(Path(rec["sidecar"]).read_text())["export"]["precision"] == "fp16"
 
 
+ZOO = "ofa_mbv3_tiny.fmnist"  # a trained checkpoint: its subnets classify real Fashion-MNIST images
+
+
+def _zoo_export(tmp_path: Path, target: str, out: str) -> tuple[object, dict, dict]:
+    """`ofakit export` of the zoo checkpoint's smallest subnet to ``target``: (config, --json record, sidecar)."""
+    from deploy_targets import get_exporter
+
+    reason = get_exporter(target).unavailable()
+    if reason is not None:
+        pytest.skip(f"{target} export is unavailable here: {reason}")
+    cfg = model_zoo.load_checkpoint(ZOO).space.smallest()
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    res = CliRunner().invoke(app, ["export", "--checkpoint", ZOO, "--subnet", str(tmp_path / "cfg.json"),
+                                   "--target", target, "--out", str(tmp_path / out), "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    side = json.loads(sidecar_path(rec["artifact"]).read_text())
+    assert rec["target"] == side["target"] == target and side["export"]["precision"] == "fp32"
+    assert side["config"] == cfg.to_dict() and side["checkpoint"]["name"] == ZOO
+    assert side["checkpoint"]["sha256"] == model_zoo.read_checkpoint_meta(ZOO)["sha256"]
+    assert side["input"]["shape"] == [1, 1, cfg.r, cfg.r] and side["versions"][
+        {"openvino": "openvino", "coreml": "coremltools"}[target]]
+    return cfg, rec, side
+
+
+def test_cli_export_openvino_runs_and_agrees_with_torch(tmp_path):
+    """`export --target openvino` of a zoo subnet: the IR (.xml + .bin) runs on the CPU plugin through the
+    exporter's own `bind` and classifies real validation images as the recalibrated torch subnet does."""
+    from deploy_targets import get_exporter
+
+    cfg, rec, side = _zoo_export(tmp_path, "openvino", "m.xml")
+    xml = Path(rec["artifact"])
+    assert xml == tmp_path / "m.xml" and xml.is_file() and (tmp_path / side["export"]["weights"]).stat().st_size > 1e5
+    assert side["artifact_sha256"] == sha256_file(xml) and 0 <= rec["max_abs_diff"] <= 1e-4
+    ctx = CheckpointContext(ZOO)  # the same BatchNorm recalibration as the export's: same images, same order
+    x, labels = ctx.real_inputs(cfg, 32), ctx.val.tensors[1][:32].numpy()
+    got = np.concatenate([get_exporter("openvino").bind(xml, x[i:i + 1].numpy())() for i in range(len(x))])
+    with torch.no_grad():
+        ref = ctx.subnet(cfg)(x).numpy()
+    assert got.shape == (32, 10) and np.abs(got - ref).max() <= 1e-4
+    assert (got.argmax(1) == ref.argmax(1)).all() and (got.argmax(1) == labels).mean() >= 0.6  # a trained model
+
+
+def test_cli_export_coreml_writes_a_package_that_records_its_subnet(tmp_path):
+    """`export --target coreml` of a zoo subnet: an ML Program package with float32 I/O of the subnet's shape
+    and the subnet, checkpoint and precision in its metadata. CoreML predicts only on macOS, so elsewhere
+    the parity check is reported as not run (and the conversion's spec check is what holds)."""
+    import platform
+
+    import coremltools as ct
+
+    cfg, rec, side = _zoo_export(tmp_path, "coreml", "m.mlpackage")
+    pkg = Path(rec["artifact"])
+    assert pkg == tmp_path / "m.mlpackage" and (pkg / "Manifest.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.mlpackage")]  # no staging folder left
+    assert side["export"]["format"] == "mlprogram" and side["export"]["minimum_deployment_target"] == "iOS16"
+    if platform.system() != "Darwin":
+        assert rec["max_abs_diff"] is None and "CoreML predicts only on macOS" in rec["notes"][0]
+    model = ct.models.MLModel(str(pkg), skip_model_load=True)
+    desc = model.get_spec().description
+    assert [i.name for i in desc.input] == ["input"] and [o.name for o in desc.output] == ["output"]
+    assert list(desc.input[0].type.multiArrayType.shape) == [1, 1, cfg.r, cfg.r]
+    meta = dict(model.user_defined_metadata)
+    assert meta["com.ofakit.config"] == cfg.to_json() and meta["com.ofakit.precision"] == "fp32"
+    assert meta["com.ofakit.checkpoint_sha256"] == side["checkpoint"]["sha256"]
+    assert model.short_description == f"ofa-kit subnet of {ZOO}"
+
+
 def test_publish_checkpoint_adds_a_verified_zoo_entry(shipyard, tmp_path, monkeypatch):
     from model_zoo import checkpoint as zoo
 
