@@ -34,6 +34,29 @@ MAX_OPSET = 30  # far above any onnx release's newest opset; a typo such as 170 
 MAX_INPUT_ELEMENTS = 2 ** 26  # 256 MiB of float32: far beyond any subnet input, well within this machine
 
 
+#: Parity tolerances, one rule for every target: fp32 uses ``spec.atol``; fp16 and int8 allow
+#: ``max(atol, REL_TOL · max |torch output|)``: fp16 keeps ~3 significant digits, int8 has 256 levels per
+#: tensor, and the errors add up over layers.
+FP16_REL_TOL = 1e-2
+INT8_REL_TOL = 1e-1
+#: int8 artifacts checked on at least this many real images must agree with PyTorch's top-1 on
+#: ``INT8_MIN_AGREEMENT`` of them (a logit bound alone says little about a classifier's decisions).
+INT8_AGREEMENT_IMAGES = 100
+INT8_MIN_AGREEMENT = 0.99
+
+
+def parity_tolerance(precision: str, atol: float, ref: np.ndarray) -> float:
+    """The documented max-abs-diff tolerance of ``precision`` for reference output ``ref``."""
+    rel = {"fp32": 0.0, "fp16": FP16_REL_TOL, "int8": INT8_REL_TOL}[precision]
+    return max(atol, rel * float(np.abs(ref).max()))
+
+
+def top1_agreement(got: np.ndarray, ref: np.ndarray) -> float:
+    """The share of rows whose arg-max (top-1 class) is the same in ``got`` and ``ref``."""
+    got, ref = np.asarray(got).reshape(len(ref), -1), np.asarray(ref).reshape(len(ref), -1)
+    return float((got.argmax(1) == ref.argmax(1)).mean())
+
+
 class ExporterUnavailable(RuntimeError):
     """The exporter cannot run on this machine; the message says what it needs."""
 
@@ -199,6 +222,9 @@ class Exporter(ABC):
     option_keys: ClassVar[tuple[str, ...]] = ()  # the ``ExportSpec.options`` this target reads
     artifact_is_dir: ClassVar[bool] = False  # the artifact is a directory (a CoreML .mlpackage)
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: the parity check takes any number of example images, whatever the artifact's batch (an int8 top-1
+    #: agreement check needs at least ``INT8_AGREEMENT_IMAGES``)
+    checks_many_images: ClassVar[bool] = False
 
     def unavailable(self) -> str | None:
         """Why this exporter cannot run here (``None`` when it can)."""

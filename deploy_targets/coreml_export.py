@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, register_exporter
+from deploy_targets.base import (FP16_REL_TOL, Exporter, ExportResult, ExportSpec, ParityError,  # noqa: F401
+                                 parity_tolerance, register_exporter)
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ INPUT_NAME, OUTPUT_NAME = "input", "output"
 OPTIONS = ("compute_units", "max_batch")
 STANDARD_METADATA = ("author", "short_description", "version")
 PRECISION_KEY = "com.ofakit.precision"
-#: fp16 parity (macOS only): max |coreml - torch| ≤ max(atol, FP16_REL_TOL · max |torch|); fp16 keeps ~3
-#: significant digits and errors add up over layers, so 1% of the output scale is the documented bound.
-FP16_REL_TOL = 1e-2
 LINUX_NOTE = ("numerical parity with PyTorch was not checked: CoreML predicts only on macOS "
               "(the package spec was validated: input/output names, shapes, dtypes)")
 
@@ -182,7 +180,7 @@ class CoreMLExporter(Exporter):
         """Max |CoreML - torch| on macOS; raises when it exceeds the precision's tolerance."""
         got = self.bind(path, x, units)()
         diff = float(np.abs(np.asarray(got, dtype=np.float32).reshape(ref.shape) - ref).max())
-        tol = spec.atol if spec.precision == "fp32" else max(spec.atol, FP16_REL_TOL * float(np.abs(ref).max()))
+        tol = parity_tolerance(spec.precision, spec.atol, ref)  # fp16 parity is checked on macOS only
         if not diff <= tol:
             raise ParityError(f"CoreML parity check failed: max |coreml - torch| = {diff:.3g} > {tol:.3g} "
                                f"({spec.precision}); {spec.out} was not written")

@@ -18,10 +18,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, register_exporter
+from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, parity_tolerance, register_exporter
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 
-FP16_REL_TOL = 1e-2
 RT_INFO_KEY = "ofakit"  # ExportSpec.metadata lives in the IR's rt_info under this key
 
 
@@ -72,7 +71,7 @@ class OpenVinoExporter(Exporter):
             ov.save_model(model, str(staged), compress_to_fp16=spec.precision == "fp16")
             got = self.bind(staged, x.numpy())()
             diff = float(np.abs(got - ref).max())
-            tol = spec.atol if spec.precision == "fp32" else max(spec.atol, FP16_REL_TOL * float(np.abs(ref).max()))
+            tol = parity_tolerance(spec.precision, spec.atol, ref)
             if not diff <= tol:
                 raise ParityError(f"OpenVINO parity check failed: max |openvino - torch| = {diff:.3g} > {tol:.3g} "
                                    f"({spec.precision}); {spec.out} was not written")

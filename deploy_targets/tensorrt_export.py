@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from deploy_targets.base import PRECISIONS, Exporter, ExportResult, ExportSpec, ParityError, register_exporter
+from deploy_targets.base import (FP16_REL_TOL, INT8_REL_TOL, PRECISIONS, Exporter, ExportResult, ExportSpec,  # noqa: F401
+                                 ParityError, parity_tolerance, register_exporter)
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 from deploy_targets.onnx_precision import check_input_shape, input_dims, to_fp16, to_int8_qdq
 from deploy_targets.tensorrt_env import tensorrt_major, tensorrt_unavailable
@@ -33,11 +34,6 @@ from elastic.fileio import atomic_path
 log = logging.getLogger(__name__)
 
 OPTIONS = ("workspace_mb", "max_batch", "device", "builder")
-#: Parity tolerances: fp32 uses ``spec.atol`` (TF32 is disabled in the engine and in the reference);
-#: fp16 and int8 allow ``max(atol, REL_TOL · max |torch output|)``: fp16 keeps ~3 significant digits,
-#: int8 has 256 levels per tensor, and the errors add up over layers.
-FP16_REL_TOL = 1e-2
-INT8_REL_TOL = 1e-1
 
 
 @functools.lru_cache(maxsize=None)
@@ -270,12 +266,6 @@ def _no_tf32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
-def parity_tolerance(precision: str, atol: float, ref: np.ndarray) -> float:
-    """The documented parity tolerance of ``precision`` for reference output ``ref``."""
-    rel = {"fp32": 0.0, "fp16": FP16_REL_TOL, "int8": INT8_REL_TOL}[precision]
-    return max(atol, rel * float(np.abs(ref).max()))
 
 
 def profile_max_batch(spec: ExportSpec, parity_batch: int) -> int | None:

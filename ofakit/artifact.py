@@ -23,6 +23,7 @@ from ofakit.context import CheckpointContext
 from profilers import LOCAL, open_runtime
 
 SIDECAR_FORMAT = "ofa-kit-artifact"
+CALIBRATION_IMAGES = 256  # int8 calibration: the first validation images; top-1 agreement checks the next ones
 
 
 def sidecar_path(artifact: str | Path) -> Path:
@@ -37,23 +38,28 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
     """Export subnet ``cfg`` of ``ctx`` (BatchNorm recalibrated) to ``out`` and write its sidecar.
 
     Parity is checked on real validation images; int8 targets get their calibration batches from the
-    validation split. ``info`` (predictions, measurements ...) is merged into the sidecar. A TensorRT engine
-    for a remote ``device`` (an agent URL) is built there, for that device's GPU.
+    validation split's first ``CALIBRATION_IMAGES``, and those that check top-1 agreement (ExecuTorch) do it on
+    the next ``CALIBRATION_IMAGES``, which the calibration never saw. ``info`` (predictions, measurements ...)
+    is merged into the sidecar. A TensorRT engine for a remote ``device`` (an agent URL) is built there, for
+    that device's GPU.
     """
     cfg = ctx.supernet.space.validate(cfg)
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
-    calibration = tuple(ctx.real_inputs(cfg, 256).split(32)) if precision == "int8" else ()
+    calibration = tuple(ctx.real_inputs(cfg, CALIBRATION_IMAGES).split(32)) if precision == "int8" else ()
     if device != LOCAL and target != "tensorrt":
         raise ValueError(f"--device {device} is for building TensorRT engines on the target; {target} "
                          "artifacts are portable: export them here")
     options = {"builder": open_runtime("tensorrt", device, token)} if device != LOCAL else {}
     metadata = {"short_description": f"ofa-kit subnet of {ctx.name}", "com.ofakit.config": cfg.to_json(),
                 "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
+    exporter = get_exporter(target)
+    inputs = ctx.real_inputs(cfg, 8 if dynamic_batch else 1)
+    if precision == "int8" and exporter.checks_many_images:  # top-1 agreement on images the calibration never saw
+        inputs = ctx.real_inputs(cfg, 2 * CALIBRATION_IMAGES)[CALIBRATION_IMAGES:]
     spec = ExportSpec(ctx.subnet(cfg), shape, Path(out), precision=precision, dynamic_batch=dynamic_batch,
-                      inputs=ctx.real_inputs(cfg, 8 if dynamic_batch else 1), calibration=calibration,
-                      options=options, metadata=metadata)
+                      inputs=inputs, calibration=calibration, options=options, metadata=metadata)
     with _parked_sidecar(Path(out)):
-        result = get_exporter(target).export(spec)
+        result = exporter.export(spec)
         return result, write_sidecar(ctx, cfg, result, precision, info)
 
 

@@ -293,8 +293,9 @@ def checkpoint_for_subnet(given: str | None, ref: dict[str, Any] | None, subnet:
 def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint name or path of a trained supernet; "
                                                           "default: the one the --subnet file names."),
            subnet: Path = typer.Option(..., help="Subnet JSON (a SubnetConfig or `ofakit search` output)."),
-           target: str = typer.Option("onnx", help="Exporter: onnx, coreml, tensorrt, openvino."),
-           out: Path = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml).", parser=path_option),
+           target: str = typer.Option("onnx", help="Exporter: onnx, coreml, tensorrt, openvino, executorch."),
+           out: Path = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml, .pte).",
+                                    parser=path_option),
            precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (as the target supports)."),
            dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Let the batch dimension vary."),
            device: str = typer.Option(LOCAL, help="TensorRT only: build the engine on this agent URL's GPU."),
@@ -322,6 +323,8 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
         typer.echo(json.dumps(record, indent=2))
         return
     diff = "not checked here" if result.max_abs_diff is None else f"max |diff| {result.max_abs_diff:.2e}"
+    if result.settings.get("top1_agreement") is not None:
+        diff += f", top-1 agreement {result.settings['top1_agreement']:.1%}"
     typer.echo(f"wrote {result.path} ({target}, parity {diff}) and {side}")
     for note in result.notes:
         typer.echo(f"note: {note}")

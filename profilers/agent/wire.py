@@ -1,5 +1,6 @@
 """The agent's wire format: request parameters, accepted artifact formats, and safe unpacking of artifacts
-(ONNX checked with ``onnx.checker``; ``.mlpackage`` zips without absolute or ``..`` members; never pickle).
+(ONNX checked with ``onnx.checker``; ``.mlpackage`` zips without absolute or ``..`` members; ``.pte`` programs by
+their flatbuffer identifier, then verified by ExecuTorch's loader; never pickle).
 Shared by the agent (:mod:`profilers.agent.server`) and its client (:mod:`profilers.agent.client`).
 """
 
@@ -16,10 +17,12 @@ from profilers.record import Protocol
 from profilers.runtimes.base import MeasureSpec
 
 MEASURE_HEADER = "X-Ofakit-Measure"
+# a runtime's artifact_format -> the body format it is sent as
 WIRE_FORMATS = {"onnx": "onnx", "coreml": "mlpackage", "mlpackage": "mlpackage", "tensorrt": "engine",
-                "engine": "engine"}  # a runtime's artifact_format -> the body format it is sent as
+                "engine": "engine", "executorch": "pte", "pte": "pte"}
 EXTRA_FORMATS = {"tensorrt": ("engine",)}  # runtimes that also time prebuilt files
-SUFFIXES = {"onnx": ".onnx", "mlpackage": ".mlpackage", "engine": ".engine"}
+SUFFIXES = {"onnx": ".onnx", "mlpackage": ".mlpackage", "engine": ".engine", "pte": ".pte"}
+PTE_IDENTIFIER = b"ET"  # an ExecuTorch program is a flatbuffer whose file identifier (bytes 4-7) is "ET" + version
 REQUIRED, OPTIONAL = ("runtime", "format", "input_shape"), ("threads", "precision", "provider", "protocol")
 MAX_INPUT_ELEMENTS = 2**24  # 64 MiB of float32 input at most (allocating 2**27 elements took 11 s)
 MAX_RANK, MAX_DIM, MAX_THREADS = 8, 65_536, 1024
@@ -157,6 +160,9 @@ def write_artifact(data: bytes, fmt: str, folder: Path, max_unpacked: int) -> Pa
     path = folder / f"model{SUFFIXES[fmt]}"
     if fmt == "onnx":
         check_onnx(data, "body")
+    if fmt == "pte" and data[4:6] != PTE_IDENTIFIER:
+        raise RequestError(400, f"body is not an ExecuTorch program: its file identifier is {data[4:8]!r}, "
+                                f"allowed: {PTE_IDENTIFIER.decode()}.. (a .pte file from to_executorch())")
     if fmt == "mlpackage":
         extract_zip(data, path, max_unpacked)
     else:
