@@ -106,6 +106,16 @@ def _parked_sidecar(out: Path) -> Iterator[None]:
     parked.unlink(missing_ok=True)
 
 
+def artifact_files(result: ExportResult) -> dict[str, str]:
+    """sha256 of every file an artifact consists of, by path relative to the artifact's folder: the file, the
+    weights file its settings name (OpenVINO's ``.bin``), or every file inside a package directory (CoreML)."""
+    root = result.path
+    if root.is_dir():
+        return {p.relative_to(root.parent).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    weights = result.settings.get("weights")
+    return {p.name: sha256_file(p) for p in [root, *([root.with_name(weights)] if weights else [])]}
+
+
 def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResult, precision: str,
                   info: dict[str, Any] | None = None) -> Path:
     """Write (atomically) the sidecar of an exported artifact; returns its path."""
@@ -114,6 +124,7 @@ def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResul
     size = meta.get("preprocess", {}).get("image_size")
     side = {"format": SIDECAR_FORMAT, "artifact": result.path.name, "target": result.target,
             "artifact_sha256": sha256_file(result.path) if result.path.is_file() else None,
+            "artifact_files": artifact_files(result),
             "config": cfg.to_dict(), "checkpoint": {"name": ctx.name, "sha256": meta["sha256"],
                                                     "recipe": meta["recipe"]},
             "input": {"shape": [1, ctx.supernet.spec.in_channels, cfg.r, cfg.r],

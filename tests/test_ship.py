@@ -150,6 +150,13 @@ def test_demo_ships_three_budgets(shipyard, tmp_path):
         assert r["budget_met"] or r["attempts"] == 4 or "stopped" in side["closed_loop"][-1], side["closed_loop"]
         assert 0 <= r["test_accuracy"] <= 1 and Path(r["onnx"]).is_file()
         assert r["coreml"].endswith(".mlpackage") or r["coreml"].startswith("unavailable")
+        assert r["precision"] == "fp32"
+    assert [("pte" in r) for r in rows] == [False, True, False]  # the middle budget also ships as ExecuTorch
+    if rows[1]["pte"].endswith(".pte"):
+        side = json.loads(sidecar_path(rows[1]["pte"]).read_text())
+        assert side["target"] == "executorch" and side["config"] == rows[1]["config"] and rows[1]["pte_latency_ms"] > 0
+    else:
+        assert rows[1]["pte"].startswith("unavailable: executorch is not installed"), rows[1]["pte"]
     assert Path(out["pareto_png"]).stat().st_size > 1000
     checks = {c["claim"].split()[0]: c for c in out["checks"]}  # the demo checks its own claims
     assert checks["every"]["ok"] is all(r["budget_met"] for r in rows)
@@ -274,6 +281,7 @@ def test_cli_export_openvino_runs_and_agrees_with_torch(tmp_path):
     xml = Path(rec["artifact"])
     assert xml == tmp_path / "m.xml" and xml.is_file() and (tmp_path / side["export"]["weights"]).stat().st_size > 1e5
     assert side["artifact_sha256"] == sha256_file(xml) and 0 <= rec["max_abs_diff"] <= 1e-4
+    assert side["artifact_files"] == {"m.xml": sha256_file(xml), "m.bin": sha256_file(tmp_path / "m.bin")}
     ctx = CheckpointContext(ZOO)  # the same BatchNorm recalibration as the export's: same images, same order
     x, labels = ctx.real_inputs(cfg, 32), ctx.val.tensors[1][:32].numpy()
     got = np.concatenate([get_exporter("openvino").bind(xml, x[i:i + 1].numpy())() for i in range(len(x))])
@@ -295,6 +303,8 @@ def test_cli_export_coreml_writes_a_package_that_records_its_subnet(tmp_path):
     pkg = Path(rec["artifact"])
     assert pkg == tmp_path / "m.mlpackage" and (pkg / "Manifest.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.mlpackage")]  # no staging folder left
+    files = {p.relative_to(tmp_path).as_posix(): sha256_file(p) for p in pkg.rglob("*") if p.is_file()}
+    assert side["artifact_sha256"] is None and side["artifact_files"] == files and "m.mlpackage/Manifest.json" in files
     assert side["export"]["format"] == "mlprogram" and side["export"]["minimum_deployment_target"] == "iOS16"
     if platform.system() != "Darwin":
         assert rec["max_abs_diff"] is None and "CoreML predicts only on macOS" in rec["notes"][0]

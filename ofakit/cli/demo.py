@@ -1,9 +1,9 @@
 """``ofakit demo``: the main job end to end on the zoo's Fashion-MNIST supernet.
 
 Build (or reuse) this machine's onnxruntime-CPU latency table, search subnets for three budgets spread over
-the feasible range, ship each as ONNX through the closed loop (and convert it to CoreML), measure test-set
-accuracy, and print budget, MACs, predicted and test accuracy, predicted and measured latency; plus the
-Pareto PNG.
+the feasible range, ship each as ONNX through the closed loop (and convert it to CoreML; the middle budget's
+pick also to an ExecuTorch ``.pte``, timed with ExecuTorch here), measure test-set accuracy, and print
+budget, MACs, precision, predicted and test accuracy, predicted and measured latency; plus the Pareto PNG.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ofakit.artifact import export_subnet
 from ofakit.ship import ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
+from profilers.runtimes import MeasureSpec, get_runtime
 
 FRACTIONS = (0.2, 0.5, 0.85)
 WITHIN = 0.10  # a pick's measured latency should be within ±10% of its prediction
@@ -40,6 +41,8 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
          runtime: str = typer.Option("onnxruntime", help="Runtime to profile and measure with."),
          samples: int = typer.Option(300, help="Measured subnets for the accuracy predictor (cached)."),
          coreml: bool = typer.Option(True, help="Also convert every pick to CoreML."),
+         executorch: bool = typer.Option(True, help="Also ship the middle budget's pick as an ExecuTorch .pte "
+                                                    "and time it with ExecuTorch."),
          measure: bool = MEASURE, drift: bool = DRIFT,
          as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Specialise the zoo supernet for three latency budgets on this machine and ship each one."""
@@ -73,7 +76,7 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
                "test_accuracy": test_acc, "predicted_latency_ms": rep.shipped["predicted_ms"][metric.name],
                "measured_latency_ms": rep.shipped["measured_ms"].get(metric.name), "budget_met": rep.met,
                "machine_ratio": rep.shipped.get("machine_ratio", {}).get(metric.name),
-               "attempts": len(rep.attempts), "onnx": str(rep.artifact.path)}
+               "attempts": len(rep.attempts), "onnx": str(rep.artifact.path), "precision": "fp32"}
         if coreml:
             reason = get_exporter("coreml").unavailable()
             if reason is None:
@@ -84,6 +87,8 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
                     row["coreml"] = f"failed: {exc}"
             else:
                 row["coreml"] = f"unavailable: {reason}"
+        if executorch and i == 1:
+            row |= _pte(spz.ctx, rep.final.config, workdir / f"subnet_{i + 1}.pte")
         rows.append(row)
         chosen.append(rep.final)
         measured.append(row["measured_latency_ms"])
@@ -103,18 +108,26 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
         return
     acc = spz.accuracy_report
     t = Table(title=f"{checkpoint}: subnets for three latency budgets on this machine ({runtime}, 1 thread)")
-    for col in ("budget", "MACs", "pred. acc", "test acc", "pred. latency", "measured", "met", "files"):
+    for col in ("budget", "MACs", "precision", "pred. acc", "test acc", "pred. latency", "measured", "met",
+                "files"):
         t.add_column(col, no_wrap=True)
     for r in rows:
-        arts = "onnx" + ("" if str(r.get("coreml", "")).startswith(("unavail", "failed"))
-                         or "coreml" not in r else "+coreml")
-        t.add_row(f"{r['budget_ms']:.3f} ms", f"{r['macs'] / 1e6:.2f}M", f"{100 * r['predicted_accuracy']:.2f}%",
+        arts = "onnx" + "".join(f"+{k}" for k in ("coreml", "pte") if str(r.get(k, "")).endswith(f".{_SUFFIX[k]}"))
+        t.add_row(f"{r['budget_ms']:.3f} ms", f"{r['macs'] / 1e6:.2f}M", r["precision"],
+                  f"{100 * r['predicted_accuracy']:.2f}%",
                   f"{100 * r['test_accuracy']:.2f}%", f"{r['predicted_latency_ms']:.3f} ms",
                   f"{r['measured_latency_ms']:.3f} ms" if r["measured_latency_ms"] is not None else "n/a",
                   {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[r["budget_met"]]
                   + (f" ({r['attempts']} tries)" if r["attempts"] > 1 else ""), arts)
     Console(width=max(100, Console().width)).print(t)
     typer.echo(f"artifacts and sidecars: {workdir}/subnet_{{1,2,3}}.onnx(.json), .mlpackage(.json)")
+    for r in rows:
+        if r.get("pte_latency_ms") is not None:
+            typer.echo(f"ExecuTorch: {r['pte']} measured {r['pte_latency_ms']:.3f} ms here (XNNPACK, 1 thread; the "
+                       f"{runtime} pick measured {r['measured_latency_ms']:.3f} ms; an ExecuTorch budget needs an "
+                       "ExecuTorch table)")
+        elif "pte" in r:
+            typer.echo(f"ExecuTorch: {r['pte']}")
     ch = acc["candidates"][acc["chosen"]]
     typer.echo(f"latency range on this machine: {lo:.3f}-{hi:.3f} ms (predicted); accuracy predictor: "
                f"{acc['chosen']} from {acc['samples']} measured subnets (cross-validated τ {ch['kendall_tau']:.3f}, "
@@ -124,6 +137,24 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
         Console().print(f"check {mark}: {c['claim']} ({c['detail']})")
     if missed:
         raise typer.Exit(1)
+
+
+_SUFFIX = {"coreml": "mlpackage", "pte": "pte"}
+
+
+def _pte(ctx: CheckpointContext, cfg, out: Path) -> dict:
+    """Export ``cfg`` to an ExecuTorch ``.pte`` and time it with the executorch runtime; what happened as
+    row fields (``pte``: the path, or why not; ``pte_latency_ms``)."""
+    reason = get_exporter("executorch").unavailable()
+    if reason is not None:
+        return {"pte": f"unavailable: {reason}"}
+    try:
+        res, _ = export_subnet(ctx, cfg, "executorch", out)
+        shape = tuple(res.settings["input_shape"])
+        m = get_runtime("executorch").measure(MeasureSpec(res.path, shape))
+    except (ExporterUnavailable, RuntimeError, ValueError) as exc:
+        return {"pte": f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"}
+    return {"pte": str(res.path), "pte_latency_ms": m.stats.median_ms}
 
 
 def demo_checks(rows: list[dict], correct: list) -> list[dict]:
