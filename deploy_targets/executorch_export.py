@@ -117,9 +117,9 @@ class ExecuTorchExporter(Exporter):
         import executorch
 
         t0 = time.perf_counter()
-        max_batch, _ = _max_batch(spec), _min_agreement(spec)  # bad options fail before minutes of lowering
+        max_batch, need = _max_batch(spec), _min_agreement(spec)  # bad options fail before minutes of lowering
         data = program_bytes(spec)
-        diff, agreement, tol = self._parity(data, spec, max_batch)
+        diff, agreement, tol = self._parity(data, spec, max_batch, need)
         with atomic_path(spec.out) as tmp:
             tmp.write_bytes(data)
         settings = {"precision": spec.precision, "dynamic_batch": spec.dynamic_batch, "max_batch": max_batch,
@@ -127,11 +127,12 @@ class ExecuTorchExporter(Exporter):
                     "parity_tolerance": tol, "top1_agreement": agreement}
         if spec.precision == "int8":
             settings |= {"quantization": QUANTIZATION, "calibration_images": sum(len(b) for b in spec.calibration),
-                         "min_top1_agreement": _min_agreement(spec)}
+                         "min_top1_agreement": need}
         versions = {"torch": torch.__version__, "executorch": getattr(executorch, "__version__", _version())}
         return ExportResult(spec.out, self.name, settings, versions, diff, time.perf_counter() - t0)
 
-    def _parity(self, data: bytes, spec: ExportSpec, max_batch: int | None) -> tuple[float, float | None, float]:
+    def _parity(self, data: bytes, spec: ExportSpec, max_batch: int | None,
+                need: float) -> tuple[float, float | None, float]:
         """Run the program on every example image (in chunks the program accepts) against PyTorch; raises
         :class:`ParityError` when it disagrees. Returns (max abs diff, top-1 agreement or None, tolerance)."""
         x = spec.example()
@@ -149,7 +150,7 @@ class ExecuTorchExporter(Exporter):
         got = np.concatenate(chunks)[:len(x)].reshape(ref.shape)
         diff, tol = float(np.abs(got - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
         if spec.precision == "int8" and len(x) >= INT8_AGREEMENT_IMAGES:
-            agreement, need = top1_agreement(got, ref), _min_agreement(spec)
+            agreement = top1_agreement(got, ref)
             if agreement < need:
                 raise ParityError(f"ExecuTorch int8 parity check failed: top-1 agrees with torch on {agreement:.1%} of "
                                    f"{len(x)} images < {need:.1%} (options min_top1_agreement); {spec.out} was not "
