@@ -67,8 +67,9 @@ def _artifact_spec(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportRe
 def _referenced(spz: Specializer, budget: Budget, token: str | None, protocol: Protocol | None,
                 specs: Callable[[Runtime, Path], list[MeasureSpec]]) -> Referenced | None:
     """Time ``specs(runtime, workdir)`` interleaved with the table's reference subnets, measuring again after
-    pauses while the machine ratio is far from the predictor's drift factor; ``None`` when the table has no
-    reference subnets for that runtime. The references are exported once per specializer and runtime."""
+    pauses while the machine ratio is far from the predictor's drift factor (a ratio that lasts through the
+    pauses becomes the predictor's drift factor); ``None`` when the table has no reference subnets for that
+    runtime. The references are exported once per specializer and runtime."""
     pred = spz.latency[budget.metric_name]
     try:
         key, refs = table_references(spz.table, spz.spec, budget.device, pred.runtime)
@@ -83,7 +84,10 @@ def _referenced(spz: Specializer, budget: Budget, token: str | None, protocol: P
     exported = spz.reference_cache[slot]
     with tempfile.TemporaryDirectory(prefix="ofakit-referenced-") as tmp:
         mine = specs(rt, Path(tmp))
-        return settled(lambda: measure_referenced(rt, mine, refs, exported), expected=pred.drift)
+        got = settled(lambda: measure_referenced(rt, mine, refs, exported), expected=pred.drift)
+    if got.lasting:
+        spz.adopt_drift(budget.metric_name, got.ratio)
+    return got
 
 
 def measure_with_references(spz: Specializer, cfg: SubnetConfig, artifact: ExportResult | None, budget: Budget,

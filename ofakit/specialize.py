@@ -171,6 +171,13 @@ class Specializer:
         self.drift_checks[name] = check
         return check
 
+    def adopt_drift(self, name: str, ratio: float) -> None:
+        """Rescale latency predictor ``name`` to a machine ratio seen lasting through settling pauses
+        (:attr:`profilers.drift.Referenced.lasting`): later measurements expect the machine's speed now."""
+        log.info("%s: the machine runs %.2fx its table's speed through the settling pauses; predictions rescaled",
+                 name, ratio)
+        self._set_latency(name, self.latency[name].rescaled(ratio))
+
     def recalibrate(self, device: str, runtime: str, cfg_json: str, measurement: Measurement,
                     machine_ratio: float | None = None) -> None:
         """Add a whole-subnet measurement to the table's calibration, refit, and reload that predictor.

@@ -40,6 +40,8 @@ SETTLE_TOLERANCE = 0.10
 """A machine ratio further than this from the expected one marks a disturbed moment."""
 SETTLE_PAUSES_S = (2.0, 5.0, 10.0)
 """Pauses before measuring again while the moment is disturbed (at most ~17 s in all)."""
+LASTING_TRIES = 3
+"""Tries across pauses, all far from the expected machine ratio on the same side: a lasting drift."""
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,14 @@ class Referenced:
         check: The reference subnets at that moment; ``check.ratio`` is the machine ratio (above 1: the
             machine ran slower than when the table was calibrated).
         tries: Measurements taken to get this one (more than 1 after disturbed moments, see :func:`settled`).
+        lasting: Whether the tries showed a lasting drift from the expected machine ratio (:func:`lasting`):
+            ``ratio`` is then the machine's speed now, to adopt as the predictor's drift factor.
     """
 
     measurements: tuple[Measurement, ...]
     check: DriftCheck
     tries: int = 1
+    lasting: bool = False
 
     @property
     def ratio(self) -> float:
@@ -146,7 +151,12 @@ def measure_referenced(runtime: Runtime, specs: Sequence[MeasureSpec], refs: Seq
 def settled(measure: Callable[[], Referenced], expected: float = 1.0, tolerance: float = SETTLE_TOLERANCE,
             pauses_s: Sequence[float] | None = None, sleep: Callable[[float], None] = time.sleep) -> Referenced:
     """Call ``measure`` until its machine ratio is within ``tolerance`` of ``expected`` (relative), pausing
-    ``pauses_s`` between tries; the try closest to ``expected`` (a drift that outlasts the pauses is real).
+    ``pauses_s`` between tries.
+
+    A moment that passes (a try back near ``expected``) keeps the try closest to ``expected``. A drift that
+    lasts is real: once :data:`LASTING_TRIES` tries across the pauses are all far from ``expected`` on the
+    same side, no more pauses are spent and the try with the median ratio is returned (the machine's speed
+    now, for the caller to adopt), not the one that happened to come closest.
 
     Args:
         measure: Takes one referenced measurement.
@@ -159,14 +169,29 @@ def settled(measure: Callable[[], Referenced], expected: float = 1.0, tolerance:
         raise ValueError(f"expected={expected!r} must be positive and tolerance={tolerance!r} >= 0")
     tries = [measure()]
     for pause in SETTLE_PAUSES_S if pauses_s is None else pauses_s:
-        if abs(tries[-1].ratio / expected - 1) <= tolerance:
+        if abs(tries[-1].ratio / expected - 1) <= tolerance or lasting(tries, expected, tolerance):
             break
         log.info("machine ratio %.2fx (expected %.2fx): a disturbed moment; measuring again in %.0f s",
                  tries[-1].ratio, expected, pause)
         sleep(pause)
         tries.append(measure())
-    best = min(tries, key=lambda t: abs(t.ratio / expected - 1))
-    return Referenced(best.measurements, best.check, len(tries))
+    drifted = lasting(tries, expected, tolerance)
+    if drifted:
+        mid = float(np.median([t.ratio for t in tries]))
+        best = min(tries, key=lambda t: abs(t.ratio - mid))
+        log.info("machine ratio %.2fx (median of %d tries across pauses): a lasting drift from %.2fx", best.ratio,
+                 len(tries), expected)
+    else:
+        best = min(tries, key=lambda t: abs(t.ratio / expected - 1))
+    return Referenced(best.measurements, best.check, len(tries), drifted)
+
+
+def lasting(tries: Sequence[Referenced], expected: float = 1.0, tolerance: float = SETTLE_TOLERANCE,
+            n: int = LASTING_TRIES) -> bool:
+    """Whether at least ``n`` tries were taken and every one's machine ratio is more than ``tolerance`` from
+    ``expected``, all on the same side: the machine has drifted, not a moment."""
+    off = [t.ratio / expected - 1 for t in tries]
+    return len(off) >= n and (all(o > tolerance for o in off) or all(o < -tolerance for o in off))
 
 
 def check_drift(table_path: str | Path, spec: MobileNetV3Spec, device: str, runtime: Runtime,

@@ -5,6 +5,7 @@ the known truth, so that every decision is deterministic whatever this machine's
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -261,6 +262,47 @@ def test_recalibration_with_the_machine_ratio_of_the_moment(shipyard, tmp_path):
     assert float(spz.latency[LAT].predict([big])[0]) == pytest.approx(1.6 * truth(big), rel=1e-6)
     with pytest.raises(ValueError, match="machine_ratio=0 must be a positive factor"):
         spz.recalibrate("local", "onnxruntime", big.to_json(), recorded(1.0, rk), machine_ratio=0)
+
+
+def test_a_lasting_machine_ratio_becomes_the_drift_factor(shipyard, tmp_path, monkeypatch):
+    """Candidates timed with the table's reference subnets: when the machine ratio stays far from the
+    predictor's drift through the settling pauses (0.7x in three tries), the predictor adopts it, so the
+    next measurement expects it and spends no pauses; a ratio near the drift factor changes nothing."""
+    import ofakit.shortlist
+    import profilers.drift
+    from ofakit.shortlist import time_candidates
+
+    ctx, good = shipyard
+    table = tmp_path / "t.sqlite"
+    known_device(ctx, good, table, 1.0)
+    spz = macs_specializer(ctx, table)
+    real = ofakit.shortlist.measure_referenced
+    ratios: list[float] = []
+
+    def at(ratio_seq):
+        seq = iter(ratio_seq)
+
+        def measure(*args):
+            got = real(*args)
+            ratios.append(next(seq))
+            return replace(got, check=replace(got.check, ratio=ratios[-1]))
+        return measure
+
+    monkeypatch.setattr(profilers.drift, "SETTLE_PAUSES_S", (0.0, 0.0, 0.0))
+    budget = Budget("local", "onnxruntime", 1.0)
+    cfgs = [ctx.supernet.space.smallest()]
+    monkeypatch.setattr(ofakit.shortlist, "measure_referenced", at([1.05]))
+    ms, ratio = time_candidates(spz, cfgs, budget)
+    assert ratio == 1.05 and len(ratios) == 1 and spz.latency[LAT].drift == 1.0
+    ratios.clear()
+    monkeypatch.setattr(ofakit.shortlist, "measure_referenced", at([0.72, 0.68, 0.7, 1.0]))
+    ms, ratio = time_candidates(spz, cfgs, budget)
+    assert ratio == 0.7 and len(ratios) == 3 and spz.latency[LAT].drift == 0.7
+    assert len(ms) == 1 and ms[0].stats.median_ms > 0
+    ratios.clear()
+    monkeypatch.setattr(ofakit.shortlist, "measure_referenced", at([0.74, 2.0]))
+    _, ratio = time_candidates(spz, cfgs, budget)
+    assert ratio == 0.74 and len(ratios) == 1 and spz.latency[LAT].drift == 0.7
 
 
 def test_closed_loop_on_a_machine_that_stays_slower(shipyard, tmp_path):

@@ -91,9 +91,18 @@ def test_settled_waits_out_a_disturbed_moment_and_accepts_a_lasting_drift():
     got = settled(lambda: stub_referenced(next(spike)), pauses_s=(2, 5, 10), sleep=waits.append)
     assert got.ratio == 1.04 and got.tries == 3 and waits == [2, 5]
     waits.clear()
-    lasting = iter([0.62, 0.6, 0.61, 0.6])  # the machine got faster and stays so: the closest try is kept
+    assert not got.lasting
+    waits.clear()
+    # the machine got faster and stays so: three tries far under 1 are a lasting drift; the median try is kept
+    # (not the one closest to 1) and the last pause is not spent
+    lasting = iter([0.62, 0.7, 0.66, 1.0])
     got = settled(lambda: stub_referenced(next(lasting)), pauses_s=(2, 5, 10), sleep=waits.append)
-    assert got.ratio == 0.62 and got.tries == 4 and waits == [2, 5, 10]
+    assert got.ratio == 0.66 and got.tries == 3 and waits == [2, 5] and got.lasting
+    waits.clear()
+    # far off on both sides is a disturbed machine, not a drift: the try closest to 1 is kept after every pause
+    mixed = iter([0.6, 1.5, 0.8, 1.3])
+    got = settled(lambda: stub_referenced(next(mixed)), pauses_s=(2, 5, 10), sleep=waits.append)
+    assert got.ratio == 0.8 and got.tries == 4 and waits == [2, 5, 10] and not got.lasting
     # judged against the predictor's drift factor, not 1: a machine known to run 1.5x slower is settled there
     got = settled(lambda: stub_referenced(1.55), expected=1.5, pauses_s=(2,), sleep=waits.append)
     assert got.tries == 1

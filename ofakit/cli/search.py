@@ -39,9 +39,9 @@ SEED = typer.Option(0, help="Seed of sampling, predictor training and search.")
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 MEASURE = typer.Option(True, "--measure/--no-measure", help="Time a shortlist around the budget and pick the "
                        "most accurate subnet measured within it.")
-DRIFT = typer.Option(False, "--drift-check/--no-drift-check",
-                     help="Re-time the table's reference subnets first and rescale predictions by the drift "
-                          "(opt-in until validated: see benchmarks/RESULTS.md, bench_picks).")
+DRIFT = typer.Option(True, "--drift-check/--no-drift-check",
+                     help="Re-time the table's reference subnets first (seconds) and rescale predictions by how "
+                          "much faster or slower the machine runs now than when the table was calibrated.")
 
 
 MAX_RETRIES = 100  # closed-loop re-searches: each exports and measures an artifact
