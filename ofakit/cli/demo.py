@@ -1,7 +1,7 @@
 """``ofakit demo``: the main job end to end on the zoo's Fashion-MNIST supernet.
 
 Build (or reuse) this machine's onnxruntime-CPU latency table, search subnets for three budgets spread over
-the feasible range, ship each as ONNX through the closed loop (and convert it to CoreML; the middle budget's
+the predicted front's accuracy range (:func:`demo_budgets`), ship each as ONNX through the closed loop (and convert it to CoreML; the middle budget's
 pick also to an ExecuTorch ``.pte``, timed with ExecuTorch here), measure test-set accuracy, and print
 budget, MACs, precision, predicted and test accuracy, predicted and measured latency; plus the Pareto PNG.
 """
@@ -30,7 +30,9 @@ from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
 from profilers.runtimes import MeasureSpec, get_runtime
 
-FRACTIONS = (0.2, 0.5, 0.85)
+ACCURACY_LEVELS = (0.5, 0.75, 0.97)  # budgets where the front reaches these fractions of its accuracy range
+BUDGET_SLACK = 1.1  # a budget is the latency of the front point that reaches its level, plus this margin
+FRACTIONS = (0.2, 0.5, 0.85)  # fallback: fractions of the latency range, for a front without an accuracy range
 WITHIN = 0.10  # a pick's measured latency should be within ±10% of its prediction
 NOISE_SE = 2.0  # an accuracy gain counts when it exceeds 2 paired standard errors on the test split
 
@@ -64,9 +66,10 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
     metric = spz.metrics[Budget(LOCAL, runtime, 1.0).metric_name]
     lo = fastest_candidate(spz.space, metric).metrics[metric.name]
     hi = float(metric.fn(ConfigBatch.from_configs(spz.space, [spz.space.largest()]))[0])
+    front, _ = spz.pareto(metric.name)
     rows, chosen, measured, correct = [], [], [], []
-    for i, frac in enumerate(FRACTIONS):
-        budget = Budget(LOCAL, runtime, round(lo + frac * (hi - lo), 4))
+    for i, ms in enumerate(demo_budgets(front, metric.name, lo, hi)):
+        budget = Budget(LOCAL, runtime, ms)
         with console.status(f"budget {budget.ms:.3f} ms: search, export, measure..."):
             rep = ship(spz, [budget], "onnx", workdir / f"subnet_{i + 1}.onnx", measure_shortlist=measure)
             correct.append(spz.ctx.correct(rep.final.config, "test"))
@@ -92,7 +95,6 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
         rows.append(row)
         chosen.append(rep.final)
         measured.append(row["measured_latency_ms"])
-    front, _ = spz.pareto(metric.name)
     png = plot_front(front, metric.name, workdir / "pareto.png", chosen, [r["budget_ms"] for r in rows], measured,
                      title=f"{checkpoint} on this machine ({runtime}, 1 thread)")
     checks = demo_checks(rows, correct)
@@ -155,6 +157,24 @@ def _pte(ctx: CheckpointContext, cfg, out: Path) -> dict:
     except (ExporterUnavailable, RuntimeError, ValueError) as exc:
         return {"pte": f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"}
     return {"pte": str(res.path), "pte_latency_ms": m.stats.median_ms}
+
+
+def demo_budgets(front: list, metric: str, lo: float, hi: float, levels: tuple[float, ...] = ACCURACY_LEVELS,
+                 slack: float = BUDGET_SLACK) -> list[float]:
+    """Three budgets (ms) spread over the trade-off: for each of ``levels``, a fraction of the way from the
+    predicted front's least to its most accurate point, the latency of the fastest front point reaching it,
+    times ``slack`` (at most ``hi``, the largest subnet's). Equal steps of latency would put two budgets on the flat top of a front that rises
+    steeply at first and then slowly (its picks then differ by less than the noise of the test split). A
+    front without an accuracy range, or budgets that do not rise, fall back to :data:`FRACTIONS` of the
+    latency range ``lo``-``hi``."""
+    pts = sorted((c.metrics[metric], c.accuracy) for c in front)
+    accs = [a for _, a in pts]
+    if pts and max(accs) > min(accs):
+        targets = [min(accs) + lv * (max(accs) - min(accs)) for lv in levels]
+        out = [round(min(hi, slack * next(m for m, a in pts if a >= t - 1e-12)), 4) for t in targets]
+        if all(b > a for a, b in zip(out, out[1:])):
+            return out
+    return [round(lo + f * (hi - lo), 4) for f in FRACTIONS]
 
 
 def demo_checks(rows: list[dict], correct: list) -> list[dict]:
