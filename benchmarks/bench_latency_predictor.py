@@ -35,6 +35,7 @@ from profilers.runtimes import get_runtime
 from profilers.store import LatencyTable, spec_id
 
 FAMILIES = {"tiny": ("ofa_mbv3_tiny", None),  # Fashion-MNIST family, 28-32 px
+            "d1234": ("ofa_mbv3_tiny_d1234_e2346_k357", None),  # the shipped Fashion-MNIST space, 16-40 px
             "mbv3-128": ("ofa_mbv3_d234_e346_k357_w1.0", (128,))}  # ImageNet OFA-MobileNetV3 w1.0 at 128 px
 
 
@@ -130,6 +131,7 @@ def main() -> None:
     ap.add_argument("--subnets", type=int, default=100)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     ap.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, of {list(FAMILIES)}")
+    ap.add_argument("--name", default="latency_predictor", help="record and plot file name: <out>/<name>.json|png")
     args = ap.parse_args()
     torch.set_num_threads(1)
     results = []
@@ -140,8 +142,8 @@ def main() -> None:
     env = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_count": os.cpu_count(), "load_avg_end": load_average(),
            "onnxruntime": get_runtime("onnxruntime").version(), "torch": torch.__version__}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency_predictor.json").write_text(json.dumps({"env": env, "results": results}, indent=1))
-    plot(results, args.out / "latency_predictor.png")
+    (args.out / f"{args.name}.json").write_text(json.dumps({"env": env, "results": results}, indent=1))
+    plot(results, args.out / f"{args.name}.png")
     print(f"{'family':34s} {'build s':>8s} {'layers':>6s} {'cal':>4s} {'±10% cal':>9s} {'±10% raw':>9s} "
           f"{'MAPE cal':>9s} {'MAPE raw':>9s} {'tau cal':>8s} {'ms range':>14s} {'drift':>6s}")
     for r in results:
@@ -149,7 +151,7 @@ def main() -> None:
         print(f"{r['family']:34s} {r['table_build_s']:8.1f} {r['layers']:6d} {r['calibration_subnets']:4d} "
               f"{100 * c['within_10pct']:8.0f}% {100 * w['within_10pct']:8.0f}% {100 * c['mape']:8.1f}% "
               f"{100 * w['mape']:8.1f}% {c['kendall_tau']:8.3f} {r['measured_ms_range'][0]:6.2f}-{r['measured_ms_range'][1]:.2f} {r['calibration_drift']:6.3f}")
-    print(f"env: {env}; plot: {args.out / 'latency_predictor.png'}")
+    print(f"env: {env}; plot: {args.out / f'{args.name}.png'}")
 
 
 if __name__ == "__main__":

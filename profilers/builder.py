@@ -1,8 +1,8 @@
 """Building and refreshing latency lookup tables: measure a space's layers and a few whole subnets.
 
 :func:`build_table` enumerates the distinct layers of a supernet's space (:func:`~profilers.layers.space_layers`),
-exports each as a tiny standalone model for the runtime, times them in interleaved groups and commits each
-group to the SQLite store, so a killed build resumes where it stopped. It then times a few whole subnets
+exports each as a tiny standalone model for the runtime, times them in interleaved groups (in a seeded
+shuffled order) and commits each group to the SQLite store, so a killed build resumes where it stopped. It then times a few whole subnets
 (largest, smallest and seeded random ones, extracted from the supernet) and fits the predictor's
 correction (:func:`~profilers.predictor.fit_correction`). Refreshing is the same call: only layers and
 calibration subnets that are missing, older than ``max_age_s`` or measured with another runtime version or
@@ -24,7 +24,8 @@ import torch
 
 from deploy_targets.base import PRECISIONS
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, SubnetConfig
-from profilers.layers import LAYOUT_VERSION, space_layers
+from elastic.batch import ConfigBatch, CostGrid
+from profilers.layers import LAYOUT_VERSION, Layer, space_layers
 from profilers.predictor import Correction, LatencyPredictor, fit_correction
 from profilers.record import Measurement, Protocol
 from profilers.runtimes import MeasureSpec, Runtime
@@ -120,17 +121,45 @@ class BuildReport:
 
 
 def calibration_configs(spec: MobileNetV3Spec, n: int, seed: int) -> list[SubnetConfig]:
-    """``n`` subnets spread over the space: largest and smallest at the top resolution, then seeded random."""
+    """``n`` subnets spread over the space: largest and smallest at the top resolution, then seeded random
+    ones at evenly spaced quantiles of log-MACs (from a pool of ``50 n`` random draws), so the fitted
+    correction sees small, middle and large subnets alike; uniform draws would mostly be middle-sized and
+    leave the small end, where fixed per-call costs dominate, to extrapolation."""
     sp = spec.space
     out = [sp.largest(), sp.smallest()][:n]
+    if n <= len(out):
+        return out
     rng = np.random.default_rng(seed)
     seen = {c.to_json() for c in out}
-    while len(out) < n and len(seen) < sp.size():
+    pool: dict[str, SubnetConfig] = {}
+    for _ in range(min(50 * n, 20_000)):
         cfg = sp.sample(rng)
+        if cfg.to_json() not in seen:
+            pool.setdefault(cfg.to_json(), cfg)
+    cands = list(pool.values())
+    macs = np.log(CostGrid.build(spec).macs(ConfigBatch.from_configs(sp, cands))) if cands else np.zeros(0)
+    order = [cands[i] for i in np.argsort(macs, kind="stable")]
+    want = n - len(out)
+    for q in np.linspace(0, len(order) - 1, min(want, len(order))):
+        cfg = order[int(round(q))]
+        if cfg.to_json() not in seen:
+            seen.add(cfg.to_json())
+            out.append(cfg)
+    for cfg in order:  # rounding collisions (a tiny space): fill up in MACs order
+        if len(out) >= n:
+            break
         if cfg.to_json() not in seen:
             seen.add(cfg.to_json())
             out.append(cfg)
     return out
+
+
+def measurement_order(layers: Sequence[Layer], seed: int) -> list[Layer]:
+    """``layers`` in the order a build times them: a seeded shuffle. A slow moment of the machine (seconds to
+    a minute here) then touches a few layers of every resolution and slot instead of all layers of one
+    resolution, whose sums would all come out too slow (seen: the smallest subnet's layer sum at 16 px above
+    its sum at 24 px when the layers were timed resolution by resolution)."""
+    return [layers[i] for i in np.random.default_rng(seed).permutation(len(layers))]
 
 
 def _specs(runtime: Runtime, items: list[tuple[torch.nn.Module, tuple[int, ...]]], workdir: Path,
@@ -180,6 +209,7 @@ def build_table(table: LatencyTable, recipe: str, spec: MobileNetV3Spec, runtime
     todo = [L for L in layers if L.key not in have or _stale(have[L.key].runtime_version, have[L.key].fingerprint,
                                                              have[L.key].measured_at, have[L.key].protocol, s, now,
                                                              version, dev_fp)]
+    todo = measurement_order(todo, s.seed)
     log.info("%s on %s/%s: %d of %d layers to measure (layout v%d)", recipe, device, rk.label(), len(todo),
              len(layers), LAYOUT_VERSION)
     contended = 0

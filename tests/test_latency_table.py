@@ -22,6 +22,7 @@ import torch
 
 import model_zoo
 from elastic import SubnetConfig
+from elastic.batch import ConfigBatch, CostGrid
 from profilers.builder import BuildSettings, build_table, calibration_configs
 from profilers.layers import space_layers, subnet_layers
 from profilers.predictor import Correction, LatencyPredictor, fit_correction
@@ -354,6 +355,33 @@ def test_calibration_configs_are_seeded_and_spread():
     a = calibration_configs(SPEC, 6, seed=3)
     assert a == calibration_configs(SPEC, 6, seed=3) and len({c.to_json() for c in a}) == 6
     assert a[0] == SPEC.space.largest() and a[1] == SPEC.space.smallest()
+    # the random ones sit at evenly spaced quantiles of MACs: they cover the small end, where uniform draws
+    # (mostly middle-sized) are rare
+    sp, grid = SPEC.space, CostGrid.build(SPEC)
+    cal = grid.macs(ConfigBatch.from_configs(sp, calibration_configs(SPEC, 12, seed=0)[2:]))
+    uniform = np.sort(grid.macs(ConfigBatch.random(sp, 10, np.random.default_rng(0))))
+    pool = grid.macs(ConfigBatch.random(sp, 600, np.random.default_rng(1)))
+    assert list(cal) == sorted(cal) and cal[0] < np.quantile(pool, 0.02) and cal[-1] > np.quantile(pool, 0.98)
+    assert np.ptp(np.log(cal)) > np.ptp(np.log(uniform))
+
+
+def test_layers_are_timed_in_a_shuffled_order():
+    """A slow moment during a build must not fall on all the layers of one resolution: the build order mixes
+    resolutions from its start (seeded, so a resumed build times in the same order)."""
+    from profilers.builder import measurement_order
+    from profilers.layers import space_layers
+
+    def keys(*res):
+        return [L.key for L in space_layers(model_zoo.get_spec("ofa_mbv3_tiny", resolutions=res))]
+
+    only16 = set(keys(16)) - set(keys(28))
+    layers = space_layers(model_zoo.get_spec("ofa_mbv3_tiny", resolutions=(16, 28)))
+    order = measurement_order(layers, 0)
+    assert sorted(L.key for L in order) == sorted(L.key for L in layers) and order == measurement_order(layers, 0)
+    quarter = len(order) // 4
+    assert all(L.key in only16 for L in layers[:quarter])  # enumerated resolution by resolution
+    share16 = sum(L.key in only16 for L in order[:quarter]) / quarter
+    assert 0.2 < share16 < 0.8, share16
     with pytest.raises(ValueError, match="calibration_subnets"):
         BuildSettings(calibration_subnets=-1)
 
