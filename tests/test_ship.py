@@ -41,7 +41,7 @@ def test_context_accuracy_in_onnxruntime_matches_torch(shipyard):
     assert [r["config"] for r in front] == [c.to_json() for c in data.configs[20:]]
     assert all(r["origin"] == "front" for r in front)
     before = ctx.accuracy_cache().read_bytes()  # another seed measures into its own file: nothing is discarded
-    assert len(ctx.accuracy_data(20, seed=1, front=0).acc) == 20 and ctx.accuracy_cache(1).is_file()
+    assert len(ctx.accuracy_data(3, seed=1, front=0).acc) == 3 and ctx.accuracy_cache(1).is_file()
     assert ctx.accuracy_cache(1) != ctx.accuracy_cache() and ctx.accuracy_cache().read_bytes() == before
     assert json.loads(ctx.accuracy_cache().read_text().splitlines()[0])["checkpoint_sha256"] == ctx.meta["sha256"]
     with pytest.raises(ValueError, match="split='train' is not supported"):
@@ -71,11 +71,11 @@ def test_cli_search_export_json(shipyard, tmp_path):
     ctx, table = shipyard
     run = CliRunner().invoke
     base = ["--checkpoint", ctx.name, "--table", str(table), "--samples", "20"]
-    res = run(app, ["search", *base, "--json"])  # no budget: the feasible range, without provoking an error
+    res = run(app, ["search", *base, "--json", "--no-drift-check"])  # no budget: the feasible range
     assert res.exit_code == 0, res.output
     rng = json.loads(res.stdout)
     assert 0 < rng["smallest_ms"] < rng["largest_ms"] and rng["runtime"].startswith("onnxruntime/")
-    res = run(app, ["search", *base])
+    res = run(app, ["search", *base, "--no-drift-check"])
     assert res.exit_code == 0 and f"budgets from {rng['smallest_ms']:.3f} ms" in res.output
     res = run(app, ["search", *base, "--latency-ms", "1000", "--json", "--pareto", "--generations", "50",
                     "--drift-check", "--out", str(tmp_path / "s")])
@@ -110,7 +110,7 @@ def test_cli_search_export_json(shipyard, tmp_path):
     (tmp_path / "bare.json").write_text(json.dumps(rec["config"]))
     res = run(app, ["export", "--subnet", str(tmp_path / "bare.json"), "--out", str(tmp_path / "b.onnx")])
     assert res.exit_code == 2 and "names no checkpoint; pass --checkpoint" in res.stderr
-    res = run(app, ["search", *base, "--latency-ms", "0.0001", "--json"])
+    res = run(app, ["search", *base, "--latency-ms", "0.0001", "--json", "--no-drift-check"])
     assert res.exit_code == 2 and "no subnet meets the budget" in res.stderr and "cheapest subnet" in res.stderr, res.output
     res = run(app, ["search", *base, "--latency-ms", "1", "--also", "local,onnxruntime", "--json"])
     assert res.exit_code == 2 and "must be DEVICE,RUNTIME,MS" in res.stderr
@@ -119,28 +119,52 @@ def test_cli_search_export_json(shipyard, tmp_path):
     assert res.exit_code == 2 and "--target 'tflite' is unknown" in res.stderr
 
 
-def test_demo_ships_three_budgets(shipyard, tmp_path):
+def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
     """`ofakit demo` end to end on a tiny checkpoint: table, three budgets, closed loop, ONNX + CoreML, table.
 
     The picks are measured for real here, so whether each budget is met depends on this machine's speed at
     that moment; the test checks what holds whatever the speed: every verdict agrees with its measurement,
     a miss was confirmed and the loop used its retries, and the exit status says so. (Shortlists and drift
-    checks are tested elsewhere; here they would only add minutes.)"""
+    checks are tested elsewhere; here they would only add minutes.) The third budget meets an injected
+    fault: the machine slowed down so much since the budgets were set that no subnet fits it any more (a
+    closed loop that rescaled its predictor can get there); the demo reports that row and carries on."""
+    import importlib
+
+    from ofakit.search.evolution import BudgetError
+
+    demo_cmd = importlib.import_module("ofakit.cli.demo")  # the module (``ofakit.cli.demo`` is the command)
+
     ctx, table = shipyard
+    real_ship, calls = demo_cmd.ship, []
+
+    def ship_until_slowed(spz, budgets, *args, **kwargs):
+        calls.append(budgets[0].ms)
+        if len(calls) == 3:
+            raise BudgetError(f"no subnet meets the budget latency <= {budgets[0].ms} ms (injected)")
+        return real_ship(spz, budgets, *args, **kwargs)
+
+    monkeypatch.setattr(demo_cmd, "ship", ship_until_slowed)
     (tmp_path / "lut.sqlite").write_bytes(table.read_bytes())  # the demo reuses it: nothing left to measure
     res = CliRunner().invoke(app, ["demo", "--checkpoint", ctx.name, "--samples", "20", "--workdir",
                                    str(tmp_path), "--no-measure", "--no-drift-check", "--json"])
     rows = json.loads(res.stdout)["rows"] if res.stdout.startswith("{") else None
     assert rows is not None, res.output
     out = json.loads(res.stdout)
-    assert res.exit_code == (0 if all(r["budget_met"] for r in rows) else 1), res.output
+    assert res.exit_code == 1 and len(calls) == 3, res.output
+    gone = rows.pop()
+    assert gone["budget_met"] is False and "(injected)" in gone["error"] and gone["measured_latency_ms"] is None
+    assert out["checks"][0]["ok"] is False and f"none fits {gone['budget_ms']:.3f} ms now" in out["checks"][0]["detail"]
     assert out["table_build"]["measured"] == 0 and out["table_build"]["layers"] == 75
-    assert out["drift"] == {} and not any("shortlist" in a for r in rows
-                                          for a in json.loads(sidecar_path(r["onnx"]).read_text())["closed_loop"])
-    assert len(rows) == 3 and [r["budget_ms"] for r in rows] == sorted(r["budget_ms"] for r in rows)
+    assert len(rows) == 2 and rows[0]["budget_ms"] < rows[1]["budget_ms"] < gone["budget_ms"]
     lo, hi = out["latency_range_ms"]
-    assert lo < rows[0]["budget_ms"] < rows[-1]["budget_ms"] <= hi
-    for r in rows:
+    assert lo < rows[0]["budget_ms"] and gone["budget_ms"] <= hi
+    # a budget can also be out of reach for real: a miss in a slow moment rescales the predictor, and a
+    # later budget of this narrow 28 px space may then fit no subnet; such a row says so and ships nothing
+    real = [r for r in rows if "error" not in r]
+    assert all(r["budget_met"] is False and r["error"].startswith("no subnet meets") for r in rows if r not in real)
+    assert out["drift"] == {} and not any("shortlist" in a for r in real
+                                          for a in json.loads(sidecar_path(r["onnx"]).read_text())["closed_loop"])
+    for r in real:
         side = json.loads(sidecar_path(r["onnx"]).read_text())
         assert r["measured_latency_ms"] > 0 and r["budget_met"] is (r["measured_latency_ms"] <= r["budget_ms"])
         assert side["budget_met"] is r["budget_met"] and len(side["closed_loop"]) == r["attempts"]
@@ -151,18 +175,21 @@ def test_demo_ships_three_budgets(shipyard, tmp_path):
         assert 0 <= r["test_accuracy"] <= 1 and Path(r["onnx"]).is_file()
         assert r["coreml"].endswith(".mlpackage") or r["coreml"].startswith("unavailable")
         assert r["precision"] == "fp32"
-    assert [("pte" in r) for r in rows] == [False, True, False]  # the middle budget also ships as ExecuTorch
-    if rows[1]["pte"].endswith(".pte"):
-        side = json.loads(sidecar_path(rows[1]["pte"]).read_text())
+    assert [("pte" in r) for r in rows] == [False, rows[1] in real]  # the middle budget also ships as ExecuTorch
+    pte = rows[1].get("pte", "")
+    if pte.endswith(".pte"):
+        side = json.loads(sidecar_path(pte).read_text())
         assert side["target"] == "executorch" and side["config"] == rows[1]["config"] and rows[1]["pte_latency_ms"] > 0
-    else:
-        assert rows[1]["pte"].startswith("unavailable: executorch is not installed"), rows[1]["pte"]
+    elif rows[1] in real:
+        assert pte.startswith("unavailable: executorch is not installed"), pte
     assert Path(out["pareto_png"]).stat().st_size > 1000
     checks = {c["claim"].split()[0]: c for c in out["checks"]}  # the demo checks its own claims
-    assert checks["every"]["ok"] is all(r["budget_met"] for r in rows)
-    within = [abs(r["measured_latency_ms"] / r["predicted_latency_ms"] - 1) <= 0.1 for r in rows]
-    assert checks["measured"]["ok"] is all(within) and len(checks["test"]["detail"].split(",")) == 2
-    ratios = [r["machine_ratio"] for r in rows if r["machine_ratio"] is not None]
+    assert checks["every"]["ok"] is False  # the third budget was not met, whatever the first two did
+    assert checks["every"]["detail"].count("% of ") == len(real)
+    within = [abs(r["measured_latency_ms"] / r["predicted_latency_ms"] - 1) <= 0.1 for r in real]
+    assert checks["measured"]["ok"] is (all(within) if real else None)
+    assert checks["test"]["detail"].count("pp (SE") == max(len(real) - 1, 0)
+    ratios = [r["machine_ratio"] for r in real if r["machine_ratio"] is not None]
     assert checks["measured"]["detail"].count("the table's speed") == len(ratios) and all(x > 0 for x in ratios)
 
 
@@ -391,3 +418,8 @@ def test_demo_checks_fail_on_their_own_figures():
     bad = demo_checks(rows([(1.1, 1.0, 1.05), (2.3, 2.0, 2.5), (2.8, 3.0, 3.0)]), [low, low, high])
     assert [c["ok"] for c in bad] == [False, False, False]
     assert "+15.0%" in bad[1]["detail"] and "+0.00 pp" in bad[2]["detail"]
+    # a budget no subnet fitted any more when its turn came (the machine slowed down): the first claim fails
+    gone = demo_checks([*rows([(0.9, 1.0, 1.0), (2.8, 3.0, 3.0)]),
+                        {"budget_ms": 2.0, "budget_met": False, "measured_latency_ms": None, "error": "no subnet"}],
+                       [low, high])
+    assert [c["ok"] for c in gone] == [False, True, True] and "none fits 2.000 ms now" in gone[0]["detail"]
