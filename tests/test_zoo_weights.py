@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import Subset
 
 import model_zoo
 from elastic import SubnetConfig
