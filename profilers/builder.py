@@ -2,9 +2,9 @@
 
 :func:`build_table` enumerates the distinct layers of a supernet's space (:func:`~profilers.layers.space_layers`),
 exports each as a tiny standalone model for the runtime, times them in interleaved groups (in a seeded
-shuffled order) and commits each group to the SQLite store, so a killed build resumes where it stopped. It then times a few whole subnets
-(largest, smallest and seeded random ones, extracted from the supernet) and fits the predictor's
-correction (:func:`~profilers.predictor.fit_correction`). Refreshing is the same call: only layers and
+shuffled order) and commits each group to the SQLite store, so a killed build resumes where it stopped. It
+then times a few whole subnets (largest, smallest and seeded random ones spread over MACs, extracted from
+the supernet) and fits the predictor's correction (:func:`~profilers.predictor.fit_correction`). Refreshing is the same call: only layers and
 calibration subnets that are missing, older than ``max_age_s`` or measured with another runtime version or
 on other hardware are measured again.
 """

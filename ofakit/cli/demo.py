@@ -1,8 +1,9 @@
 """``ofakit demo``: the main job end to end on the zoo's Fashion-MNIST supernet.
 
 Build (or reuse) this machine's onnxruntime-CPU latency table, search subnets for three budgets spread over
-the predicted front's accuracy range (:func:`demo_budgets`), ship each as ONNX through the closed loop (and convert it to CoreML; the middle budget's
-pick also to an ExecuTorch ``.pte``, timed with ExecuTorch here), measure test-set accuracy, and print
+the predicted front's accuracy range (:func:`demo_budgets`), ship each as ONNX through the closed loop (and
+convert it to CoreML; the middle budget's pick also to an ExecuTorch ``.pte``, timed with ExecuTorch here),
+measure test-set accuracy, and print
 budget, MACs, precision, predicted and test accuracy, predicted and measured latency; plus the Pareto PNG.
 """
 
@@ -172,10 +173,10 @@ def demo_budgets(front: list, metric: str, lo: float, hi: float, levels: tuple[f
                  slack: float = BUDGET_SLACK) -> list[float]:
     """Three budgets (ms) spread over the trade-off: for each of ``levels``, a fraction of the way from the
     predicted front's least to its most accurate point, the latency of the fastest front point reaching it,
-    times ``slack`` (at most ``hi``, the largest subnet's). Equal steps of latency would put two budgets on the flat top of a front that rises
-    steeply at first and then slowly (its picks then differ by less than the noise of the test split). A
-    front without an accuracy range, or budgets that do not rise, fall back to :data:`FRACTIONS` of the
-    latency range ``lo``-``hi``."""
+    times ``slack`` (at most ``hi``, the largest subnet's). Equal steps of latency would put two budgets on
+    the flat top of a front that rises steeply at first and then slowly (its picks then differ by less than
+    the noise of the test split). A front without an accuracy range, or budgets that do not rise, fall back
+    to :data:`FRACTIONS` of the latency range ``lo``-``hi``."""
     pts = sorted((c.metrics[metric], c.accuracy) for c in front)
     accs = [a for _, a in pts]
     if pts and max(accs) > min(accs):
