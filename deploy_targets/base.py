@@ -240,21 +240,25 @@ class Exporter(ABC):
         reason = self.unavailable_for(spec)
         if reason is not None:
             raise ExporterUnavailable(f"{self.name} export is unavailable: {reason}")
-        if spec.precision not in self.precisions:
-            raise ValueError(f"{self.name} does not support precision={spec.precision!r}; "
-                             f"allowed: {list(self.precisions)}")
+        self.check_out(spec.precision, spec.out)
         unknown = sorted(set(spec.options) - set(self.option_keys))
         if unknown:
             raise ValueError(f"unknown {self.name} option(s) {unknown}; allowed: {list(self.option_keys)}")
-        if spec.out.suffix != self.suffix:
-            raise ValueError(f"out={str(spec.out)!r}: a {self.name} artifact's name must end with {self.suffix}")
-        if spec.out.is_dir() and not self.artifact_is_dir:
-            raise ValueError(f"out={str(spec.out)!r} is a directory; give the {self.suffix} file to write")
         check_input_fits(spec)
         t0 = time.perf_counter()
         result = self._export(spec)
         log.debug("%s export of %s took %.2fs", self.name, spec.out, time.perf_counter() - t0)
         return result
+
+    def check_out(self, precision: str, out: Path) -> None:
+        """``ValueError`` for a precision this target lacks or an artifact path it cannot write (another suffix,
+        a directory): cheap, so callers can check before preparing the module."""
+        if precision not in self.precisions:
+            raise ValueError(f"{self.name} does not support precision={precision!r}; allowed: {list(self.precisions)}")
+        if out.suffix != self.suffix:
+            raise ValueError(f"out={str(out)!r}: a {self.name} artifact's name must end with {self.suffix}")
+        if out.is_dir() and not self.artifact_is_dir:
+            raise ValueError(f"out={str(out)!r} is a directory; give the {self.suffix} file to write")
 
     @abstractmethod
     def _export(self, spec: ExportSpec) -> ExportResult:

@@ -21,7 +21,7 @@ _OFA_FIELDS = ("ks", "e", "d")
 def _as_int(name: str, i: int | None, v: Any) -> int:
     where = f"{name}[{i}]" if i is not None else name
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        if isinstance(v, numbers.Real) and math.isfinite(v) and float(v).is_integer():
+        if not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and float(v).is_integer():
             v = int(v)
         else:
             raise ValueError(f"SubnetConfig.{where}={v!r} must be a positive integer")

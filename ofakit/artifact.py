@@ -32,6 +32,16 @@ def sidecar_path(artifact: str | Path) -> Path:
     return artifact.with_name(artifact.name + ".json")
 
 
+def check_out_folder(out: str | Path) -> None:
+    """``ValueError`` when the artifact path ``out`` lies under a file (its folder cannot be made): checked before
+    the export's work, naming ``out`` rather than a helper file beside it."""
+    p = Path(out).parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise ValueError(f"out={str(out)!r}: {p} is a file, not a directory; give a path in a folder")
+
+
 def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: str | Path, precision: str = "fp32",
                   dynamic_batch: bool = False, info: dict[str, Any] | None = None, device: str = LOCAL,
                   token: str | None = None) -> tuple[ExportResult, Path]:
@@ -44,6 +54,7 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
     that device's GPU.
     """
     cfg = ctx.supernet.space.validate(cfg)
+    check_out_folder(out)
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
     calibration = tuple(ctx.real_inputs(cfg, CALIBRATION_IMAGES).split(32)) if precision == "int8" else ()
     if device != LOCAL and target != "tensorrt":

@@ -19,6 +19,7 @@ table's calibration; a drift that persists through the pauses is taken as real.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ from profilers.builder import BuildSettings, subnet_specs
 from profilers.predictor import resolve_runtime
 from profilers.record import Measurement, Protocol
 from profilers.runtimes import MeasureSpec, Runtime
-from profilers.store import CalibrationSample, LatencyTable, RuntimeKey, spec_id
+from profilers.store import CalibrationSample, LatencyTable, RuntimeKey, read_only, spec_id
 
 log = logging.getLogger(__name__)
 DEFAULT_REFERENCES = 4
@@ -165,16 +166,21 @@ def settled(measure: Callable[[], Referenced], expected: float = 1.0, tolerance:
         pauses_s: Seconds to wait before each further try (default :data:`SETTLE_PAUSES_S`).
         sleep: How to wait (replaced in tests).
     """
-    if not (expected > 0 and tolerance >= 0):
-        raise ValueError(f"expected={expected!r} must be positive and tolerance={tolerance!r} >= 0")
-    tries = [measure()]
-    for pause in SETTLE_PAUSES_S if pauses_s is None else pauses_s:
+    _check_frame(expected, tolerance)
+    pauses = SETTLE_PAUSES_S if pauses_s is None else pauses_s
+    if not callable(measure):
+        raise ValueError(f"measure={measure!r} must be a callable that takes one referenced measurement")
+    if isinstance(pauses, (str, bytes)) or not isinstance(pauses, Sequence) or not all(
+            _real(p) and 0 <= p < math.inf for p in pauses):
+        raise ValueError(f"pauses_s={pauses_s!r} must be a sequence of finite seconds >= 0")
+    tries = [_checked_try(measure())]
+    for pause in pauses:
         if abs(tries[-1].ratio / expected - 1) <= tolerance or lasting(tries, expected, tolerance):
             break
         log.info("machine ratio %.2fx (expected %.2fx): a disturbed moment; measuring again in %.0f s",
                  tries[-1].ratio, expected, pause)
         sleep(pause)
-        tries.append(measure())
+        tries.append(_checked_try(measure()))
     drifted = lasting(tries, expected, tolerance)
     if drifted:
         mid = float(np.median([t.ratio for t in tries]))
@@ -190,8 +196,34 @@ def lasting(tries: Sequence[Referenced], expected: float = 1.0, tolerance: float
             n: int = LASTING_TRIES) -> bool:
     """Whether at least ``n`` tries were taken and every one's machine ratio is more than ``tolerance`` from
     ``expected``, all on the same side: the machine has drifted, not a moment."""
-    off = [t.ratio / expected - 1 for t in tries]
+    _check_frame(expected, tolerance)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive integer (tries that make a lasting drift)")
+    if isinstance(tries, (str, bytes)) or not isinstance(tries, Sequence):
+        raise ValueError(f"tries={tries!r} must be a sequence of referenced measurements")
+    off = [_checked_try(t).ratio / expected - 1 for t in tries]
     return len(off) >= n and (all(o > tolerance for o in off) or all(o < -tolerance for o in off))
+
+
+def _real(v: Any) -> bool:
+    """Whether ``v`` is a real number (not a bool)."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check_frame(expected: float, tolerance: float) -> None:
+    """``ValueError`` unless ``expected`` is a positive finite machine ratio and ``tolerance`` a finite one >= 0."""
+    if not (_real(expected) and 0 < expected < math.inf and _real(tolerance) and 0 <= tolerance < math.inf):
+        raise ValueError(f"expected={expected!r} must be a positive finite machine ratio and tolerance={tolerance!r} "
+                         "a finite fraction >= 0")
+
+
+def _checked_try(t: Any) -> Referenced:
+    """``t`` if it is a referenced measurement with a positive finite machine ratio; ``ValueError`` otherwise."""
+    if not isinstance(t, Referenced):
+        raise ValueError(f"a try must be a Referenced measurement, got {type(t).__name__}")
+    if not (_real(t.ratio) and 0 < t.ratio < math.inf):
+        raise ValueError(f"a try's machine ratio is {t.ratio!r}; allowed: a positive finite number")
+    return t
 
 
 def check_drift(table_path: str | Path, spec: MobileNetV3Spec, device: str, runtime: Runtime,
@@ -207,7 +239,7 @@ def check_drift(table_path: str | Path, spec: MobileNetV3Spec, device: str, runt
         runtime_key: The table's runtime configuration (name or label) whose samples are compared.
         references: How many reference subnets to re-time.
         protocol: Timing protocol (the build's default).
-        record: Store the check in the table.
+        record: Store the check in the table (a read-only table keeps the check unrecorded, with a warning).
         settle: Re-time after pauses while the ratio is more than 10% off 1 (:func:`settled`): one slow
             moment is not a drift.
     """
@@ -222,7 +254,9 @@ def check_drift(table_path: str | Path, spec: MobileNetV3Spec, device: str, runt
         check = (settled(once) if settle else once()).check
     log.info("drift on %s/%s: latency now %.3fx the table's (%d reference subnets)", device, rk.label(),
              check.ratio, len(refs))
-    if record:
+    if record and read_only(table_path):  # a shared read-only table: the check still rescales, unrecorded
+        log.warning("drift check on %s/%s not recorded: %s is read-only", device, rk.label(), table_path)
+    elif record:
         with LatencyTable(table_path) as table:
             detail = {k: v for k, v in check.to_dict().items() if k not in ("ratio", "measured_at")}
             table.add_drift(device, rk, spec_id(spec.to_dict()), check.ratio, detail, check.measured_at)

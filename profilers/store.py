@@ -33,9 +33,17 @@ from profilers.table_rows import (STATS, CalibrationSample, Entry, MergeReport, 
 from profilers.table_share import _CAL_COLS, _ENTRY_MARKS, SCHEMA_VERSION, TableSharing
 
 __all__ = ["DEFAULT_TABLE", "SCHEMA_VERSION", "STATS", "CalibrationSample", "Entry", "LatencyTable", "MergeReport",
-           "RuntimeKey", "check_name", "spec_id"]
+           "RuntimeKey", "check_name", "read_only", "spec_id"]
 
 DEFAULT_TABLE = "lut.sqlite"
+
+
+def read_only(path: str | Path) -> bool:
+    """Whether ``path`` is an existing table file that cannot be written here (the file or its folder is not
+    writable): :class:`LatencyTable` opens it read-only by default."""
+    path = Path(path)
+    return path.is_file() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,8 +92,7 @@ class LatencyTable(TableSharing):
             if self.path.is_dir():
                 raise ValueError(f"table path {self.path} is a directory; give a .sqlite file")
             if readonly is None:
-                readonly = self.path.is_file() and not (os.access(self.path, os.W_OK)
-                                                        and os.access(self.path.parent, os.W_OK))
+                readonly = read_only(self.path)
             self.readonly = readonly
             if readonly:
                 self._db = self._open_readonly(timeout)

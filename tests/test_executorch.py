@@ -125,3 +125,20 @@ def test_bad_settings_are_one_line_errors(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match) as err:
         EXPORTER.export(ExportSpec(tiny_net(), SHAPE, tmp_path / "m.pte", **kwargs))
     assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == []
+
+
+def test_dynamic_batch_records_the_bound_the_program_accepts(tmp_path):
+    """ExecuTorch's XNNPACK lowering may bound a dynamic batch below ``max_batch`` (15 for the default 32 here):
+    the export records the bound the program really accepts, with a note, and a batch of that size runs (an
+    int8 parity check in chunks of 32 crashed on it); an explicit ``max_batch`` above it is refused."""
+    net = _classifier()
+    res = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "dyn.pte", dynamic_batch=True))
+    bound = res.settings["max_batch"]
+    assert 2 <= bound <= 32 and bool(res.notes) == (bound < 32)
+    x = _images(bound, 1)
+    with torch.no_grad():
+        assert abs(EXPORTER.bind(res.path, x.numpy())() - net(x).numpy()).max() <= 1e-4
+    if bound < 32:
+        with pytest.raises(ValueError, match=f"bounds this program's batch at {bound}; allowed here"):
+            EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "m.pte", dynamic_batch=True, options={"max_batch": 32}))
+        assert not (tmp_path / "m.pte").exists()

@@ -10,7 +10,10 @@ budget, MACs, precision, predicted and test accuracy, predicted and measured lat
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from pathlib import Path
+from typing import Any, Sequence
 
 import typer
 from rich.console import Console
@@ -30,6 +33,7 @@ from ofakit.ship import ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
 from profilers.runtimes import MeasureSpec, get_runtime
+from profilers.store import read_only
 
 ACCURACY_LEVELS = (0.5, 0.75, 0.97)  # budgets where the front reaches these fractions of its accuracy range
 BUDGET_SLACK = 1.1  # a budget is the latency of the front point that reaches its level, plus this margin
@@ -53,10 +57,10 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
     try:
         if not 2 <= samples <= MAX_SAMPLES:  # before the table's minutes of measuring, not after them
             raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES}")
-        try:
-            workdir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"--workdir {workdir}: {exc.strerror or exc}; give a directory") from None
+        _check_workdir(workdir)  # made by the table build, after the checks below: a refusal leaves nothing
+        if read_only(table):  # the closed loop stores its measurements there: refused now, not mid-demo
+            raise ValueError(f"--workdir {workdir}: its table {table} is read-only; the demo measures into it; "
+                             "fix its permissions or give another --workdir")
         ctx = CheckpointContext(checkpoint)
         ctx.supernet  # noqa: B018  (loads and checks the weights before the table's minutes of measuring)
         name, spec = resolve_recipe(checkpoint, None)
@@ -69,7 +73,11 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
     hi = float(metric.fn(ConfigBatch.from_configs(spz.space, [spz.space.largest()]))[0])
     front, _ = spz.pareto(metric.name)
     rows, chosen, measured, correct = [], [], [], []
-    for i, ms in enumerate(demo_budgets(front, metric.name, lo, hi)):
+    try:
+        budgets = demo_budgets(front, metric.name, lo, hi)
+    except ValueError as exc:  # e.g. predictions that are not finite
+        fail(exc)
+    for i, ms in enumerate(budgets):
         budget = Budget(LOCAL, runtime, ms)
         with console.status(f"budget {budget.ms:.3f} ms: search, export, measure..."):
             try:
@@ -154,6 +162,23 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
 _SUFFIX = {"coreml": "mlpackage", "pte": "pte"}
 
 
+def _check_workdir(workdir: Path) -> None:
+    """``ValueError`` when ``workdir`` is, or lies under, a file (checked before anything is made there)."""
+    p = workdir
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise ValueError(f"--workdir {workdir}: {p} is a file, not a directory; give a directory")
+
+
+def _positive(v: Any, what: str, zero: bool = False) -> float:
+    """``v`` as a float if it is a positive finite number (or 0, with ``zero``); ``ValueError`` naming ``what``
+    otherwise."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0 <= v if zero else 0 < v) or v == math.inf:
+        raise ValueError(f"{what}={v!r} must be a {'finite number >= 0' if zero else 'positive finite number'}")
+    return float(v)
+
+
 def _pte(ctx: CheckpointContext, cfg, out: Path) -> dict:
     """Export ``cfg`` to an ExecuTorch ``.pte`` and time it with the executorch runtime; what happened as
     row fields (``pte``: the path, or why not; ``pte_latency_ms``)."""
@@ -177,7 +202,24 @@ def demo_budgets(front: list, metric: str, lo: float, hi: float, levels: tuple[f
     the flat top of a front that rises steeply at first and then slowly (its picks then differ by less than
     the noise of the test split). A front without an accuracy range, or budgets that do not rise, fall back
     to :data:`FRACTIONS` of the latency range ``lo``-``hi``."""
-    pts = sorted((c.metrics[metric], c.accuracy) for c in front)
+    lo, hi = _positive(lo, "lo", zero=True), _positive(hi, "hi")
+    if lo > hi:
+        raise ValueError(f"lo={lo!r} ms is above hi={hi!r} ms; give the fastest and the largest subnet's latency")
+    if isinstance(slack, bool) or not isinstance(slack, numbers.Real) or not 1 <= slack < math.inf:
+        raise ValueError(f"slack={slack!r} must be a finite number >= 1 (a margin over the front point's latency)")
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or not levels or not all(
+            isinstance(lv, numbers.Real) and not isinstance(lv, bool) and 0 <= lv <= 1 for lv in levels):
+        raise ValueError(f"levels={levels!r} must be a non-empty sequence of fractions from 0 to 1")
+    if not isinstance(front, (list, tuple)):
+        raise ValueError(f"front must be a list of candidates, got {type(front).__name__}")
+    try:
+        pts = sorted((_positive(c.metrics[metric], f"front latency {metric!r}", zero=True), c.accuracy)
+                     for c in front)
+    except (AttributeError, KeyError, TypeError):
+        raise ValueError(f"front holds a point without latency {metric!r} or accuracy; give Pareto candidates "
+                         "of that metric") from None
+    if not all(isinstance(a, numbers.Real) and math.isfinite(a) for _, a in pts):
+        raise ValueError(f"front accuracies {[a for _, a in pts]!r} must be finite numbers")
     accs = [a for _, a in pts]
     if pts and max(accs) > min(accs):
         targets = [min(accs) + lv * (max(accs) - min(accs)) for lv in levels]
@@ -193,7 +235,20 @@ def demo_checks(rows: list[dict], correct: list) -> list[dict]:
     standard errors on the test split). ``ok`` is ``None`` where nothing was measured; a row with an
     ``error`` (no subnet fitted its budget any more, on a machine that slowed down) fails the first claim.
     The latency detail names the machine's speed at each measurement (the reference subnets timed beside
-    it), when known."""
+    it), when known. With fewer than two picks the accuracy claim is ``None`` (nothing to compare)."""
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"rows must be a list of demo rows (dicts), got {rows!r:.80}")
+    for r in rows:
+        _positive(r.get("budget_ms"), "budget_ms")
+        if r.get("measured_latency_ms") is not None:
+            _positive(r["measured_latency_ms"], "measured_latency_ms")
+            _positive(r.get("predicted_latency_ms"), "predicted_latency_ms")
+        if r.get("machine_ratio") is not None:
+            _positive(r["machine_ratio"], "machine_ratio")
+    shipped = sum("error" not in r for r in rows)
+    if not isinstance(correct, (list, tuple)) or len(correct) != shipped:
+        raise ValueError(f"correct must be a list with one per-image result per shipped row ({shipped}), got "
+                         f"{len(correct) if isinstance(correct, (list, tuple)) else type(correct).__name__}")
     lat = [(r["measured_latency_ms"], r.get("predicted_latency_ms"), r["budget_ms"], r.get("machine_ratio"))
            for r in rows]
     timed = [x[:3] for x in lat if x[0] is not None]
@@ -210,8 +265,9 @@ def demo_checks(rows: list[dict], correct: list) -> list[dict]:
          "ok": all(abs(o) <= WITHIN for o in off) if timed else None,
          "detail": ", ".join(f"{o:+.1%}{sp}" for o, sp in zip(off, speed)) or "not measured"},
         {"claim": f"test accuracy rises with the budget by more than {NOISE_SE:g} paired standard errors",
-         "ok": all(g > NOISE_SE * se for g, se in gains),
-         "detail": ", ".join(f"{100 * g:+.2f} pp (SE {100 * se:.2f})" for g, se in gains)},
+         "ok": all(g > NOISE_SE * se for g, se in gains) if gains else None,
+         "detail": ", ".join(f"{100 * g:+.2f} pp (SE {100 * se:.2f})" for g, se in gains)
+         or "fewer than two picks to compare"},
     ]
 
 

@@ -18,13 +18,14 @@ from ofakit.cli.common import console, fail, path_option, read_token
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
-from ofakit.artifact import export_subnet
+from ofakit.artifact import check_out_folder, export_subnet
 from ofakit.ship import ship
 from ofakit.shortlist import TIMING_ERRORS, measured_choice, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.agent.client import AgentError
 from profilers.runtimes import RuntimeUnavailable
+from profilers.store import read_only
 
 DEFAULT_CHECKPOINT = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2"
 CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path of a trained supernet.")
@@ -306,6 +307,8 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
         token = read_token(token_file)
         if target not in list_exporters():
             raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
+        if get_exporter(target).unavailable() is None:  # before the checkpoint, images and BN recalibration
+            get_exporter(target).check_out(precision, out)
         cfg, record = read_subnet(subnet)
         ctx = checkpoint_for_subnet(checkpoint, record and record.get("checkpoint"), subnet)
         info = ({k: record.get(k) for k in _SEARCH_KEYS} if record else
@@ -370,6 +373,10 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         suffix = get_exporter(target).suffix
         if out.suffix != suffix:
             raise ValueError(f"--out {out}: a {target} artifact's name must end with {suffix}")
+        check_out_folder(out)
+        if retries and read_only(table):  # a miss stores its measurement there: refused now, not after one
+            raise ValueError(f"--table {table} is read-only, but the closed loop stores a missed pick's measurement "
+                             "in it to recalibrate; copy the table somewhere writable or pass --retries 0")
         token = read_token(token_file)
         spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
 
