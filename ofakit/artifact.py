@@ -32,12 +32,18 @@ def sidecar_path(artifact: str | Path) -> Path:
     return artifact.with_name(artifact.name + ".json")
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent (where making ``path`` would start)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
 def check_out_folder(out: str | Path) -> None:
     """``ValueError`` when the artifact path ``out`` lies under a file (its folder cannot be made): checked before
     the export's work, naming ``out`` rather than a helper file beside it."""
-    p = Path(out).parent
-    while not p.exists() and p != p.parent:
-        p = p.parent
+    p = nearest_existing(Path(out).parent)
     if not p.is_dir():
         raise ValueError(f"out={str(out)!r}: {p} is a file, not a directory; give a path in a folder")
 

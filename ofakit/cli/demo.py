@@ -28,7 +28,7 @@ from ofakit.cli.search import DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, d
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, fastest_candidate
-from ofakit.artifact import export_subnet
+from ofakit.artifact import export_subnet, nearest_existing
 from ofakit.ship import ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
@@ -164,9 +164,7 @@ _SUFFIX = {"coreml": "mlpackage", "pte": "pte"}
 
 def _check_workdir(workdir: Path) -> None:
     """``ValueError`` when ``workdir`` is, or lies under, a file (checked before anything is made there)."""
-    p = workdir
-    while not p.exists() and p != p.parent:
-        p = p.parent
+    p = nearest_existing(workdir)
     if not p.is_dir():
         raise ValueError(f"--workdir {workdir}: {p} is a file, not a directory; give a directory")
 
