@@ -80,8 +80,9 @@ class LatencyTable(TableSharing):
     Args:
         path: The SQLite file (created when missing, unless read-only).
         timeout: Seconds a writer waits for another writer's transaction.
-        readonly: Open for reading only: the file must exist and is never modified (a read-only file or
-            folder is opened this way by default); any write is then a ``ValueError``.
+        readonly: Open for reading only: the file must exist, its rows are never modified and no file is
+            left beside it (a read-only file or folder is opened this way by default); any write is then a
+            ``ValueError``.
     """
 
     def __init__(self, path: str | Path = DEFAULT_TABLE, timeout: float = 60.0, readonly: bool | None = None):
@@ -127,28 +128,36 @@ class LatencyTable(TableSharing):
             raise
 
     def _open_readonly(self, timeout: float) -> sqlite3.Connection:
+        """A connection that reads and leaves no file behind. A table writable here gets an ordinary connection
+        that refuses writes (SQLite removes the -wal/-shm files it makes when its last connection closes; one
+        opened ``mode=ro`` cannot, and left them). A table nobody here can write is opened ``immutable``
+        (nothing is made beside it), unless a write-ahead log beside it holds rows not yet in the file: those
+        are read ``mode=ro``, as the log's owner left them."""
         if not self.path.is_file():
             raise ValueError(f"latency table {self.path} does not exist; build one with `ofakit profile build`")
-        uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
-        for flags in ("?mode=ro", "?mode=ro&immutable=1"):  # immutable: WAL files cannot be made beside it
-            db = sqlite3.connect(uri + flags, uri=True, timeout=timeout, isolation_level=None,
-                                 check_same_thread=False)
-            try:
-                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            except sqlite3.OperationalError as exc:
-                db.close()
-                if "no such table" in str(exc) or flags.endswith("immutable=1"):
-                    raise ValueError(f"{self.path} is not a latency table (SQLite): {exc}") from None
-                continue
-            except sqlite3.DatabaseError as exc:
-                db.close()
-                raise ValueError(f"{self.path} is not a latency table (SQLite): {exc}") from None
-            if row is None or str(row[0]) != str(SCHEMA_VERSION):
-                db.close()
-                raise ValueError(f"{self.path} has table schema version {row and row[0]}; this ofa-kit reads "
-                                 f"version {SCHEMA_VERSION} only")
-            return db
-        raise AssertionError("unreachable")
+        wal, logged = self.path.with_name(self.path.name + "-wal"), False
+        if not read_only(self.path):
+            db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only = ON")
+        else:
+            logged = wal.is_file() and wal.stat().st_size > 0  # an empty log (or none) holds no rows
+            uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+            db = sqlite3.connect(uri + ("?mode=ro" if logged else "?mode=ro&immutable=1"), uri=True, timeout=timeout,
+                                 isolation_level=None, check_same_thread=False)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if logged and "no such table" not in str(exc):  # e.g. no -shm beside the log, and none can be made
+                raise ValueError(f"{self.path} cannot be read here ({exc}): its write-ahead log {wal.name} holds rows "
+                                 "not yet in the file; open the table once where it is writable (that merges the "
+                                 f"log) or copy it with {wal.name} somewhere writable") from None
+            raise ValueError(f"{self.path} is not a latency table (SQLite): {exc}") from None
+        if row is None or str(row[0]) != str(SCHEMA_VERSION):
+            db.close()
+            raise ValueError(f"{self.path} has table schema version {row and row[0]}; this ofa-kit reads "
+                             f"version {SCHEMA_VERSION} only")
+        return db
 
     def close(self) -> None:
         """Close the connection."""

@@ -198,6 +198,34 @@ def test_drift_check_of_a_read_only_table_still_rescales(read_only, caplog):
         assert t.drift("local", RuntimeKey("onnxruntime", "CPUExecutionProvider"), spec_id(SPEC.to_dict())) == []
 
 
+def _beside(table: Path) -> list[str]:
+    return sorted(p.name for p in table.parent.iterdir() if p.name.startswith(table.name))
+
+
+def test_a_read_makes_no_file_beside_the_table(read_only, tmp_path):
+    """A table opened read-only (``mode=ro``) got empty -wal/-shm files beside it, which such a connection
+    cannot remove: a read makes none, on a table writable here or not; rows that a writer's write-ahead log
+    holds are still read."""
+    writable = tmp_path / "w.sqlite"
+    shutil.copy(read_only, writable)
+    for path in (writable, read_only):
+        with LatencyTable(path, readonly=True) as t:
+            assert t.recipes() == ["tiny28"] and t.readonly
+        assert _beside(path) == [path.name], path
+    with LatencyTable(read_only) as t:  # read-only by default
+        assert t.readonly and t.recipes() == ["tiny28"]
+    assert _beside(read_only) == [read_only.name]
+    writer = sqlite3.connect(read_only)  # (root may write it) rows in its log, not yet in the file
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        with writer:
+            writer.execute("INSERT INTO recipes VALUES ('logged', 'x', '{}', 0)")
+        with LatencyTable(read_only) as t:
+            assert t.recipes() == ["logged", "tiny28"]
+    finally:
+        writer.close()
+
+
 def test_drift_check_without_calibration_subnets_is_a_warning(work, monkeypatch, capsys):
     """search's drift check on a table without calibration subnets warns and goes on with the raw predictions
     (nothing to re-time), as for a runtime that cannot run here."""
