@@ -20,6 +20,7 @@ from ofakit.specialize import Budget, Specializer
 from profilers import Measurement, Protocol
 from profilers.agent.client import AgentError
 from profilers.runtimes import RuntimeUnavailable
+from profilers.store import read_only
 
 log = logging.getLogger(__name__)
 Meter = Callable[[SubnetConfig, ExportResult, Budget], "Measurement | tuple[Measurement, float]"]
@@ -75,13 +76,17 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
 
     ``meter(config, artifact, budget)`` times the exported artifact; by default :func:`measure` on the
     budget's device. ``timer(configs, budget)`` times a shortlist; by default :func:`time_candidates`.
-    Replayed, recorded measurements make the loop's decisions testable.
+    Replayed, recorded measurements make the loop's decisions testable. With ``retries``, the table must be
+    writable (misses are stored there): a read-only one is a ``ValueError`` before any work.
     """
     if retries < 0:
         raise ValueError(f"retries={retries!r} must be >= 0")
     if not 0 < under < 1:
         raise ValueError(f"under={under!r} must be within (0, 1): the measured share of a budget below which "
                          "a pick wastes it")
+    if retries and read_only(spz.table):  # a miss stores its measurement there: refused now, not after one
+        raise ValueError(f"table {spz.table} is read-only, but the closed loop stores a missed pick's measurement in "
+                         "it to recalibrate; copy the table somewhere writable or pass retries=0")
     if meter is None:
         def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement | tuple[Measurement, float]:
             return measure_with_references(spz, cfg, artifact, budget, token, protocol)

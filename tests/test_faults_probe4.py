@@ -28,6 +28,8 @@ from deploy_targets import get_exporter
 from elastic import SubnetConfig
 from ofakit.cli import app
 from ofakit.cli.demo import demo_budgets, demo_checks
+from ofakit.ship import ship
+from ofakit.specialize import Budget
 from profilers.builder import BuildSettings, build_table
 from profilers.drift import DriftCheck, Referenced, check_drift, lasting, settled
 from profilers.record import Protocol
@@ -196,6 +198,17 @@ def test_drift_check_of_a_read_only_table_still_rescales(read_only, caplog):
     assert "not recorded" in caplog.text and read_only.read_bytes() == data
     with LatencyTable(read_only, readonly=True) as t:
         assert t.drift("local", RuntimeKey("onnxruntime", "CPUExecutionProvider"), spec_id(SPEC.to_dict())) == []
+
+
+def test_ship_refuses_a_read_only_table_before_the_work(read_only, work):
+    """The library's closed loop found its table read-only only when storing a miss, after a search, an
+    export and two measurements; it refuses it first, as ``ofakit ship`` does."""
+    spz = SimpleNamespace(table=read_only)  # nothing to search or export with: any work would fail otherwise
+    before = _state(work)
+    with pytest.raises(ValueError) as err:
+        ship(spz, [Budget("local", "onnxruntime", 5.0)], "onnx", work / "shipped.onnx")
+    assert "ro.sqlite is read-only" in str(err.value) and "pass retries=0" in str(err.value)
+    assert "\n" not in str(err.value) and _state(work) == before
 
 
 def _beside(table: Path) -> list[str]:
