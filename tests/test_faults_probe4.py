@@ -211,6 +211,22 @@ def test_ship_refuses_a_read_only_table_before_the_work(read_only, work):
     assert "\n" not in str(err.value) and _state(work) == before
 
 
+def test_show_check_drift_of_a_read_only_table_shows_the_check_just_made(read_only):
+    """``profile show --check-drift`` re-timed the references of a read-only table, could not store the
+    check, and showed the older stored one: it shows the new one, marked as not recorded."""
+    rk, sid = RuntimeKey("onnxruntime", "CPUExecutionProvider"), spec_id(SPEC.to_dict())
+    with LatencyTable(read_only, readonly=False) as t:  # (root may write it) an old check, far off
+        t.add_drift("local", rk, sid, 9.0, {}, 1.0)
+    res = CliRunner().invoke(app, ["profile", "show", "--table", str(read_only), "--check-drift", "--json"])
+    assert res.exit_code == 0, res.output
+    drift = json.loads(res.stdout)["tables"][0]["drift"]
+    assert drift["recorded"] is False and drift["ratio"] != 9.0 and drift["measured_at"] > 1.0
+    res = CliRunner().invoke(app, ["profile", "show", "--table", str(read_only), "--check-drift"])
+    assert res.exit_code == 0 and "x (now, not recorded)" in res.stdout and "9.00x" not in res.stdout, res.stdout
+    with LatencyTable(read_only) as t:
+        assert [d["ratio"] for d in t.drift("local", rk, sid)] == [9.0]
+
+
 def _beside(table: Path) -> list[str]:
     return sorted(p.name for p in table.parent.iterdir() if p.name.startswith(table.name))
 

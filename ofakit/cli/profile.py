@@ -23,7 +23,7 @@ from profilers.drift import check_drift
 from profilers.layers import space_layers
 from profilers.record import Protocol
 from profilers.runtimes import LOCAL, Runtime, list_runtimes, open_runtime
-from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, check_name, spec_id
+from profilers.store import DEFAULT_TABLE, LatencyTable, RuntimeKey, check_name, read_only, spec_id
 
 profile_app = typer.Typer(no_args_is_help=True, help="Device latency tables: build, refresh, show, share.")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -260,8 +260,10 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
     try:
         summary = table_summary(existing_table(table))
         if check:
-            notes = _check_drifts(table, summary, read_token(token_file))
+            notes, unrecorded = _check_drifts(table, summary, read_token(token_file))
             summary = {**table_summary(table), "drift_notes": notes}
+            for r in summary["tables"]:  # a read-only table keeps its older check: show the one just made
+                r["drift"] = unrecorded.get((r["device"], r["runtime"], r["recipe"]), r["drift"])
     except CLI_ERRORS as exc:
         fail(exc)
     if as_json:
@@ -275,7 +277,9 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
         c, d = r["correction"], r["drift"]
         cal = (f"{r['calibration_samples']} subnets, LOO {100 * c['loo_mape']:.1f}%" if c and c.get("loo_mape")
                is not None else f"{r['calibration_samples']} subnets")
-        drift = "-" if d is None else f"{d['ratio']:.2f}x ({(time.time() - d['measured_at']) / 60:.0f} min ago)"
+        when = ("now, not recorded" if d and d.get("recorded") is False else
+                d and f"{(time.time() - d['measured_at']) / 60:.0f} min ago")
+        drift = "-" if d is None else f"{d['ratio']:.2f}x ({when})"
         quick = f" ({r['quick']} --quick)" if r.get("quick") else ""
         t.add_row(r["device"], r["runtime"], r["recipe"], f"{r['measured']}/{r['layers']}{quick}", cal, drift,
                   f"{r['oldest_age_s'] / 86400:.1f} d", ", ".join(r["runtime_versions"]))
@@ -289,9 +293,11 @@ def show(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table file
                   + (f", GPU {info['gpu']}" if info.get("gpu") else "") + f", fingerprint {info['fingerprint']}")
 
 
-def _check_drifts(table: Path, summary: dict, token: str | None) -> list[str]:
-    """Re-time the reference subnets of every calibrated (device, runtime, recipe) that can run; notes on the rest."""
-    notes = []
+def _check_drifts(table: Path, summary: dict, token: str | None) -> tuple[list[str], dict[tuple[str, str, str], dict]]:
+    """Re-time the reference subnets of every calibrated (device, runtime, recipe) that can run; notes on the rest,
+    and the checks a read-only table could not store (``recorded: False``) by (device, runtime, recipe)."""
+    notes, unrecorded = [], {}
+    stored = not read_only(table)
     with LatencyTable(table) as t:
         specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in t.recipes()}
     for r in summary["tables"]:
@@ -299,10 +305,13 @@ def _check_drifts(table: Path, summary: dict, token: str | None) -> list[str]:
             continue
         try:
             rt = open_runtime(r["runtime"].split("/")[0], r["device"], token)
-            check_drift(table, specs[r["recipe"]], r["device"], rt, r["runtime"])
+            check = check_drift(table, specs[r["recipe"]], r["device"], rt, r["runtime"])
         except CLI_ERRORS as exc:
             notes.append(f"{r['device']} {r['runtime']} {r['recipe']}: {exc}")
-    return notes
+            continue
+        if not stored:
+            unrecorded[r["device"], r["runtime"], r["recipe"]] = {**check.to_dict(), "recorded": False}
+    return notes, unrecorded
 
 
 @profile_app.command("export")
