@@ -134,6 +134,8 @@ class LatencyPredictor:
             rk = resolve_runtime(table, runtime, device)
             entries = table.entries(device, rk)
             stored = table.correction(device, rk, spec_id(spec.to_dict()))
+            uncalibrated = (None if stored is not None and stored.samples
+                            else _uncalibrated(table, device, rk, spec, recipe))
         quick = sum(Protocol.stored_is_shorter(e.protocol, Protocol()) for e in entries)
         if quick:
             log.warning("%d of %d layers of %s on %s/%s were timed with the short --quick protocol: predictions "
@@ -141,8 +143,8 @@ class LatencyPredictor:
                         device, rk.label())
         layer_ms = {e.key: getattr(e, stat) for e in entries}
         corr = stored if stored is not None else Correction()
-        if not corr.samples:
-            log.warning("no calibration for %s on %s/%s: predictions are raw layer sums", device, rk.label(), stat)
+        if uncalibrated:
+            log.warning("%s", uncalibrated)
         return cls(spec, layer_ms, corr, device, rk, stat)
 
     # ----------------------------------------------------------- encoding
@@ -193,6 +195,25 @@ class LatencyPredictor:
         return {"device": self.device, "runtime": self.runtime.label() if self.runtime else None, "stat": self.stat,
                 "spec_id": spec_id(self.spec.to_dict()), "correction": self.correction.to_dict(),
                 "drift": self.drift, "loaded_at": time.time()}
+
+
+def _uncalibrated(table: LatencyTable, device: str, rk: RuntimeKey, spec: MobileNetV3Spec,
+                  recipe: str | MobileNetV3Spec) -> str:
+    """What a predictor without calibration warns: the recipe lacking it and the recipes the table does
+    calibrate on that device and runtime (another architecture's calibration does not apply), and how to build
+    it."""
+    sid = spec_id(spec.to_dict())
+    try:
+        sids = {n: spec_id(table.recipe(n)) for n in table.recipes()}
+        others = sorted(n for n, s in sids.items()
+                        if s != sid and getattr(table.correction(device, rk, s), "samples", 0))
+    except ValueError:  # another recipe's corrupt rows: not this warning's to report
+        sids, others = {}, []
+    own = recipe if isinstance(recipe, str) else next((n for n, s in sids.items() if s == sid), f"spec {sid}")
+    held = f"only other recipes are calibrated there: {others}" if others else "nothing is calibrated there"
+    return (f"no calibration for {own!r} on {device}/{rk.label()} in {table.path} ({held}): predictions are raw "
+            f"layer sums; calibrate it with `ofakit profile build --recipe RECIPE_OR_CHECKPOINT --device {device} "
+            f"--runtime {rk.name}`")
 
 
 def resolve_runtime(table: LatencyTable, runtime: str | RuntimeKey, device: str) -> RuntimeKey:

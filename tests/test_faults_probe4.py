@@ -25,11 +25,12 @@ from typer.testing import CliRunner
 
 import model_zoo
 from deploy_targets import get_exporter
-from elastic import SubnetConfig
+from elastic import MobileNetV3Spec, SubnetConfig
 from ofakit.cli import app
 from ofakit.cli.demo import demo_budgets, demo_checks
 from ofakit.ship import ship
 from ofakit.specialize import Budget
+from profilers import LatencyPredictor
 from profilers.builder import BuildSettings, build_table
 from profilers.drift import DriftCheck, Referenced, check_drift, lasting, settled
 from profilers.record import Protocol
@@ -225,6 +226,32 @@ def test_show_check_drift_of_a_read_only_table_shows_the_check_just_made(read_on
     assert res.exit_code == 0 and "x (now, not recorded)" in res.stdout and "9.00x" not in res.stdout, res.stdout
     with LatencyTable(read_only) as t:
         assert [d["ratio"] for d in t.drift("local", rk, sid)] == [9.0]
+
+
+def test_no_calibration_warning_names_the_recipes_calibrated(work, tmp_path, caplog):
+    """A recipe without calibration in a table that calibrates another one was warned "no calibration for
+    local on onnxruntime/.../median_ms": the warning names the recipe, the recipes that are calibrated there
+    and the build that calibrates it."""
+    small = MobileNetV3Spec.from_dict({**SPEC.to_dict(), "ks": [3, 5]})  # its layers are all in the table
+    path = tmp_path / "two.sqlite"
+    shutil.copy(work / "lut.sqlite", path)
+    with LatencyTable(path) as t:
+        t.put_recipe("tiny28_k35", small.to_dict())
+    for recipe in ("tiny28_k35", small):
+        caplog.clear()
+        LatencyPredictor.load(path, "local", "onnxruntime", recipe)
+        assert ("no calibration for 'tiny28_k35' on local/onnxruntime/CPUExecutionProvider/1t/fp32/b1" in caplog.text
+                and "only other recipes are calibrated there: ['tiny28']" in caplog.text
+                and "`ofakit profile build --recipe" in caplog.text), caplog.text
+    caplog.clear()
+    LatencyPredictor.load(path, "local", "onnxruntime", "tiny28")
+    assert "no calibration" not in caplog.text
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM corrections")
+    db.close()
+    LatencyPredictor.load(path, "local", "onnxruntime", "tiny28")
+    assert "no calibration for 'tiny28'" in caplog.text and "nothing is calibrated there" in caplog.text
 
 
 def _beside(table: Path) -> list[str]:
