@@ -158,12 +158,17 @@ class ExecuTorchExporter(Exporter):
             x = torch.cat([x, x])[:step]  # prove the batch dimension really varies
         with torch.no_grad():
             ref = spec.frozen_module()(x).numpy()
-        forward, chunks = Forward(data), []
-        for start in range(0, len(x), step):
-            part = x[start:start + step]
-            if len(part) < step and not max_batch:  # a static program takes whole batches only
-                part = torch.cat([part, x[:step - len(part)]])[:step]
-            chunks.append(forward(part.clone()).numpy())
+        try:
+            forward, chunks = Forward(data), []
+            for start in range(0, len(x), step):
+                part = x[start:start + step]
+                if len(part) < step and not max_batch:  # a static program takes whole batches only
+                    part = torch.cat([part, x[:step - len(part)]])[:step]
+                chunks.append(forward(part.clone()).numpy())
+        except RuntimeError as exc:  # ExecuTorch reports load and execute errors as RuntimeErrors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ParityError(f"ExecuTorch parity check failed: the program does not run in ExecuTorch's runtime "
+                              f"({first[:300]}); {spec.out} was not written") from None
         got = np.concatenate(chunks)[:len(x)].reshape(ref.shape)
         diff, tol = float(np.abs(got - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
         if spec.precision == "int8" and len(x) >= INT8_AGREEMENT_IMAGES:

@@ -69,7 +69,12 @@ class OpenVinoExporter(Exporter):
             for key, value in spec.metadata.items():
                 model.set_rt_info(value, [RT_INFO_KEY, key])
             ov.save_model(model, str(staged), compress_to_fp16=spec.precision == "fp16")
-            got = self.bind(staged, x.numpy())()
+            try:
+                got = self.bind(staged, x.numpy())()
+            except RuntimeError as exc:  # OpenVINO's errors (read, compile, shape) are RuntimeErrors
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ParityError(f"OpenVINO parity check failed: the IR does not run on the CPU plugin "
+                                  f"({first[:300]}); {spec.out} was not written") from None
             diff = float(np.abs(got - ref).max())
             tol = parity_tolerance(spec.precision, spec.atol, ref)
             if not diff <= tol:

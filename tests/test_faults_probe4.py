@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 import model_zoo
-from deploy_targets import get_exporter
+from deploy_targets import executorch_export, get_exporter
 from elastic import MobileNetV3Spec, SubnetConfig
 from ofakit.cli import app
 from ofakit.cli.demo import demo_budgets, demo_checks
@@ -42,6 +42,7 @@ SPEC = model_zoo.get_spec("ofa_mbv3_tiny", resolutions=(28,))  # the table's rec
 ZOO = "ofa_mbv3_tiny.fmnist"  # space ks 3/5/7, e 3/4/6, d 2/3/4, r 28/30/32
 DEPTH1 = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2"  # the default checkpoint: depth 1 is in its space
 ET = pytest.mark.skipif(get_exporter("executorch").unavailable() is not None, reason="executorch is not installed")
+OV = pytest.mark.skipif(get_exporter("openvino").unavailable() is not None, reason="openvino is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,28 @@ CLI_CASES = [  # (id, argv with {w} for the work folder, expected message)
                                     "{w}/sub_bool.json", "--out", "{w}/o.pte"],
      "SubnetConfig.d[0]=True must be a positive integer"),
 ]
+
+
+@pytest.mark.parametrize("target, suffix", [pytest.param("executorch", ".pte", marks=ET),
+                                            pytest.param("openvino", ".xml", marks=OV)])
+def test_a_runtime_error_in_the_parity_check_is_one_line(work, monkeypatch, target, suffix):
+    """ExecuTorch and OpenVINO report an artifact they cannot load or run as a RuntimeError; raised in the
+    export's parity check it surfaced as a traceback: it is a parity failure, one ``error:`` line, nothing
+    written."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("method forward: execute failed with error 0x12\nsecond line")
+    if target == "executorch":
+        monkeypatch.setattr(executorch_export, "program_bytes", lambda spec: b"no program")  # (no lowering)
+        monkeypatch.setattr(executorch_export, "Forward", broken)
+    else:
+        monkeypatch.setattr(get_exporter("openvino").__class__, "bind", lambda self, *args, **kwargs: broken)
+    before = _state(work)
+    res = CliRunner().invoke(app, ["export", "--checkpoint", ZOO, "--target", target, "--subnet", f"{work}/sub.json",
+                                   "--out", f"{work}/o{suffix}"])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "parity check failed" in lines[0], res.stderr
+    assert "execute failed with error 0x12" in lines[0] and _state(work) == before
 
 
 def _ids(cases):
