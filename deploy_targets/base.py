@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import re
 import time
 from abc import ABC, abstractmethod
@@ -250,15 +251,21 @@ class Exporter(ABC):
         log.debug("%s export of %s took %.2fs", self.name, spec.out, time.perf_counter() - t0)
         return result
 
-    def check_out(self, precision: str, out: Path) -> None:
+    def check_out(self, precision: str, out: str | Path) -> None:
         """``ValueError`` for a precision this target lacks or an artifact path it cannot write (another suffix,
-        a directory): cheap, so callers can check before preparing the module."""
+        a directory, or a path as given that ends with a slash): cheap, so callers can check before preparing
+        the module."""
         if precision not in self.precisions:
             raise ValueError(f"{self.name} does not support precision={precision!r}; allowed: {list(self.precisions)}")
-        if out.suffix != self.suffix:
+        if Path(out).suffix != self.suffix:
             raise ValueError(f"out={str(out)!r}: a {self.name} artifact's name must end with {self.suffix}")
-        if out.is_dir() and not self.artifact_is_dir:
+        if self.artifact_is_dir:
+            return
+        if Path(out).is_dir():
             raise ValueError(f"out={str(out)!r} is a directory; give the {self.suffix} file to write")
+        if str(out).endswith(("/", os.sep)):  # (a Path drops the slash: callers pass the text they were given)
+            raise ValueError(f"out={str(out)!r} ends with a slash, so it names a directory; give the {self.suffix} "
+                             "file to write")
 
     @abstractmethod
     def _export(self, spec: ExportSpec) -> ExportResult:

@@ -61,6 +61,9 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
     """
     cfg = ctx.supernet.space.validate(cfg)
     check_out_folder(out)
+    exporter = get_exporter(target)
+    if exporter.unavailable() is None:  # ``out`` as given (a trailing slash), before the images are prepared
+        exporter.check_out(precision, out)
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
     calibration = tuple(ctx.real_inputs(cfg, CALIBRATION_IMAGES).split(32)) if precision == "int8" else ()
     if device != LOCAL and target != "tensorrt":
@@ -69,7 +72,6 @@ def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: s
     options = {"builder": open_runtime("tensorrt", device, token)} if device != LOCAL else {}
     metadata = {"short_description": f"ofa-kit subnet of {ctx.name}", "com.ofakit.config": cfg.to_json(),
                 "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
-    exporter = get_exporter(target)
     inputs = ctx.real_inputs(cfg, 8 if dynamic_batch else 1)
     if precision == "int8" and exporter.checks_many_images:  # top-1 agreement on images the calibration never saw
         inputs = ctx.real_inputs(cfg, 2 * CALIBRATION_IMAGES)[CALIBRATION_IMAGES:]

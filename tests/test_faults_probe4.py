@@ -132,6 +132,8 @@ CLI_CASES = [  # (id, argv with {w} for the work folder, expected message)
                                        "{w}/shipped.onnx"], "the table lacks"),
     ("ship: artifact under a file", [*SHIP[:-1], "{w}/a_file/o.onnx", "--table", "{w}/lut.sqlite"],
      "a_file is a file, not a directory"),
+    ("ship: a folder path", [*SHIP[:-1], "{w}/new.onnx/", "--table", "{w}/lut.sqlite"],
+     "out='{w}/new.onnx/' ends with a slash, so it names a directory; give the .onnx file"),
     # export --target executorch
     pytest.param("export: fp16", [*EXPORT, "--out", "{w}/o.pte", "--precision", "fp16"],
                  "executorch does not support precision='fp16'; allowed: ['fp32', 'int8']", marks=ET),
@@ -139,6 +141,8 @@ CLI_CASES = [  # (id, argv with {w} for the work folder, expected message)
                  "executorch does not support precision='int4'", marks=ET),
     pytest.param("export: another suffix", [*EXPORT, "--out", "{w}/o.onnx"], "must end with .pte", marks=ET),
     pytest.param("export: onto a folder", [*EXPORT, "--out", "{w}/adir.pte"], "is a directory", marks=ET),
+    pytest.param("export: a folder path", [*EXPORT, "--out", "{w}/new.pte/"],
+                 "out='{w}/new.pte/' ends with a slash, so it names a directory; give the .pte file", marks=ET),
     ("export: under a file", [*EXPORT, "--out", "{w}/a_file/o.pte"], "a_file is a file, not a directory"),
     ("export: to an agent", [*EXPORT, "--out", "{w}/o.pte", "--device", "http://127.0.0.1:1"],
      "is for building TensorRT engines"),
@@ -197,7 +201,7 @@ def test_bad_input_is_one_line_error(work, argv, message):
     res = CliRunner().invoke(app, [a.format(w=work) for a in argv])
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message.format(w=work) in lines[0], res.stderr
     assert _state(work) == before  # nothing written, made or changed (no workdir, artifact, table change)
 
 
@@ -409,6 +413,8 @@ API_CASES = [  # (id, call, expected ValueError message)
      "one per-image result per shipped row (1), got 2"),
     ("checks: per-image results of other lengths", lambda: demo_checks(
         [_row(), _row(budget_ms=2.0)], [np.ones(100, bool), np.ones(50, bool)]), "got 100 and 50"),
+    ("exporter: a folder path", lambda: get_exporter("onnx").check_out("fp32", "new.onnx/"),
+     "out='new.onnx/' ends with a slash, so it names a directory; give the .onnx file to write"),
     ("subnet: depths true", lambda: SubnetConfig.from_dict({"ks": [3] * 4, "e": [3] * 4, "d": [True], "r": 28}),
      "SubnetConfig.d[0]=True must be a positive integer"),
     ("subnet: resolution false", lambda: SubnetConfig.from_dict({"ks": [3], "e": [3], "d": [1], "r": False}),
@@ -429,6 +435,7 @@ def test_good_helper_input_still_works():
     assert demo_budgets(FRONT, "lat", 0.0, 3.0, levels=(0.0, 0.5, 1.0)) == [1.1, 2.2, 3.0]
     assert demo_budgets([], "lat", 1.0, 3.0) == [1.4, 2.0, 2.7]  # no front: fractions of the latency range
     assert SubnetConfig.from_dict({"ks": [3], "e": [3], "d": [1], "r": 28.0}).r == 28
+    get_exporter("coreml").check_out("fp32", "m.mlpackage/")  # a package is a directory
 
 
 def test_one_pick_has_no_accuracy_trend_to_pass():

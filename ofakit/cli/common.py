@@ -45,6 +45,13 @@ def path_option(text: str | Path) -> Path:
     return Path(text)
 
 
+def artifact_option(text: str) -> str:
+    """Parse an artifact path option as given: a trailing slash (which ``Path`` drops) names a directory, and
+    the exporter refuses it; an empty one is a usage error."""
+    path_option(text)
+    return str(text)
+
+
 def existing_table(table: Path) -> Path:
     """``table`` if it is a file; a one-line error saying what it is otherwise."""
     if table.is_dir():

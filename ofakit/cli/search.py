@@ -14,7 +14,7 @@ from rich.table import Table
 
 from deploy_targets import ExporterUnavailable, ParityError, get_exporter, list_exporters
 from elastic import SubnetConfig
-from ofakit.cli.common import console, fail, path_option, read_token
+from ofakit.cli.common import artifact_option, console, fail, path_option, read_token
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
@@ -295,8 +295,8 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
                                                           "default: the one the --subnet file names."),
            subnet: Path = typer.Option(..., help="Subnet JSON (a SubnetConfig or `ofakit search` output)."),
            target: str = typer.Option("onnx", help="Exporter: onnx, coreml, tensorrt, openvino, executorch."),
-           out: Path = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml, .pte).",
-                                    parser=path_option),
+           out: str = typer.Option(..., help="Artifact path (.onnx, .mlpackage, .engine, .xml, .pte).",
+                                   parser=artifact_option),
            precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (as the target supports)."),
            dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Let the batch dimension vary."),
            device: str = typer.Option(LOCAL, help="TensorRT only: build the engine on this agent URL's GPU."),
@@ -356,7 +356,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
              also: Optional[list[str]] = ALSO, max_macs: Optional[float] = MAX_MACS,
              max_params: Optional[float] = MAX_PARAMS,
              target: str = typer.Option("onnx", help="Exporter of the shipped artifact."),
-             out: Path = typer.Option(..., help="Artifact path.", parser=path_option),
+             out: str = typer.Option(..., help="Artifact path.", parser=artifact_option),
              retries: int = typer.Option(3, help="Re-searches after a missed budget."),
              token_file: Path = typer.Option(None, help="Agent token file (remote devices)."),
              samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, measure: bool = MEASURE,
@@ -371,9 +371,11 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         if target not in list_exporters():  # before the search's minutes, not after them
             raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
         suffix = get_exporter(target).suffix
-        if out.suffix != suffix:
+        if Path(out).suffix != suffix:
             raise ValueError(f"--out {out}: a {target} artifact's name must end with {suffix}")
         check_out_folder(out)
+        if get_exporter(target).unavailable() is None:  # a path ending with a slash names a folder
+            get_exporter(target).check_out("fp32", out)
         if retries and read_only(table):  # a miss stores its measurement there: refused now, not after one
             raise ValueError(f"--table {table} is read-only, but the closed loop stores a missed pick's measurement "
                              "in it to recalibrate; copy the table somewhere writable or pass --retries 0")
