@@ -114,6 +114,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
         rec, measured, wasted = _attempt(cand, budgets, exported, meter, attempt + 1, search_ms, under)
         if shortlist is not None:
             rec["shortlist"] = shortlist
+        _expect(rec, shortlist)
         attempts.append(rec)
         if on_attempt:
             on_attempt(rec)
@@ -141,6 +142,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
         exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
     verdict = final["met"]  # None: some budget could not be measured there
     info = {"predicted_accuracy": cand.accuracy, "predicted_latency_ms": final["predicted_ms"],
+            "expected_latency_ms": final["expected_ms"], "expected_from": final["expected_from"],
             "measured_latency_ms": final["measured_ms"] or None, "budgets_ms": final["budgets_ms"],
             "budget_met": verdict, "closed_loop": attempts, "shipped_attempt": final["attempt"],
             "accuracy_predictor": spz.accuracy_report,
@@ -178,6 +180,16 @@ def _choose(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, fl
         log.warning("shortlist not measured (%s); exporting the predicted pick", exc)
         return pick, None
     return best or pick, rows or None
+
+
+def _expect(rec: dict[str, Any], shortlist: list[dict[str, Any]] | None) -> None:
+    """The latency the kit expects of the exported pick, per budget: its own measurement in the shortlist when
+    it was timed there (the table alone under-predicts the subnets a search selects: benchmarks/RESULTS.md),
+    else the table's prediction; ``expected_from`` says which."""
+    row = next((r for r in shortlist or () if r["picked"] and r["config"] == rec["config"]), None)
+    timed = row is not None and set(row["measured_ms"]) >= set(rec["predicted_ms"])
+    rec["expected_ms"] = {k: row["measured_ms"][k] for k in rec["predicted_ms"]} if timed else dict(rec["predicted_ms"])
+    rec["expected_from"] = "shortlist measurement" if timed else "table prediction"
 
 
 def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult, meter: Meter, number: int,

@@ -148,6 +148,12 @@ def test_measured_shortlist_picks_within_the_budget(shipyard, tmp_path):
     assert picked["config"] == report.final.config.to_dict()
     assert picked["predicted_accuracy"] == max(r["predicted_accuracy"] for r in within)
     assert all(r["measured_ms"][LAT] == truth(SubnetConfig.from_dict(r["config"])) for r in rows)
+    # the kit expects the pick to run as it measured in the shortlist (the table under-predicts it by 15%)
+    first = report.attempts[0]
+    assert first["expected_from"] == "shortlist measurement" and first["expected_ms"] == picked["measured_ms"]
+    assert first["expected_ms"][LAT] != first["predicted_ms"][LAT]
+    side = json.loads(sidecar_path(tmp_path / "m.onnx").read_text())
+    assert side["expected_latency_ms"] == picked["measured_ms"] and side["expected_from"] == "shortlist measurement"
 
 
 def test_measured_shortlist_far_under_the_budget_is_searched_again_rescaled(shipyard, tmp_path):

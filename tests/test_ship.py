@@ -186,6 +186,9 @@ def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
     checks = {c["claim"].split()[0]: c for c in out["checks"]}  # the demo checks its own claims
     assert checks["every"]["ok"] is False  # the third budget was not met, whatever the first two did
     assert checks["every"]["detail"].count("% of ") == len(real)
+    # no shortlist was timed here: the kit expects what the table predicts
+    assert all(r["expected_from"] == "table prediction" and r["expected_latency_ms"] == r["predicted_latency_ms"]
+               for r in real)
     within = [abs(r["measured_latency_ms"] / r["predicted_latency_ms"] - 1) <= 0.1 for r in real]
     assert checks["measured"]["ok"] is (all(within) if real else None)
     assert checks["test"]["detail"].count("pp (SE") == max(len(real) - 1, 0)
@@ -423,3 +426,8 @@ def test_demo_checks_fail_on_their_own_figures():
                         {"budget_ms": 2.0, "budget_met": False, "measured_latency_ms": None, "error": "no subnet"}],
                        [low, high])
     assert [c["ok"] for c in gone] == [False, True, True] and "none fits 2.000 ms now" in gone[0]["detail"]
+    # a pick the shortlist measured is held to that measurement; the table's own error is shown beside it
+    timed = rows([(1.05, 0.8, 1.1)])[0] | {"expected_latency_ms": 1.0, "expected_from": "shortlist measurement"}
+    assert demo_checks([timed], [low])[1]["ok"] is True
+    assert "+5.0% (its shortlist measurement; the table predicted +31.2%" in demo_checks([timed], [low])[1]["detail"]
+    assert demo_checks([timed | {"expected_latency_ms": 0.9}], [low])[1]["ok"] is False  # +16.7%

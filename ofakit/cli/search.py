@@ -385,7 +385,9 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         def show(rec: dict[str, Any]) -> None:
             if not as_json:
                 over, under = rec.get("over_budget_pct", {}), rec.get("under_budget_pct", {})
-                parts = [f"{k}: predicted {rec['predicted_ms'][k]:.3f} ms, measured "
+                parts = [f"{k}: predicted {rec['predicted_ms'][k]:.3f} ms"
+                         + (f" (measured {rec['expected_ms'][k]:.3f} ms in the shortlist)"
+                            if rec["expected_from"] == "shortlist measurement" else "") + ", measured "
                          + (f"{rec['measured_ms'][k]:.3f} ms" if k in rec["measured_ms"] else "n/a")
                          + (f" ({over[k]:.1f}% over the budget; recalibrating)" if k in over else "")
                          + (f" ({under[k]:.0f}% of the budget unused; recalibrating)" if k in under else "")
@@ -397,7 +399,8 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
     except (ValueError, OSError, BudgetError, ExporterUnavailable, ParityError, RuntimeUnavailable, AgentError) as exc:
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {
-        "measured_latency_ms": report.shipped["measured_ms"], "budget_met": report.met,
+        "measured_latency_ms": report.shipped["measured_ms"], "expected_latency_ms": report.shipped["expected_ms"],
+        "expected_from": report.shipped["expected_from"], "budget_met": report.met,
         "artifact": str(report.artifact.path), "sidecar": str(report.sidecar), "attempts": len(report.attempts),
         "drift": drift_json(spz)})
     if as_json:
