@@ -230,7 +230,8 @@ def build_table(table: LatencyTable, recipe: str, spec: MobileNetV3Spec, runtime
 
 def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Runtime, device: str,
                rk: RuntimeKey, s: BuildSettings, tmp: Path, progress: Progress | None) -> int:
-    """Measure the calibration subnets that are missing or stale; returns how many were measured."""
+    """Measure the calibration subnets when any is missing or stale, with every other calibration subnet the
+    table holds for the recipe here; returns how many were measured."""
     cfgs = calibration_configs(spec, s.calibration_subnets, s.seed)
     have = {c.subnet: c for c in table.calibration(device, rk, sid)}
     version, dev_fp, now = runtime.version(), runtime.device().fingerprint, time.time()
@@ -239,8 +240,12 @@ def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Ru
                       have[c.to_json()].protocol, s, now, version, dev_fp)]
     if not todo:
         return 0
-    # One interleaved measurement: a slow drift of the machine (other tenants, clocks) then scales every
-    # calibration subnet alike instead of bending the fitted correction.
+    # Every calibration subnet of the recipe here, in one interleaved measurement: a slow drift of the machine
+    # (other tenants, clocks) then scales them alike instead of bending the fitted correction. Samples kept
+    # from another moment (an earlier build's set, closed-loop misses) are timed again with them: mixed
+    # moments fitted together made a correction with a leave-one-out error of 25% (benchmarks/RESULTS.md).
+    queued = {c.to_json() for c in todo}
+    todo += [SubnetConfig.from_json(j) for j in have if j not in queued]
     for cfg, m in zip(todo, time_subnets(runtime, spec, todo, s, tmp, progress)):
         table.add_calibration(device, sid, cfg.to_json(), m)
     if progress:
