@@ -66,6 +66,14 @@ class ParityError(RuntimeError):
     """The exported artifact's output differs from PyTorch's beyond the tolerance; nothing was written."""
 
 
+def does_not_run(runtime: str, what: str, exc: BaseException, out: Path) -> ParityError:
+    """The parity failure of an artifact that ``runtime`` cannot load or run (``what``: e.g. "the program"),
+    naming the first line of the runtime's error."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ParityError(f"{runtime} parity check failed: {what} does not run in {runtime}'s runtime ({first[:300]}); "
+                       f"{out} was not written")
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     """What to export and how.

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from deploy_targets.base import (INT8_AGREEMENT_IMAGES, INT8_MIN_AGREEMENT, Exporter, ExportResult, ExportSpec,
-                                 ParityError, parity_tolerance, register_exporter, top1_agreement)
+                                 ParityError, does_not_run, parity_tolerance, register_exporter, top1_agreement)
 from elastic.fileio import atomic_path
 
 OPTIONS = ("max_batch", "min_top1_agreement")
@@ -166,9 +166,7 @@ class ExecuTorchExporter(Exporter):
                     part = torch.cat([part, x[:step - len(part)]])[:step]
                 chunks.append(forward(part.clone()).numpy())
         except RuntimeError as exc:  # ExecuTorch reports load and execute errors as RuntimeErrors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ParityError(f"ExecuTorch parity check failed: the program does not run in ExecuTorch's runtime "
-                              f"({first[:300]}); {spec.out} was not written") from None
+            raise does_not_run("ExecuTorch", "the program", exc, spec.out) from None
         got = np.concatenate(chunks)[:len(x)].reshape(ref.shape)
         diff, tol = float(np.abs(got - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
         if spec.precision == "int8" and len(x) >= INT8_AGREEMENT_IMAGES:

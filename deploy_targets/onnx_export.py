@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, register_exporter
+from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, does_not_run, register_exporter
 from elastic.fileio import atomic_path
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -82,7 +82,12 @@ class OnnxExporter(Exporter):
             x = torch.cat([x, x])  # prove the batch dimension really varies
         with torch.no_grad():
             ref = spec.frozen_module()(x).numpy()
-        got = self.bind(data, x.numpy())()
+        try:
+            got = self.bind(data, x.numpy())()
+        except Exception as exc:  # onnxruntime's errors (Fail, InvalidArgument, ...) derive from Exception only
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            raise does_not_run("onnxruntime", "the model", exc, spec.out) from None
         diff = float(np.abs(got - ref).max())
         if not diff <= spec.atol:
             raise ParityError(f"ONNX parity check failed: max |onnxruntime - torch| = {diff:.3g} > atol={spec.atol:g}; "

@@ -18,7 +18,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from deploy_targets.base import Exporter, ExportResult, ExportSpec, ParityError, parity_tolerance, register_exporter
+from deploy_targets.base import (Exporter, ExportResult, ExportSpec, ParityError, does_not_run, parity_tolerance,
+                                 register_exporter)
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 
 RT_INFO_KEY = "ofakit"  # ExportSpec.metadata lives in the IR's rt_info under this key
@@ -72,9 +73,7 @@ class OpenVinoExporter(Exporter):
             try:
                 got = self.bind(staged, x.numpy())()
             except RuntimeError as exc:  # OpenVINO's errors (read, compile, shape) are RuntimeErrors
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ParityError(f"OpenVINO parity check failed: the IR does not run on the CPU plugin "
-                                  f"({first[:300]}); {spec.out} was not written") from None
+                raise does_not_run("OpenVINO", "the IR", exc, spec.out) from None
             diff = float(np.abs(got - ref).max())
             tol = parity_tolerance(spec.precision, spec.atol, ref)
             if not diff <= tol:

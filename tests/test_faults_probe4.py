@@ -165,14 +165,18 @@ CLI_CASES = [  # (id, argv with {w} for the work folder, expected message)
 
 
 @pytest.mark.parametrize("target, suffix", [pytest.param("executorch", ".pte", marks=ET),
-                                            pytest.param("openvino", ".xml", marks=OV)])
+                                            pytest.param("openvino", ".xml", marks=OV), ("onnx", ".onnx")])
 def test_a_runtime_error_in_the_parity_check_is_one_line(work, monkeypatch, target, suffix):
-    """ExecuTorch and OpenVINO report an artifact they cannot load or run as a RuntimeError; raised in the
-    export's parity check it surfaced as a traceback: it is a parity failure, one ``error:`` line, nothing
-    written."""
+    """ExecuTorch and OpenVINO report an artifact they cannot load or run as a RuntimeError, onnxruntime as
+    its own exception types; raised in the export's parity check it surfaced as a traceback: it is a parity
+    failure, one ``error:`` line, nothing written."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
     def broken(*args, **kwargs):
-        raise RuntimeError("method forward: execute failed with error 0x12\nsecond line")
-    if target == "executorch":
+        raise (Fail if target == "onnx" else RuntimeError)("method forward: execute failed with error 0x12\nsecond")
+    if target == "onnx":
+        monkeypatch.setattr(get_exporter("onnx").__class__, "bind", lambda self, *args, **kwargs: broken)
+    elif target == "executorch":
         monkeypatch.setattr(executorch_export, "program_bytes", lambda spec: b"no program")  # (no lowering)
         monkeypatch.setattr(executorch_export, "Forward", broken)
     else:
