@@ -185,11 +185,13 @@ def _choose(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, fl
 def _expect(rec: dict[str, Any], shortlist: list[dict[str, Any]] | None) -> None:
     """The latency the kit expects of the exported pick, per budget: its own measurement in the shortlist when
     it was timed there (the table alone under-predicts the subnets a search selects: benchmarks/RESULTS.md),
-    else the table's prediction; ``expected_from`` says which."""
+    else the table's prediction; ``expected_from`` says which, and ``expected_machine_ratio`` the machine's
+    speed during that measurement (the reference subnets timed beside it), where known."""
     row = next((r for r in shortlist or () if r["picked"] and r["config"] == rec["config"]), None)
     timed = row is not None and set(row["measured_ms"]) >= set(rec["predicted_ms"])
     rec["expected_ms"] = {k: row["measured_ms"][k] for k in rec["predicted_ms"]} if timed else dict(rec["predicted_ms"])
     rec["expected_from"] = "shortlist measurement" if timed else "table prediction"
+    rec["expected_machine_ratio"] = {k: v for k, v in row.get("machine_ratio", {}).items()} if timed else {}
 
 
 def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult, meter: Meter, number: int,

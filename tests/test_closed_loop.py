@@ -151,7 +151,7 @@ def test_measured_shortlist_picks_within_the_budget(shipyard, tmp_path):
     # the kit expects the pick to run as it measured in the shortlist (the table under-predicts it by 15%)
     first = report.attempts[0]
     assert first["expected_from"] == "shortlist measurement" and first["expected_ms"] == picked["measured_ms"]
-    assert first["expected_ms"][LAT] != first["predicted_ms"][LAT]
+    assert first["expected_ms"][LAT] != first["predicted_ms"][LAT] and first["expected_machine_ratio"] == {}
     side = json.loads(sidecar_path(tmp_path / "m.onnx").read_text())
     assert side["expected_latency_ms"] == picked["measured_ms"] and side["expected_from"] == "shortlist measurement"
 

@@ -431,3 +431,9 @@ def test_demo_checks_fail_on_their_own_figures():
     assert demo_checks([timed], [low])[1]["ok"] is True
     assert "+5.0% (its shortlist measurement; the table predicted +31.2%" in demo_checks([timed], [low])[1]["detail"]
     assert demo_checks([timed | {"expected_latency_ms": 0.9}], [low])[1]["ok"] is False  # +16.7%
+    # both measured beside the reference subnets: compared at the table's speed, the machine's moment taken out
+    slow_then = timed | {"measured_latency_ms": 1.0, "machine_ratio": 1.0, "expected_latency_ms": 1.3,
+                         "expected_machine_ratio": 1.3}
+    got = demo_checks([slow_then], [low])[1]
+    assert got["ok"] is True and got["detail"].startswith("+0.0%") and "1.30x in the shortlist" in got["detail"]
+    assert demo_checks([slow_then | {"expected_machine_ratio": 1.0}], [low])[1]["ok"] is False  # -23.1% raw

@@ -400,7 +400,8 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {
         "measured_latency_ms": report.shipped["measured_ms"], "expected_latency_ms": report.shipped["expected_ms"],
-        "expected_from": report.shipped["expected_from"], "budget_met": report.met,
+        "expected_from": report.shipped["expected_from"],
+        "expected_machine_ratio": report.shipped["expected_machine_ratio"], "budget_met": report.met,
         "artifact": str(report.artifact.path), "sidecar": str(report.sidecar), "attempts": len(report.attempts),
         "drift": drift_json(spz)})
     if as_json:
