@@ -82,14 +82,17 @@ def test_a_crash_after_the_artifact_leaves_no_stale_sidecar(shipyard, tmp_path, 
 
 def test_a_stale_parked_sidecar_never_comes_back(shipyard, tmp_path):
     """An export killed earlier left its parked sidecar beside a new artifact; a later refused export must not
-    restore that description."""
+    restore that description (refused before any work, it touches nothing), and the next export removes it."""
     ctx, _ = shipyard
     out = tmp_path / "o.onnx"
     export_subnet(ctx, ctx.supernet.space.smallest(), "onnx", out)
     sidecar_path(out).rename(tmp_path / "o.onnx.json.old")
     with pytest.raises(ValueError, match="does not support precision='fp16'"):
         export_subnet(ctx, ctx.supernet.space.largest(), "onnx", out, "fp16")
-    assert not sidecar_path(out).exists() and not (tmp_path / "o.onnx.json.old").exists()
+    assert not sidecar_path(out).exists()
+    export_subnet(ctx, ctx.supernet.space.largest(), "onnx", out)
+    assert json.loads(sidecar_path(out).read_text())["config"] == ctx.supernet.space.largest().to_dict()
+    assert not (tmp_path / "o.onnx.json.old").exists()
 
 
 def test_a_sidecar_holds_no_nan(shipyard, tmp_path):
