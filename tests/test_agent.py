@@ -431,8 +431,8 @@ def test_search_and_ship_through_the_agent(start_agent, shipyard, tmp_path):
     """`ofakit search --device URL` and `ofakit ship --device URL`: the budget is on the agent's device, so the
     search's shortlist and the shipped artifact are timed there (on loopback, this machine's onnxruntime).
     The shipyard's table is this machine's, imported as the agent's (`profile import --as local=URL`) with
-    its calibration. Ship skips its own shortlist (`--no-measure`, which would add a minute): the search
-    timed one already."""
+    its calibration. Ship skips its own shortlist (`--no-measure`, which would add a minute) and drift check:
+    the search did both already."""
     from ofakit.cli import app
     from ofakit.specialize import latency_name
     from profilers import LatencyPredictor
@@ -462,7 +462,8 @@ def test_search_and_ship_through_the_agent(start_agent, shipyard, tmp_path):
     assert 0 < rec["measured_latency_ms"][lat] <= budget
     timed = len(server.history)
     assert timed >= len(rows)
-    r = run(app, ["ship", *base, "--no-measure", "--target", "onnx", "--out", str(tmp_path / "m.onnx")])
+    r = run(app, ["ship", *base, "--no-measure", "--no-drift-check", "--target", "onnx",
+                  "--out", str(tmp_path / "m.onnx")])
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
     assert rec["budget_met"] is True and rec["attempts"] == 1 and 0 < rec["measured_latency_ms"][lat] <= budget

@@ -82,7 +82,7 @@ def test_cli_int8_export_of_a_zoo_subnet_is_held_to_the_agreement_bar(tmp_path):
     from ofakit.artifact import sidecar_path
     from ofakit.cli import app
 
-    zoo = "ofa_mbv3_tiny.fmnist"
+    zoo = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2"  # its smallest subnet (4 blocks, 16 px) lowers fastest
     cfg = model_zoo.load_checkpoint(zoo).space.smallest()
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     res = CliRunner().invoke(app, ["export", "--checkpoint", zoo, "--subnet", str(tmp_path / "cfg.json"), "--target",

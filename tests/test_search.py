@@ -166,16 +166,18 @@ def test_the_selection_report_is_cached_for_the_same_data_only(tmp_path, monkeyp
     cfgs = sample_configs(SPACE, 40, seed=1)
     data = AccuracyData(SPACE, tuple(cfgs), synthetic_accuracy(ConfigBatch.from_configs(SPACE, cfgs)))
     cache = tmp_path / "acc.predictor.json"
-    first = select_predictor(data, cache=cache)
-    again = select_predictor(data, cache=cache)
+    gbt = ("gbt",)  # one kind: the cache is what is tested (the MLP's cross-validation took ~20 s here)
+    first = select_predictor(data, cache=cache, names=gbt)
+    again = select_predictor(data, cache=cache, names=gbt)
     assert len(runs) == 1 and again[1] == first[1]
     assert np.allclose(again[0].predict_batch(data.batch()), first[0].predict_batch(data.batch()))
-    select_predictor(AccuracyData(SPACE, data.configs, data.acc + 0.001), cache=cache)  # other data: redone
-    select_predictor(data, cache=cache, encoder=Encoder(GRID))  # other encoding: redone
-    assert len(runs) == 3
+    select_predictor(AccuracyData(SPACE, data.configs, data.acc + 0.001), cache=cache, names=gbt)  # other data
+    select_predictor(data, cache=cache, encoder=Encoder(GRID), names=gbt)  # other encoding: redone
+    select_predictor(data, cache=cache, names=gbt, folds=3)  # other folds: redone
+    assert len(runs) == 4
     cache.write_text("{not json")
-    select_predictor(data, cache=cache)
-    assert len(runs) == 4 and "unreadable predictor report" in caplog.text
+    select_predictor(data, cache=cache, names=gbt)
+    assert len(runs) == 5 and "unreadable predictor report" in caplog.text
 
 def test_a_predictor_that_ranks_noise_is_flagged(caplog):
     """Accuracies unrelated to the configs (a checkpoint whose subnets do not differ): τ ~ 0, said aloud."""

@@ -155,6 +155,7 @@ def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
     assert gone["budget_met"] is False and "(injected)" in gone["error"] and gone["measured_latency_ms"] is None
     assert out["checks"][0]["ok"] is False and f"none fits {gone['budget_ms']:.3f} ms now" in out["checks"][0]["detail"]
     assert out["table_build"]["measured"] == 0 and out["table_build"]["layers"] == 75
+    assert out["table_build"]["calibration_measured"] == 0
     assert len(rows) == 2 and rows[0]["budget_ms"] < rows[1]["budget_ms"] < gone["budget_ms"]
     lo, hi = out["latency_range_ms"]
     assert lo < rows[0]["budget_ms"] and gone["budget_ms"] <= hi
