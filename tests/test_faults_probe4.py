@@ -111,6 +111,7 @@ CLI_CASES = [  # (id, argv with {w} for the work folder, expected message)
     ("demo: one sample", [*DEMO, "--samples", "1"], "--samples 1 must be an integer from 2 to 20000"),
     ("demo: negative samples", [*DEMO, "--samples", "-5"], "--samples -5 must be an integer from 2 to"),
     ("demo: absurd samples", [*DEMO, "--samples", "20001"], "--samples 20001 must be an integer from 2 to"),
+    ("demo: negative retries", [*DEMO, "--retries", "-1"], "--retries -1 must be >= 0 and at most 100"),
     ("demo: workdir is a file", ["demo", "--workdir", "{w}/a_file"], "a_file is a file, not a directory"),
     ("demo: workdir under a file", ["demo", "--workdir", "{w}/a_file/x/y"], "a_file is a file, not a directory"),
     ("demo: unknown runtime", [*DEMO, "--runtime", "foo"], "--runtime 'foo' is unknown; allowed: ["),

@@ -124,7 +124,7 @@ def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
 
     The picks are measured for real here, so whether each budget is met depends on this machine's speed at
     that moment; the test checks what holds whatever the speed: every verdict agrees with its measurement,
-    a miss was confirmed and the loop used its retries, and the exit status says so. (Shortlists and drift
+    a miss was confirmed and the loop used its retries (one, `--retries 1`), and the exit status says so. (Shortlists and drift
     checks are tested elsewhere; here they would only add minutes.) The third budget meets an injected
     fault: the machine slowed down so much since the budgets were set that no subnet fits it any more (a
     closed loop that rescaled its predictor can get there); the demo reports that row and carries on."""
@@ -146,7 +146,7 @@ def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
     monkeypatch.setattr(demo_cmd, "ship", ship_until_slowed)
     (tmp_path / "lut.sqlite").write_bytes(table.read_bytes())  # the demo reuses it: nothing left to measure
     res = CliRunner().invoke(app, ["demo", "--checkpoint", ctx.name, "--samples", "20", "--workdir",
-                                   str(tmp_path), "--no-measure", "--no-drift-check", "--json"])
+                                   str(tmp_path), "--no-measure", "--no-drift-check", "--retries", "1", "--json"])
     rows = json.loads(res.stdout)["rows"] if res.stdout.startswith("{") else None
     assert rows is not None, res.output
     out = json.loads(res.stdout)
@@ -172,7 +172,8 @@ def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
         for a in side["closed_loop"]:
             assert a["met"] is (a["measured_ms"][LAT] <= r["budget_ms"])
             assert a["met"] or LAT in a["first_measurements"]  # a miss is measured twice
-        assert r["budget_met"] or r["attempts"] == 4 or "stopped" in side["closed_loop"][-1], side["closed_loop"]
+        assert r["budget_met"] or r["attempts"] == 2 or "stopped" in side["closed_loop"][-1], side["closed_loop"]
+        assert r["attempts"] <= 2  # --retries 1
         assert 0 <= r["test_accuracy"] <= 1 and Path(r["onnx"]).is_file()
         assert r["coreml"].endswith(".mlpackage") or r["coreml"].startswith("unavailable")
         assert r["precision"] == "fp32"

@@ -24,7 +24,8 @@ from elastic.batch import ConfigBatch
 from elastic.training.evaluate import paired_gain
 from ofakit.cli.common import console, fail, path_option
 from ofakit.cli.profile import resolve_recipe, run_build
-from ofakit.cli.search import DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, drift_json, specializer
+from ofakit.cli.search import (DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, check_retries, drift_json,
+                               specializer)
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, fastest_candidate
@@ -50,11 +51,13 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
          coreml: bool = typer.Option(True, help="Also convert every pick to CoreML."),
          executorch: bool = typer.Option(True, help="Also ship the middle budget's pick as an ExecuTorch .pte "
                                                     "and time it with ExecuTorch."),
+         retries: int = typer.Option(3, help="Re-searches per budget after a missed or a wasted budget."),
          measure: bool = MEASURE, drift: bool = DRIFT,
          as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Specialise the zoo supernet for three latency budgets on this machine and ship each one."""
     table = workdir / "lut.sqlite"
     try:
+        check_retries(retries)
         if not 2 <= samples <= MAX_SAMPLES:  # before the table's minutes of measuring, not after them
             raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES}")
         _check_workdir(workdir)  # made by the table build, after the checks below: a refusal leaves nothing
@@ -81,7 +84,8 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
         budget = Budget(LOCAL, runtime, ms)
         with console.status(f"budget {budget.ms:.3f} ms: search, export, measure..."):
             try:
-                rep = ship(spz, [budget], "onnx", workdir / f"subnet_{i + 1}.onnx", measure_shortlist=measure)
+                rep = ship(spz, [budget], "onnx", workdir / f"subnet_{i + 1}.onnx", retries=retries,
+                           measure_shortlist=measure)
             except BudgetError as exc:  # the machine slowed down since the budgets were set: none fits now
                 rows.append({"budget_ms": budget.ms, "budget_met": False, "measured_latency_ms": None,
                              "error": str(exc).splitlines()[0]})

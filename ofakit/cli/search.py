@@ -46,6 +46,13 @@ DRIFT = typer.Option(True, "--drift-check/--no-drift-check",
 
 
 MAX_RETRIES = 100  # closed-loop re-searches: each exports and measures an artifact
+
+
+def check_retries(retries: int) -> None:
+    """A one-line error unless ``--retries`` is within 0 .. :data:`MAX_RETRIES`."""
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ValueError(f"--retries {retries} must be >= 0 and at most {MAX_RETRIES} (each one exports and "
+                         "measures a subnet)")
 MAX_SAMPLES = 20000  # measured subnets for the accuracy predictor: ~1-5 s each, so 20,000 is a day of work
 
 
@@ -365,9 +372,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
     try:
         budgets = budgets_of(device, runtime, latency_ms, also)
         caps = _caps(max_macs, max_params)
-        if not 0 <= retries <= MAX_RETRIES:
-            raise ValueError(f"--retries {retries} must be >= 0 and at most {MAX_RETRIES} (each one exports and "
-                             "measures a subnet)")
+        check_retries(retries)
         if target not in list_exporters():  # before the search's minutes, not after them
             raise ValueError(f"--target {target!r} is unknown; allowed: {list_exporters()}")
         suffix = get_exporter(target).suffix
