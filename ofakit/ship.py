@@ -191,7 +191,7 @@ def _expect(rec: dict[str, Any], shortlist: list[dict[str, Any]] | None) -> None
     timed = row is not None and set(row["measured_ms"]) >= set(rec["predicted_ms"])
     rec["expected_ms"] = {k: row["measured_ms"][k] for k in rec["predicted_ms"]} if timed else dict(rec["predicted_ms"])
     rec["expected_from"] = "shortlist measurement" if timed else "table prediction"
-    rec["expected_machine_ratio"] = {k: v for k, v in row.get("machine_ratio", {}).items()} if timed else {}
+    rec["expected_machine_ratio"] = dict(row.get("machine_ratio", {})) if timed else {}
 
 
 def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult, meter: Meter, number: int,

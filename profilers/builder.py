@@ -4,9 +4,10 @@
 exports each as a tiny standalone model for the runtime, times them in interleaved groups (in a seeded
 shuffled order) and commits each group to the SQLite store, so a killed build resumes where it stopped. It
 then times a few whole subnets (largest, smallest and seeded random ones spread over MACs, extracted from
-the supernet) and fits the predictor's correction (:func:`~profilers.predictor.fit_correction`). Refreshing is the same call: only layers and
-calibration subnets that are missing, older than ``max_age_s`` or measured with another runtime version or
-on other hardware are measured again.
+the supernet) and fits the predictor's correction (:func:`~profilers.predictor.fit_correction`). Refreshing
+is the same call: only layers and calibration subnets that are missing, older than ``max_age_s`` or measured
+with another runtime version or on other hardware are measured again (and when any calibration subnet is,
+every one the table holds for the recipe is timed with it, so that the correction is fitted on one moment).
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
         arts = "onnx" + "".join(f"+{k}" for k in ("coreml", "pte") if str(r.get(k, "")).endswith(f".{_SUFFIX[k]}"))
         t.add_row(f"{r['budget_ms']:.3f} ms", f"{r['macs'] / 1e6:.2f}M", r["precision"],
                   f"{100 * r['predicted_accuracy']:.2f}%",
-                  f"{100 * r['test_accuracy']:.2f}%", f"{r.get('expected_latency_ms') or r['predicted_latency_ms']:.3f} ms",
+                  f"{100 * r['test_accuracy']:.2f}%",
+                  f"{r.get('expected_latency_ms') or r['predicted_latency_ms']:.3f} ms",
                   f"{r['measured_latency_ms']:.3f} ms" if r["measured_latency_ms"] is not None else "n/a",
                   {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[r["budget_met"]]
                   + (f" ({r['attempts']} tries)" if r["attempts"] > 1 else ""), arts)
@@ -241,7 +242,8 @@ def demo_checks(rows: list[dict], correct: list) -> list[dict]:
     paired standard errors on the test split). ``ok`` is ``None`` where nothing was measured; a row with an
     ``error`` (no subnet fitted its budget any more, on a machine that slowed down) fails the first claim.
     The latency detail gives the table's own error where the shortlist measurement was expected, and the
-    machine's speed at each measurement (the reference subnets timed beside it), when known. With fewer than two picks the accuracy claim is ``None`` (nothing to compare)."""
+    machine's speed at each measurement (the reference subnets timed beside it), when known. With fewer than
+    two picks the accuracy claim is ``None`` (nothing to compare)."""
     if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"rows must be a list of demo rows (dicts), got {rows!r:.80}")
     for r in rows:
