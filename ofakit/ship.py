@@ -84,9 +84,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
     if not 0 < under < 1:
         raise ValueError(f"under={under!r} must be within (0, 1): the measured share of a budget below which "
                          "a pick wastes it")
-    if retries and read_only(spz.table):  # a miss stores its measurement there: refused now, not after one
-        raise ValueError(f"table {spz.table} is read-only, but the closed loop stores a missed pick's measurement in "
-                         "it to recalibrate; copy the table somewhere writable or pass retries=0")
+    refuse_read_only(spz.table, retries)
     if meter is None:
         def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement | tuple[Measurement, float]:
             return measure_with_references(spz, cfg, artifact, budget, token, protocol)
@@ -151,6 +149,15 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
     return ShipReport(cand, exported, side, attempts, verdict, spz.accuracy_report)
 
 
+def refuse_read_only(table: str | Path, retries: int, names: tuple[str, str] = ("table", "retries=0")) -> None:
+    """``ValueError`` when a closed loop with ``retries`` would store a miss in a read-only ``table``: refused
+    before any work, not after a search and an export. ``names``: how the table and "no retries" are called
+    to the caller (e.g. ``("--table", "--retries 0")`` on the command line)."""
+    if retries and read_only(table):
+        raise ValueError(f"{names[0]} {table} is read-only, but the closed loop stores a missed pick's measurement "
+                         f"in it to recalibrate; copy the table somewhere writable or pass {names[1]}")
+
+
 def _search(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, float], max_macs: float | None,
             max_params: float | None, settings: EvolutionSettings | None, retry: bool) -> Candidate:
     """The pick at the (possibly tightened) search budgets; a margin that leaves no subnet is dropped."""
@@ -188,10 +195,9 @@ def _expect(rec: dict[str, Any], shortlist: list[dict[str, Any]] | None) -> None
     else the table's prediction; ``expected_from`` says which, and ``expected_machine_ratio`` the machine's
     speed during that measurement (the reference subnets timed beside it), where known."""
     row = next((r for r in shortlist or () if r["picked"] and r["config"] == rec["config"]), None)
-    timed = row is not None and set(row["measured_ms"]) >= set(rec["predicted_ms"])
-    rec["expected_ms"] = {k: row["measured_ms"][k] for k in rec["predicted_ms"]} if timed else dict(rec["predicted_ms"])
-    rec["expected_from"] = "shortlist measurement" if timed else "table prediction"
-    rec["expected_machine_ratio"] = dict(row.get("machine_ratio", {})) if timed else {}
+    rec["expected_ms"] = dict(rec["predicted_ms"] if row is None else row["measured_ms"])  # timed on every budget
+    rec["expected_from"] = "table prediction" if row is None else "shortlist measurement"
+    rec["expected_machine_ratio"] = {} if row is None else dict(row.get("machine_ratio", {}))
 
 
 def _attempt(cand: Candidate, budgets: Sequence[Budget], exported: ExportResult, meter: Meter, number: int,

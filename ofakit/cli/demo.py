@@ -143,7 +143,7 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
         t.add_row(f"{r['budget_ms']:.3f} ms", f"{r['macs'] / 1e6:.2f}M", r["precision"],
                   f"{100 * r['predicted_accuracy']:.2f}%",
                   f"{100 * r['test_accuracy']:.2f}%",
-                  f"{r.get('expected_latency_ms') or r['predicted_latency_ms']:.3f} ms",
+                  f"{r['expected_latency_ms']:.3f} ms",
                   f"{r['measured_latency_ms']:.3f} ms" if r["measured_latency_ms"] is not None else "n/a",
                   {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[r["budget_met"]]
                   + (f" ({r['attempts']} tries)" if r["attempts"] > 1 else ""), arts)

@@ -19,13 +19,12 @@ from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
 from ofakit.artifact import check_out_folder, export_subnet
-from ofakit.ship import ship
+from ofakit.ship import refuse_read_only, ship
 from ofakit.shortlist import TIMING_ERRORS, measured_choice, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.agent.client import AgentError
 from profilers.runtimes import RuntimeUnavailable
-from profilers.store import read_only
 
 DEFAULT_CHECKPOINT = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2"
 CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint name or path of a trained supernet.")
@@ -381,9 +380,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         check_out_folder(out)
         if get_exporter(target).unavailable() is None:  # a path ending with a slash names a folder
             get_exporter(target).check_out("fp32", out)
-        if retries and read_only(table):  # a miss stores its measurement there: refused now, not after one
-            raise ValueError(f"--table {table} is read-only, but the closed loop stores a missed pick's measurement "
-                             "in it to recalibrate; copy the table somewhere writable or pass --retries 0")
+        refuse_read_only(table, retries, ("--table", "--retries 0"))  # before the checkpoint and the search
         token = read_token(token_file)
         spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
 
