@@ -24,7 +24,8 @@ _FIELDS = ("ks", "e", "d", "r")
 
 @dataclass(frozen=True, eq=False)
 class ConfigBatch:
-    """``N`` subnets of ``space``: ``ks``/``e`` ``[N, slots]``, ``d`` ``[N, stages]``, ``r`` ``[N]`` (choice indices)."""
+    """``N`` subnets of ``space``: ``ks``/``e`` ``[N, slots]``, ``d`` ``[N, stages]``, ``r`` ``[N]`` (choice indices;
+    ``d`` indexes each stage's own ``space.depth_choices``)."""
 
     space: SearchSpace
     ks: np.ndarray
@@ -57,8 +58,8 @@ class ConfigBatch:
     def from_values(cls, space: SearchSpace, ks: np.ndarray, e: np.ndarray, d: np.ndarray,
                     r: np.ndarray) -> "ConfigBatch":
         """From value arrays (kernel sizes, ratios, depths, resolutions); raises on values outside the space."""
-        def index(name: str, values: np.ndarray) -> np.ndarray:
-            allowed = np.asarray(getattr(space, name))
+        def index(name: str, values: np.ndarray, allowed: tuple | None = None) -> np.ndarray:
+            allowed = np.asarray(getattr(space, name) if allowed is None else allowed)
             values = np.asarray(values)
             pos = np.clip(np.searchsorted(allowed, values), 0, len(allowed) - 1)
             bad = allowed[pos] != values
@@ -67,7 +68,12 @@ class ConfigBatch:
                                  f"allowed: {allowed.tolist()}")
             return pos.astype(np.int8)
 
-        batch = cls(space, index("ks", ks), index("e", e), index("d", d), index("r", r))
+        d = np.asarray(d)
+        if space.uniform or d.ndim != 2 or d.shape[1] != space.n_stages:
+            d_idx = index("d", d)
+        else:  # each stage has its own depth choices
+            d_idx = np.stack([index("d", d[:, i], c) for i, c in enumerate(space.depth_choices)], axis=1)
+        batch = cls(space, index("ks", ks), index("e", e), d_idx.reshape(d.shape), index("r", r))
         n = len(batch)
         for name, shape in (("ks", (n, space.n_blocks)), ("e", (n, space.n_blocks)), ("d", (n, space.n_stages))):
             if getattr(batch, name).shape != shape:
@@ -108,7 +114,9 @@ class ConfigBatch:
         """``[N, slots]`` booleans: which block slots run (computed once per batch)."""
         act = self.__dict__.get("_active")
         if act is None:
-            act = np.take(_depth_masks(self.space), self.d, axis=0).reshape(len(self), -1)
+            lay = _layout(self.space)
+            depth = lay.depths[lay.slot_stage, self.d[:, lay.slot_stage]]  # [N, slots]: the slot's stage depth
+            act = lay.slot_pos < depth
             object.__setattr__(self, "_active", act)
         return act
 
@@ -135,14 +143,15 @@ class ConfigBatch:
     def values(self) -> dict[str, np.ndarray]:
         """Value arrays ``ks``, ``e``, ``d``, ``r`` (what predictors that take mappings accept)."""
         sp = self.space
-        return {"ks": np.asarray(sp.ks)[self.ks], "e": np.asarray(sp.e)[self.e], "d": np.asarray(sp.d)[self.d],
-                "r": np.asarray(sp.r)[self.r]}
+        depths = _layout(sp).depths
+        return {"ks": np.asarray(sp.ks)[self.ks], "e": np.asarray(sp.e)[self.e],
+                "d": depths[np.arange(sp.n_stages), self.d], "r": np.asarray(sp.r)[self.r]}
 
     def config(self, i: int) -> SubnetConfig:
         """Subnet ``i`` as a :class:`SubnetConfig`."""
         sp = self.space
         return SubnetConfig(ks=tuple(sp.ks[j] for j in self.ks[i]), e=tuple(sp.e[j] for j in self.e[i]),
-                            d=tuple(sp.d[j] for j in self.d[i]), r=sp.r[int(self.r[i])])
+                            d=tuple(c[j] for c, j in zip(sp.depth_choices, self.d[i])), r=sp.r[int(self.r[i])])
 
     def configs(self) -> list[SubnetConfig]:
         """All subnets as :class:`SubnetConfig` values."""
@@ -187,28 +196,30 @@ def space_cardinalities(space: SearchSpace) -> list[int]:
 @lru_cache(maxsize=32)
 def _cardinalities(space: SearchSpace) -> np.ndarray:
     """Choices per genome column (shared, read-only)."""
-    b, s = space.n_blocks, space.n_stages
-    out = np.array([len(space.ks)] * b + [len(space.e)] * b + [len(space.d)] * s + [len(space.r)])
+    b = space.n_blocks
+    out = np.array([len(space.ks)] * b + [len(space.e)] * b + [len(c) for c in space.depth_choices]
+                   + [len(space.r)])
     out.flags.writeable = False
     return out
-
-
-@lru_cache(maxsize=32)
-def _depth_masks(space: SearchSpace) -> np.ndarray:
-    """``masks[d_index]``: which of a stage's slots run at the ``d_index``-th allowed depth."""
-    return np.arange(space.max_depth)[None, :] < np.asarray(space.d)[:, None]
 
 
 @dataclass(frozen=True)
 class _Layout:
     n_e: int
-    slot_offsets: np.ndarray
+    slot_offsets: np.ndarray  # [slots]: offset of each slot's [k, e] block in a flat per-slot table
+    slot_stage: np.ndarray  # [slots]: the stage of each slot
+    slot_pos: np.ndarray  # [slots]: position of each slot inside its stage
+    depths: np.ndarray  # [stages, max choices]: depth value of each stage's depth index (padded)
 
 
 @lru_cache(maxsize=32)
 def _layout(space: SearchSpace) -> _Layout:
     per_slot = len(space.ks) * len(space.e)
-    return _Layout(len(space.e), np.arange(space.n_blocks, dtype=np.intp) * per_slot)
+    stage = np.repeat(np.arange(space.n_stages, dtype=np.intp), space.slots)
+    pos = np.arange(space.n_blocks, dtype=np.intp) - np.asarray(space.stage_offsets, dtype=np.intp)[stage]
+    width = max(len(c) for c in space.depth_choices)
+    depths = np.array([list(c) + [c[-1]] * (width - len(c)) for c in space.depth_choices], dtype=np.intp)
+    return _Layout(len(space.e), np.arange(space.n_blocks, dtype=np.intp) * per_slot, stage, pos, depths)
 
 
 def genome_length(space: SearchSpace) -> int:
@@ -256,7 +267,7 @@ class CostGrid:
         shape = (sp.n_blocks, len(sp.r), len(sp.ks), len(sp.e))
         macs, params = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
         fixed_m, fixed_p = np.zeros(len(sp.r), dtype=np.int64), np.zeros(len(sp.r), dtype=np.int64)
-        deepest = (sp.max_depth,) * sp.n_stages
+        deepest = sp.deepest
         for ri, r in enumerate(sp.r):
             for ki, k in enumerate(sp.ks):
                 for ei, e in enumerate(sp.e):

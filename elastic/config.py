@@ -47,7 +47,8 @@ class SubnetConfig:
     """A subnet: kernel size and expand ratio per block slot, depth per stage, input resolution.
 
     Attributes:
-        ks: Depthwise kernel size of every block slot (``n_stages * max_depth`` entries).
+        ks: Depthwise kernel size of every block slot (``n_stages * max_depth`` entries, or the space's
+            ``n_blocks`` when its stages differ in slots).
         e: Expand ratio of every block slot (same length as ``ks``).
         d: Number of active blocks per stage (the first ``d[i]`` blocks of stage ``i`` run).
         r: Input resolution in pixels (square inputs).
@@ -67,10 +68,8 @@ class SubnetConfig:
             raise ValueError("SubnetConfig.ks and SubnetConfig.d must not be empty")
         if len(ks) != len(e):
             raise ValueError(f"SubnetConfig.ks has {len(ks)} entries but e has {len(e)}; they must match")
-        if len(ks) % len(d):
-            raise ValueError(
-                f"SubnetConfig.ks has {len(ks)} entries, not a multiple of the {len(d)} stages in d"
-            )
+        if len(ks) < len(d):
+            raise ValueError(f"SubnetConfig.ks has {len(ks)} entries, fewer than the {len(d)} stages in d")
         object.__setattr__(self, "ks", ks)
         object.__setattr__(self, "e", e)
         object.__setattr__(self, "d", d)
@@ -78,11 +77,15 @@ class SubnetConfig:
 
     @property
     def slots_per_stage(self) -> int:
-        """Block slots per stage (the space's maximum depth)."""
+        """Block slots per stage when every stage has the same number (``ValueError`` otherwise)."""
+        if len(self.ks) % len(self.d):
+            raise ValueError(f"SubnetConfig.ks has {len(self.ks)} entries, not a multiple of the {len(self.d)} "
+                             "stages in d: its stages differ in slots; ask its space (space.active_blocks(cfg))")
         return len(self.ks) // len(self.d)
 
     def active_blocks(self) -> list[int]:
-        """Indices (into ``ks``/``e``) of the blocks that run, in order."""
+        """Indices (into ``ks``/``e``) of the blocks that run, in order, when every stage has the same number
+        of slots (the engine asks the space instead: :meth:`elastic.space.SearchSpace.active_blocks`)."""
         n = self.slots_per_stage
         return [s * n + i for s, depth in enumerate(self.d) for i in range(min(depth, n))]
 

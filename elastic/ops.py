@@ -25,16 +25,18 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
 
 
 def apply_act(x: torch.Tensor, act: str | None) -> torch.Tensor:
-    """Apply a named activation: ``relu``, ``h_swish``, ``h_sigmoid`` or ``None``."""
+    """Apply a named activation: ``relu``, ``relu6``, ``h_swish``, ``h_sigmoid`` or ``None``."""
     if act is None:
         return x
     if act == "relu":
         return F.relu(x)
+    if act == "relu6":
+        return F.relu6(x)
     if act == "h_swish":
         return F.hardswish(x)
     if act == "h_sigmoid":
         return F.hardsigmoid(x)
-    raise ValueError(f"unknown activation {act!r}; allowed: relu, h_swish, h_sigmoid, None")
+    raise ValueError(f"unknown activation {act!r}; allowed: relu, relu6, h_swish, h_sigmoid, None")
 
 
 def resize(x: torch.Tensor, r: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ several samplers never share hidden global state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import itertools
 import math
 import numbers
 from typing import Any, Iterable, Mapping
@@ -41,9 +42,12 @@ class SearchSpace:
     Attributes:
         ks: Allowed depthwise kernel sizes.
         e: Allowed expand ratios.
-        d: Allowed depths per stage; each stage has ``max(d)`` block slots.
+        d: Allowed depths per stage.
         r: Allowed input resolutions.
         n_stages: Number of elastic-depth stages.
+        stage_slots: Block slots of each stage; ``None`` (the usual case) gives every stage ``max(d)``.
+            A stage with fewer slots runs ``min(depth, slots)`` blocks, so its depth choices are
+            ``{min(v, slots) for v in d}`` (OFA-ProxylessNAS's last stage: one slot, depth always 1).
     """
 
     ks: tuple[int, ...]
@@ -51,6 +55,7 @@ class SearchSpace:
     d: tuple[int, ...]
     r: tuple[int, ...]
     n_stages: int
+    stage_slots: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("ks", "e", "d", "r"):
@@ -59,22 +64,67 @@ class SearchSpace:
             raise ValueError(f"SearchSpace.ks={self.ks} must hold odd kernel sizes only")
         if isinstance(self.n_stages, bool) or not isinstance(self.n_stages, int) or self.n_stages < 1:
             raise ValueError(f"SearchSpace.n_stages={self.n_stages!r} must be a positive integer")
+        slots = self.stage_slots
+        if slots is not None:
+            if isinstance(slots, (str, bytes, Mapping)) or not isinstance(slots, Iterable):
+                raise ValueError(f"SearchSpace.stage_slots={slots!r} must be a list of {self.n_stages} slot counts")
+            slots = tuple(slots)
+            if len(slots) != self.n_stages or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                                                  or not 1 <= v <= max(self.d) for v in slots):
+                raise ValueError(f"SearchSpace.stage_slots={list(slots)!r} must hold {self.n_stages} integers; "
+                                 f"allowed: 1 to {max(self.d)} (the largest depth)")
+            slots = tuple(int(v) for v in slots)
+            if all(v == max(self.d) for v in slots):
+                slots = None  # the uniform layout has one spelling, so equal spaces compare equal
+        object.__setattr__(self, "stage_slots", slots)
 
     # ------------------------------------------------------------------ shape
     @property
     def max_depth(self) -> int:
-        """Block slots per stage."""
+        """The largest depth (block slots of a full stage)."""
         return max(self.d)
+
+    @property
+    def slots(self) -> tuple[int, ...]:
+        """Block slots of every stage."""
+        return self.stage_slots or (self.max_depth,) * self.n_stages
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every stage has ``max(d)`` slots (then ``SubnetConfig.active_blocks`` needs no space)."""
+        return self.stage_slots is None
 
     @property
     def n_blocks(self) -> int:
         """Length of a config's ``ks`` and ``e``."""
-        return self.n_stages * self.max_depth
+        return sum(self.slots)
+
+    @property
+    def stage_offsets(self) -> tuple[int, ...]:
+        """Index into ``ks``/``e`` of every stage's first slot."""
+        return tuple(itertools.accumulate(self.slots, initial=0))[:-1]
+
+    @property
+    def depth_choices(self) -> tuple[tuple[int, ...], ...]:
+        """Allowed depths of every stage (``d``, clipped to the stage's slots)."""
+        return tuple(tuple(sorted({min(v, n) for v in self.d})) for n in self.slots)
+
+    @property
+    def deepest(self) -> tuple[int, ...]:
+        """Every stage at its largest depth."""
+        return self.slots
+
+    def active_blocks(self, cfg: SubnetConfig) -> list[int]:
+        """Indices (into ``cfg.ks``/``cfg.e``) of the blocks that run, in order (``cfg`` must fit the space)."""
+        return [o + i for o, depth in zip(self.stage_offsets, cfg.d) for i in range(depth)]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"ks": list(self.ks), "e": list(self.e), "d": list(self.d), "r": list(self.r),
-                "n_stages": self.n_stages}
+        """JSON-ready dict (``stage_slots`` only when not every stage has ``max(d)`` slots)."""
+        out = {"ks": list(self.ks), "e": list(self.e), "d": list(self.d), "r": list(self.r),
+               "n_stages": self.n_stages}
+        if self.stage_slots is not None:
+            out["stage_slots"] = list(self.stage_slots)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
@@ -83,7 +133,7 @@ class SearchSpace:
         if missing:
             raise ValueError(f"SearchSpace is missing key(s) {missing}; required: ['ks', 'e', 'd', 'r', 'n_stages']")
         return cls(ks=data["ks"], e=data["e"], d=data["d"], r=data["r"],
-                   n_stages=data["n_stages"])
+                   n_stages=data["n_stages"], stage_slots=data.get("stage_slots"))
 
     # ------------------------------------------------------------- validation
     def validate(self, cfg: SubnetConfig) -> SubnetConfig:
@@ -92,16 +142,20 @@ class SearchSpace:
             raise ValueError(f"expected a SubnetConfig, got {type(cfg).__name__}")
         if len(cfg.d) != self.n_stages:
             raise ValueError(f"SubnetConfig.d has {len(cfg.d)} entries; this space has {self.n_stages} stages")
+        layout = (f"{self.n_stages} stages x {self.max_depth} blocks" if self.uniform
+                  else f"block slots per stage: {list(self.slots)}")
         for name, n in (("ks", self.n_blocks), ("e", self.n_blocks)):
             got = len(getattr(cfg, name))
             if got != n:
-                raise ValueError(f"SubnetConfig.{name} has {got} entries; this space needs {n} "
-                                 f"({self.n_stages} stages x {self.max_depth} blocks)")
-        for name in ("ks", "e", "d"):
+                raise ValueError(f"SubnetConfig.{name} has {got} entries; this space needs {n} ({layout})")
+        for name in ("ks", "e"):
             allowed = getattr(self, name)
             for i, v in enumerate(getattr(cfg, name)):
                 if v not in allowed:
                     raise ValueError(f"SubnetConfig.{name}[{i}]={v!r} is outside the space; allowed: {list(allowed)}")
+        for i, (v, allowed) in enumerate(zip(cfg.d, self.depth_choices)):
+            if v not in allowed:
+                raise ValueError(f"SubnetConfig.d[{i}]={v!r} is outside the space; allowed: {list(allowed)}")
         if cfg.r not in self.r:
             raise ValueError(f"SubnetConfig.r={cfg.r!r} is outside the space; allowed: {list(self.r)}")
         return cfg
@@ -117,17 +171,18 @@ class SearchSpace:
     def largest(self, r: int | None = None) -> SubnetConfig:
         """The widest, deepest subnet with the largest kernels (at the largest resolution by default)."""
         n = self.n_blocks
-        return SubnetConfig(ks=(max(self.ks),) * n, e=(max(self.e),) * n, d=(max(self.d),) * self.n_stages,
+        return SubnetConfig(ks=(max(self.ks),) * n, e=(max(self.e),) * n, d=self.deepest,
                             r=max(self.r) if r is None else self._resolution(r))
 
     def smallest(self, r: int | None = None) -> SubnetConfig:
         """The narrowest, shallowest subnet with the smallest kernels (smallest resolution by default)."""
         n = self.n_blocks
-        return SubnetConfig(ks=(min(self.ks),) * n, e=(min(self.e),) * n, d=(min(self.d),) * self.n_stages,
+        return SubnetConfig(ks=(min(self.ks),) * n, e=(min(self.e),) * n, d=tuple(c[0] for c in self.depth_choices),
                             r=min(self.r) if r is None else self._resolution(r))
 
     def sample(self, rng: np.random.Generator, r: int | None = None) -> SubnetConfig:
-        """Draw every dimension uniformly and independently, as OFA does (``r`` fixes the resolution)."""
+        """Draw every dimension uniformly and independently, as OFA does (``r`` fixes the resolution; a stage
+        with fewer slots than the drawn depth runs all of them, as OFA-ProxylessNAS's last stage does)."""
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng={rng!r} must be a numpy.random.Generator, e.g. np.random.default_rng(0)")
         n = self.n_blocks
@@ -136,7 +191,8 @@ class SearchSpace:
         d = rng.choice(len(self.d), size=self.n_stages)
         ri = rng.choice(len(self.r))
         return SubnetConfig(ks=tuple(self.ks[i] for i in ks), e=tuple(self.e[i] for i in e),
-                            d=tuple(self.d[i] for i in d), r=self.r[ri] if r is None else self._resolution(r))
+                            d=tuple(min(self.d[i], n) for i, n in zip(d, self.slots)),
+                            r=self.r[ri] if r is None else self._resolution(r))
 
     def _resolution(self, r: Any) -> int:
         """``r`` if it is one of the space's resolutions; a ``ValueError`` naming the allowed ones otherwise."""
@@ -150,7 +206,7 @@ class SearchSpace:
         Two configs describe the same network exactly when their canonical forms are equal.
         """
         self.validate(cfg)
-        active = set(cfg.active_blocks())
+        active = set(self.active_blocks(cfg))
         ks = tuple(k if i in active else min(self.ks) for i, k in enumerate(cfg.ks))
         e = tuple(v if i in active else min(self.e) for i, v in enumerate(cfg.e))
         return SubnetConfig(ks=ks, e=e, d=cfg.d, r=cfg.r)
@@ -161,6 +217,5 @@ class SearchSpace:
         A stage of depth ``d`` has ``(|ks| * |e|) ** d`` variants; inactive slots do not count.
         """
         per_block = len(self.ks) * len(self.e)
-        per_stage = sum(per_block**depth for depth in self.d)
-        total = per_stage**self.n_stages
+        total = math.prod(sum(per_block**depth for depth in choices) for choices in self.depth_choices)
         return total * len(self.r) if with_resolution else total

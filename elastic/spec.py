@@ -14,28 +14,50 @@ from elastic.config import SubnetConfig
 from elastic.ops import make_divisible
 from elastic.space import SearchSpace
 
-_ACTS = ("relu", "h_swish")
+_ACTS = ("relu", "relu6", "h_swish")
+FAMILIES = ("mobilenetv3", "proxylessnas")  # the MBConv families this spec describes
+
+
+def _check_act(where: str, act: object) -> None:
+    if act not in _ACTS:
+        raise ValueError(f"{where}={act!r} is not supported; allowed: {list(_ACTS)}")
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage: output width, stride of its first block, activation and squeeze-excite."""
+    """One stage: output width, stride of its first block, activation, squeeze-excite and, for a stage shorter
+    than the others (OFA-ProxylessNAS's last), its number of block slots (``None``: the space's largest depth)."""
 
     width: int
     stride: int
     act: str
     se: bool
+    slots: int | None = None
 
     def __post_init__(self) -> None:
-        if self.act not in _ACTS:
-            raise ValueError(f"StageSpec.act={self.act!r} is not supported; allowed: {list(_ACTS)}")
+        _check_act("StageSpec.act", self.act)
         if self.stride not in (1, 2) or self.width < 1:
             raise ValueError(f"StageSpec(width={self.width}, stride={self.stride}): width >= 1, stride 1 or 2")
+        if self.slots is not None and (isinstance(self.slots, bool) or not isinstance(self.slots, int)
+                                       or self.slots < 1):
+            raise ValueError(f"StageSpec.slots={self.slots!r} must be a positive integer or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``slots`` only when set, so older specs keep their form)."""
+        out = asdict(self)
+        if self.slots is None:
+            out.pop("slots")
+        return out
 
 
 @dataclass(frozen=True)
 class MobileNetV3Spec:
-    """An OFA-style MobileNetV3 supernet: fixed stem and head, elastic stages of MBConv blocks."""
+    """An OFA-style MBConv supernet: fixed stem and head, elastic stages of MBConv blocks.
+
+    It describes OFA-MobileNetV3 (the defaults) and OFA-ProxylessNAS (``family="proxylessnas"``: ReLU6
+    everywhere via ``stem_act``/``head_act``/stage activations, no squeeze-excite, ``feature_mix_width=0``
+    for a head without the post-pool layer, a one-slot last stage).
+    """
 
     in_channels: int
     num_classes: int
@@ -54,6 +76,9 @@ class MobileNetV3Spec:
     bn_eps: float = 1e-5
     divisor: int = 8
     se_reduction: int = 4
+    stem_act: str = "h_swish"
+    head_act: str = "h_swish"
+    family: str = "mobilenetv3"
     space: SearchSpace = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,7 +90,17 @@ class MobileNetV3Spec:
         if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
                 or not 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout={self.dropout!r} must be within [0, 1)")
-        object.__setattr__(self, "space", SearchSpace(self.ks, self.e, self.d, self.r, len(self.stages)))
+        _check_act("stem_act", self.stem_act)
+        _check_act("head_act", self.head_act)
+        if self.family not in FAMILIES:
+            raise ValueError(f"family={self.family!r} is not an MBConv family; allowed: {list(FAMILIES)}")
+        fm = self.feature_mix_width
+        if isinstance(fm, bool) or not isinstance(fm, int) or fm < 0:
+            raise ValueError(f"feature_mix_width={fm!r} must be an integer >= 0 (0: no post-pool feature-mix layer)")
+        slots = [st.slots for st in self.stages]
+        stage_slots = None if all(v is None for v in slots) else [max(self.d) if v is None else v for v in slots]
+        object.__setattr__(self, "space", SearchSpace(self.ks, self.e, self.d, self.r, len(self.stages),
+                                                      stage_slots))
         for name in ("ks", "e", "d", "r"):
             object.__setattr__(self, name, getattr(self.space, name))
 
@@ -73,6 +108,11 @@ class MobileNetV3Spec:
         """JSON-ready dict (inverse of :meth:`from_dict`)."""
         out = asdict(self)
         out.pop("space")
+        out["first_block"] = self.first_block.to_dict()
+        out["stages"] = [st.to_dict() for st in self.stages]
+        for name, default in _OPTIONAL.items():  # older specs (and their ids) keep their exact form
+            if out[name] == default:
+                out.pop(name)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
@@ -88,6 +128,9 @@ class MobileNetV3Spec:
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"architecture spec {str(data)[:80]!r} is malformed ({type(exc).__name__}: {exc}); "
                              "allowed: MobileNetV3Spec.to_dict() output") from None
+
+
+_OPTIONAL = {"stem_act": "h_swish", "head_act": "h_swish", "family": "mobilenetv3"}
 
 
 @dataclass(frozen=True)
@@ -134,8 +177,8 @@ def se_mid_channels(spec: MobileNetV3Spec, channels: int) -> int:
 def slot_layout(spec: MobileNetV3Spec) -> list[tuple[int, int, StageSpec, int]]:
     """``(in_ch, out_ch, stage, stride)`` of every elastic block slot, in order."""
     out, in_ch = [], spec.first_block.width
-    for stage in spec.stages:
-        for i in range(spec.space.max_depth):
+    for stage, n in zip(spec.stages, spec.space.slots):
+        for i in range(n):
             out.append((in_ch, stage.width, stage, stage.stride if i == 0 else 1))
             in_ch = stage.width
     return out
@@ -151,7 +194,7 @@ def plan(spec: MobileNetV3Spec, cfg: SubnetConfig) -> list[BlockPlan]:
     hw = blocks[0].hw_out
     has_expand = max(spec.e) != 1
     layout = slot_layout(spec)
-    for i in cfg.active_blocks():
+    for i in spec.space.active_blocks(cfg):
         in_ch, out_ch, stage, stride = layout[i]
         mid = mid_channels(spec, in_ch, cfg.e[i]) if has_expand else in_ch
         blocks.append(BlockPlan(i, in_ch, mid, out_ch, cfg.ks[i], stride, stage.act,
@@ -191,6 +234,7 @@ def costs(spec: MobileNetV3Spec, cfg: SubnetConfig) -> tuple[int, int]:
         macs, params = macs + bm, params + bp
     last, hw = blocks[-1].out_ch, blocks[-1].hw_out
     fe, fm, nc = spec.final_expand_width, spec.feature_mix_width, spec.num_classes
-    macs += hw**2 * last * fe + fe * fm + fm * nc
-    params += last * fe + 2 * fe + fe * fm + fm * nc + nc
+    feat = fm or fe  # the classifier reads the post-pool mix layer, or the pooled final expand without one
+    macs += hw**2 * last * fe + fe * fm + feat * nc
+    params += last * fe + 2 * fe + fe * fm + feat * nc + nc
     return macs, params

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ACT_MODULES = {"relu": nn.ReLU, "h_swish": nn.Hardswish}
-_ACT_FUNCS = {"relu": F.relu, "h_swish": F.hardswish}
+_ACT_MODULES = {"relu": nn.ReLU, "relu6": nn.ReLU6, "h_swish": nn.Hardswish}
+_ACT_FUNCS = {"relu": F.relu, "relu6": F.relu6, "h_swish": F.hardswish}
 
 
 def act_module(name: str | None) -> nn.Module | None:
-    """Module for a named activation (``relu``, ``h_swish``) or ``None``."""
+    """Module for a named activation (``relu``, ``relu6``, ``h_swish``) or ``None``."""
     if name is None:
         return None
     try:
@@ -116,7 +116,7 @@ class SqueezeExcite(nn.Module):
 class MBConv(nn.Module):
     """Inverted-residual block: [1x1 expand] -> depthwise -> [SE] -> 1x1 project (+ identity).
 
-    Activations are applied functionally (``relu`` or ``h_swish``), so the block's children are only
+    Activations are applied functionally (``relu``, ``relu6`` or ``h_swish``), so the block's children are only
     convolutions, BatchNorms and the optional :class:`SqueezeExcite`.
     """
 
@@ -146,8 +146,9 @@ class MBConv(nn.Module):
 
 def head_forward(final_expand: nn.Module, feature_mix: nn.Module, classifier: nn.Module,
                  x: torch.Tensor) -> torch.Tensor:
-    """The MobileNetV3 head on the last block's features: final expand, global average pool, feature mix,
-    classifier (shared by extracted subnets and the latency tables' head layers)."""
+    """The head on the last block's features: final expand, global average pool, feature mix (an
+    ``nn.Identity`` in heads without one, as ProxylessNAS's), classifier (shared by extracted subnets and the
+    latency tables' head layers)."""
     x = feature_mix(final_expand(x).mean((2, 3), keepdim=True))
     return classifier(torch.flatten(x, 1))
 

@@ -1,4 +1,5 @@
-"""The elastic OFA-MobileNetV3 supernet: ``supernet(x, cfg)``, ``extract(cfg)``, ``flops``/``params``."""
+"""The elastic MBConv supernet (OFA-MobileNetV3, OFA-ProxylessNAS): ``supernet(x, cfg)``, ``extract(cfg)``,
+``flops``/``params``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from torch import nn
 
 from elastic.blocks import ElasticMBConv
 from elastic.config import SubnetConfig
-from elastic.ops import resize
+from elastic.ops import apply_act, resize
 from elastic.space import SearchSpace
 from elastic.spec import MobileNetV3Spec, costs, slot_layout
 from elastic.static import StaticMobileNetV3, conv_bn_act, make_bn, make_conv, make_linear
@@ -40,11 +41,11 @@ class ElasticMobileNetV3(nn.Module):
             ElasticMBConv(i, o, s, st.act, st.se, spec.ks, spec.e, spec.divisor, spec.se_reduction)
             for i, o, st, s in slot_layout(spec)
         )
-        last = spec.stages[-1].width
-        self.final_conv = nn.Conv2d(last, spec.final_expand_width, 1, bias=False)
-        self.final_bn = nn.BatchNorm2d(spec.final_expand_width)
-        self.mix_conv = nn.Conv2d(spec.final_expand_width, spec.feature_mix_width, 1, bias=False)
-        self.classifier = nn.Linear(spec.feature_mix_width, spec.num_classes)
+        last, fe, fm = spec.stages[-1].width, spec.final_expand_width, spec.feature_mix_width
+        self.final_conv = nn.Conv2d(last, fe, 1, bias=False)
+        self.final_bn = nn.BatchNorm2d(fe)
+        self.mix_conv = nn.Conv2d(fe, fm, 1, bias=False) if fm else None
+        self.classifier = nn.Linear(fm or fe, spec.num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -74,12 +75,15 @@ class ElasticMobileNetV3(nn.Module):
         if x.dtype != self.stem_conv.weight.dtype:
             raise ValueError(f"input dtype {x.dtype} differs from the weights' {self.stem_conv.weight.dtype}; "
                              f"convert it (x.to({self.stem_conv.weight.dtype}))")
-        x = F.hardswish(self.stem_bn(self.stem_conv(resize(x, cfg.r))))
+        spec = self.spec
+        x = apply_act(self.stem_bn(self.stem_conv(resize(x, cfg.r))), spec.stem_act)
         x = self.first_block(x, 3, 1)
-        for i in cfg.active_blocks():
+        for i in self.space.active_blocks(cfg):
             x = self.blocks[i](x, cfg.ks[i], cfg.e[i])
-        x = F.hardswish(self.final_bn(self.final_conv(x)))
-        x = F.hardswish(self.mix_conv(x.mean((2, 3), keepdim=True))).flatten(1)
+        x = apply_act(self.final_bn(self.final_conv(x)), spec.head_act).mean((2, 3), keepdim=True)
+        if self.mix_conv is not None:
+            x = apply_act(self.mix_conv(x), spec.head_act)
+        x = x.flatten(1)
         x = F.dropout(x, self.spec.dropout, self.training)
         return self.classifier(x)
 
@@ -98,7 +102,8 @@ class ElasticMobileNetV3(nn.Module):
         with torch.no_grad():
             stem_bn = make_bn(self.stem_bn, self.spec.stem_width)
             pairs.append((stem_bn, self.stem_bn))
-            stem = conv_bn_act(make_conv(self.stem_conv.weight, stride=self.spec.stem_stride), stem_bn, "h_swish")
+            stem = conv_bn_act(make_conv(self.stem_conv.weight, stride=self.spec.stem_stride), stem_bn,
+                               self.spec.stem_act)
             blocks = nn.Sequential()
             for i, (block, k, e) in enumerate(self._active(cfg)):
                 static, block_pairs = block.extract(k, e)
@@ -106,8 +111,9 @@ class ElasticMobileNetV3(nn.Module):
                 pairs += block_pairs
             final_bn = make_bn(self.final_bn, self.spec.final_expand_width)
             pairs.append((final_bn, self.final_bn))
-            final = conv_bn_act(make_conv(self.final_conv.weight), final_bn, "h_swish")
-            mix = conv_bn_act(make_conv(self.mix_conv.weight), None, "h_swish")
+            final = conv_bn_act(make_conv(self.final_conv.weight), final_bn, self.spec.head_act)
+            mix = (nn.Identity() if self.mix_conv is None
+                   else conv_bn_act(make_conv(self.mix_conv.weight), None, self.spec.head_act))
             classifier = nn.Sequential()
             classifier.add_module("dropout", nn.Dropout(self.spec.dropout))
             classifier.add_module("linear", make_linear(self.classifier.weight, self.classifier.bias))
@@ -116,7 +122,8 @@ class ElasticMobileNetV3(nn.Module):
         return net.train(self.training), pairs
 
     def _active(self, cfg: SubnetConfig) -> list[tuple[ElasticMBConv, int, float]]:
-        return [(self.first_block, 3, 1)] + [(self.blocks[i], cfg.ks[i], cfg.e[i]) for i in cfg.active_blocks()]
+        active = self.space.active_blocks(cfg)
+        return [(self.first_block, 3, 1)] + [(self.blocks[i], cfg.ks[i], cfg.e[i]) for i in active]
 
     # ------------------------------------------------------------------ costs
     def flops(self, cfg: SubnetConfig) -> int:

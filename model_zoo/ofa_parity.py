@@ -1,4 +1,5 @@
-"""Numerical parity between our supernet and the reference ``ofa`` package's ``OFAMobileNetV3``.
+"""Numerical parity between our supernets and the reference ``ofa`` package's ``OFAMobileNetV3`` and
+``OFAProxylessNASNets``.
 
 The reference is built with random (non-degenerate) weights, saved as an OFA checkpoint, imported with
 :func:`~model_zoo.ofa_weights.import_ofa_checkpoint`, and both are run on the same random subnets:
@@ -19,19 +20,24 @@ import torch
 
 from model_zoo.ofa_weights import import_ofa_checkpoint
 
-OFA_WIDTHS = {"ofa_mbv3_d234_e346_k357_w1.0": 1.0, "ofa_mbv3_d234_e346_k357_w1.2": 1.2}
+OFA_REFERENCES = {  # recipe -> (the ofa package's class, width multiplier, BatchNorm eps)
+    "ofa_mbv3_d234_e346_k357_w1.0": ("OFAMobileNetV3", 1.0, 1e-5),
+    "ofa_mbv3_d234_e346_k357_w1.2": ("OFAMobileNetV3", 1.2, 1e-5),
+    "ofa_proxyless_d234_e346_k357_w1.3": ("OFAProxylessNASNets", 1.3, 1e-3),
+}
 
 
 def reference_supernet(name: str, num_classes: int = 1000) -> torch.nn.Module:
-    """The ``ofa`` package's ``OFAMobileNetV3`` for recipe ``name`` (dropout off)."""
-    if name not in OFA_WIDTHS:
-        raise ValueError(f"recipe {name!r} has no OFA reference; allowed: {sorted(OFA_WIDTHS)}")
+    """The ``ofa`` package's supernet for recipe ``name`` (dropout off)."""
+    if name not in OFA_REFERENCES:
+        raise ValueError(f"recipe {name!r} has no OFA reference; allowed: {sorted(OFA_REFERENCES)}")
     try:
-        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+        from ofa.imagenet_classification.elastic_nn import networks
     except ImportError as exc:
         raise RuntimeError(f"the OFA parity check needs the 'ofa' package (pip install ofa): {exc}") from None
-    return OFAMobileNetV3(n_classes=num_classes, dropout_rate=0.0, width_mult=OFA_WIDTHS[name],
-                          ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+    cls, width, eps = OFA_REFERENCES[name]
+    return getattr(networks, cls)(n_classes=num_classes, dropout_rate=0.0, width_mult=width, bn_param=(0.1, eps),
+                                  ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Import official OFA-MobileNetV3 supernet checkpoints and export ours in OFA's layout.
+"""Import official OFA-MobileNetV3 and OFA-ProxylessNAS supernet checkpoints and export ours in OFA's layout.
 
 The ``ofa`` package names tensors after its module tree (``blocks.5.conv.depth_conv.conv.conv.weight``,
 ``...7to5_matrix``); our supernet uses flat names (``blocks.4.dw_conv.weight``). The mapping below is the
@@ -37,17 +37,24 @@ _FIXED = (
     (r"first_block\.dw_bn\.(\w+)", r"blocks.0.conv.depth_conv.bn.\1"),
     (r"first_block\.project_conv\.weight", "blocks.0.conv.point_linear.conv.weight"),
     (r"first_block\.project_bn\.(\w+)", r"blocks.0.conv.point_linear.bn.\1"),
-    (r"final_conv\.weight", "final_expand_layer.conv.weight"),
-    (r"final_bn\.(\w+)", r"final_expand_layer.bn.\1"),
-    (r"mix_conv\.weight", "feature_mix_layer.conv.weight"),
     (r"classifier\.(weight|bias)", r"classifier.linear.\1"),
 )
+_HEADS = {  # OFA-ProxylessNAS names its pre-pool head conv (our final_conv) feature_mix_layer
+    "mobilenetv3": ((r"final_conv\.weight", "final_expand_layer.conv.weight"),
+                    (r"final_bn\.(\w+)", r"final_expand_layer.bn.\1"),
+                    (r"mix_conv\.weight", "feature_mix_layer.conv.weight")),
+    "proxylessnas": ((r"final_conv\.weight", "feature_mix_layer.conv.weight"),
+                     (r"final_bn\.(\w+)", r"feature_mix_layer.bn.\1")),
+}
 _ALIASES = ((".bn.bn.", ".bn."), (".conv.conv.weight", ".conv.weight"), (".linear.linear.", ".linear."))
 
 
-def ofa_key(key: str) -> str:
-    """OFA's name for one of our state-dict keys."""
-    for ours, theirs in _FIXED:
+def ofa_key(key: str, family: str = "mobilenetv3") -> str:
+    """OFA's name for one of our state-dict keys in ``family``'s layout (``OFAMobileNetV3`` or
+    ``OFAProxylessNASNets``)."""
+    if family not in _HEADS:
+        raise ValueError(f"family {family!r} has no OFA layout; allowed: {sorted(_HEADS)}")
+    for ours, theirs in _FIXED + _HEADS[family]:
         if re.fullmatch(ours, key):
             return re.sub(ours, theirs, key)
     m = re.fullmatch(r"blocks\.(\d+)\.(.+)", key)
@@ -59,12 +66,14 @@ def ofa_key(key: str) -> str:
 
 
 def to_ofa_state_dict(supernet: ElasticMobileNetV3) -> dict[str, torch.Tensor]:
-    """Our state dict renamed to OFA's ``OFAMobileNetV3`` layout."""
-    return {ofa_key(k): v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
+    """Our state dict renamed to OFA's layout (``OFAMobileNetV3`` or ``OFAProxylessNASNets``)."""
+    family = supernet.spec.family
+    return {ofa_key(k, family): v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
 
 
 def export_ofa_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike) -> Path:
-    """Atomically save ``{"state_dict": ...}`` in OFA's layout, loadable by ``OFAMobileNetV3.load_state_dict``."""
+    """Atomically save ``{"state_dict": ...}`` in OFA's layout, loadable by ``OFAMobileNetV3.load_state_dict``
+    (``OFAProxylessNASNets`` for a ProxylessNAS recipe)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save({"state_dict": to_ofa_state_dict(supernet)}, tmp)
@@ -100,8 +109,9 @@ def import_ofa_checkpoint(name: str, path: str | os.PathLike, **kwargs: Any) -> 
     supernet = get_supernet(name, **kwargs)
     ours = supernet.state_dict()
     lookup: dict[str, str] = {}
+    family = supernet.spec.family
     for k in ours:
-        canonical = ofa_key(k)
+        canonical = ofa_key(k, family)
         lookup[canonical] = k
         alias = canonical
         for long, short in _ALIASES:
@@ -124,7 +134,7 @@ def import_ofa_checkpoint(name: str, path: str | os.PathLike, **kwargs: Any) -> 
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
     if missing:
-        problems.append(f"{len(missing)} missing tensor(s), e.g. {[ofa_key(k) for k in missing[:3]]}")
+        problems.append(f"{len(missing)} missing tensor(s), e.g. {[ofa_key(k, family) for k in missing[:3]]}")
     if problems:
         raise ValueError(f"OFA checkpoint {path} does not match recipe {name!r}: " + "; ".join(problems))
     for k, v in ours.items():

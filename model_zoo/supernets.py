@@ -1,4 +1,5 @@
-"""Named supernet recipes: the two official OFA-MobileNetV3 spaces and a tiny single-channel family.
+"""Named supernet recipes: the official OFA-MobileNetV3 and OFA-ProxylessNAS spaces and tiny single-channel
+variants for Fashion-MNIST-sized images.
 
 Every recipe accepts ``num_classes``, ``in_channels``, ``dropout`` and ``resolutions`` (the elastic
 resolutions; e.g. ``resolutions=(32,)`` to use an ImageNet layout on 32 px images).
@@ -97,4 +98,54 @@ def _small_grey_spec(last_widths: tuple[int, int], head: tuple[int, int], e: Seq
                 StageSpec(last_widths[0], 1, "h_swish", True), StageSpec(last_widths[1], 2, "h_swish", True)),
         final_expand_width=head[0], feature_mix_width=head[1],
         ks=(3, 5, 7), e=tuple(e), d=tuple(d), r=tuple(resolutions), dropout=dropout,
+    )
+
+
+# OFA-ProxylessNAS layout: (base width, first stride) per block group; the last group has one block slot.
+_PROXYLESS_STAGES = ((24, 2), (40, 2), (80, 2), (96, 1), (192, 2), (320, 1))
+
+
+def ofa_proxyless_spec(width_mult: float, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.1,
+                       resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
+    """The OFA-ProxylessNAS space ``d234_e346_k357`` at a width multiplier (ImageNet layout, as the ``ofa``
+    package's ``OFAProxylessNASNets``: ReLU6, no squeeze-excite, a 1x1 head conv before pooling, BN eps 1e-3)."""
+    def w(base: int) -> int:
+        return make_divisible(base * width_mult, 8)
+
+    last = len(_PROXYLESS_STAGES) - 1
+    return MobileNetV3Spec(
+        in_channels=in_channels, num_classes=num_classes, stem_width=w(32), stem_stride=2,
+        first_block=StageSpec(w(16), 1, "relu6", False),
+        stages=tuple(StageSpec(w(b), s, "relu6", False, 1 if i == last else None)
+                     for i, (b, s) in enumerate(_PROXYLESS_STAGES)),
+        final_expand_width=w(1280), feature_mix_width=0,
+        ks=(3, 5, 7), e=(3, 4, 6), d=(2, 3, 4), r=tuple(resolutions or _OFA_RESOLUTIONS), dropout=dropout,
+        bn_eps=1e-3, stem_act="relu6", head_act="relu6", family="proxylessnas",
+    )
+
+
+@register_supernet("ofa_proxyless_d234_e346_k357_w1.3")
+def ofa_proxyless_w13(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.1,
+                      resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
+    """Official OFA-ProxylessNAS space, width 1.3: 3x{128..224} px, 1000 classes."""
+    return ofa_proxyless_spec(1.3, num_classes, in_channels, dropout, resolutions)
+
+
+@register_supernet("ofa_proxyless_tiny")
+def ofa_proxyless_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.1,
+                       resolutions: Sequence[int] | None = None) -> MobileNetV3Spec:
+    """A small OFA-ProxylessNAS variant for 28-32 px single-channel images (tests and the demo's machinery).
+
+    ProxylessNAS's structure (ReLU6, no squeeze-excite, a one-slot last group, a pre-pool head conv) over
+    five groups of widths 16-64, with a small space (kernel 3/5, expand 3/6, depth 1/2) so that its latency
+    table has a few dozen layers.
+    """
+    return MobileNetV3Spec(
+        in_channels=in_channels, num_classes=num_classes, stem_width=16, stem_stride=2,
+        first_block=StageSpec(8, 1, "relu6", False),
+        stages=(StageSpec(16, 2, "relu6", False), StageSpec(24, 2, "relu6", False), StageSpec(32, 1, "relu6", False),
+                StageSpec(48, 2, "relu6", False), StageSpec(64, 1, "relu6", False, 1)),
+        final_expand_width=256, feature_mix_width=0,
+        ks=(3, 5), e=(3, 6), d=(1, 2), r=tuple(resolutions or (28, 32)), dropout=dropout,
+        bn_eps=1e-3, stem_act="relu6", head_act="relu6", family="proxylessnas",
     )

@@ -62,14 +62,16 @@ def block_module(b: BlockPlan, seed: int = 0) -> MBConv:
 
 
 class Head(nn.Module):
-    """The network's head: final 1x1 expand + BN + h-swish, global pool, feature mix + h-swish, classifier."""
+    """The network's head: final 1x1 expand + BN + activation, global pool, feature mix + activation (none when
+    ``fm`` is 0, as in ProxylessNAS), classifier."""
 
-    def __init__(self, in_ch: int, fe: int, fm: int, nc: int, seed: int = 0):
+    def __init__(self, in_ch: int, fe: int, fm: int, nc: int, seed: int = 0, act: str = "h_swish"):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.final_expand = conv_bn_act(make_conv(_w(g, fe, in_ch, 1, 1)), _rand_bn(fe, g), "h_swish")
-        self.feature_mix = conv_bn_act(make_conv(_w(g, fm, fe, 1, 1)), None, "h_swish")
-        self.classifier = make_linear(torch.randn(nc, fm, generator=g) / fm**0.5, torch.zeros(nc))
+        self.final_expand = conv_bn_act(make_conv(_w(g, fe, in_ch, 1, 1)), _rand_bn(fe, g), act)
+        self.feature_mix = conv_bn_act(make_conv(_w(g, fm, fe, 1, 1)), None, act) if fm else nn.Identity()
+        feat = fm or fe
+        self.classifier = make_linear(torch.randn(nc, feat, generator=g) / feat**0.5, torch.zeros(nc))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return head_forward(self.final_expand, self.feature_mix, self.classifier, x)
@@ -83,21 +85,22 @@ def block_key(b: BlockPlan) -> str:
 
 def stem_key(spec: MobileNetV3Spec, r: int) -> str:
     """Table key of the stem at input resolution ``r``."""
-    return f"stem:in{spec.in_channels}:out{spec.stem_width}:k3:s{spec.stem_stride}:h_swish:hw{r}"
+    return f"stem:in{spec.in_channels}:out{spec.stem_width}:k3:s{spec.stem_stride}:{spec.stem_act}:hw{r}"
 
 
 def head_key(spec: MobileNetV3Spec, hw: int) -> str:
     """Table key of the head on a ``hw x hw`` final feature map."""
     last = spec.stages[-1].width
+    act = "" if spec.head_act == "h_swish" else f":{spec.head_act}"  # MobileNetV3 keys keep their form
     return (f"head:in{last}:fe{spec.final_expand_width}:fm{spec.feature_mix_width}"
-            f":nc{spec.num_classes}:hw{hw}")
+            f":nc{spec.num_classes}{act}:hw{hw}")
 
 
 def _stem_layer(spec: MobileNetV3Spec, r: int) -> Layer:
     def build() -> nn.Module:
         g = torch.Generator().manual_seed(0)
         conv = make_conv(_w(g, spec.stem_width, spec.in_channels, 3, 3), stride=spec.stem_stride)
-        return conv_bn_act(conv, _rand_bn(spec.stem_width, g), "h_swish").eval()
+        return conv_bn_act(conv, _rand_bn(spec.stem_width, g), spec.stem_act).eval()
 
     return Layer(stem_key(spec, r), (1, spec.in_channels, r, r), build)
 
@@ -109,13 +112,13 @@ def _block_layer(b: BlockPlan) -> Layer:
 def _head_layer(spec: MobileNetV3Spec, hw: int) -> Layer:
     last = spec.stages[-1].width
     return Layer(head_key(spec, hw), (1, last, hw, hw),
-                 lambda: Head(last, spec.final_expand_width, spec.feature_mix_width, spec.num_classes).eval())
+                 lambda: Head(last, spec.final_expand_width, spec.feature_mix_width, spec.num_classes,
+                              act=spec.head_act).eval())
 
 
 def _uniform(spec: MobileNetV3Spec, k: int, e: float, r: int) -> SubnetConfig:
-    n = spec.space.n_stages
-    slots = n * spec.space.max_depth
-    return SubnetConfig((k,) * slots, (e,) * slots, (spec.space.max_depth,) * n, r)
+    sp = spec.space
+    return SubnetConfig((k,) * sp.n_blocks, (e,) * sp.n_blocks, sp.deepest, r)
 
 
 def final_hw(spec: MobileNetV3Spec, r: int) -> int:
@@ -143,8 +146,7 @@ class LayerGrid:
 def slot_grid(spec: MobileNetV3Spec) -> LayerGrid:
     """The :class:`LayerGrid` of ``spec``'s space."""
     sp = spec.space
-    slots = sp.n_stages * sp.max_depth
-    keys = [[[[""] * len(sp.e) for _ in sp.ks] for _ in sp.r] for _ in range(slots)]
+    keys = [[[[""] * len(sp.e) for _ in sp.ks] for _ in sp.r] for _ in range(sp.n_blocks)]
     fixed = []
     for ri, r in enumerate(sp.r):
         for ki, k in enumerate(sp.ks):

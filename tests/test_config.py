@@ -40,7 +40,7 @@ def test_frozen_and_normalised():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(ks=[3] * 19, e=[3] * 20, d=[2] * 5, r=128), "ks has 19 entries but e has 20"),
-    (dict(ks=[3] * 20, e=[3] * 20, d=[2] * 3, r=128), "not a multiple"),
+    (dict(ks=[3] * 4, e=[3] * 4, d=[2] * 5, r=128), "fewer than the 5 stages"),
     (dict(ks=[3] * 20, e=[3] * 20, d=[2] * 5, r=-1), r"r=-1"),
     (dict(ks=[3] * 19 + ["7"], e=[3] * 20, d=[2] * 5, r=128), r"ks\[19\]='7'"),
     (dict(ks=[3] * 20, e=[3] * 19 + [True], d=[2] * 5, r=128), r"e\[19\]=True"),

@@ -19,7 +19,8 @@ def real_counts(net, cfg) -> tuple[int, int]:
 
 @pytest.mark.parametrize("name, n", [("ofa_mbv3_tiny", 8), ("ofa_mbv3_tiny_d1234_e2346_k357", 6),
                                      ("ofa_mbv3_d234_e346_k357_w1.0", 3),
-                                     ("ofa_mbv3_d234_e346_k357_w1.2", 2)])
+                                     ("ofa_mbv3_d234_e346_k357_w1.2", 2), ("ofa_proxyless_tiny", 6),
+                                     ("ofa_proxyless_d234_e346_k357_w1.3", 2)])
 def test_flops_and_params_match_real_counts(name, n, rng):
     net = model_zoo.get_supernet(name, num_classes=10)
     cfgs = [net.space.largest(), net.space.smallest()] + [net.space.sample(rng) for _ in range(n)]

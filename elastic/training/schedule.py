@@ -108,8 +108,9 @@ class Phase:
         """The sub-space this phase samples from; values outside ``full`` are an error."""
         if self.subnet is not None:
             c = full.validate(self.subnet)
-            return SearchSpace(ks=set(c.ks), e=set(c.e), d=set(c.d) | {full.max_depth}, r=(c.r,),
-                               n_stages=full.n_stages)
+            depths = {v for v in c.d if v in full.d} | {full.max_depth}  # a short stage's depth is a clip
+            return SearchSpace(ks=set(c.ks), e=set(c.e), d=depths, r=(c.r,), n_stages=full.n_stages,
+                               stage_slots=full.stage_slots)
         chosen = {}
         for name in ("ks", "e", "d", "r"):
             allowed = getattr(full, name)
@@ -124,7 +125,7 @@ class Phase:
         if max(chosen["d"]) != full.max_depth:
             raise ValueError(f"phase {self.name!r}: d={list(chosen['d'])} must include the space's largest "
                              f"depth {full.max_depth} (the number of block slots per stage is fixed)")
-        return SearchSpace(n_stages=full.n_stages, **chosen)
+        return SearchSpace(n_stages=full.n_stages, stage_slots=full.stage_slots, **chosen)
 
     @property
     def uses_teacher(self) -> bool:

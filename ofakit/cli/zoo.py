@@ -73,9 +73,9 @@ def parity(configs: int = typer.Option(20, min=1, max=10000,
     result: dict = {"recipes": [recipe_summary(n) for n in model_zoo.list_supernets()]}
     with console.status("extraction parity (supernet vs extracted static network)..."):
         result["extraction"] = [extraction_check(n) for n in model_zoo.list_supernets()]
-    from model_zoo.ofa_parity import OFA_WIDTHS, check_parity
+    from model_zoo.ofa_parity import OFA_REFERENCES, check_parity
     result["ofa_parity"] = []
-    for name in OFA_WIDTHS:
+    for name in OFA_REFERENCES:
         try:
             with console.status(f"parity with the ofa package on {configs} subnets of {name}..."):
                 result["ofa_parity"].append(asdict(check_parity(name, n_configs=configs)))
