@@ -91,10 +91,13 @@ class Specializer:
         targets: ``(device, runtime)`` pairs to predict latency for.
         accuracy_samples: Size of the accuracy dataset (cached next to the checkpoint).
         seed: Seeds data sampling, predictor training and search.
+        accuracy: A ready accuracy objective (anything with ``predict_batch(ConfigBatch) -> [N]``) to use
+            instead of one trained on the checkpoint's accuracy dataset (then ``accuracy_samples`` is unused).
     """
 
     def __init__(self, ctx: CheckpointContext, table: str | Path, targets: Sequence[tuple[str, str]],
-                 accuracy_samples: int = 300, seed: int = 0, progress=None):  # noqa: ANN001 - (done, total) callback
+                 accuracy_samples: int = 300, seed: int = 0, progress=None,  # noqa: ANN001 - (done, total) callback
+                 accuracy: Any = None):
         self.ctx, self.table, self.seed = ctx, Path(table), seed
         self.space = ctx.supernet.space
         self.spec = ctx.supernet.spec
@@ -104,7 +107,13 @@ class Specializer:
         self._scratch: tempfile.TemporaryDirectory | None = None
         for device, runtime in dict.fromkeys(targets):
             self.latency[latency_name(device, runtime)] = LatencyPredictor.load(self.table, device, runtime, self.spec)
-        self.accuracy, self.accuracy_report = ctx.accuracy_predictor(accuracy_samples, seed, progress)
+        if accuracy is None:
+            self.accuracy, self.accuracy_report = ctx.accuracy_predictor(accuracy_samples, seed, progress)
+        elif callable(getattr(accuracy, "predict_batch", None)):
+            self.accuracy, self.accuracy_report = accuracy, {"predictor": type(accuracy).__name__, "given": True}
+        else:
+            raise ValueError(f"accuracy={accuracy!r} has no predict_batch(batch) method; allowed: an accuracy "
+                             "objective, or None to train one")
         grid = ctx.cost_grid
         self.metrics: dict[str, Metric] = {
             "macs": Metric("macs", grid.macs, "M", 1e6), "params": Metric("params", grid.params, "M", 1e6),

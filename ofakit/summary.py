@@ -17,9 +17,10 @@ def recipe_summary(name: str, **kwargs: Any) -> dict[str, Any]:
     space = net.space
     lo, hi = space.smallest(), space.largest()
     return {
-        "recipe": name, "in_channels": net.spec.in_channels, "num_classes": net.spec.num_classes,
+        "recipe": name, "family": net.spec.family, "in_channels": net.spec.in_channels, "num_classes": net.spec.num_classes,
         "resolutions": list(space.r), "kernel_sizes": list(space.ks), "expand_ratios": list(space.e),
-        "depths": list(space.d), "stages": space.n_stages, "subnets": space.size(),
+        "depths": list(space.d), "stages": space.n_stages, "block_slots": list(space.slots),
+        "subnets": space.size(),
         "supernet_params": sum(p.numel() for p in net.parameters()),
         "smallest": {"macs": net.flops(lo), "params": net.params(lo), "r": lo.r},
         "largest": {"macs": net.flops(hi), "params": net.params(hi), "r": hi.r},

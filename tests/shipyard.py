@@ -28,10 +28,10 @@ QUICK = Protocol(warmup_s=0, warmup_runs=2, blocks=10, block_s=0.01, min_runs_pe
 LAT = latency_name("local", "onnxruntime")
 
 
-def build_shipyard(root: Path) -> tuple[CheckpointContext, Path]:
+def build_shipyard(root: Path, recipe: str = "ofa_mbv3_tiny") -> tuple[CheckpointContext, Path]:
     """A tiny supernet checkpoint at 28 px whose training data is a toy Fashion-MNIST, plus its latency table."""
     data = write_fmnist(root / "fmnist", n_train=160, n_test=48)
-    net = randomize_(model_zoo.get_supernet("ofa_mbv3_tiny", num_classes=10, in_channels=1, resolutions=(28,)),
+    net = randomize_(model_zoo.get_supernet(recipe, num_classes=10, in_channels=1, resolutions=(28,)),
                      seed=2).eval()
     ckpt = save_checkpoint(net, root / "tiny", extra={
         "training": {"recipe": "test", "epochs": 0, "data": {"kind": "fashion-mnist", "path": str(data),
@@ -93,6 +93,4 @@ def replay(truth, calls: list, budget: Budget | None = None):
 
 
 def macs_specializer(ctx: CheckpointContext, table: Path) -> Specializer:
-    spz = Specializer(ctx, table, [("local", "onnxruntime")], accuracy_samples=20)
-    spz.accuracy = MacsObjective(CostGrid.build(ctx.supernet.spec))
-    return spz
+    return Specializer(ctx, table, [("local", "onnxruntime")], accuracy=MacsObjective(CostGrid.build(ctx.supernet.spec)))

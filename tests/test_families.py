@@ -5,6 +5,7 @@ and the OFA weight layout both ways."""
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -14,7 +15,12 @@ from elastic.batch import ConfigBatch, CostGrid, space_cardinalities
 from elastic.spec import MobileNetV3Spec, costs
 from model_zoo.ofa_parity import check_parity, randomize_, reference_supernet
 from model_zoo.ofa_weights import export_ofa_checkpoint, import_ofa_checkpoint, to_ofa_state_dict
+from ofakit.ship import ship
+from ofakit.specialize import Budget
+from profilers import LatencyPredictor, LatencyTable
+from profilers.layers import subnet_layers
 from tests.conftest import ofa_available
+from tests.shipyard import LAT, build_shipyard, macs_specializer
 
 PROXYLESS = "ofa_proxyless_d234_e346_k357_w1.3"
 TINY = "ofa_proxyless_tiny"
@@ -119,3 +125,27 @@ def test_proxyless_ofa_layout_both_ways(tmp_path):
     assert all(torch.equal(again.state_dict()[k], v) for k, v in ours.state_dict().items())
     with pytest.raises(ValueError, match="does not match recipe 'ofa_mbv3_d234_e346_k357_w1.0'"):
         import_ofa_checkpoint("ofa_mbv3_d234_e346_k357_w1.0", path)
+
+
+def test_tiny_proxyless_table_search_export_ship(tmp_path):
+    """The whole path on the family's tiny variant: a latency table timed in onnxruntime, then `ship` (search,
+    export with parity, a real measurement of the artifact interleaved with the table's reference subnets)
+    meeting a budget; MACs stand in for accuracy (the CLI's accuracy data is family-blind and tested on
+    MobileNetV3)."""
+    ctx, table = build_shipyard(tmp_path, recipe=TINY)
+    spec = ctx.supernet.spec
+    pred = LatencyPredictor.load(table, "local", "onnxruntime", spec)
+    cfgs = [spec.space.sample(np.random.default_rng(i), r=28) for i in range(30)]
+    with LatencyTable(table, readonly=True) as t:
+        assert {k for c in cfgs for k in subnet_layers(spec, c)} <= {e.key for e in t.entries("local")}
+    lat = pred.predict(cfgs)
+    assert np.all(lat > 0) and np.corrcoef(lat, [costs(spec, c)[0] for c in cfgs])[0, 1] > 0.5
+    budget = Budget("local", "onnxruntime", 20 * float(pred.predict([spec.space.largest(28)])[0]))
+    report = ship(macs_specializer(ctx, table), [budget], "onnx", tmp_path / "m.onnx", retries=1,
+                  measure_shortlist=False)
+    pick = report.final.config
+    assert pick in spec.space and pick.d[-1] == 1 and report.met is True
+    assert 0 < report.shipped["measured_ms"][LAT] <= budget.ms and report.artifact.max_abs_diff <= 1e-4
+    session = ort.InferenceSession(str(report.artifact.path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, 10)
