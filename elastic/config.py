@@ -18,28 +18,53 @@ _FIELDS = ("ks", "e", "d", "r")
 _OFA_FIELDS = ("ks", "e", "d")
 
 
-def _as_int(name: str, i: int | None, v: Any) -> int:
-    where = f"{name}[{i}]" if i is not None else name
+def _as_int(name: str, i: int | None, v: Any, owner: str = "SubnetConfig", minimum: int = 1) -> int:
+    where = f"{owner}.{name}[{i}]" if i is not None else f"{owner}.{name}"
+    kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         if not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and float(v).is_integer():
             v = int(v)
         else:
-            raise ValueError(f"SubnetConfig.{where}={v!r} must be a positive integer")
-    if v <= 0:
-        raise ValueError(f"SubnetConfig.{where}={v!r} must be a positive integer")
+            raise ValueError(f"{where}={v!r} must be {kind}")
+    if v < minimum:
+        raise ValueError(f"{where}={v!r} must be {kind}")
     return int(v)
 
 
-def _as_ratio(i: int, v: Any) -> int | float:
+def _as_ratio(i: int, v: Any, owner: str = "SubnetConfig") -> int | float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
-        raise ValueError(f"SubnetConfig.e[{i}]={v!r} must be a positive finite number")
+        raise ValueError(f"{owner}.e[{i}]={v!r} must be a positive finite number")
     return int(v) if float(v).is_integer() else float(v)
 
 
-def _as_seq(name: str, v: Any) -> Sequence[Any]:
+def _as_seq(name: str, v: Any, owner: str = "SubnetConfig") -> Sequence[Any]:
     if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
-        raise ValueError(f"SubnetConfig.{name}={v!r} must be a list of numbers")
+        raise ValueError(f"{owner}.{name}={v!r} must be a list of numbers")
     return v
+
+
+def parse_json_object(text: str, owner: str) -> Any:
+    """``json.loads`` with one-line ``ValueError``s naming ``owner`` (bad JSON, nesting too deep)."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"{owner} JSON is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{owner} JSON is nested too deeply (not a {owner})") from None
+
+
+def ofa_resolution(arch: Mapping[str, Any], r: int | None) -> Any:
+    """The resolution of an OFA arch dict (``r`` as an int or a one-element list) reconciled with ``r``."""
+    arch_r = arch.get("r")
+    if isinstance(arch_r, (list, tuple)):
+        if len(arch_r) != 1:
+            raise ValueError(f"OFA arch 'r'={arch_r!r} must hold exactly one resolution")
+        arch_r = arch_r[0]
+    if r is None and arch_r is None:
+        raise ValueError("a resolution is required: pass r=... or include 'r' in the OFA arch")
+    if r is not None and arch_r is not None and r != arch_r:
+        raise ValueError(f"resolution r={r!r} disagrees with the OFA arch's r={arch_r!r}")
+    return r if r is not None else arch_r
 
 
 @dataclass(frozen=True)
@@ -113,13 +138,7 @@ class SubnetConfig:
     @classmethod
     def from_json(cls, text: str) -> "SubnetConfig":
         """Parse the output of :meth:`to_json` (or any JSON object with the same keys)."""
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ValueError(f"SubnetConfig JSON is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise ValueError("SubnetConfig JSON is nested too deeply (not a SubnetConfig)") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json_object(text, "SubnetConfig"))
 
     def to_ofa(self) -> dict[str, list]:
         """OFA's ``{"ks": [...], "e": [...], "d": [...]}`` (resolution is kept separately by OFA)."""
@@ -144,13 +163,4 @@ class SubnetConfig:
         missing = [k for k in _OFA_FIELDS if k not in arch]
         if missing:
             raise ValueError(f"OFA arch is missing key(s) {missing}; required: {list(_OFA_FIELDS)}")
-        arch_r = arch.get("r")
-        if isinstance(arch_r, (list, tuple)):
-            if len(arch_r) != 1:
-                raise ValueError(f"OFA arch 'r'={arch_r!r} must hold exactly one resolution")
-            arch_r = arch_r[0]
-        if r is None and arch_r is None:
-            raise ValueError("a resolution is required: pass r=... or include 'r' in the OFA arch")
-        if r is not None and arch_r is not None and r != arch_r:
-            raise ValueError(f"resolution r={r!r} disagrees with the OFA arch's r={arch_r!r}")
-        return cls(ks=arch["ks"], e=arch["e"], d=arch["d"], r=r if r is not None else arch_r)
+        return cls(ks=arch["ks"], e=arch["e"], d=arch["d"], r=ofa_resolution(arch, r))

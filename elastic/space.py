@@ -114,6 +114,10 @@ class SearchSpace:
         """Every stage at its largest depth."""
         return self.slots
 
+    def choices(self) -> dict[str, list]:
+        """The elastic dimensions' allowed values by their plain names (summaries, ``ofakit zoo list``)."""
+        return {"kernel_sizes": list(self.ks), "expand_ratios": list(self.e), "depths": list(self.d)}
+
     def active_blocks(self, cfg: SubnetConfig) -> list[int]:
         """Indices (into ``cfg.ks``/``cfg.e``) of the blocks that run, in order (``cfg`` must fit the space)."""
         return [o + i for o, depth in zip(self.stage_offsets, cfg.d) for i in range(depth)]

@@ -1,4 +1,4 @@
-"""Import official OFA-MobileNetV3 and OFA-ProxylessNAS supernet checkpoints and export ours in OFA's layout.
+"""Import official OFA-MobileNetV3, -ProxylessNAS and -ResNet50 supernet checkpoints; export ours in OFA's layout.
 
 The ``ofa`` package names tensors after its module tree (``blocks.5.conv.depth_conv.conv.conv.weight``,
 ``...7to5_matrix``); our supernet uses flat names (``blocks.4.dw_conv.weight``). The mapping below is the
@@ -46,19 +46,30 @@ _HEADS = {  # OFA-ProxylessNAS names its pre-pool head conv (our final_conv) fea
     "proxylessnas": ((r"final_conv\.weight", "feature_mix_layer.conv.weight"),
                      (r"final_bn\.(\w+)", r"feature_mix_layer.bn.\1")),
 }
+_RESNET = (  # OFAResNets: the whole key, no block offset
+    (r"stem([02])_conv\.weight", r"input_stem.\1.conv.conv.weight"),
+    (r"stem([02])_bn\.(\w+)", r"input_stem.\1.bn.bn.\2"),
+    (r"stem1_conv\.weight", "input_stem.1.conv.conv.conv.weight"),
+    (r"stem1_bn\.(\w+)", r"input_stem.1.conv.bn.bn.\1"),
+    (r"blocks\.(\d+)\.conv([123])\.weight", r"blocks.\1.conv\2.conv.conv.weight"),
+    (r"blocks\.(\d+)\.bn([123])\.(\w+)", r"blocks.\1.conv\2.bn.bn.\3"),
+    (r"blocks\.(\d+)\.down_conv\.weight", r"blocks.\1.downsample.conv.conv.weight"),
+    (r"blocks\.(\d+)\.down_bn\.(\w+)", r"blocks.\1.downsample.bn.bn.\2"),
+    (r"classifier\.(weight|bias)", r"classifier.linear.linear.\1"),
+)
 _ALIASES = ((".bn.bn.", ".bn."), (".conv.conv.weight", ".conv.weight"), (".linear.linear.", ".linear."))
 
 
 def ofa_key(key: str, family: str = "mobilenetv3") -> str:
-    """OFA's name for one of our state-dict keys in ``family``'s layout (``OFAMobileNetV3`` or
-    ``OFAProxylessNASNets``)."""
-    if family not in _HEADS:
-        raise ValueError(f"family {family!r} has no OFA layout; allowed: {sorted(_HEADS)}")
-    for ours, theirs in _FIXED + _HEADS[family]:
+    """OFA's name for one of our state-dict keys in ``family``'s layout (``OFAMobileNetV3``,
+    ``OFAProxylessNASNets`` or ``OFAResNets``)."""
+    if family not in (*_HEADS, "resnet"):
+        raise ValueError(f"family {family!r} has no OFA layout; allowed: {sorted([*_HEADS, 'resnet'])}")
+    for ours, theirs in (_RESNET if family == "resnet" else _FIXED + _HEADS[family]):
         if re.fullmatch(ours, key):
             return re.sub(ours, theirs, key)
     m = re.fullmatch(r"blocks\.(\d+)\.(.+)", key)
-    if m:
+    if m and family != "resnet":
         for ours, theirs in _BLOCK_BODY:
             if re.fullmatch(ours, m.group(2)):
                 return f"blocks.{int(m.group(1)) + 1}." + re.sub(ours, theirs, m.group(2))
@@ -66,7 +77,7 @@ def ofa_key(key: str, family: str = "mobilenetv3") -> str:
 
 
 def to_ofa_state_dict(supernet: ElasticMobileNetV3) -> dict[str, torch.Tensor]:
-    """Our state dict renamed to OFA's layout (``OFAMobileNetV3`` or ``OFAProxylessNASNets``)."""
+    """Our state dict renamed to OFA's layout (``OFAMobileNetV3``, ``OFAProxylessNASNets`` or ``OFAResNets``)."""
     family = supernet.spec.family
     return {ofa_key(k, family): v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
 
@@ -103,7 +114,7 @@ def import_ofa_checkpoint(name: str, path: str | os.PathLike, **kwargs: Any) -> 
     """
     path = Path(path)
     state = _read_state_dict(path)
-    cls_w = next((v for k, v in state.items() if k.endswith("classifier.linear.weight")), None)
+    cls_w = next((v for k, v in state.items() if re.search(r"classifier\.linear(\.linear)?\.weight$", k)), None)
     if cls_w is not None and "num_classes" not in kwargs:
         kwargs["num_classes"] = int(cls_w.shape[0])
     supernet = get_supernet(name, **kwargs)

@@ -6,6 +6,7 @@ from numbers import Integral
 from typing import Any, Callable
 
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, Registry
+from elastic.families import build_supernet
 
 SpecFactory = Callable[..., MobileNetV3Spec]
 MAX_RESOLUTION = 4096  # input pixels per side a recipe may be built for
@@ -44,5 +45,5 @@ def get_spec(name: str, **kwargs: Any) -> MobileNetV3Spec:
 
 
 def get_supernet(name: str, **kwargs: Any) -> ElasticMobileNetV3:
-    """A freshly initialised supernet of recipe ``name`` (e.g. ``num_classes=10``)."""
-    return ElasticMobileNetV3(get_spec(name, **kwargs), recipe=name)
+    """A freshly initialised supernet of recipe ``name`` (e.g. ``num_classes=10``), of the recipe's family."""
+    return build_supernet(get_spec(name, **kwargs), recipe=name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from elastic import MobileNetV3Spec, StageSpec, make_divisible
+from elastic.resnet import ResNetSpec
 from model_zoo.registry import register_supernet
 
 # OFA-MobileNetV3 layout: (base width, first stride, activation, squeeze-excite) per elastic stage.
@@ -149,3 +150,32 @@ def ofa_proxyless_tiny(num_classes: int = 10, in_channels: int = 1, dropout: flo
         ks=(3, 5), e=(3, 6), d=(1, 2), r=tuple(resolutions or (28, 32)), dropout=dropout,
         bn_eps=1e-3, stem_act="relu6", head_act="relu6", family="proxylessnas",
     )
+
+
+def ofa_resnet_spec(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.0,
+                    resolutions: Sequence[int] | None = None) -> ResNetSpec:
+    """OFA-ResNet50's space (the ``ofa`` package's ``OFAResNets``): depth 0/1/2 beyond the base depths
+    2/2/4/2, expand 0.2/0.25/0.35, width multipliers 0.65/0.8/1.0 (ImageNet layout)."""
+    return ResNetSpec(in_channels=in_channels, num_classes=num_classes, stem_width=64,
+                      stage_widths=(256, 512, 1024, 2048), strides=(1, 2, 2, 2), base_depth=(2, 2, 4, 2),
+                      d=(0, 1, 2), e=(0.2, 0.25, 0.35), widths=(0.65, 0.8, 1.0),
+                      r=tuple(resolutions or _OFA_RESOLUTIONS), dropout=dropout)
+
+
+@register_supernet("ofa_resnet50")
+def ofa_resnet50(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.0,
+                 resolutions: Sequence[int] | None = None) -> ResNetSpec:
+    """Official OFA-ResNet50 space: 3x{128..224} px, 1000 classes."""
+    return ofa_resnet_spec(num_classes, in_channels, dropout, resolutions)
+
+
+@register_supernet("ofa_resnet_tiny")
+def ofa_resnet_tiny(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.0,
+                    resolutions: Sequence[int] | None = None) -> ResNetSpec:
+    """A small OFA-ResNet for 28-32 px single-channel images (tests and the demo's machinery): OFA-ResNet50's
+    elastic dimensions (depth 0/1/2 beyond one base block per stage, expand 0.2/0.25/0.35, widths
+    0.65/0.8/1.0) over stages of 32-128 channels, a stride-2 stem and no max-pool."""
+    return ResNetSpec(in_channels=in_channels, num_classes=num_classes, stem_width=16,
+                      stage_widths=(32, 64, 96, 128), strides=(1, 2, 2, 1), base_depth=(1, 1, 1, 1),
+                      d=(0, 1, 2), e=(0.2, 0.25, 0.35), widths=(0.65, 0.8, 1.0),
+                      r=tuple(resolutions or (28, 32)), dropout=dropout, max_pool=False)

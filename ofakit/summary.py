@@ -18,8 +18,7 @@ def recipe_summary(name: str, **kwargs: Any) -> dict[str, Any]:
     lo, hi = space.smallest(), space.largest()
     return {
         "recipe": name, "family": net.spec.family, "in_channels": net.spec.in_channels, "num_classes": net.spec.num_classes,
-        "resolutions": list(space.r), "kernel_sizes": list(space.ks), "expand_ratios": list(space.e),
-        "depths": list(space.d), "stages": space.n_stages, "block_slots": list(space.slots),
+        "resolutions": list(space.r), **space.choices(), "stages": space.n_stages, "block_slots": list(space.slots),
         "subnets": space.size(),
         "supernet_params": sum(p.numel() for p in net.parameters()),
         "smallest": {"macs": net.flops(lo), "params": net.params(lo), "r": lo.r},

@@ -1,0 +1,124 @@
+"""The OFA-ResNet50 family: configs in OFA's d/e/w format, its space, exact costs, extraction, and parity
+with the reference ``ofa`` package's ``OFAResNets`` (supernet and extracted) through its weight layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import model_zoo
+from elastic.families import build_supernet, get_family, list_families, spec_from_dict
+from elastic.resnet import ElasticResNet, ResNetConfig, ResNetSpace, ResNetSpec
+from model_zoo.ofa_parity import check_parity, randomize_, reference_supernet
+from model_zoo.ofa_weights import export_ofa_checkpoint, import_ofa_checkpoint, to_ofa_state_dict
+from tests.conftest import ofa_available
+
+R50, TINY = "ofa_resnet50", "ofa_resnet_tiny"
+needs_ofa = pytest.mark.skipif(not ofa_available(), reason="the reference 'ofa' package is not installed")
+
+
+def test_config_round_trips_and_rejects_bad_structure(rng):
+    sp = model_zoo.get_spec(R50).space
+    cfg = sp.sample(rng)
+    assert ResNetConfig.from_json(cfg.to_json()) == cfg and ResNetConfig.from_ofa(cfg.to_ofa(), r=cfg.r) == cfg
+    assert set(cfg.to_dict()) == {"d", "e", "w", "r"} and len(cfg.e) == 18 and len(cfg.w) == 6
+    for kwargs, match in [(dict(d=[0, -1, 0, 0, 0]), r"d\[1\]=-1 must be an integer >= 0"),
+                          (dict(w=[0] * 5), "5 depth genes and 5 width genes"),
+                          (dict(e=[0.2, True] + [0.2] * 16), r"e\[1\]=True")]:
+        with pytest.raises(ValueError, match=match):
+            ResNetConfig(**{**cfg.to_dict(), **kwargs})
+    with pytest.raises(ValueError, match=r"unknown ResNetConfig key\(s\) \['ks'\]"):
+        ResNetConfig.from_dict({**cfg.to_dict(), "ks": [3]})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ResNetConfig.from_json("{")
+
+
+def test_space_follows_ofa_resnets(rng):
+    sp = model_zoo.get_spec(R50).space
+    assert sp.slots == (4, 4, 6, 4) and sp.n_blocks == 18 and sp.stem_depths == (0, 2)
+    big, small = sp.largest(), sp.smallest()
+    assert big.d == (2,) * 5 and big.w == (2,) * 6 and small.d == (0,) * 5 and small.w == (0,) * 6
+    assert len(sp.active_blocks(big)) == 18 and len(sp.active_blocks(small)) == 10
+    assert sp.size(with_resolution=False) == 2 * 9 * np.prod([3 * sum(3 ** (b + x) for x in (0, 1, 2))
+                                                              for b in (2, 2, 4, 2)])
+    assert ResNetSpace.from_dict(sp.to_dict()) == sp
+    for cfg in (sp.sample(rng) for _ in range(20)):
+        assert cfg in sp and cfg.d[0] in (0, 2)  # OFA samples the stem's depth from {min, max}
+        canon = sp.canonical(cfg)
+        assert [canon.e[i] for i in sp.active_blocks(cfg)] == [cfg.e[i] for i in sp.active_blocks(cfg)]
+    bad = big.to_dict()
+    for change, match in [({"d": [1, 2, 2, 2, 2]}, r"d\[0\]=1 is outside the space; allowed: \[0, 2\]"),
+                          ({"w": [0, 0, 0, 3, 0, 0]}, r"w\[3\]=3 is outside the space; allowed: \[0, 1, 2\]"),
+                          ({"e": [0.5] * 18}, r"e\[0\]=0.5 is outside"), ({"e": [0.2] * 17}, "needs 18"),
+                          ({"r": 100}, "r=100 is outside")]:
+        with pytest.raises(ValueError, match=match):
+            sp.validate(ResNetConfig.from_dict({**bad, **change}))
+
+
+@pytest.mark.parametrize("name, n", [(TINY, 8), (R50, 2)])
+def test_costs_match_real_counts(name, n, rng):
+    net = model_zoo.get_supernet(name, num_classes=10)
+    for cfg in [net.space.largest(min(net.space.r)), net.space.smallest()] + [
+            net.space.sample(rng, r=min(net.space.r)) for _ in range(n)]:
+        static = net.extract(cfg).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            static(torch.randn(1, net.spec.in_channels, cfg.r, cfg.r))
+        assert net.flops(cfg) == counter.get_total_flops() // 2, cfg.to_json()
+        assert net.params(cfg) == sum(p.numel() for p in static.parameters())
+
+
+def test_tiny_variant_extracts_exactly_and_trains_only_active_weights(rng):
+    net = randomize_(model_zoo.get_supernet(TINY), seed=3).eval()
+    with torch.no_grad():
+        for _ in range(8):
+            cfg = net.space.sample(rng)
+            x = torch.randn(2, 1, cfg.r, cfg.r)
+            y = net(x, cfg)
+            assert (net.extract(cfg)(x) - y).abs().max().item() <= 1e-5 and y.abs().mean() > 1e-2
+    net.train()
+    small = net.space.smallest()
+    net(torch.randn(4, 1, 28, 28), small).logsumexp(1).mean().backward()
+    assert net.stem1_conv.weight.grad is None  # d[0] = 0: the stem's residual conv is skipped
+    assert net.blocks[1].conv1.weight.grad is None  # depth 0 beyond the base: the stage's second slot idles
+    assert net.blocks[0].conv1.weight.grad[net.spec.mid_channels(24, 0.2):].abs().sum() == 0  # narrow subnet
+    assert net.classifier.weight.grad[:, 88:].abs().sum() == 0  # the last stage at width 0.65 (88 channels)
+
+
+def test_families_registry_and_spec_dispatch():
+    assert list_families() == ["mobilenetv3", "proxylessnas", "resnet"]
+    spec = model_zoo.get_spec(TINY)
+    assert spec_from_dict(spec.to_dict()) == spec and isinstance(build_supernet(spec), ElasticResNet)
+    assert isinstance(spec_from_dict(model_zoo.get_spec("ofa_mbv3_tiny").to_dict()), type(model_zoo.get_spec(
+        "ofa_mbv3_tiny")))  # no family key: MobileNetV3
+    with pytest.raises(ValueError, match="unknown supernet family 'vit'"):
+        get_family("vit")
+    with pytest.raises(ValueError, match="ResNetSpec strides"):
+        ResNetSpec.from_dict({**spec.to_dict(), "strides": [1, 3, 2, 1]})
+
+
+@needs_ofa
+def test_parity_with_ofa_resnets_20_configs():
+    report = check_parity(R50, n_configs=20, resolutions=(64, 96, 128))
+    assert report.configs == 20 and report.logit_scale > 0.05
+    assert report.relative <= 1e-5, report
+
+
+@needs_ofa
+def test_resnet_ofa_layout_both_ways(tmp_path, rng):
+    ours = randomize_(model_zoo.get_supernet(R50, num_classes=10, resolutions=(64,)), seed=4).eval()
+    ref = reference_supernet(R50, num_classes=10)
+    assert set(to_ofa_state_dict(ours)) == set(ref.state_dict())
+    path = export_ofa_checkpoint(ours, tmp_path / "resnet.pth")
+    ref.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+    ref.eval()
+    cfg = ours.space.sample(rng)
+    ref.set_active_subnet(**cfg.to_ofa())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (ref(x) - ours(x, cfg)).abs().max() <= 1e-4
+    again = import_ofa_checkpoint(R50, path, resolutions=[64])
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in ours.state_dict().items())
+    with pytest.raises(ValueError, match="does not match recipe 'ofa_mbv3_d234_e346_k357_w1.0'"):
+        import_ofa_checkpoint("ofa_mbv3_d234_e346_k357_w1.0", path)
