@@ -57,8 +57,8 @@ def main() -> None:
     probe = ConfigBatch.random(space, 32, np.random.default_rng(0))
     arches = [{**c.to_ofa(), "image_size": c.r} for c in probe.configs()]
     assert np.allclose(np.array([encoder.arch2feature(a) for a in arches]), probe.onehot())
-    macs_l = grid.block_macs.tolist()
-    fixed = grid.fixed_macs.tolist()
+    macs_l = grid.block_macs.reshape(space.n_blocks, len(space.r), len(space.ks), len(space.e)).tolist()
+    fixed = grid.fixed_macs[:, 0].tolist()
     r_index = {r: i for i, r in enumerate(space.r)}
     k_index = {k: i for i, k in enumerate(space.ks)}
     e_index = {e: i for i, e in enumerate(space.e)}

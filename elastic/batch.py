@@ -1,258 +1,300 @@
-"""Vectorised populations of subnets: many configs as index arrays, OFA's one-hot encoding, exact costs.
+"""Vectorised populations of subnets: many configs as one gene array, OFA's one-hot encoding, exact costs.
 
-Search and predictors handle thousands of subnets at a time; a :class:`ConfigBatch` holds them as small
-integer arrays (indices into the space's choices) so that sampling, encoding and cost lookups are a few
-numpy operations for the whole population (the search's mutation and crossover work on
-:meth:`ConfigBatch.genome` the same way). :class:`SubnetConfig` stays the value that
-crosses API boundaries; :meth:`ConfigBatch.from_configs` / :meth:`ConfigBatch.configs` convert.
+Search and predictors handle thousands of subnets at a time; a :class:`ConfigBatch` holds them as one small
+integer array (per gene, an index into its allowed values) so that sampling, encoding and cost lookups are
+a few numpy operations for the whole population (the search's mutation and crossover work on
+:meth:`ConfigBatch.genome` the same way). The genes and their meaning come from the space's family
+(:class:`elastic.space.SearchSpace` for MBConv supernets, :class:`elastic.resnet.ResNetSpace`), which
+provides:
+
+- ``gene_groups()``: ``(name, allowed values per column)`` in genome order, the resolution ``r`` last;
+- ``encoded_groups``: ``(name, per_slot)`` of the groups in the one-hot encoding after the resolution
+  (a per-slot group shows only for active slots);
+- ``active_slots(genes)``, ``slot_variants(genes)``, ``fixed_variants(genes)`` on ``{name: index array}``
+  and ``n_slot_variants``/``n_fixed_variants``: which block slots run, which variant each slot runs (the
+  index into per-slot cost and latency tables), and which variant of the always-present layers runs;
+- ``config_values(cfg)`` / ``config_from_values(values)``: between a config value and per-group values.
+
+The config value (``SubnetConfig``, ``ResNetConfig``) stays what crosses API boundaries;
+:meth:`ConfigBatch.from_configs` / :meth:`ConfigBatch.configs` convert.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from elastic.config import SubnetConfig
-from elastic.space import SearchSpace
-from elastic.spec import MobileNetV3Spec, block_costs, costs, plan
 
-_FIELDS = ("ks", "e", "d", "r")
+@dataclass(frozen=True)
+class _Genes:
+    names: tuple[str, ...]
+    starts: tuple[int, ...]
+    sizes: tuple[int, ...]
+    card: np.ndarray  # choices per column (read-only)
+    values: tuple[tuple, ...]  # allowed values per column
+    encoded: tuple[tuple[str, bool], ...]
+
+    def cols(self, name: str) -> slice:
+        i = self.names.index(name)
+        return slice(self.starts[i], self.starts[i] + self.sizes[i])
+
+
+@lru_cache(maxsize=64)
+def _genes(space: Any) -> _Genes:
+    groups = space.gene_groups()
+    names = tuple(n for n, _ in groups)
+    if names[-1] != "r":
+        raise ValueError(f"the resolution must be the last gene group, got {list(names)}")
+    sizes = tuple(len(cols) for _, cols in groups)
+    starts = tuple(int(s) for s in np.cumsum((0,) + sizes)[:-1])
+    values = tuple(tuple(c) for _, cols in groups for c in cols)
+    card = np.array([len(v) for v in values])
+    card.flags.writeable = False
+    return _Genes(names, starts, sizes, card, values, tuple(space.encoded_groups))
+
+
+def space_cardinalities(space: Any) -> list[int]:
+    """Number of choices of every gene of :meth:`ConfigBatch.genome`."""
+    return _genes(space).card.tolist()
+
+
+def genome_length(space: Any) -> int:
+    """Genes per subnet."""
+    return len(_genes(space).card)
 
 
 @dataclass(frozen=True, eq=False)
 class ConfigBatch:
-    """``N`` subnets of ``space``: ``ks``/``e`` ``[N, slots]``, ``d`` ``[N, stages]``, ``r`` ``[N]`` (choice indices;
-    ``d`` indexes each stage's own ``space.depth_choices``)."""
+    """``N`` subnets of ``space`` as one ``int8 [N, genes]`` array of choice indices.
 
-    space: SearchSpace
-    ks: np.ndarray
-    e: np.ndarray
-    d: np.ndarray
-    r: np.ndarray
+    Each gene group is a view by its name (``batch.ks``, ``batch.e``, ``batch.d`` for MBConv spaces;
+    ``batch.d``, ``batch.e``, ``batch.w`` for ResNet spaces; ``batch.r`` is ``[N]``).
+    """
+
+    space: Any
+    g: np.ndarray
 
     def __len__(self) -> int:
-        return int(self.r.shape[0])
+        return int(self.g.shape[0])
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("_") or name in ("space", "g"):
+            raise AttributeError(name)
+        genes = _genes(self.space)
+        if name not in genes.names:
+            raise AttributeError(f"{type(self.space).__name__} has no gene group {name!r}; groups: {list(genes.names)}")
+        view = self.g[:, genes.cols(name)]
+        return view[:, 0] if name == "r" else view
+
+    def groups(self) -> dict[str, np.ndarray]:
+        """``{name: index array}`` of every gene group (``r`` as ``[N]``)."""
+        return {n: getattr(self, n) for n in _genes(self.space).names}
 
     # ------------------------------------------------------------ building
     @classmethod
-    def from_configs(cls, space: SearchSpace, cfgs: Sequence[SubnetConfig]) -> "ConfigBatch":
+    def from_configs(cls, space: Any, cfgs: Sequence[Any]) -> "ConfigBatch":
         """Index arrays of ``cfgs``; any value outside ``space`` raises ``ValueError`` naming it."""
+        genes = _genes(space)
         if not cfgs:
-            return cls.from_values(space, np.zeros((0, space.n_blocks)), np.zeros((0, space.n_blocks)),
-                                   np.zeros((0, space.n_stages)), np.zeros(0))
-        bad_type = next((c for c in cfgs if not isinstance(c, SubnetConfig)), None)
+            return cls(space, np.zeros((0, len(genes.card)), dtype=np.int8))
+        kind = type(space.largest())
+        bad_type = next((c for c in cfgs if not isinstance(c, kind)), None)
         if bad_type is not None:
-            raise ValueError(f"{str(bad_type)[:80]!r} is a {type(bad_type).__name__}, not a SubnetConfig "
-                             "(build one with SubnetConfig.from_dict)")
-        for name, n in (("ks", space.n_blocks), ("e", space.n_blocks), ("d", space.n_stages)):
-            bad = next((c for c in cfgs if len(getattr(c, name)) != n), None)
-            if bad is not None:
-                space.validate(bad)  # raises with the precise message
-        return cls.from_values(space, np.array([c.ks for c in cfgs]), np.array([c.e for c in cfgs]),
-                               np.array([c.d for c in cfgs]), np.array([c.r for c in cfgs]))
+            raise ValueError(f"{str(bad_type)[:80]!r} is a {type(bad_type).__name__}, not a {kind.__name__} "
+                             f"(build one with {kind.__name__}.from_dict)")
+        rows = []
+        for c in cfgs:
+            vals = space.config_values(c)
+            if any(len(vals[n]) != s for n, s in zip(genes.names, genes.sizes)):
+                space.validate(c)  # raises with the precise message
+            rows.append([v for n in genes.names for v in vals[n]])
+        arrays = np.array(rows, dtype=object)
+        return cls.from_values(space, **{n: arrays[:, genes.cols(n)] for n in genes.names})
 
     @classmethod
-    def from_values(cls, space: SearchSpace, ks: np.ndarray, e: np.ndarray, d: np.ndarray,
-                    r: np.ndarray) -> "ConfigBatch":
-        """From value arrays (kernel sizes, ratios, depths, resolutions); raises on values outside the space."""
-        def index(name: str, values: np.ndarray, allowed: tuple | None = None) -> np.ndarray:
-            allowed = np.asarray(getattr(space, name) if allowed is None else allowed)
-            values = np.asarray(values)
-            pos = np.clip(np.searchsorted(allowed, values), 0, len(allowed) - 1)
-            bad = allowed[pos] != values
-            if np.any(bad):
-                raise ValueError(f"SubnetConfig.{name}={values[bad].flat[0].item()!r} is outside the space; "
-                                 f"allowed: {allowed.tolist()}")
-            return pos.astype(np.int8)
-
-        d = np.asarray(d)
-        if space.uniform or d.ndim != 2 or d.shape[1] != space.n_stages:
-            d_idx = index("d", d)
-        else:  # each stage has its own depth choices
-            d_idx = np.stack([index("d", d[:, i], c) for i, c in enumerate(space.depth_choices)], axis=1)
-        batch = cls(space, index("ks", ks), index("e", e), d_idx.reshape(d.shape), index("r", r))
-        n = len(batch)
-        for name, shape in (("ks", (n, space.n_blocks)), ("e", (n, space.n_blocks)), ("d", (n, space.n_stages))):
-            if getattr(batch, name).shape != shape:
-                raise ValueError(f"config array {name!r} has shape {getattr(batch, name).shape}; expected {shape}")
-        return batch
+    def from_values(cls, space: Any, **groups: np.ndarray) -> "ConfigBatch":
+        """From value arrays per gene group (e.g. ``ks``, ``e``, ``d``, ``r``); raises on values outside the space."""
+        genes = _genes(space)
+        missing = [n for n in genes.names if n not in groups]
+        unknown = sorted(set(groups) - set(genes.names))
+        if missing or unknown:
+            raise ValueError(f"config arrays {sorted(groups)} do not fit the space; required: {list(genes.names)}")
+        n = len(np.asarray(groups["r"]).reshape(-1))
+        out = np.empty((n, len(genes.card)), dtype=np.int8)
+        for name, start, size in zip(genes.names, genes.starts, genes.sizes):
+            vals = np.asarray(groups[name], dtype=object if name != "r" else None).reshape(n, -1)
+            if vals.shape[1] != size:
+                raise ValueError(f"config array {name!r} has shape {np.shape(groups[name])}; expected {(n, size)}")
+            for j in range(size):
+                allowed = np.asarray(genes.values[start + j])
+                col = np.asarray(vals[:, j].tolist()) if n else np.zeros(0, dtype=allowed.dtype)
+                pos = np.clip(np.searchsorted(allowed, col), 0, len(allowed) - 1)
+                bad = allowed[pos] != col
+                if np.any(bad):
+                    raise ValueError(f"{type(space.largest()).__name__}.{name}={col[bad].flat[0].item()!r} is outside "
+                                     f"the space; allowed: {allowed.tolist()}")
+                out[:, start + j] = pos
+        return cls(space, out)
 
     @classmethod
-    def random(cls, space: SearchSpace, n: int, rng: np.random.Generator) -> "ConfigBatch":
-        """``n`` subnets with every choice drawn uniformly (as :meth:`SearchSpace.sample`)."""
+    def random(cls, space: Any, n: int, rng: np.random.Generator) -> "ConfigBatch":
+        """``n`` subnets with every gene drawn uniformly."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n={n!r} must be a number of subnets (an integer >= 0)")
-        g = (rng.random((n, genome_length(space))) * _cardinalities(space)).astype(np.int8)
-        return cls.from_genome(space, g)
+        card = _genes(space).card
+        return cls.from_genome(space, (rng.random((n, len(card))) * card).astype(np.int8))
 
     # ------------------------------------------------------------- genome
     def genome(self) -> np.ndarray:
-        """One int8 row per subnet: ``ks``, ``e``, ``d`` indices then the resolution index."""
-        return np.concatenate([self.ks, self.e, self.d, self.r[:, None]], axis=1)
+        """One int8 row per subnet, the gene groups in order, the resolution index last."""
+        return self.g
 
     @classmethod
-    def from_genome(cls, space: SearchSpace, g: np.ndarray) -> "ConfigBatch":
+    def from_genome(cls, space: Any, g: np.ndarray) -> "ConfigBatch":
         """Inverse of :meth:`genome`; a row of the wrong length or a gene outside its choices raises."""
         g = np.asarray(g)
-        if g.ndim != 2 or g.shape[1] != genome_length(space):
-            raise ValueError(f"genome of shape {g.shape} does not fit the space; allowed: (N, {genome_length(space)})")
-        if g.size and (np.any(g < 0) or np.any(g >= _cardinalities(space))):
-            raise ValueError(f"genome holds a gene outside its choices; allowed per column: 0 to "
-                             f"{(_cardinalities(space) - 1).tolist()}")
-        b, s = space.n_blocks, space.n_stages
-        return cls(space, g[:, :b], g[:, b:2 * b], g[:, 2 * b:2 * b + s], g[:, 2 * b + s])
+        card = _genes(space).card
+        if g.ndim != 2 or g.shape[1] != len(card):
+            raise ValueError(f"genome of shape {g.shape} does not fit the space; allowed: (N, {len(card)})")
+        if g.size and (np.any(g < 0) or np.any(g >= card)):
+            raise ValueError(f"genome holds a gene outside its choices; allowed per column: 0 to {(card - 1).tolist()}")
+        return cls(space, g.astype(np.int8, copy=False))
 
     def take(self, idx: np.ndarray) -> "ConfigBatch":
         """The subnets at ``idx`` (indices or a boolean mask)."""
-        return ConfigBatch(self.space, self.ks[idx], self.e[idx], self.d[idx], self.r[idx])
+        return ConfigBatch(self.space, self.g[idx])
+
+    def _cached(self, key: str, make: Any) -> np.ndarray:
+        value = self.__dict__.get(key)
+        if value is None:
+            value = make()
+            object.__setattr__(self, key, value)
+        return value
 
     @property
     def active(self) -> np.ndarray:
         """``[N, slots]`` booleans: which block slots run (computed once per batch)."""
-        act = self.__dict__.get("_active")
-        if act is None:
-            lay = _layout(self.space)
-            depth = lay.depths[lay.slot_stage, self.d[:, lay.slot_stage]]  # [N, slots]: the slot's stage depth
-            act = lay.slot_pos < depth
-            object.__setattr__(self, "_active", act)
-        return act
+        return self._cached("_active", lambda: self.space.active_slots(self.groups()))
 
     @property
     def slot_choice(self) -> np.ndarray:
-        """``[N, slots]`` intp: each slot's (kernel, expand) variant as ``slot * n_ks * n_e + k * n_e + e``.
+        """``[N, slots]`` intp: each slot's variant as ``slot * n_slot_variants + variant``, one flat index per
+        slot into any per-slot table laid out ``[slot, variant]`` (computed once per batch)."""
+        def make() -> np.ndarray:
+            nv = self.space.n_slot_variants
+            v = self.space.slot_variants(self.groups()).astype(np.intp)
+            return v + np.arange(v.shape[1], dtype=np.intp) * nv
+        return self._cached("_slot_choice", make)
 
-        One flat index per slot into any per-slot table laid out ``[slot, k, e]`` (computed once per batch).
-        """
-        idx = self.__dict__.get("_slot_choice")
-        if idx is None:
-            lay = _layout(self.space)
-            idx = lay.slot_offsets + self.ks.astype(np.intp) * lay.n_e + self.e
-            object.__setattr__(self, "_slot_choice", idx)
-        return idx
+    @property
+    def fixed_choice(self) -> np.ndarray:
+        """``[N]`` intp: the variant of the layers every subnet runs (stem, head), ``0`` where they never vary."""
+        return self._cached("_fixed_choice", lambda: self.space.fixed_variants(self.groups()).astype(np.intp))
 
     def canonical_genome(self) -> np.ndarray:
-        """:meth:`genome` with inactive slots set to index 0: equal rows mean the same network."""
-        act = self.active
-        return np.concatenate([np.where(act, self.ks, 0), np.where(act, self.e, 0), self.d, self.r[:, None]],
-                              axis=1).astype(np.int8)
+        """:meth:`genome` with inactive slots' genes set to index 0: equal rows mean the same network."""
+        genes, act, out = _genes(self.space), self.active, self.g.copy()
+        for name, per_slot in genes.encoded:
+            if per_slot:
+                cols = out[:, genes.cols(name)]
+                cols[~act] = 0
+        return out
 
     # ------------------------------------------------------------ output
     def values(self) -> dict[str, np.ndarray]:
-        """Value arrays ``ks``, ``e``, ``d``, ``r`` (what predictors that take mappings accept)."""
-        sp = self.space
-        depths = _layout(sp).depths
-        return {"ks": np.asarray(sp.ks)[self.ks], "e": np.asarray(sp.e)[self.e],
-                "d": depths[np.arange(sp.n_stages), self.d], "r": np.asarray(sp.r)[self.r]}
+        """Value arrays per gene group (what predictors that take mappings accept)."""
+        genes = _genes(self.space)
+        out = {}
+        for name, start, size in zip(genes.names, genes.starts, genes.sizes):
+            cols = [np.asarray(genes.values[start + j])[self.g[:, start + j]] for j in range(size)]
+            out[name] = cols[0] if name == "r" else np.stack(cols, axis=1) if cols else np.zeros((len(self), 0))
+        return out
 
-    def config(self, i: int) -> SubnetConfig:
-        """Subnet ``i`` as a :class:`SubnetConfig`."""
-        sp = self.space
-        return SubnetConfig(ks=tuple(sp.ks[j] for j in self.ks[i]), e=tuple(sp.e[j] for j in self.e[i]),
-                            d=tuple(c[j] for c, j in zip(sp.depth_choices, self.d[i])), r=sp.r[int(self.r[i])])
+    def config(self, i: int) -> Any:
+        """Subnet ``i`` as its family's config value."""
+        genes = _genes(self.space)
+        row = self.g[i]
+        vals = {n: tuple(genes.values[s + j][row[s + j]] for j in range(size))
+                for n, s, size in zip(genes.names, genes.starts, genes.sizes)}
+        return self.space.config_from_values(vals)
 
-    def configs(self) -> list[SubnetConfig]:
-        """All subnets as :class:`SubnetConfig` values."""
+    def configs(self) -> list[Any]:
+        """All subnets as config values."""
         return [self.config(i) for i in range(len(self))]
 
-    def onehot(self) -> np.ndarray:
-        """OFA's architecture encoding, ``[N, n_r + slots * (n_ks + n_e)]`` float32.
+    def _encoding(self) -> list[tuple[slice, np.ndarray, np.ndarray | None]]:
+        """``(columns, per-column width, mask)`` of every encoded group, after the resolution."""
+        genes = _genes(self.space)
+        return [(genes.cols(name), genes.card[genes.cols(name)], self.active if per_slot else None)
+                for name, per_slot in genes.encoded]
 
-        Layout as in OFA's ``MobileNetArchEncoder``: one-hot resolution, then per slot a one-hot kernel
-        size, then per slot a one-hot expand ratio; inactive slots are all zeros.
+    def onehot(self) -> np.ndarray:
+        """OFA's architecture encoding, float32 ``[N, width]``: one-hot resolution, then for every encoded group
+        each column one-hot (a per-slot group's inactive slots all zeros).
+
+        For MobileNetV3 spaces this is OFA's ``MobileNetArchEncoder`` layout: resolution, per slot a kernel
+        size, per slot an expand ratio.
         """
-        sp, n = self.space, len(self)
-        nr, nk, ne, b = len(sp.r), len(sp.ks), len(sp.e), sp.n_blocks
-        width = nr + b * (nk + ne)
-        slot = np.arange(b, dtype=np.intp)
-        act = self.active
-        cols = np.empty((n, 1 + 2 * b), dtype=np.intp)  # inactive slots write to a spare last column
-        cols[:, 0] = self.r
-        np.copyto(cols[:, 1:b + 1], nr + slot * nk + self.ks)
-        np.copyto(cols[:, b + 1:], nr + b * nk + slot * ne + self.e)
-        cols[:, 1:b + 1][~act] = width
-        cols[:, b + 1:][~act] = width
-        cols += (np.arange(n, dtype=np.intp) * (width + 1))[:, None]
-        out = np.zeros((n, width + 1), dtype=np.float32)
-        np.put(out, cols, 1.0)
-        return out[:, :width]
+        n = len(self)
+        parts = [np.eye(len(self.space.r), dtype=np.float32)[self.r]]
+        for cols, widths, mask in self._encoding():
+            idx = self.g[:, cols].astype(np.intp)
+            offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
+            block = np.zeros((n, int(widths.sum()) + 1), dtype=np.float32)  # a spare column for masked genes
+            flat = idx + offsets
+            if mask is not None:
+                flat = np.where(mask, flat, int(widths.sum()))
+            np.put_along_axis(block, flat, 1.0, axis=1)
+            parts.append(block[:, :-1])
+        return np.concatenate(parts, axis=1)
 
     def onehot_dot(self, w: np.ndarray) -> np.ndarray:
         """``self.onehot() @ w`` for a weight vector ``w`` ``[width]``, by gathering the active entries."""
-        sp = self.space
-        nr, nk, ne, b = len(sp.r), len(sp.ks), len(sp.e), sp.n_blocks
-        per_variant = w[nr:nr + b * nk].reshape(b, nk, 1) + w[nr + b * nk:].reshape(b, 1, ne)
-        picked = np.take(per_variant, self.slot_choice)
-        return np.take(w, self.r) + np.einsum("ij,ij->i", picked, self.active)
-
-
-def space_cardinalities(space: SearchSpace) -> list[int]:
-    """Number of choices of every gene of :meth:`ConfigBatch.genome`."""
-    return _cardinalities(space).tolist()
-
-
-@lru_cache(maxsize=32)
-def _cardinalities(space: SearchSpace) -> np.ndarray:
-    """Choices per genome column (shared, read-only)."""
-    b = space.n_blocks
-    out = np.array([len(space.ks)] * b + [len(space.e)] * b + [len(c) for c in space.depth_choices]
-                   + [len(space.r)])
-    out.flags.writeable = False
-    return out
-
-
-@dataclass(frozen=True)
-class _Layout:
-    n_e: int
-    slot_offsets: np.ndarray  # [slots]: offset of each slot's [k, e] block in a flat per-slot table
-    slot_stage: np.ndarray  # [slots]: the stage of each slot
-    slot_pos: np.ndarray  # [slots]: position of each slot inside its stage
-    depths: np.ndarray  # [stages, max choices]: depth value of each stage's depth index (padded)
-
-
-@lru_cache(maxsize=32)
-def _layout(space: SearchSpace) -> _Layout:
-    per_slot = len(space.ks) * len(space.e)
-    stage = np.repeat(np.arange(space.n_stages, dtype=np.intp), space.slots)
-    pos = np.arange(space.n_blocks, dtype=np.intp) - np.asarray(space.stage_offsets, dtype=np.intp)[stage]
-    width = max(len(c) for c in space.depth_choices)
-    depths = np.array([list(c) + [c[-1]] * (width - len(c)) for c in space.depth_choices], dtype=np.intp)
-    return _Layout(len(space.e), np.arange(space.n_blocks, dtype=np.intp) * per_slot, stage, pos, depths)
-
-
-def genome_length(space: SearchSpace) -> int:
-    """Genes per subnet."""
-    return 2 * space.n_blocks + space.n_stages + 1
+        out = np.take(w, self.r).astype(np.float64)
+        at = len(self.space.r)
+        for cols, widths, mask in self._encoding():
+            offsets = at + np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
+            picked = np.take(w, self.g[:, cols].astype(np.intp) + offsets)
+            out += (picked * mask).sum(1) if mask is not None else picked.sum(1)
+            at += int(widths.sum())
+        return out
 
 
 @dataclass(frozen=True, eq=False)
 class SlotTable:
-    """A value for every block variant, ``per_block[slot, r, k, e]`` (choice indices), plus ``fixed[r]`` for
-    the layers every subnet runs; :meth:`sum` totals them over each subnet's active slots (costs, latencies)."""
+    """A value for every block variant, ``per_block[slot, r, variant]`` (choice indices), plus
+    ``fixed[r, fixed_variant]`` for the layers every subnet runs; :meth:`sum` totals them over each subnet's
+    active slots (costs, latencies)."""
 
     per_block: np.ndarray
     fixed: np.ndarray
 
     def __post_init__(self) -> None:
-        slots, _, nk, ne = self.per_block.shape  # stored [r, slot, k, e]: one offset per r + batch.slot_choice
-        object.__setattr__(self, "_by_r", np.ascontiguousarray(np.transpose(self.per_block, (1, 0, 2, 3))).ravel())
-        object.__setattr__(self, "_per_r", slots * nk * ne)
+        slots, _, nv = self.per_block.shape  # stored [r, slot, variant]: one offset per r + batch.slot_choice
+        fixed = self.fixed if self.fixed.ndim == 2 else self.fixed[:, None]
+        object.__setattr__(self, "_by_r", np.ascontiguousarray(np.transpose(self.per_block, (1, 0, 2))).ravel())
+        object.__setattr__(self, "_per_r", slots * nv)
+        object.__setattr__(self, "_fixed", np.ascontiguousarray(fixed).ravel())
+        object.__setattr__(self, "_nf", fixed.shape[1])
 
     def sum(self, batch: ConfigBatch) -> np.ndarray:
         """``[N]``: the fixed value at each subnet's resolution plus its active blocks' values."""
         r = batch.r.astype(np.intp)
         picked = np.take(self._by_r, (r * self._per_r)[:, None] + batch.slot_choice)
-        return np.einsum("ij,ij->i", picked, batch.active) + np.take(self.fixed, r)
+        fixed = np.take(self._fixed, r * self._nf + batch.fixed_choice)
+        return np.einsum("ij,ij->i", picked, batch.active) + fixed
 
 
 @dataclass(frozen=True, eq=False)
 class CostGrid:
     """Exact MACs and parameters of every block variant, for vectorised cost lookups.
 
-    ``block_macs[slot, r, k, e]`` / ``block_params[...]`` (choice indices), and the cost of the always-present
-    layers (stem, first block, head) per resolution in ``fixed_macs[r]`` / ``fixed_params[r]``.
+    ``block_macs[slot, r, variant]`` / ``block_params[...]`` (choice indices), and the cost of the
+    always-present layers (stem, first block, head) in ``fixed_macs[r, fixed_variant]`` / ``fixed_params``.
+    The spec's family computes them (``spec.variant_costs()``).
     """
 
     block_macs: np.ndarray
@@ -261,25 +303,10 @@ class CostGrid:
     fixed_params: np.ndarray
 
     @classmethod
-    def build(cls, spec: MobileNetV3Spec) -> "CostGrid":
+    def build(cls, spec: Any) -> "CostGrid":
         """Plan every variant of ``spec``'s space once (a few hundred blocks)."""
-        sp = spec.space
-        shape = (sp.n_blocks, len(sp.r), len(sp.ks), len(sp.e))
-        macs, params = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
-        fixed_m, fixed_p = np.zeros(len(sp.r), dtype=np.int64), np.zeros(len(sp.r), dtype=np.int64)
-        deepest = sp.deepest
-        for ri, r in enumerate(sp.r):
-            for ki, k in enumerate(sp.ks):
-                for ei, e in enumerate(sp.e):
-                    cfg = SubnetConfig((k,) * sp.n_blocks, (e,) * sp.n_blocks, deepest, r)
-                    for b in plan(spec, cfg)[1:]:
-                        macs[b.slot, ri, ki, ei], params[b.slot, ri, ki, ei] = block_costs(b)
-            smallest = sp.smallest(r)
-            total_m, total_p = costs(spec, smallest)
-            act = ConfigBatch.from_configs(sp, [smallest])
-            fixed_m[ri] = total_m - macs[np.arange(sp.n_blocks), ri, act.ks[0], act.e[0]][act.active[0]].sum()
-            fixed_p[ri] = total_p - params[np.arange(sp.n_blocks), ri, act.ks[0], act.e[0]][act.active[0]].sum()
-        return cls(macs, params, fixed_m, fixed_p)
+        block, fixed = spec.variant_costs()
+        return cls(block[..., 0], block[..., 1], fixed[..., 0], fixed[..., 1])
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_macs", SlotTable(self.block_macs, self.fixed_macs))
@@ -292,3 +319,4 @@ class CostGrid:
     def params(self, batch: ConfigBatch) -> np.ndarray:
         """Parameters of every extracted subnet."""
         return self._params.sum(batch)
+

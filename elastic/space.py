@@ -7,6 +7,7 @@ several samplers never share hidden global state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 import itertools
 import math
 import numbers
@@ -113,6 +114,54 @@ class SearchSpace:
     def deepest(self) -> tuple[int, ...]:
         """Every stage at its largest depth."""
         return self.slots
+
+    # ------------------------------------------------- genes (elastic.batch)
+    def gene_groups(self) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
+        """``(name, allowed values per column)`` of the genome: kernels and ratios per slot, depths per stage,
+        the resolution last."""
+        n = self.n_blocks
+        return (("ks", (self.ks,) * n), ("e", (self.e,) * n), ("d", self.depth_choices), ("r", (self.r,)))
+
+    encoded_groups = (("ks", True), ("e", True))  # OFA's MobileNetArchEncoder: kernel and ratio per active slot
+
+    @cached_property
+    def _slot_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        stage = np.repeat(np.arange(self.n_stages, dtype=np.intp), self.slots)
+        pos = np.arange(self.n_blocks, dtype=np.intp) - np.asarray(self.stage_offsets, dtype=np.intp)[stage]
+        width = max(len(c) for c in self.depth_choices)
+        depths = np.array([list(c) + [c[-1]] * (width - len(c)) for c in self.depth_choices], dtype=np.intp)
+        return stage, pos, depths
+
+    def active_slots(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[N, slots]``: the slots that run, from depth indices ``genes["d"]`` ``[N, stages]``."""
+        stage, pos, depths = self._slot_arrays
+        return pos < depths[stage, genes["d"][:, stage]]
+
+    @property
+    def n_slot_variants(self) -> int:
+        """Variants of one block slot: every (kernel, ratio) pair."""
+        return len(self.ks) * len(self.e)
+
+    def slot_variants(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[N, slots]``: each slot's variant ``k_index * |e| + e_index``."""
+        return genes["ks"].astype(np.intp) * len(self.e) + genes["e"]
+
+    n_fixed_variants = 1  # the stem, first block and head depend on the resolution only
+
+    def fixed_variants(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[N]`` zeros: one variant of the always-present layers per resolution."""
+        return np.zeros(len(genes["r"]), dtype=np.intp)
+
+    def config_values(self, cfg: SubnetConfig) -> dict[str, tuple]:
+        """Per gene group values of ``cfg`` (structure only; :meth:`validate` checks membership)."""
+        if not isinstance(cfg, SubnetConfig):
+            raise ValueError(f"expected a SubnetConfig, got {type(cfg).__name__}")
+        return {"ks": cfg.ks, "e": cfg.e, "d": cfg.d, "r": (cfg.r,)}
+
+    @staticmethod
+    def config_from_values(values: Mapping[str, tuple]) -> SubnetConfig:
+        """Inverse of :meth:`config_values`."""
+        return SubnetConfig(ks=values["ks"], e=values["e"], d=values["d"], r=values["r"][0])
 
     def choices(self) -> dict[str, list]:
         """The elastic dimensions' allowed values by their plain names (summaries, ``ofakit zoo list``)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from elastic.config import SubnetConfig
 from elastic.ops import make_divisible
 from elastic.space import SearchSpace
@@ -114,6 +116,25 @@ class MobileNetV3Spec:
             if out[name] == default:
                 out.pop(name)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def variant_costs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(block[slot, r, variant, 2], fixed[r, 1, 2])``: MACs and parameters of every block slot's
+        (kernel, ratio) variant and of the layers every subnet runs (stem, first block, head), per
+        resolution index (``elastic.batch.CostGrid``)."""
+        sp = self.space
+        nk, ne = len(sp.ks), len(sp.e)
+        block = np.zeros((sp.n_blocks, len(sp.r), nk * ne, 2), dtype=np.int64)
+        fixed = np.zeros((len(sp.r), 1, 2), dtype=np.int64)
+        for ri, r in enumerate(sp.r):
+            for ki, k in enumerate(sp.ks):
+                for ei, e in enumerate(sp.e):
+                    cfg = SubnetConfig((k,) * sp.n_blocks, (e,) * sp.n_blocks, sp.deepest, r)
+                    for b in plan(self, cfg)[1:]:
+                        block[b.slot, ri, ki * ne + ei] = block_costs(b)
+            smallest = sp.smallest(r)
+            active = sp.active_blocks(smallest)
+            fixed[ri, 0] = np.array(costs(self, smallest)) - block[active, ri, 0].sum(0)  # smallest: variant 0
+        return block, fixed
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MobileNetV3Spec":

@@ -134,25 +134,25 @@ class LayerGrid:
     """Table keys of a space's layers, laid out for vectorised lookups (their costs: ``elastic.batch.CostGrid``).
 
     Attributes:
-        block_keys: ``block_keys[slot][r_i][k_i][e_i]``: the key of block slot ``slot`` at the space's
-            ``r_i``-th resolution, ``k_i``-th kernel and ``e_i``-th expand ratio.
+        block_keys: ``block_keys[slot][r_i][variant]``: the key of block slot ``slot`` at the space's
+            ``r_i``-th resolution and variant ``k_i * |e| + e_i`` (its kernel and expand-ratio indices).
         fixed_keys: ``fixed_keys[r_i]``: the stem, first block and head keys at each resolution.
     """
 
-    block_keys: list[list[list[list[str]]]]
+    block_keys: list[list[list[str]]]
     fixed_keys: list[list[str]]
 
 
 def slot_grid(spec: MobileNetV3Spec) -> LayerGrid:
     """The :class:`LayerGrid` of ``spec``'s space."""
     sp = spec.space
-    keys = [[[[""] * len(sp.e) for _ in sp.ks] for _ in sp.r] for _ in range(sp.n_blocks)]
+    keys = [[[""] * sp.n_slot_variants for _ in sp.r] for _ in range(sp.n_blocks)]
     fixed = []
     for ri, r in enumerate(sp.r):
         for ki, k in enumerate(sp.ks):
             for ei, e in enumerate(sp.e):
                 for slot, b in enumerate(plan(spec, _uniform(spec, k, e, r))[1:]):
-                    keys[slot][ri][ki][ei] = block_key(b)
+                    keys[slot][ri][ki * len(sp.e) + ei] = block_key(b)
         first = plan(spec, _uniform(spec, sp.ks[0], sp.e[0], r))[0]
         fixed.append([stem_key(spec, r), block_key(first), head_key(spec, final_hw(spec, r))])
     return LayerGrid(keys, fixed)

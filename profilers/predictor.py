@@ -96,14 +96,13 @@ class LatencyPredictor:
         self.spec, self.device, self.runtime, self.stat = spec, device, runtime, stat
         self.correction = correction
         grid = slot_grid(spec)
-        needed = {k for slot in grid.block_keys for rs in slot for ks in rs for k in ks}
+        needed = {k for slot in grid.block_keys for vs in slot for k in vs}
         needed |= {k for ks in grid.fixed_keys for k in ks}
         missing = sorted(needed - set(layer_ms))
         if missing:
             raise ValueError(f"the table lacks {len(missing)} layer(s) of this space (e.g. {missing[0]}); "
                              "run `ofakit profile build` (or `refresh`) for this recipe, device and runtime")
-        self._layers = SlotTable(np.array([[[[layer_ms[k] for k in es] for es in ks] for ks in rs]
-                                           for rs in grid.block_keys]),
+        self._layers = SlotTable(np.array([[[layer_ms[k] for k in vs] for vs in rs] for rs in grid.block_keys]),
                                  np.array([sum(layer_ms[k] for k in ks) for ks in grid.fixed_keys]))
         self._costs = CostGrid.build(spec)
 
@@ -160,7 +159,7 @@ class LatencyPredictor:
                 raise ValueError("the config batch belongs to another search space than this latency predictor")
             return cfgs
         if isinstance(cfgs, Mapping):
-            return ConfigBatch.from_values(space, *(np.asarray(cfgs[k]) for k in ("ks", "e", "d", "r")))
+            return ConfigBatch.from_values(space, **{k: np.asarray(v) for k, v in cfgs.items()})
         return ConfigBatch.from_configs(space, list(cfgs))
 
     # --------------------------------------------------------- prediction
@@ -169,7 +168,7 @@ class LatencyPredictor:
         blocks, 1)."""
         b = self.batch(cfgs)
         return {"layer_sum_ms": self._layers.sum(b), "weights_m": self._costs.params(b) / 1e6,
-                "blocks": b.values()["d"].sum(1).astype(np.float64), "one": np.ones(len(b))}
+                "blocks": b.active.sum(1).astype(np.float64), "one": np.ones(len(b))}
 
     def predict_raw(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> np.ndarray:
         """Uncalibrated latency: the sum of the subnet's layer entries (ms)."""

@@ -9,10 +9,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import model_zoo
+from elastic.batch import ConfigBatch, CostGrid, space_cardinalities
 from elastic.families import build_supernet, get_family, list_families, spec_from_dict
 from elastic.resnet import ElasticResNet, ResNetConfig, ResNetSpace, ResNetSpec
+from elastic.resnet.spec import costs as spec_costs
 from model_zoo.ofa_parity import check_parity, randomize_, reference_supernet
 from model_zoo.ofa_weights import export_ofa_checkpoint, import_ofa_checkpoint, to_ofa_state_dict
+from ofakit.search.evolution import Constraint, Metric, evolve
+from ofakit.search.pareto import pareto_front
 from tests.conftest import ofa_available
 
 R50, TINY = "ofa_resnet50", "ofa_resnet_tiny"
@@ -84,6 +88,36 @@ def test_tiny_variant_extracts_exactly_and_trains_only_active_weights(rng):
     assert net.blocks[1].conv1.weight.grad is None  # depth 0 beyond the base: the stage's second slot idles
     assert net.blocks[0].conv1.weight.grad[net.spec.mid_channels(24, 0.2):].abs().sum() == 0  # narrow subnet
     assert net.classifier.weight.grad[:, 88:].abs().sum() == 0  # the last stage at width 0.65 (88 channels)
+
+
+def test_populations_costs_encoding_and_search(rng):
+    """ResNet populations on the shared ConfigBatch: round trips, exact vectorised costs (a block's cost
+    depends on its input and output widths), canonical forms, the one-hot encoding, and the search."""
+    spec = model_zoo.get_spec(TINY)
+    sp, grid = spec.space, CostGrid.build(spec)
+    batch = ConfigBatch.random(sp, 300, rng)
+    cfgs = batch.configs()
+    assert all(c in sp for c in cfgs) and set(batch.groups()) == {"d", "e", "w", "r"}
+    assert np.array_equal(ConfigBatch.from_configs(sp, cfgs).genome(), batch.genome())
+    assert np.array_equal(ConfigBatch.from_values(sp, **batch.values()).genome(), batch.genome())
+    assert space_cardinalities(sp)[:5] == [2, 3, 3, 3, 3]  # the stem's depth gene: smallest or largest
+    want = np.array([model_zoo.get_supernet(TINY).flops(c) for c in cfgs[:40]])
+    assert np.array_equal(grid.macs(batch.take(np.arange(40))), want)
+    assert grid.params(batch).tolist() == [spec_costs(spec, c)[1] for c in cfgs]
+    canon = ConfigBatch.from_configs(sp, [sp.canonical(c) for c in cfgs])
+    assert np.array_equal(canon.genome(), batch.canonical_genome())
+    enc = batch.onehot()
+    assert np.array_equal(enc.sum(1), 1 + 5 + batch.active.sum(1) + 6) and np.array_equal(canon.onehot(), enc)
+    w = np.random.default_rng(1).standard_normal(enc.shape[1]).astype(np.float32)
+    assert np.allclose(batch.onehot_dot(w), enc @ w, atol=1e-4)
+    with pytest.raises(ValueError, match=r"ResNetConfig.w=3 is outside the space; allowed: \[0, 1, 2\]"):
+        ConfigBatch.from_values(sp, **{**batch.values(), "w": np.full_like(batch.values()["w"], 3)})
+    macs = Metric("macs", grid.macs, "M", 1e6)
+    budget = float(np.median(grid.macs(batch)))
+    res = evolve(sp, lambda b: np.log(grid.macs(b)) + 0.01 * b.e.sum(1), [Constraint(macs, budget)], seed=0)
+    assert res.best.config in sp and budget * 0.9 < res.best.metrics["macs"] <= budget
+    front, _ = pareto_front(sp, lambda b: np.log(grid.macs(b)), macs, generations=20, population=40)
+    assert len(front) > 3 and all(c.config in sp for c in front)
 
 
 def test_families_registry_and_spec_dispatch():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -85,6 +86,61 @@ class ResNetSpace:
     def stem_residual(self, cfg: ResNetConfig) -> bool:
         """Whether the stem's residual 3x3 conv runs for ``cfg``."""
         return cfg.d[0] == max(self.d)
+
+    # ------------------------------------------------- genes (elastic.batch)
+    def gene_groups(self) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
+        """``(name, allowed values per column)`` of the genome: depths (the stem's first), ratios per slot,
+        width indices, the resolution last."""
+        n, w = self.n_stages, tuple(range(len(self.widths)))
+        return (("d", (self.stem_depths,) + (self.d,) * n), ("e", (self.e,) * self.n_blocks), ("w", (w,) * (n + 2)),
+                ("r", (self.r,)))
+
+    encoded_groups = (("d", False), ("e", True), ("w", False))  # depths and widths one-hot, ratios per active slot
+
+    @cached_property
+    def _slot_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        stage = np.repeat(np.arange(self.n_stages, dtype=np.intp), self.slots)
+        pos = np.arange(self.n_blocks, dtype=np.intp) - np.asarray(self.stage_offsets, dtype=np.intp)[stage]
+        w_in = np.where(pos == 0, 1 + stage, 2 + stage)  # a stage's first block reads the previous width
+        return stage, pos, w_in, np.asarray(self.base_depth, dtype=np.intp)
+
+    def active_slots(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[N, slots]``: the slots that run (a stage runs its base depth plus its depth gene)."""
+        stage, pos, _, base = self._slot_arrays
+        extra = np.asarray(self.d, dtype=np.intp)[genes["d"][:, 1 + stage]]
+        return pos < base[stage] + extra
+
+    @property
+    def n_slot_variants(self) -> int:
+        """Variants of one block slot: every (ratio, input width, output width)."""
+        return len(self.e) * len(self.widths) ** 2
+
+    def slot_variants(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[N, slots]``: each slot's variant ``(e_index * |w| + w_in) * |w| + w_out``."""
+        stage, _, w_in, _ = self._slot_arrays
+        nw, w = len(self.widths), genes["w"].astype(np.intp)
+        return (genes["e"].astype(np.intp) * nw + w[:, w_in]) * nw + w[:, 2 + stage]
+
+    @property
+    def n_fixed_variants(self) -> int:
+        """Variants of the stem and classifier: stem depth x its two widths x the last stage's width."""
+        return len(self.stem_depths) * len(self.widths) ** 3
+
+    def fixed_variants(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[N]``: ``((d0_index * |w| + w0) * |w| + w1) * |w| + w_last``."""
+        nw, w = len(self.widths), genes["w"].astype(np.intp)
+        return ((genes["d"][:, 0].astype(np.intp) * nw + w[:, 0]) * nw + w[:, 1]) * nw + w[:, -1]
+
+    def config_values(self, cfg: ResNetConfig) -> dict[str, tuple]:
+        """Per gene group values of ``cfg`` (structure only; :meth:`validate` checks membership)."""
+        if not isinstance(cfg, ResNetConfig):
+            raise ValueError(f"expected a ResNetConfig, got {type(cfg).__name__}")
+        return {"d": cfg.d, "e": cfg.e, "w": cfg.w, "r": (cfg.r,)}
+
+    @staticmethod
+    def config_from_values(values: Mapping[str, tuple]) -> ResNetConfig:
+        """Inverse of :meth:`config_values`."""
+        return ResNetConfig(d=values["d"], e=values["e"], w=tuple(int(v) for v in values["w"]), r=values["r"][0])
 
     def choices(self) -> dict[str, list]:
         """The elastic dimensions' allowed values by their plain names (summaries, ``ofakit zoo list``)."""
