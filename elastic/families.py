@@ -34,6 +34,7 @@ for _f in (Family("mobilenetv3", MobileNetV3Spec, SubnetConfig, ElasticMobileNet
            Family("proxylessnas", MobileNetV3Spec, SubnetConfig, ElasticMobileNetV3),
            Family("resnet", ResNetSpec, ResNetConfig, ElasticResNet)):
     FAMILIES.register(_f.name, _f)
+SUPERNET_TYPES: tuple[type, ...] = tuple(dict.fromkeys(FAMILIES.get(n).supernet for n in FAMILIES))
 
 
 def list_families() -> list[str]:
@@ -56,6 +57,13 @@ def spec_from_dict(data: Mapping[str, Any]) -> Any:
 def build_supernet(spec: Any, recipe: str | None = None) -> nn.Module:
     """A freshly initialised supernet for ``spec``."""
     return get_family(spec.family).supernet(spec, recipe=recipe)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Any:
+    """A subnet config from its JSON object, of the family its keys name (``w``: ResNet; else MBConv)."""
+    if isinstance(data, Mapping) and "w" in data and "ks" not in data:
+        return ResNetConfig.from_dict(data)
+    return SubnetConfig.from_dict(data)
 
 
 def config_class(spec: Any) -> type:

@@ -122,6 +122,7 @@ class SearchSpace:
         n = self.n_blocks
         return (("ks", (self.ks,) * n), ("e", (self.e,) * n), ("d", self.depth_choices), ("r", (self.r,)))
 
+    config_type = SubnetConfig  # the config value of this family
     encoded_groups = (("ks", True), ("e", True))  # OFA's MobileNetArchEncoder: kernel and ratio per active slot
 
     @cached_property

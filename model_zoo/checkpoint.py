@@ -17,8 +17,9 @@ from typing import Any, Mapping
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from elastic import ElasticMobileNetV3, MobileNetV3Spec
+from elastic import ElasticMobileNetV3
 from elastic.fileio import atomic_path, atomic_write_text, sha256_file
+from elastic.families import SUPERNET_TYPES, build_supernet, spec_from_dict
 from model_zoo.registry import get_spec
 
 FORMAT = "ofa-kit-checkpoint"
@@ -74,8 +75,8 @@ def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metri
         metrics: Measured figures to record (accuracy, ...).
         extra: Further JSON-serialisable metadata (e.g. input preprocessing).
     """
-    if not isinstance(supernet, ElasticMobileNetV3) or not supernet.recipe:
-        raise ValueError(f"supernet={type(supernet).__name__} must be an ElasticMobileNetV3 from a registered recipe "
+    if not isinstance(supernet, SUPERNET_TYPES) or not supernet.recipe:
+        raise ValueError(f"supernet={type(supernet).__name__} must be a supernet from a registered recipe "
                          "(model_zoo.get_supernet(name))")
     reserved = sorted(set(extra or {}) & RESERVED_KEYS)
     if reserved:
@@ -155,7 +156,7 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
     if missing:
         raise ValueError(f"checkpoint sidecar {sidecar} lacks {missing} (edited or truncated?)")
     try:
-        stored = MobileNetV3Spec.from_dict(meta["spec"])
+        stored = spec_from_dict(meta["spec"])
         spec = get_spec(meta["recipe"], num_classes=stored.num_classes, in_channels=stored.in_channels,
                         dropout=stored.dropout, resolutions=stored.r)
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
@@ -170,7 +171,7 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
         tensors = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"cannot read safetensors file {weights}: {exc}") from None
-    supernet = ElasticMobileNetV3(spec, recipe=meta["recipe"])
+    supernet = build_supernet(spec, recipe=meta["recipe"])
     try:
         supernet.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

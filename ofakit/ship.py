@@ -135,7 +135,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
             search_ms[b.metric_name] = b.ms
     met = [a for a in attempts if a["met"] is True]
     final = max(met, key=lambda a: a["predicted_accuracy"]) if met else attempts[-1]
-    cand, exported = tried[SubnetConfig.from_dict(final["config"])]
+    cand, exported = tried[spz.space.config_type.from_dict(final["config"])]
     if final is not attempts[-1]:  # a later attempt overwrote the file: export the chosen subnet again
         exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
     verdict = final["met"]  # None: some budget could not be measured there

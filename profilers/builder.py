@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from deploy_targets.base import PRECISIONS
-from elastic import ElasticMobileNetV3, MobileNetV3Spec, SubnetConfig
+from elastic import MobileNetV3Spec, SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid
+from elastic.families import build_supernet, spec_from_dict
 from profilers.layers import LAYOUT_VERSION, Layer, space_layers
 from profilers.predictor import Correction, LatencyPredictor, fit_correction
 from profilers.record import Measurement, Protocol
@@ -246,7 +247,7 @@ def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Ru
     # from another moment (an earlier build's set, closed-loop misses) are timed again with them: mixed
     # moments fitted together made a correction with a leave-one-out error of 25% (benchmarks/RESULTS.md).
     queued = {c.to_json() for c in todo}
-    todo += [SubnetConfig.from_json(j) for j in have if j not in queued]
+    todo += [spec.space.config_type.from_json(j) for j in have if j not in queued]
     for cfg, m in zip(todo, time_subnets(runtime, spec, todo, s, tmp, progress)):
         table.add_calibration(device, sid, cfg.to_json(), m)
     if progress:
@@ -262,7 +263,7 @@ def subnet_specs(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetC
     ops do.
     """
     torch.manual_seed(settings.seed)
-    supernet = ElasticMobileNetV3(spec).eval()
+    supernet = build_supernet(spec).eval()
     shape = (settings.batch, spec.in_channels)
     specs = []
     for i, cfg in enumerate(cfgs):
@@ -281,12 +282,12 @@ def time_subnets(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetC
 
 def refit(table: LatencyTable, recipe: str, device: str, runtime: RuntimeKey) -> dict:
     """Fit and store the correction of ``recipe`` on ``device``/``runtime`` from its calibration samples."""
-    spec = MobileNetV3Spec.from_dict(table.recipe(recipe))
+    spec = spec_from_dict(table.recipe(recipe))
     sid = spec_id(spec.to_dict())
     samples = table.calibration(device, runtime, sid)
     layer_ms = {e.key: e.median_ms for e in table.entries(device, runtime)}
     raw = LatencyPredictor(spec, layer_ms, Correction(), device, runtime)
-    cfgs = [SubnetConfig.from_json(c.subnet) for c in samples]
+    cfgs = [spec.space.config_type.from_json(c.subnet) for c in samples]
     feats = raw.features(cfgs) if cfgs else {}
     corr = fit_correction(feats, np.array([c.measured_ms for c in samples])).to_dict()
     table.put_correction(device, runtime, sid, corr)

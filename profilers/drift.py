@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from elastic import MobileNetV3Spec, SubnetConfig
+from elastic import MobileNetV3Spec
 from profilers.builder import BuildSettings, subnet_specs
 from profilers.predictor import resolve_runtime
 from profilers.record import Measurement, Protocol
@@ -132,7 +132,7 @@ class Referenced:
 def reference_specs(runtime: Runtime, spec: MobileNetV3Spec, refs: Sequence[CalibrationSample],
                     settings: BuildSettings, workdir: str | Path) -> list[MeasureSpec]:
     """Export the reference subnets ``refs`` for ``runtime`` into ``workdir`` (reusable across measurements)."""
-    return subnet_specs(runtime, spec, [SubnetConfig.from_json(r.subnet) for r in refs], settings, Path(workdir))
+    return subnet_specs(runtime, spec, [spec.space.config_type.from_json(r.subnet) for r in refs], settings, Path(workdir))
 
 
 def measure_referenced(runtime: Runtime, specs: Sequence[MeasureSpec], refs: Sequence[CalibrationSample],

@@ -23,6 +23,7 @@ import numpy as np
 
 from elastic import MobileNetV3Spec, SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid, SlotTable
+from elastic.families import spec_from_dict
 from profilers.correction import Correction
 from profilers.layers import slot_grid
 from profilers.record import Protocol
@@ -97,13 +98,13 @@ class LatencyPredictor:
         self.correction = correction
         grid = slot_grid(spec)
         needed = {k for slot in grid.block_keys for vs in slot for k in vs}
-        needed |= {k for ks in grid.fixed_keys for k in ks}
+        needed |= {k for fs in grid.fixed_keys for ks in fs for k in ks}
         missing = sorted(needed - set(layer_ms))
         if missing:
             raise ValueError(f"the table lacks {len(missing)} layer(s) of this space (e.g. {missing[0]}); "
                              "run `ofakit profile build` (or `refresh`) for this recipe, device and runtime")
         self._layers = SlotTable(np.array([[[layer_ms[k] for k in vs] for vs in rs] for rs in grid.block_keys]),
-                                 np.array([sum(layer_ms[k] for k in ks) for ks in grid.fixed_keys]))
+                                 np.array([[sum(layer_ms[k] for k in ks) for ks in fs] for fs in grid.fixed_keys]))
         self._costs = CostGrid.build(spec)
 
     # ------------------------------------------------------------- loading
@@ -127,7 +128,7 @@ class LatencyPredictor:
         if not Path(table_path).is_file():
             raise ValueError(f"latency table {table_path} does not exist; build one with `ofakit profile build`")
         with LatencyTable(table_path, readonly=True) as table:
-            spec = recipe if isinstance(recipe, MobileNetV3Spec) else MobileNetV3Spec.from_dict(table.recipe(recipe))
+            spec = spec_from_dict(table.recipe(recipe)) if isinstance(recipe, str) else recipe
             if device not in table.devices():
                 raise ValueError(f"device {device!r} is not in {table_path}; devices there: {sorted(table.devices())}")
             rk = resolve_runtime(table, runtime, device)
@@ -176,7 +177,7 @@ class LatencyPredictor:
 
     def predict(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | SubnetConfig | ConfigBatch) -> np.ndarray:
         """Calibrated whole-subnet latency in milliseconds, one per config (or per row of a ConfigBatch)."""
-        if isinstance(cfgs, SubnetConfig):
+        if isinstance(cfgs, self.spec.space.config_type):
             cfgs = [cfgs]
         out = self.correction.apply(self.features(cfgs))
         return out * self.drift if self.drift != 1.0 else out

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from elastic import MobileNetV3Spec
+from elastic.families import spec_from_dict
 from profilers.correction import Correction
 from profilers.record import DeviceInfo, Measurement
 from profilers.table_rows import (STATS, CalibrationSample, Entry, MergeReport, RuntimeKey, _check_measurement, _json,
@@ -244,7 +244,7 @@ class LatencyTable(TableSharing):
         if not isinstance(spec, Mapping):
             raise ValueError(f"spec of recipe {name!r} is {spec!r}; allowed: a dict (MobileNetV3Spec.to_dict())")
         try:
-            MobileNetV3Spec.from_dict(spec)
+            spec_from_dict(spec)
         except ValueError as exc:
             raise ValueError(f"spec of recipe {name!r}: {exc}") from None
         sid = spec_id(spec)
@@ -259,7 +259,7 @@ class LatencyTable(TableSharing):
     def add_calibration(self, device: str, sid: str, subnet_json: str, m: Measurement) -> None:
         """Store a whole-subnet measurement of a subnet of spec ``sid`` (replacing an older one)."""
         row = self._db.execute("SELECT spec FROM recipes WHERE spec_id = ?", (sid,)).fetchone()
-        space = MobileNetV3Spec.from_dict(_json(row[0], f"the spec {sid}", self.path)).space if row else None
+        space = spec_from_dict(_json(row[0], f"the spec {sid}", self.path)).space if row else None
         check_subnet(subnet_json, space, "calibration subnet (SubnetConfig.to_json())", self.path, "nothing stored")
         _check_measurement(m, f"calibration subnet of {device}", self.path)
         with self._write() as db:

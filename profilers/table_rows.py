@@ -84,7 +84,7 @@ def _check_measurement(m: Measurement, what: str, path: Path) -> None:
 def check_subnet(text: str, space: SearchSpace | None, what: str, path: Path, fix: str) -> None:
     """A calibration subnet: a subnet config's JSON, inside its architecture's space when that is known."""
     try:
-        cfg = SubnetConfig.from_json(text)
+        cfg = (space.config_type if space is not None else SubnetConfig).from_json(text)
         if space is not None:
             space.validate(cfg)
     except (TypeError, ValueError) as exc:

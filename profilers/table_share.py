@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from elastic import MobileNetV3Spec
+from elastic.families import spec_from_dict
 from elastic.fileio import atomic_write_text
 from profilers.record import DeviceInfo
 from profilers.table_rows import (STATS, MergeReport, RuntimeKey, _count, _imported_runtime, _not_future, _number,
@@ -140,14 +140,14 @@ class TableSharing:
         for name in self.recipes():
             spec = self.recipe(name)
             try:
-                spaces[spec_id(spec)] = MobileNetV3Spec.from_dict(spec).space
+                spaces[spec_id(spec)] = spec_from_dict(spec).space
             except (TypeError, KeyError, AttributeError, ValueError) as exc:
                 raise ValueError(f"{self.path}: the spec of recipe {name!r} is corrupt ({exc}); rebuild the table "
                                  "or import a good copy") from None
         with self._write() as db:
             for name, spec in data.get("recipes", {}).items():
                 check_name(name, "imported recipe name")
-                spaces[spec_id(spec)] = MobileNetV3Spec.from_dict(spec).space  # a malformed spec is refused
+                spaces[spec_id(spec)] = spec_from_dict(spec).space  # a malformed spec is refused
                 db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?, ?)",
                            (name, spec_id(spec), json.dumps(spec), time.time()))
             for name, info in data["devices"].items():

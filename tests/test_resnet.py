@@ -3,6 +3,8 @@ with the reference ``ofa`` package's ``OFAResNets`` (supernet and extracted) thr
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,9 +17,15 @@ from elastic.resnet import ElasticResNet, ResNetConfig, ResNetSpace, ResNetSpec
 from elastic.resnet.spec import costs as spec_costs
 from model_zoo.ofa_parity import check_parity, randomize_, reference_supernet
 from model_zoo.ofa_weights import export_ofa_checkpoint, import_ofa_checkpoint, to_ofa_state_dict
+from ofakit.artifact import sidecar_path
 from ofakit.search.evolution import Constraint, Metric, evolve
 from ofakit.search.pareto import pareto_front
+from ofakit.ship import ship
+from ofakit.specialize import Budget
+from profilers import LatencyPredictor, LatencyTable
+from profilers.layers import subnet_layers
 from tests.conftest import ofa_available
+from tests.shipyard import LAT, build_shipyard, macs_specializer
 
 R50, TINY = "ofa_resnet50", "ofa_resnet_tiny"
 needs_ofa = pytest.mark.skipif(not ofa_available(), reason="the reference 'ofa' package is not installed")
@@ -156,3 +164,26 @@ def test_resnet_ofa_layout_both_ways(tmp_path, rng):
     assert all(torch.equal(again.state_dict()[k], v) for k, v in ours.state_dict().items())
     with pytest.raises(ValueError, match="does not match recipe 'ofa_mbv3_d234_e346_k357_w1.0'"):
         import_ofa_checkpoint("ofa_mbv3_d234_e346_k357_w1.0", path)
+
+
+def test_tiny_resnet_table_search_export_ship(tmp_path):
+    """The whole path on the family's tiny variant: a checkpoint, a latency table timed in onnxruntime whose
+    layers cover every subnet, then `ship` (search, export with parity, a real measurement interleaved with
+    the table's reference subnets) meeting a budget; MACs stand in for accuracy."""
+    ctx, table = build_shipyard(tmp_path, recipe=TINY)
+    spec = ctx.supernet.spec
+    assert isinstance(ctx.supernet, ElasticResNet) and ctx.supernet.spec == model_zoo.get_spec(TINY, resolutions=(28,))
+    pred = LatencyPredictor.load(table, "local", "onnxruntime", spec)
+    cfgs = [spec.space.sample(np.random.default_rng(i)) for i in range(30)]
+    with LatencyTable(table, readonly=True) as t:
+        assert {k for c in cfgs for k in subnet_layers(spec, c)} <= {e.key for e in t.entries("local")}
+    lat = pred.predict(cfgs)
+    assert np.all(lat > 0) and np.corrcoef(lat, [spec_costs(spec, c)[0] for c in cfgs])[0, 1] > 0.5
+    budget = Budget("local", "onnxruntime", 20 * float(pred.predict([spec.space.largest()])[0]))
+    report = ship(macs_specializer(ctx, table), [budget], "onnx", tmp_path / "m.onnx", retries=1,
+                  measure_shortlist=False)
+    pick = report.final.config
+    assert isinstance(pick, ResNetConfig) and pick in spec.space and report.met is True
+    assert 0 < report.shipped["measured_ms"][LAT] <= budget.ms and report.artifact.max_abs_diff <= 1e-4
+    side = json.loads(sidecar_path(tmp_path / "m.onnx").read_text())
+    assert ResNetConfig.from_dict(side["config"]) == pick

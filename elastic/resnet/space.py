@@ -95,6 +95,7 @@ class ResNetSpace:
         return (("d", (self.stem_depths,) + (self.d,) * n), ("e", (self.e,) * self.n_blocks), ("w", (w,) * (n + 2)),
                 ("r", (self.r,)))
 
+    config_type = ResNetConfig  # the config value of this family
     encoded_groups = (("d", False), ("e", True), ("w", False))  # depths and widths one-hot, ratios per active slot
 
     @cached_property

@@ -116,7 +116,7 @@ class ResNetSpec:
                 for ei, e in enumerate(sp.e):
                     for wi, wo in itertools.product(range(nw), repeat=2):
                         out_ch = stage_out[stage][wo]
-                        in_ch = ins[stage][wi] if first else stage_out[stage][wi]
+                        in_ch = ins[stage][wi] if first else out_ch  # in a stage, in == out always
                         b = BottleneckPlan(slot, in_ch, self.mid_channels(out_ch, e), out_ch, stride, down, hw)
                         block[slot, ri, (ei * nw + wi) * nw + wo] = block_costs(b)
                 hw = conv_out(hw, stride)

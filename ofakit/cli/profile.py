@@ -17,6 +17,7 @@ from rich.table import Table
 
 import model_zoo
 from elastic import MobileNetV3Spec
+from elastic.families import spec_from_dict
 from ofakit.cli.common import CLI_ERRORS, CliError, console, existing_table, fail, path_option, read_token
 from profilers import builder
 from profilers.drift import check_drift
@@ -66,13 +67,13 @@ def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNet
     if not isinstance(meta.get("spec"), dict) or not isinstance(meta.get("recipe"), str):
         raise CliError(f"--recipe {recipe!r}: its checkpoint sidecar lacks a 'spec' object or a 'recipe' name "
                        "(edited or truncated?)")
-    spec = MobileNetV3Spec.from_dict(meta["spec"])
+    spec = spec_from_dict(meta["spec"])
     if res:
         trained = list(spec.to_dict()["r"])
         if set(res) - set(trained):
             raise CliError(f"--resolutions {sorted(set(res) - set(trained))} are not resolutions of checkpoint "
                            f"{recipe!r}; allowed: {trained}")
-        spec = MobileNetV3Spec.from_dict({**spec.to_dict(), "r": list(res)})
+        spec = spec_from_dict({**spec.to_dict(), "r": list(res)})
     return meta["recipe"] + (f"@r{'-'.join(map(str, res))}" if res else ""), spec
 
 
@@ -201,7 +202,7 @@ def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table f
     try:
         with LatencyTable(existing_table(table)) as t:
             recipes = [recipe] if recipe is not None else t.recipes()
-            specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in recipes}
+            specs = {n: spec_from_dict(t.recipe(n)) for n in recipes}
             configs = sorted({e.runtime for e in t.entries(device)}, key=RuntimeKey.label)
         configs = [rk for rk in configs if runtime in (None, rk.name)]
         if not configs:
@@ -227,7 +228,7 @@ def table_summary(path: Path) -> dict:
     with LatencyTable(path, readonly=True) as t:
         devices = {n: i.to_dict() for n, i in t.devices().items()}
         entries = t.entries()
-        specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in t.recipes()}
+        specs = {n: spec_from_dict(t.recipe(n)) for n in t.recipes()}
         groups: dict[tuple[str, RuntimeKey], list] = {}
         for e in entries:
             groups.setdefault((e.device, e.runtime), []).append(e)
@@ -299,7 +300,7 @@ def _check_drifts(table: Path, summary: dict, token: str | None) -> tuple[list[s
     notes, unrecorded = [], {}
     stored = not read_only(table)
     with LatencyTable(table) as t:
-        specs = {n: MobileNetV3Spec.from_dict(t.recipe(n)) for n in t.recipes()}
+        specs = {n: spec_from_dict(t.recipe(n)) for n in t.recipes()}
     for r in summary["tables"]:
         if not r["calibration_samples"]:
             continue

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from deploy_targets import ExporterUnavailable, ParityError, get_exporter, list_exporters
 from elastic import SubnetConfig
+from elastic.families import config_from_dict
 from ofakit.cli.common import artifact_option, console, fail, path_option, read_token
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
@@ -256,7 +257,7 @@ def read_subnet(path: Path) -> tuple[SubnetConfig, dict[str, Any] | None]:
     acc = data.get("predicted_accuracy") if searched else None
     if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1):
         raise ValueError(f"--subnet {path}: predicted_accuracy={acc!r}; allowed: a top-1 from 0 to 1, or null")
-    return SubnetConfig.from_dict(data["config"] if searched else data), (data if searched else None)
+    return config_from_dict(data["config"] if searched else data), (data if searched else None)
 
 
 class _NotANumber(ValueError):

@@ -270,11 +270,11 @@ def cached_front(path: str | Path, space: SearchSpace, header: dict[str, Any], s
     have, records, _ = _read(Path(path))
     if have != _want(header, seed):
         return []
-    return [space.validate(SubnetConfig.from_json(r["config"])) for r in records if r.get("origin") == "front"]
+    return [space.validate(space.config_type.from_json(r["config"])) for r in records if r.get("origin") == "front"]
 
 
 def _data(space: SearchSpace, records: list[dict[str, Any]], header: dict[str, Any]) -> AccuracyData:
-    cfgs = tuple(space.validate(SubnetConfig.from_json(r["config"])) for r in records)
+    cfgs = tuple(space.validate(space.config_type.from_json(r["config"])) for r in records)
     halves = np.array([r.get("val_halves", [np.nan, np.nan]) for r in records], dtype=np.float64).reshape(-1, 2)
     return AccuracyData(space, cfgs, np.array([r["val_top1"] for r in records], dtype=np.float64), header,
                         None if np.isnan(halves).all() else halves)

@@ -1,18 +1,15 @@
-"""The distinct layers a supernet's space can produce, as tiny standalone models, and their table keys.
+"""The layers of MBConv subnets (MobileNetV3, ProxylessNAS) for latency tables, as tiny standalone models.
 
 A subnet runs a stem, the fixed first block, its active MBConv blocks and a head. Each of them depends
 only on its own shape (channels, kernel, stride, activation, squeeze-excite, input size), so the layers of
 every subnet of a space come from a small set: per resolution, the stem, the first block, each block slot
 at every (kernel, expand) and the head. :func:`space_layers` enumerates that set, :func:`subnet_layers`
-lists the keys one subnet uses, and :func:`slot_grid` lays them out for the
-vectorised predictor.
+lists the keys one subnet uses, and :func:`slot_grid` lays them out for the vectorised predictor.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -20,44 +17,19 @@ from torch import nn
 from elastic import BlockPlan, MobileNetV3Spec, SubnetConfig, plan
 from elastic.spec import conv_out
 from elastic.static import MBConv, SqueezeExcite, conv_bn_act, head_forward, make_conv, make_linear
-
-LAYOUT_VERSION = 1  # bump when a key's meaning (or the module built for it) changes
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One distinct layer: its table key, input shape and a factory for a standalone module."""
-
-    key: str
-    input_shape: tuple[int, int, int, int]
-    build: Callable[[], nn.Module]
-
-
-def _rand_bn(channels: int, gen: torch.Generator) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(channels)
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 1.5, generator=gen)
-        bn.bias.normal_(0, 0.1, generator=gen)
-        bn.running_mean.normal_(0, 0.1, generator=gen)
-        bn.running_var.uniform_(0.5, 1.5, generator=gen)
-    return bn
-
-
-def _w(gen: torch.Generator, *shape: int) -> torch.Tensor:
-    fan_in = max(1, shape[1] * shape[2] * shape[3]) if len(shape) == 4 else shape[1]
-    return torch.randn(*shape, generator=gen) / fan_in**0.5
+from profilers.layers.common import Layer, LayerGrid, rand_bn, rand_weight
 
 
 def block_module(b: BlockPlan, seed: int = 0) -> MBConv:
     """A static MBConv with the shape of ``b`` and random weights (latency does not depend on them)."""
     g = torch.Generator().manual_seed(seed)
-    expand = (make_conv(_w(g, b.mid_ch, b.in_ch, 1, 1)), _rand_bn(b.mid_ch, g)) if b.has_expand else None
-    dw = (make_conv(_w(g, b.mid_ch, 1, b.kernel, b.kernel), stride=b.stride, groups=b.mid_ch), _rand_bn(b.mid_ch, g))
+    expand = (make_conv(rand_weight(g, b.mid_ch, b.in_ch, 1, 1)), rand_bn(b.mid_ch, g)) if b.has_expand else None
+    dw = (make_conv(rand_weight(g, b.mid_ch, 1, b.kernel, b.kernel), stride=b.stride, groups=b.mid_ch), rand_bn(b.mid_ch, g))
     se = None
     if b.se_mid:
-        se = SqueezeExcite(make_conv(_w(g, b.se_mid, b.mid_ch, 1, 1), torch.zeros(b.se_mid)),
-                           make_conv(_w(g, b.mid_ch, b.se_mid, 1, 1), torch.zeros(b.mid_ch)))
-    project = (make_conv(_w(g, b.out_ch, b.mid_ch, 1, 1)), _rand_bn(b.out_ch, g))
+        se = SqueezeExcite(make_conv(rand_weight(g, b.se_mid, b.mid_ch, 1, 1), torch.zeros(b.se_mid)),
+                           make_conv(rand_weight(g, b.mid_ch, b.se_mid, 1, 1), torch.zeros(b.mid_ch)))
+    project = (make_conv(rand_weight(g, b.out_ch, b.mid_ch, 1, 1)), rand_bn(b.out_ch, g))
     return MBConv(expand, dw, se, project, b.act, b.residual).eval()
 
 
@@ -68,8 +40,8 @@ class Head(nn.Module):
     def __init__(self, in_ch: int, fe: int, fm: int, nc: int, seed: int = 0, act: str = "h_swish"):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.final_expand = conv_bn_act(make_conv(_w(g, fe, in_ch, 1, 1)), _rand_bn(fe, g), act)
-        self.feature_mix = conv_bn_act(make_conv(_w(g, fm, fe, 1, 1)), None, act) if fm else nn.Identity()
+        self.final_expand = conv_bn_act(make_conv(rand_weight(g, fe, in_ch, 1, 1)), rand_bn(fe, g), act)
+        self.feature_mix = conv_bn_act(make_conv(rand_weight(g, fm, fe, 1, 1)), None, act) if fm else nn.Identity()
         feat = fm or fe
         self.classifier = make_linear(torch.randn(nc, feat, generator=g) / feat**0.5, torch.zeros(nc))
 
@@ -99,8 +71,8 @@ def head_key(spec: MobileNetV3Spec, hw: int) -> str:
 def _stem_layer(spec: MobileNetV3Spec, r: int) -> Layer:
     def build() -> nn.Module:
         g = torch.Generator().manual_seed(0)
-        conv = make_conv(_w(g, spec.stem_width, spec.in_channels, 3, 3), stride=spec.stem_stride)
-        return conv_bn_act(conv, _rand_bn(spec.stem_width, g), spec.stem_act).eval()
+        conv = make_conv(rand_weight(g, spec.stem_width, spec.in_channels, 3, 3), stride=spec.stem_stride)
+        return conv_bn_act(conv, rand_bn(spec.stem_width, g), spec.stem_act).eval()
 
     return Layer(stem_key(spec, r), (1, spec.in_channels, r, r), build)
 
@@ -129,20 +101,6 @@ def final_hw(spec: MobileNetV3Spec, r: int) -> int:
     return hw
 
 
-@dataclass(frozen=True)
-class LayerGrid:
-    """Table keys of a space's layers, laid out for vectorised lookups (their costs: ``elastic.batch.CostGrid``).
-
-    Attributes:
-        block_keys: ``block_keys[slot][r_i][variant]``: the key of block slot ``slot`` at the space's
-            ``r_i``-th resolution and variant ``k_i * |e| + e_i`` (its kernel and expand-ratio indices).
-        fixed_keys: ``fixed_keys[r_i]``: the stem, first block and head keys at each resolution.
-    """
-
-    block_keys: list[list[list[str]]]
-    fixed_keys: list[list[str]]
-
-
 def slot_grid(spec: MobileNetV3Spec) -> LayerGrid:
     """The :class:`LayerGrid` of ``spec``'s space."""
     sp = spec.space
@@ -154,7 +112,7 @@ def slot_grid(spec: MobileNetV3Spec) -> LayerGrid:
                 for slot, b in enumerate(plan(spec, _uniform(spec, k, e, r))[1:]):
                     keys[slot][ri][ki * len(sp.e) + ei] = block_key(b)
         first = plan(spec, _uniform(spec, sp.ks[0], sp.e[0], r))[0]
-        fixed.append([stem_key(spec, r), block_key(first), head_key(spec, final_hw(spec, r))])
+        fixed.append([[stem_key(spec, r), block_key(first), head_key(spec, final_hw(spec, r))]])
     return LayerGrid(keys, fixed)
 
 
