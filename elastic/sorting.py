@@ -15,19 +15,9 @@ from typing import Sequence
 import torch
 
 from elastic.blocks import ElasticMBConv
-
-
-def _grouped_order(importance: torch.Tensor, bounds: Sequence[int]) -> torch.Tensor:
-    """Indices sorting by descending importance within the groups ``[0,b0), [b0,b1), ...``."""
-    n = importance.numel()
-    group = torch.bucketize(torch.arange(n), torch.tensor(sorted(set(bounds)), dtype=torch.long), right=True)
-    by_importance = torch.argsort(importance, descending=True, stable=True)
-    return by_importance[torch.argsort(group[by_importance], stable=True)]
-
-
-def _permute_bn(bn: torch.nn.BatchNorm2d, order: torch.Tensor) -> None:
-    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
-        t.copy_(t[order])
+from elastic.permute import grouped_order, permute_bn
+from elastic.resnet.sorting import sort_bottleneck
+from elastic.resnet.supernet import ElasticBottleneck
 
 
 def sort_block(block: ElasticMBConv, keep: Sequence[float] = ()) -> torch.Tensor | None:
@@ -36,11 +26,11 @@ def sort_block(block: ElasticMBConv, keep: Sequence[float] = ()) -> torch.Tensor
         return None
     max_mid = block.dw_conv.weight.shape[0]
     bounds = [block.mid_channels(e) for e in keep]
-    order = _grouped_order(block.project_conv.weight.abs().sum((0, 2, 3)), bounds)
+    order = grouped_order(block.project_conv.weight.abs().sum((0, 2, 3)), bounds)
     block.expand_conv.weight.copy_(block.expand_conv.weight[order])
-    _permute_bn(block.expand_bn, order)
+    permute_bn(block.expand_bn, order)
     block.dw_conv.weight.copy_(block.dw_conv.weight[order])
-    _permute_bn(block.dw_bn, order)
+    permute_bn(block.dw_bn, order)
     block.project_conv.weight.copy_(block.project_conv.weight[:, order])
     se = block.se
     if se is not None:
@@ -48,7 +38,7 @@ def sort_block(block: ElasticMBConv, keep: Sequence[float] = ()) -> torch.Tensor
         se.expand.weight.copy_(se.expand.weight[order])
         se.expand.bias.copy_(se.expand.bias[order])
         se_bounds = [se.mid_channels(b) for b in bounds if b < max_mid]
-        se_order = _grouped_order(se.expand.weight.abs().sum((0, 2, 3)), se_bounds)
+        se_order = grouped_order(se.expand.weight.abs().sum((0, 2, 3)), se_bounds)
         se.reduce.weight.copy_(se.reduce.weight[se_order])
         se.reduce.bias.copy_(se.reduce.bias[se_order])
         se.expand.weight.copy_(se.expand.weight[:, se_order])
@@ -59,7 +49,7 @@ def sort_channels(supernet: torch.nn.Module, keep: Sequence[float] = ()) -> None
     """Reorder every elastic block's hidden channels by importance, in place.
 
     Args:
-        supernet: An :class:`~elastic.supernet.ElasticMobileNetV3`.
+        supernet: An :class:`~elastic.supernet.ElasticMobileNetV3` or :class:`~elastic.resnet.ElasticResNet`.
         keep: Expand ratios whose widths were already trained; their channel sets are preserved.
 
     Permuting parameters invalidates optimizer state (momentum buffers): sort at phase boundaries, before
@@ -69,6 +59,7 @@ def sort_channels(supernet: torch.nn.Module, keep: Sequence[float] = ()) -> None
     bad = [e for e in keep if e not in allowed]
     if bad:
         raise ValueError(f"keep={list(keep)} has expand ratios {bad} outside the space; allowed: {sorted(allowed)}")
+    sorters = {ElasticMBConv: sort_block, ElasticBottleneck: sort_bottleneck}
     with torch.no_grad():
         for block in supernet.blocks:
-            sort_block(block, keep)
+            sorters[type(block)](block, keep)

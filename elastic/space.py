@@ -164,6 +164,32 @@ class SearchSpace:
         """Inverse of :meth:`config_values`."""
         return SubnetConfig(ks=values["ks"], e=values["e"], d=values["d"], r=values["r"][0])
 
+    elastic_dims = ("ks", "e", "d", "r")  # what a training phase may restrict
+
+    def restrict(self, what: str = "restriction", **chosen: Any) -> "SearchSpace":
+        """The sub-space allowing only ``chosen`` values (``ks``, ``e``, ``d``, ``r``; an unset dimension keeps
+        its largest value, the resolution all of them); its configs fit this space's supernet."""
+        values = {}
+        for name in self.elastic_dims:
+            allowed = getattr(self, name)
+            v = chosen.get(name)
+            v = (allowed if name == "r" else (max(allowed),)) if v is None else tuple(v)
+            bad = [x for x in v if x not in allowed]
+            if bad:
+                raise ValueError(f"{what}: {name}={list(v)} has {bad} outside the space; allowed: {list(allowed)}")
+            values[name] = v
+        if max(values["d"]) != self.max_depth:
+            raise ValueError(f"{what}: d={list(values['d'])} must include the space's largest depth {self.max_depth} "
+                             "(the number of block slots per stage is fixed)")
+        return SearchSpace(n_stages=self.n_stages, stage_slots=self.stage_slots, **values)
+
+    def around(self, cfg: SubnetConfig) -> "SearchSpace":
+        """The smallest sub-space holding ``cfg`` (its own values; a short stage's depth is a clip)."""
+        c = self.validate(cfg)
+        depths = {v for v in c.d if v in self.d} | {self.max_depth}
+        return SearchSpace(ks=set(c.ks), e=set(c.e), d=depths, r=(c.r,), n_stages=self.n_stages,
+                           stage_slots=self.stage_slots)
+
     def choices(self) -> dict[str, list]:
         """The elastic dimensions' allowed values by their plain names (summaries, ``ofakit zoo list``)."""
         return {"kernel_sizes": list(self.ks), "expand_ratios": list(self.e), "depths": list(self.d)}

@@ -11,10 +11,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import model_zoo
+from elastic import sort_channels
 from elastic.batch import ConfigBatch, CostGrid, space_cardinalities
 from elastic.families import build_supernet, get_family, list_families, spec_from_dict
 from elastic.resnet import ElasticResNet, ResNetConfig, ResNetSpace, ResNetSpec
 from elastic.resnet.spec import costs as spec_costs
+from elastic.training.data import DataSource, load_splits
+from elastic.training.schedule import Phase, ofa_schedule
+from elastic.training.trainer import TrainConfig, Trainer
+from model_zoo.checkpoint import load_checkpoint, save_checkpoint
 from model_zoo.ofa_parity import check_parity, randomize_, reference_supernet
 from model_zoo.ofa_weights import export_ofa_checkpoint, import_ofa_checkpoint, to_ofa_state_dict
 from ofakit.artifact import sidecar_path
@@ -25,6 +30,7 @@ from ofakit.specialize import Budget
 from profilers import LatencyPredictor, LatencyTable
 from profilers.layers import subnet_layers
 from tests.conftest import ofa_available
+from tests.fakedata import write_fmnist
 from tests.shipyard import LAT, build_shipyard, macs_specializer
 
 R50, TINY = "ofa_resnet50", "ofa_resnet_tiny"
@@ -187,3 +193,41 @@ def test_tiny_resnet_table_search_export_ship(tmp_path):
     assert 0 < report.shipped["measured_ms"][LAT] <= budget.ms and report.artifact.max_abs_diff <= 1e-4
     side = json.loads(sidecar_path(tmp_path / "m.onnx").read_text())
     assert ResNetConfig.from_dict(side["config"]) == pick
+
+
+def test_resnet_progressive_shrinking_trains_and_sorting_keeps_the_function(tmp_path, monkeypatch, rng):
+    """OFA's schedule for a ResNet space has no kernel phase and ends with width phases; each phase samples
+    configs of the full space; sorting hidden channels keeps the widest subnet's function and the channel
+    sets of trained ratios; a trained supernet is saved and loaded as a checkpoint."""
+    monkeypatch.setenv("OFAKIT_CACHE", str(tmp_path / "cache"))
+    net = model_zoo.get_supernet(TINY, resolutions=(28,))
+    sp = net.space
+    phases = ofa_schedule({k: 1 for k in ("teacher", "depth1", "depth2", "expand1", "expand2", "width1", "width2")},
+                          lr=0.02, space=sp)
+    assert [p.name for p in phases] == ["teacher", "depth1", "depth2", "expand1", "expand2", "width1", "width2"]
+    width1 = phases[-2].space(sp)
+    assert width1.width_choices == (1, 2) and all(width1.sample(rng) in sp for _ in range(20))
+    with pytest.raises(ValueError, match="ks=\\[3\\] is not an elastic dimension of this supernet"):
+        Phase("k", 1, 0.1, ks=(3,)).space(sp)
+    with pytest.raises(ValueError, match=r"w=\[3\] has \[3\] outside the space; allowed: \[0, 1, 2\]"):
+        Phase("w", 1, 0.1, w=(3,)).space(sp)
+    data = write_fmnist(tmp_path / "fmnist", n_train=64, n_test=16)
+    splits = load_splits(DataSource("fashion-mnist", data), val_size=16, seed=0, train_limit=32)
+    config = TrainConfig(batch_size=16, seed=1, calib_images=16, epoch_calib_images=16, eval_images=16,
+                         eval_random_subnets=1, eval_batch_size=16, log_every=0)
+    records = Trainer(net, splits, [phases[0], phases[3], phases[5]], config, tmp_path / "run",
+                      progress=False).run()
+    assert [r["phase"] for r in records] == ["teacher", "expand1", "width1"]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    net = randomize_(net, seed=2).eval()
+    x = torch.randn(2, 1, 28, 28)
+    big, mid = sp.largest(), ResNetConfig.from_dict({**sp.largest().to_dict(), "e": [0.25] * sp.n_blocks})
+    with torch.no_grad():
+        want_big, want_mid = net(x, big), net(x, mid)
+        sort_channels(net, keep=(0.25,))
+        assert torch.allclose(net(x, big), want_big, atol=1e-4)  # the widest subnet is unchanged
+        assert torch.allclose(net(x, mid), want_mid, atol=1e-4)  # a kept ratio keeps its channel set
+    path = save_checkpoint(net, tmp_path / "resnet")
+    again = load_checkpoint(path)
+    assert isinstance(again, ElasticResNet) and all(torch.equal(again.state_dict()[k], v)
+                                                    for k, v in net.state_dict().items())

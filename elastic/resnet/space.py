@@ -32,6 +32,8 @@ class ResNetSpace:
         widths: Width multipliers; configs hold indices into them (OFA's ``w``).
         r: Allowed input resolutions.
         base_depth: Blocks every subnet runs in each stage.
+        w: Allowed width indices (``None``: all of ``widths``; a training phase may allow fewer).
+        stem_d: Allowed stem depth genes (``None``: the smallest and the largest depth).
     """
 
     d: tuple[int, ...]
@@ -39,6 +41,8 @@ class ResNetSpace:
     widths: tuple[float, ...]
     r: tuple[int, ...]
     base_depth: tuple[int, ...]
+    w: tuple[int, ...] | None = None
+    stem_d: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         d = tuple(sorted(set(self.d))) if isinstance(self.d, (list, tuple, set)) else self.d
@@ -56,6 +60,12 @@ class ResNetSpace:
         if not base or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in base):
             raise ValueError(f"ResNetSpace.base_depth={self.base_depth!r} must list one positive integer per stage")
         object.__setattr__(self, "base_depth", base)
+        for name, full in (("w", tuple(range(len(self.widths)))), ("stem_d", tuple(sorted({min(d), max(d)})))):
+            v = getattr(self, name)
+            v = full if v is None else tuple(sorted(set(v))) if isinstance(v, (list, tuple, set)) else v
+            if not isinstance(v, tuple) or not v or any(x not in full for x in v):
+                raise ValueError(f"ResNetSpace.{name}={getattr(self, name)!r} must list some of {list(full)}")
+            object.__setattr__(self, name, None if v == full else v)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -81,7 +91,12 @@ class ResNetSpace:
     @property
     def stem_depths(self) -> tuple[int, ...]:
         """Allowed ``d[0]``: the smallest depth (stem residual conv skipped) or the largest (it runs)."""
-        return tuple(sorted({min(self.d), max(self.d)}))
+        return self.stem_d or tuple(sorted({min(self.d), max(self.d)}))
+
+    @property
+    def width_choices(self) -> tuple[int, ...]:
+        """Allowed width indices."""
+        return self.w or tuple(range(len(self.widths)))
 
     def stem_residual(self, cfg: ResNetConfig) -> bool:
         """Whether the stem's residual 3x3 conv runs for ``cfg``."""
@@ -91,7 +106,7 @@ class ResNetSpace:
     def gene_groups(self) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
         """``(name, allowed values per column)`` of the genome: depths (the stem's first), ratios per slot,
         width indices, the resolution last."""
-        n, w = self.n_stages, tuple(range(len(self.widths)))
+        n, w = self.n_stages, self.width_choices
         return (("d", (self.stem_depths,) + (self.d,) * n), ("e", (self.e,) * self.n_blocks), ("w", (w,) * (n + 2)),
                 ("r", (self.r,)))
 
@@ -116,21 +131,26 @@ class ResNetSpace:
         """Variants of one block slot: every (ratio, input width, output width)."""
         return len(self.e) * len(self.widths) ** 2
 
+    def _width_indices(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Width indices (into ``widths``) from the genome's indices into :attr:`width_choices`."""
+        return np.asarray(self.width_choices, dtype=np.intp)[genes["w"]]
+
     def slot_variants(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
-        """``[N, slots]``: each slot's variant ``(e_index * |w| + w_in) * |w| + w_out``."""
+        """``[N, slots]``: each slot's variant ``(e_index * |widths| + w_in) * |widths| + w_out``."""
         stage, _, w_in, _ = self._slot_arrays
-        nw, w = len(self.widths), genes["w"].astype(np.intp)
+        nw, w = len(self.widths), self._width_indices(genes)
         return (genes["e"].astype(np.intp) * nw + w[:, w_in]) * nw + w[:, 2 + stage]
 
     @property
     def n_fixed_variants(self) -> int:
-        """Variants of the stem and classifier: stem depth x its two widths x the last stage's width."""
-        return len(self.stem_depths) * len(self.widths) ** 3
+        """Variants of the stem and classifier: stem residual conv or not x its two widths x the last width."""
+        return 2 * len(self.widths) ** 3
 
     def fixed_variants(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
-        """``[N]``: ``((d0_index * |w| + w0) * |w| + w1) * |w| + w_last``."""
-        nw, w = len(self.widths), genes["w"].astype(np.intp)
-        return ((genes["d"][:, 0].astype(np.intp) * nw + w[:, 0]) * nw + w[:, 1]) * nw + w[:, -1]
+        """``[N]``: ``((residual * |widths| + w0) * |widths| + w1) * |widths| + w_last``."""
+        nw, w = len(self.widths), self._width_indices(genes)
+        residual = (np.asarray(self.stem_depths)[genes["d"][:, 0]] == max(self.d)).astype(np.intp)
+        return ((residual * nw + w[:, 0]) * nw + w[:, 1]) * nw + w[:, -1]
 
     def config_values(self, cfg: ResNetConfig) -> dict[str, tuple]:
         """Per gene group values of ``cfg`` (structure only; :meth:`validate` checks membership)."""
@@ -143,6 +163,33 @@ class ResNetSpace:
         """Inverse of :meth:`config_values`."""
         return ResNetConfig(d=values["d"], e=values["e"], w=tuple(int(v) for v in values["w"]), r=values["r"][0])
 
+    elastic_dims = ("d", "e", "w", "r")  # what a training phase may restrict
+
+    def restrict(self, what: str = "restriction", **chosen: Any) -> "ResNetSpace":
+        """The sub-space allowing only ``chosen`` values (``d``, ``e``, ``w`` width indices, ``r``; an unset
+        dimension keeps its largest value, the resolution all of them); its configs fit this space's supernet
+        (widths keep their indices, the stem may skip its residual conv only where the smallest depth is
+        allowed)."""
+        values = {}
+        for name, allowed in (("d", self.d), ("e", self.e), ("w", self.width_choices), ("r", self.r)):
+            v = chosen.get(name)
+            v = (allowed if name == "r" else (max(allowed),)) if v is None else tuple(v)
+            bad = [x for x in v if x not in allowed]
+            if bad:
+                raise ValueError(f"{what}: {name}={list(v)} has {bad} outside the space; allowed: {list(allowed)}")
+            values[name] = v
+        if max(values["d"]) != max(self.d):
+            raise ValueError(f"{what}: d={list(values['d'])} must include the space's largest depth {max(self.d)} "
+                             "(the number of block slots per stage is fixed)")
+        stem = tuple(x for x in self.stem_depths if x in values["d"])
+        return ResNetSpace(values["d"], values["e"], self.widths, values["r"], self.base_depth, values["w"], stem)
+
+    def around(self, cfg: ResNetConfig) -> "ResNetSpace":
+        """The smallest sub-space holding ``cfg``."""
+        c = self.validate(cfg)
+        return ResNetSpace(set(c.d[1:]) | {max(self.d)}, set(c.e), self.widths, (c.r,), self.base_depth,
+                           set(c.w), (c.d[0],))
+
     def choices(self) -> dict[str, list]:
         """The elastic dimensions' allowed values by their plain names (summaries, ``ofakit zoo list``)."""
         return {"depths": list(self.d), "expand_ratios": list(self.e), "width_multipliers": list(self.widths),
@@ -154,8 +201,10 @@ class ResNetSpace:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"d": list(self.d), "e": list(self.e), "widths": list(self.widths), "r": list(self.r),
-                "base_depth": list(self.base_depth)}
+        out = {"d": list(self.d), "e": list(self.e), "widths": list(self.widths), "r": list(self.r),
+               "base_depth": list(self.base_depth)}
+        out.update({k: list(getattr(self, k)) for k in ("w", "stem_d") if getattr(self, k) is not None})
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ResNetSpace":
@@ -163,7 +212,7 @@ class ResNetSpace:
         missing = [k for k in _KEYS if not isinstance(data, Mapping) or k not in data]
         if missing:
             raise ValueError(f"ResNetSpace is missing key(s) {missing}; required: {list(_KEYS)}")
-        return cls(**{k: data[k] for k in _KEYS})
+        return cls(**{k: data[k] for k in _KEYS}, w=data.get("w"), stem_d=data.get("stem_d"))
 
     # ------------------------------------------------------------- validation
     def validate(self, cfg: ResNetConfig) -> ResNetConfig:
@@ -178,7 +227,7 @@ class ResNetSpace:
                                  f"({n} stages, block slots per stage: {list(self.slots)})")
         if cfg.d[0] not in self.stem_depths:
             raise ValueError(f"ResNetConfig.d[0]={cfg.d[0]!r} is outside the space; allowed: {list(self.stem_depths)}")
-        for name, values, allowed in (("d", cfg.d[1:], self.d), ("w", cfg.w, range(len(self.widths))),
+        for name, values, allowed in (("d", cfg.d[1:], self.d), ("w", cfg.w, self.width_choices),
                                       ("e", cfg.e, self.e)):
             for i, v in enumerate(values):
                 if v not in allowed:
@@ -205,14 +254,14 @@ class ResNetSpace:
     def largest(self, r: int | None = None) -> ResNetConfig:
         """Every stage at its deepest, widest, with the largest expand ratio (largest resolution by default)."""
         n = self.n_stages
-        return ResNetConfig(d=(max(self.d),) * (n + 1), e=(max(self.e),) * self.n_blocks,
-                            w=(len(self.widths) - 1,) * (n + 2), r=max(self.r) if r is None else self._resolution(r))
+        return ResNetConfig(d=(max(self.stem_depths),) + (max(self.d),) * n, e=(max(self.e),) * self.n_blocks,
+                            w=(max(self.width_choices),) * (n + 2), r=max(self.r) if r is None else self._resolution(r))
 
     def smallest(self, r: int | None = None) -> ResNetConfig:
         """The shallowest, narrowest subnet (smallest resolution by default)."""
         n = self.n_stages
-        return ResNetConfig(d=(min(self.d),) * (n + 1), e=(min(self.e),) * self.n_blocks, w=(0,) * (n + 2),
-                            r=min(self.r) if r is None else self._resolution(r))
+        return ResNetConfig(d=(min(self.stem_depths),) + (min(self.d),) * n, e=(min(self.e),) * self.n_blocks,
+                            w=(min(self.width_choices),) * (n + 2), r=min(self.r) if r is None else self._resolution(r))
 
     def sample(self, rng: np.random.Generator, r: int | None = None) -> ResNetConfig:
         """Draw every gene uniformly and independently, as OFA's ``sample_active_subnet`` (``r`` fixes the
@@ -223,10 +272,10 @@ class ResNetSpace:
         e = rng.choice(len(self.e), size=self.n_blocks)
         stem = self.stem_depths[rng.choice(len(self.stem_depths))]
         d = rng.choice(len(self.d), size=n)
-        w = rng.choice(len(self.widths), size=n + 2)
+        w = rng.choice(len(self.width_choices), size=n + 2)
         ri = rng.choice(len(self.r))
         return ResNetConfig(d=(stem, *(self.d[i] for i in d)), e=tuple(self.e[i] for i in e),
-                            w=tuple(int(i) for i in w), r=self.r[ri] if r is None else self._resolution(r))
+                            w=tuple(self.width_choices[i] for i in w), r=self.r[ri] if r is None else self._resolution(r))
 
     def canonical(self, cfg: ResNetConfig) -> ResNetConfig:
         """Same architecture with inactive block slots at the smallest expand ratio."""
@@ -237,7 +286,7 @@ class ResNetSpace:
 
     def size(self, with_resolution: bool = True) -> int:
         """Number of distinct subnets (architectures, times resolutions by default)."""
-        nw, ne = len(self.widths), len(self.e)
+        nw, ne = len(self.width_choices), len(self.e)
         total = len(self.stem_depths) * nw * nw
         total *= math.prod(nw * sum(ne ** (b + x) for x in self.d) for b in self.base_depth)
         return total * len(self.r) if with_resolution else total

@@ -93,22 +93,22 @@ class ResNetSpec:
 
     def variant_costs(self) -> tuple[np.ndarray, np.ndarray]:
         """``(block[slot, r, variant, 2], fixed[r, fixed_variant, 2])``: MACs and parameters of every block
-        slot's (ratio, input width, output width) variant and of the stem and classifier per (stem depth,
-        stem widths, last width), per resolution index (``elastic.batch.CostGrid``; variant numbering as
+        slot's (ratio, input width, output width) variant and of the stem and classifier per (stem residual
+        conv or not, stem widths, last width), per resolution index (``elastic.batch.CostGrid``; variant numbering as
         :meth:`ResNetSpace.slot_variants` / :meth:`ResNetSpace.fixed_variants`)."""
         sp, nw = self.space, len(self.widths)
         block = np.zeros((sp.n_blocks, len(sp.r), sp.n_slot_variants, 2), dtype=np.int64)
         fixed = np.zeros((len(sp.r), sp.n_fixed_variants, 2), dtype=np.int64)
         stage_out = [self.scaled(b) for b in self.stage_widths]
         for ri, r in enumerate(sp.r):
-            for di, depth in enumerate(sp.stem_depths):
+            for res in (0, 1):
                 for w0, w1, wl in itertools.product(range(nw), repeat=3):
                     stem = StemPlan(self.in_channels, self.stem_mid_channels[w0], self.stem_channels[w1],
-                                    self.stem_stride, depth == max(sp.d), self.max_pool, r)
+                                    self.stem_stride, bool(res), self.max_pool, r)
                     last = stage_out[-1][wl]
                     m, p = stem_costs(stem)
-                    fixed[ri, ((di * nw + w0) * nw + w1) * nw + wl] = (m + last * self.num_classes,
-                                                                       p + last * self.num_classes + self.num_classes)
+                    fixed[ri, ((res * nw + w0) * nw + w1) * nw + wl] = (m + last * self.num_classes,
+                                                                        p + last * self.num_classes + self.num_classes)
             hw = StemPlan(self.in_channels, 1, 1, self.stem_stride, False, self.max_pool, r).hw_out
             ins = [self.stem_channels, *stage_out[:-1]]
             for slot, (stage, stride, down) in enumerate(slot_layout(self)):

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
 
-from elastic.config import SubnetConfig
+from elastic.families import config_from_dict
 from elastic.space import SearchSpace
 from elastic.strict import dataclass_kwargs
 
@@ -23,6 +23,7 @@ _PHASE_RANGES = {"epochs": (1, 100_000), "lr": (1e-12, 100.0), "subnets_per_step
 SAMPLERS = ("random", "sandwich")
 RESOLUTION_RULES = ("shared", "sandwich")
 LR_SCHEDULES = ("cosine", "constant")
+_DIMS = ("ks", "e", "d", "r", "w")  # the elastic dimensions a phase may restrict (a space has some of them)
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,9 @@ class Phase:
         name: Label used in logs, metrics and checkpoints.
         epochs: Epochs of this phase.
         lr: Peak learning rate (per 256 images is *not* implied: used as given).
-        ks, e, d, r: Values sampled for each elastic dimension; ``None`` fixes it at the space's largest
-            value (resolution: ``None`` samples every resolution of the space).
+        ks, e, d, r, w: Values sampled for each elastic dimension the supernet has (``w``: ResNet width
+            multiplier indices); ``None`` fixes it at the space's largest value (resolution: ``None``
+            samples every resolution of the space).
         subnets_per_step: Subnets whose gradients are accumulated per optimizer step.
         sampler: ``random`` (uniform) or ``sandwich`` (largest + smallest + random ones).
         resolution: ``shared`` (OFA: one resolution drawn per step for all its subnets) or ``sandwich``
@@ -57,6 +59,7 @@ class Phase:
     e: tuple[float, ...] | None = None
     d: tuple[int, ...] | None = None
     r: tuple[int, ...] | None = None
+    w: tuple[int, ...] | None = None
     subnets_per_step: int = 1
     sampler: str = "random"
     resolution: str = "shared"
@@ -65,22 +68,22 @@ class Phase:
     sort_channels: bool = False
     warmup_epochs: float = 0.0
     lr_schedule: str = "cosine"
-    subnet: SubnetConfig | None = None
+    subnet: Any = None  # a SubnetConfig / ResNetConfig (a JSON object is parsed by its keys)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             check_value(f"phase {self.name!r}: {f.name}", getattr(self, f.name), f.type, _PHASE_RANGES.get(f.name))
-        for name in ("ks", "e", "d", "r"):
+        for name in _DIMS:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (list, tuple)) or not v
                                   or not all(_is_number(x) for x in v)):
                 raise ValueError(f"phase {self.name!r}: {name}={v!r} must be a non-empty list of numbers")
         if isinstance(self.subnet, Mapping):
-            object.__setattr__(self, "subnet", SubnetConfig.from_dict(self.subnet))
-        if self.subnet is not None and (any(getattr(self, n) is not None for n in ("ks", "e", "d", "r"))
+            object.__setattr__(self, "subnet", config_from_dict(self.subnet))
+        if self.subnet is not None and (any(getattr(self, n) is not None for n in _DIMS)
                                         or self.subnets_per_step != 1 or self.sampler != "random"):
-            raise ValueError(f"phase {self.name!r}: a fixed subnet excludes ks/e/d/r, sampler and subnets_per_step")
-        for name in ("ks", "e", "d", "r"):
+            raise ValueError(f"phase {self.name!r}: a fixed subnet excludes ks/e/d/r/w, sampler and subnets_per_step")
+        for name in _DIMS:
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, tuple(sorted(set(v))))
@@ -104,28 +107,20 @@ class Phase:
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"phase {self.name!r}: warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
 
-    def space(self, full: SearchSpace) -> SearchSpace:
-        """The sub-space this phase samples from; values outside ``full`` are an error."""
+    def space(self, full: Any) -> Any:
+        """The sub-space this phase samples from (``full.restrict``); values outside ``full`` and dimensions it
+        does not have are errors."""
         if self.subnet is not None:
-            c = full.validate(self.subnet)
-            depths = {v for v in c.d if v in full.d} | {full.max_depth}  # a short stage's depth is a clip
-            return SearchSpace(ks=set(c.ks), e=set(c.e), d=depths, r=(c.r,), n_stages=full.n_stages,
-                               stage_slots=full.stage_slots)
-        chosen = {}
-        for name in ("ks", "e", "d", "r"):
-            allowed = getattr(full, name)
-            v = getattr(self, name)
-            if v is None:
-                v = allowed if name == "r" else (max(allowed),)
-            bad = [x for x in v if x not in allowed]
-            if bad:
-                raise ValueError(f"phase {self.name!r}: {name}={list(v)} has {bad} outside the space; "
-                                 f"allowed: {list(allowed)}")
-            chosen[name] = v
-        if max(chosen["d"]) != full.max_depth:
-            raise ValueError(f"phase {self.name!r}: d={list(chosen['d'])} must include the space's largest "
-                             f"depth {full.max_depth} (the number of block slots per stage is fixed)")
-        return SearchSpace(n_stages=full.n_stages, stage_slots=full.stage_slots, **chosen)
+            if not isinstance(self.subnet, full.config_type):
+                raise ValueError(f"phase {self.name!r}: subnet is a {type(self.subnet).__name__}; this supernet's "
+                                 f"subnets are {full.config_type.__name__} values")
+            return full.around(self.subnet)
+        chosen = {n: getattr(self, n) for n in _DIMS if getattr(self, n) is not None}
+        foreign = [n for n in chosen if n not in full.elastic_dims]
+        if foreign:
+            raise ValueError(f"phase {self.name!r}: {foreign[0]}={list(chosen[foreign[0]])} is not an elastic "
+                             f"dimension of this supernet; allowed: {list(full.elastic_dims)}")
+        return full.restrict(f"phase {self.name!r}", **chosen)
 
     @property
     def uses_teacher(self) -> bool:
@@ -191,17 +186,18 @@ def validate_schedule(phases: Sequence[Phase], space: SearchSpace) -> list[Phase
 
 def ofa_schedule(epochs: Mapping[str, int] | None = None, lr: float = 0.1, kd_weight: float = 1.0,
                  subnets_per_step: int = 2, space: SearchSpace | None = None) -> list[Phase]:
-    """OFA's progressive shrinking: teacher -> kernel -> depth x2 -> expand x2.
+    """OFA's progressive shrinking: teacher -> kernel -> depth x2 -> expand x2 (-> width x2 for spaces with
+    elastic width, such as OFA-ResNet50's; no kernel phase for spaces without elastic kernels).
 
     Args:
         epochs: Per-phase epochs by name (``teacher``, ``kernel``, ``depth1``, ``depth2``, ``expand1``,
-            ``expand2``); the defaults are a small CPU budget.
+            ``expand2``, ``width1``, ``width2``); the defaults are a small CPU budget.
         lr: Learning rate of the teacher phase; later phases use OFA's ratios of it.
         kd_weight: Distillation weight of the shrinking phases.
         subnets_per_step: Subnets per step in the depth and expand phases (OFA uses 2 and 4).
         space: The supernet's space; its values define each stage (defaults: OFA's k357/d234/e346).
     """
-    ep = {"teacher": 4, "kernel": 3, "depth1": 1, "depth2": 2, "expand1": 1, "expand2": 3}
+    ep = {"teacher": 4, "kernel": 3, "depth1": 1, "depth2": 2, "expand1": 1, "expand2": 3, "width1": 1, "width2": 2}
     if epochs is not None and not isinstance(epochs, Mapping):
         raise ValueError(f"epochs={epochs!r} must be a table of per-phase epochs, e.g. {{teacher = 4}}; "
                          f"phases: {list(ep)}")
@@ -209,20 +205,26 @@ def ofa_schedule(epochs: Mapping[str, int] | None = None, lr: float = 0.1, kd_we
     if unknown:
         raise ValueError(f"unknown phase name(s) {unknown} in epochs; allowed: {list(ep)}")
     ep.update(epochs or {})
-    ks = space.ks if space else (3, 5, 7)
+    dims = space.elastic_dims if space else ("ks", "e", "d", "r")
     d = space.d if space else (2, 3, 4)
     e = space.e if space else (3, 4, 6)
-    common = dict(kd_weight=kd_weight, kd_source="teacher")
-    return [
-        Phase("teacher", ep["teacher"], lr, warmup_epochs=min(1.0, ep["teacher"] / 4)),
-        Phase("kernel", ep["kernel"], lr * 0.3, ks=ks, **common),
-        Phase("depth1", ep["depth1"], lr * 0.08, ks=ks, d=d[-2:], subnets_per_step=subnets_per_step, **common),
-        Phase("depth2", ep["depth2"], lr * 0.24, ks=ks, d=d, subnets_per_step=subnets_per_step, **common),
-        Phase("expand1", ep["expand1"], lr * 0.08, ks=ks, d=d, e=e[-2:], subnets_per_step=subnets_per_step,
-              sort_channels=True, **common),
-        Phase("expand2", ep["expand2"], lr * 0.24, ks=ks, d=d, e=e, subnets_per_step=subnets_per_step,
-              sort_channels=True, **common),
+    ks = {"ks": space.ks if space else (3, 5, 7)} if "ks" in dims else {}
+    common = dict(kd_weight=kd_weight, kd_source="teacher", **ks)
+    many = dict(subnets_per_step=subnets_per_step, **common)
+    phases = [Phase("teacher", ep["teacher"], lr, warmup_epochs=min(1.0, ep["teacher"] / 4))]
+    if ks:
+        phases.append(Phase("kernel", ep["kernel"], lr * 0.3, **common))
+    phases += [
+        Phase("depth1", ep["depth1"], lr * 0.08, d=d[-2:], **many),
+        Phase("depth2", ep["depth2"], lr * 0.24, d=d, **many),
+        Phase("expand1", ep["expand1"], lr * 0.08, d=d, e=e[-2:], sort_channels=True, **many),
+        Phase("expand2", ep["expand2"], lr * 0.24, d=d, e=e, sort_channels=True, **many),
     ]
+    if "w" in dims:
+        w = tuple(range(len(space.widths)))
+        phases += [Phase("width1", ep["width1"], lr * 0.08, d=d, e=e, w=w[-2:], **many),
+                   Phase("width2", ep["width2"], lr * 0.24, d=d, e=e, w=w, **many)]
+    return phases
 
 
 def sandwich_schedule(epochs: int, lr: float = 0.1, random_subnets: int = 2, kd_weight: float = 1.0,
@@ -234,9 +236,12 @@ def sandwich_schedule(epochs: int, lr: float = 0.1, random_subnets: int = 2, kd_
     """
     check_value("random_subnets", random_subnets, "int", (0, 62))
     check_value("epochs", epochs, "int", _PHASE_RANGES["epochs"])
-    ks = space.ks if space else (3, 5, 7)
+    dims = space.elastic_dims if space else ("ks", "e", "d", "r")
     d = space.d if space else (2, 3, 4)
     e = space.e if space else (3, 4, 6)
-    return [Phase("sandwich", epochs, lr, ks=ks, e=e, d=d, subnets_per_step=2 + random_subnets,
+    extra = {"ks": space.ks if space else (3, 5, 7)} if "ks" in dims else {}
+    if "w" in dims:
+        extra["w"] = tuple(range(len(space.widths)))
+    return [Phase("sandwich", epochs, lr, e=e, d=d, **extra, subnets_per_step=2 + random_subnets,
                   sampler="sandwich", resolution=resolution, kd_weight=kd_weight, kd_source="inplace",
                   warmup_epochs=min(1.0, epochs / 8))]
