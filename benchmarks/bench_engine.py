@@ -1,12 +1,13 @@
 """Engine benchmark: ofa-kit vs the reference ``ofa`` package, measured in the same run.
 
-Config (the issue's): ImageNet OFA-MobileNetV3 w1.0 space, 10 classes, 32 px, batch 64, 2 threads.
+Config (the issue's): ImageNet OFA-MobileNetV3 w1.0 space (or ``--recipe ofa_resnet50``: OFA-ResNet50),
+10 classes, 32 px, batch 64, 2 threads.
 Both supernets hold the same weights (ours exported to OFA's layout). Measures the training-step
 throughput with a random subnet per step and with the largest subnet, and subnet extraction time
 (``extract`` vs ``get_active_subnet``). Steps are interleaved in blocks (ofa, ours, ofa, ours, ...) so
 that machine noise hits both alike; medians and p90 are reported, with ratios ours/ofa.
 
-Run: ``.venv/bin/python benchmarks/bench_engine.py [--rounds 6] [--steps 5] [--json out.json]``
+Run: ``.venv/bin/python benchmarks/bench_engine.py [--recipe ofa_resnet50] [--rounds 6] [--steps 5] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import model_zoo
 from model_zoo.ofa_parity import reference_supernet
 from model_zoo.ofa_weights import to_ofa_state_dict
 
-RECIPE = "ofa_mbv3_d234_e346_k357_w1.0"
+RECIPES = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50")  # the recipes with an `ofa` reference here
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -91,6 +92,7 @@ def extraction(ours, ref, cfgs) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default=RECIPES[0], choices=RECIPES)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
@@ -101,17 +103,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ours = model_zoo.get_supernet(RECIPE, num_classes=10, resolutions=(args.res,)).train()
-    ref = reference_supernet(RECIPE, num_classes=10).train()
+    ours = model_zoo.get_supernet(args.recipe, num_classes=10, resolutions=(args.res,)).train()
+    ref = reference_supernet(args.recipe, num_classes=10).train()
     ref.load_state_dict(to_ofa_state_dict(ours))
     rng = np.random.default_rng(0)
     cfgs = [ours.space.sample(rng) for _ in range(max(args.extract_configs, args.rounds * args.steps))]
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "res": args.res,
+    env = {"recipe": args.recipe, "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "res": args.res,
            "dtype": "float32", "device": "cpu", "cpu": platform.processor() or platform.machine()}
     res = {"env": env, "train": train_steps(args, ours, ref, cfgs)}
     ours.eval(), ref.eval()
     res["extract_ms"] = extraction(ours, ref, cfgs[: args.extract_configs])
-    print(f"ofa-kit engine benchmark ({RECIPE}, 10 classes, {args.res}px, batch {args.batch}, "
+    print(f"ofa-kit engine benchmark ({args.recipe}, 10 classes, {args.res}px, batch {args.batch}, "
           f"{env['threads']} threads, torch {env['torch']})")
     for mode, r in res["train"].items():
         print(f"  train step, {mode:7s} subnet: ofa {r['ofa']['img_per_s']:7.1f} img/s  "

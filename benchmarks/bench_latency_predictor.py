@@ -1,7 +1,7 @@
 """Predicted vs measured whole-subnet latency on onnxruntime CPU (issue "Device latency tables").
 
-For each family (the Fashion-MNIST `ofa_mbv3_tiny` space, and the ImageNet OFA-MobileNetV3 w1.0 space at
-a small resolution) this builds a fresh lookup table on this machine (layers + calibration subnets, timed),
+For each family (the Fashion-MNIST `ofa_mbv3_tiny` space, the ImageNet OFA-MobileNetV3 w1.0 space at
+a small resolution, the tiny OFA-ResNet and OFA-ProxylessNAS variants) this builds a fresh lookup table on this machine (layers + calibration subnets, timed),
 then measures N held-out random subnets as whole exported networks and compares them with the calibrated
 prediction: % within ±10%, MAPE, Kendall τ (also for the uncalibrated layer sum), the table build time, and
 a PNG scatter plot. The figure of merit is itself a ratio measured in the same run (predicted / measured).
@@ -36,7 +36,9 @@ from profilers.store import LatencyTable, spec_id
 
 FAMILIES = {"tiny": ("ofa_mbv3_tiny", None),  # Fashion-MNIST family, 28-32 px
             "d1234": ("ofa_mbv3_tiny_d1234_e2346_k357", None),  # the shipped Fashion-MNIST space, 16-40 px
-            "mbv3-128": ("ofa_mbv3_d234_e346_k357_w1.0", (128,))}  # ImageNet OFA-MobileNetV3 w1.0 at 128 px
+            "mbv3-128": ("ofa_mbv3_d234_e346_k357_w1.0", (128,)),  # ImageNet OFA-MobileNetV3 w1.0 at 128 px
+            "resnet-tiny": ("ofa_resnet_tiny", None),  # the OFA-ResNet family's Fashion-MNIST variant, 28/32 px
+            "proxyless-tiny": ("ofa_proxyless_tiny", None)}  # the OFA-ProxylessNAS family's variant, 28/32 px
 
 
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:

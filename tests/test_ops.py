@@ -73,3 +73,17 @@ def test_elastic_se_hidden_width_follows_channels():
     rw, rb, ew, eb = se.active_params(48)
     assert rw.shape == (16, 48, 1, 1) and ew.shape == (48, 16, 1, 1)
     assert se(torch.randn(2, 48, 3, 3)).shape == (2, 48, 3, 3)
+
+
+def test_dense_conv_on_small_maps_is_exact():
+    """Cropped padding-only taps and 1x1 maps run as a matrix product: outputs and gradients as a plain conv."""
+    torch.manual_seed(0)
+    for k, stride, hw in [(3, 1, 1), (3, 2, 1), (3, 2, 2), (5, 1, 2), (1, 1, 1), (3, 1, 4), (7, 2, 3)]:
+        conv = ElasticConv2d(12, 10, k, stride, bias=True).double()
+        x = torch.randn(3, 8, hw, hw, dtype=torch.float64, requires_grad=True)
+        y = conv(x, 6)
+        gx, gw = torch.autograd.grad(y.pow(2).sum(), [x, conv.weight])
+        ref = F.conv2d(x, conv.weight[:6, :8], conv.bias[:6], stride, k // 2)
+        rx, rw = torch.autograd.grad(ref.pow(2).sum(), [x, conv.weight])
+        assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-12)
+        assert torch.allclose(gx, rx, atol=1e-12) and torch.allclose(gw, rw, atol=1e-12)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 from torch.utils.flop_counter import FlopCounterMode
 
 import model_zoo
@@ -23,6 +24,7 @@ from model_zoo.checkpoint import load_checkpoint, save_checkpoint
 from model_zoo.ofa_parity import check_parity, randomize_, reference_supernet
 from model_zoo.ofa_weights import export_ofa_checkpoint, import_ofa_checkpoint, to_ofa_state_dict
 from ofakit.artifact import sidecar_path
+from ofakit.cli import app
 from ofakit.search.evolution import Constraint, Metric, evolve
 from ofakit.search.pareto import pareto_front
 from ofakit.ship import ship
@@ -193,6 +195,11 @@ def test_tiny_resnet_table_search_export_ship(tmp_path):
     assert 0 < report.shipped["measured_ms"][LAT] <= budget.ms and report.artifact.max_abs_diff <= 1e-4
     side = json.loads(sidecar_path(tmp_path / "m.onnx").read_text())
     assert ResNetConfig.from_dict(side["config"]) == pick
+    (tmp_path / "pick.json").write_text(pick.to_json())  # the CLI reads a ResNet subnet file by its keys
+    res = CliRunner().invoke(app, ["export", "--checkpoint", ctx.name, "--subnet", str(tmp_path / "pick.json"),
+                                   "--target", "onnx", "--out", str(tmp_path / "cli.onnx"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["max_abs_diff"] <= 1e-4
 
 
 def test_resnet_progressive_shrinking_trains_and_sorting_keeps_the_function(tmp_path, monkeypatch, rng):
