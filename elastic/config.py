@@ -53,6 +53,31 @@ def parse_json_object(text: str, owner: str) -> Any:
         raise ValueError(f"{owner} JSON is nested too deeply (not a {owner})") from None
 
 
+def check_keys(data: Any, fields: Sequence[str], owner: str) -> None:
+    """``ValueError`` unless ``data`` is a mapping with exactly the keys ``fields``."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a {owner} must be a JSON object with keys {list(fields)}, got {data!r}")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {owner} key(s) {unknown}; allowed: {list(fields)}")
+    missing = [k for k in fields if k not in data]
+    if missing:
+        raise ValueError(f"{owner} is missing key(s) {missing}; required: {list(fields)}")
+
+
+class JsonValue:
+    """``to_json``/``from_json`` for a frozen config value with ``to_dict``/``from_dict``."""
+
+    def to_json(self) -> str:
+        """Compact JSON string; ``from_json(cfg.to_json()) == cfg``."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        """Parse the output of :meth:`to_json` (or any JSON object with the same keys)."""
+        return cls.from_dict(parse_json_object(text, cls.__name__))  # type: ignore[attr-defined]
+
+
 def ofa_resolution(arch: Mapping[str, Any], r: int | None) -> Any:
     """The resolution of an OFA arch dict (``r`` as an int or a one-element list) reconciled with ``r``."""
     arch_r = arch.get("r")
@@ -68,7 +93,7 @@ def ofa_resolution(arch: Mapping[str, Any], r: int | None) -> Any:
 
 
 @dataclass(frozen=True)
-class SubnetConfig:
+class SubnetConfig(JsonValue):
     """A subnet: kernel size and expand ratio per block slot, depth per stage, input resolution.
 
     Attributes:
@@ -121,24 +146,8 @@ class SubnetConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SubnetConfig":
         """Build from a mapping with exactly the keys ``ks``, ``e``, ``d``, ``r``."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a SubnetConfig must be a JSON object with keys {list(_FIELDS)}, got {data!r}")
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown SubnetConfig key(s) {unknown}; allowed: {list(_FIELDS)}")
-        missing = [k for k in _FIELDS if k not in data]
-        if missing:
-            raise ValueError(f"SubnetConfig is missing key(s) {missing}; required: {list(_FIELDS)}")
+        check_keys(data, _FIELDS, "SubnetConfig")
         return cls(ks=data["ks"], e=data["e"], d=data["d"], r=data["r"])
-
-    def to_json(self) -> str:
-        """Compact JSON string; ``from_json(cfg.to_json()) == cfg``."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> "SubnetConfig":
-        """Parse the output of :meth:`to_json` (or any JSON object with the same keys)."""
-        return cls.from_dict(parse_json_object(text, "SubnetConfig"))
 
     def to_ofa(self) -> dict[str, list]:
         """OFA's ``{"ks": [...], "e": [...], "d": [...]}`` (resolution is kept separately by OFA)."""

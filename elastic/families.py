@@ -50,7 +50,8 @@ def get_family(name: str) -> Family:
 def spec_from_dict(data: Mapping[str, Any]) -> Any:
     """A spec from its ``to_dict()`` form, of the family it names (MobileNetV3 when it names none)."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"architecture spec {str(data)[:80]!r} must be a JSON object")
+        raise ValueError(f"architecture spec {str(data)[:80]!r} is malformed (not a JSON object); allowed: a "
+                         "spec's to_dict() output")
     return get_family(data.get("family", "mobilenetv3")).spec.from_dict(data)
 
 

@@ -39,6 +39,14 @@ def apply_act(x: torch.Tensor, act: str | None) -> torch.Tensor:
     raise ValueError(f"unknown activation {act!r}; allowed: relu, relu6, h_swish, h_sigmoid, None")
 
 
+def check_input(x: torch.Tensor, in_channels: int, dtype: torch.dtype) -> None:
+    """``ValueError`` unless ``x`` is an ``(N, in_channels, H, W)`` batch of ``dtype``."""
+    if x.dim() != 4 or x.shape[1] != in_channels or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"input shape {tuple(x.shape)} must be (N, {in_channels}, H, W), H and W >= 1")
+    if x.dtype != dtype:
+        raise ValueError(f"input dtype {x.dtype} differs from the weights' {dtype}; convert it (x.to({dtype}))")
+
+
 def resize(x: torch.Tensor, r: int) -> torch.Tensor:
     """Bilinearly resize a batch to ``r x r`` (a no-op when it already has that size)."""
     if x.shape[-2:] == (r, r):

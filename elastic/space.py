@@ -36,8 +36,36 @@ def _choices(name: str, values: Any) -> tuple:
     return vals
 
 
+class SlotSpace:
+    """What every family's space shares: block slots per stage (``slots``), resolutions ``r`` and
+    ``validate(cfg)``; from them the slot count and offsets, membership and resolution checks."""
+
+    @property
+    def n_blocks(self) -> int:
+        """Block slots in all (the length of a config's per-slot genes)."""
+        return sum(self.slots)  # type: ignore[attr-defined]
+
+    @property
+    def stage_offsets(self) -> tuple[int, ...]:
+        """Index of every stage's first slot in a config's per-slot genes."""
+        return tuple(itertools.accumulate(self.slots, initial=0))[:-1]  # type: ignore[attr-defined]
+
+    def __contains__(self, cfg: object) -> bool:
+        try:
+            self.validate(cfg)  # type: ignore[attr-defined]
+        except ValueError:
+            return False
+        return True
+
+    def _resolution(self, r: Any) -> int:
+        """``r`` if it is one of the space's resolutions; a ``ValueError`` naming the allowed ones otherwise."""
+        if isinstance(r, bool) or r not in self.r:  # type: ignore[attr-defined]
+            raise ValueError(f"r={r!r} is outside the space; allowed: {list(self.r)}")  # type: ignore[attr-defined]
+        return int(r)
+
+
 @dataclass(frozen=True)
-class SearchSpace:
+class SearchSpace(SlotSpace):
     """Allowed kernel sizes, expand ratios, stage depths and resolutions of a supernet.
 
     Attributes:
@@ -94,16 +122,6 @@ class SearchSpace:
     def uniform(self) -> bool:
         """Whether every stage has ``max(d)`` slots (then ``SubnetConfig.active_blocks`` needs no space)."""
         return self.stage_slots is None
-
-    @property
-    def n_blocks(self) -> int:
-        """Length of a config's ``ks`` and ``e``."""
-        return sum(self.slots)
-
-    @property
-    def stage_offsets(self) -> tuple[int, ...]:
-        """Index into ``ks``/``e`` of every stage's first slot."""
-        return tuple(itertools.accumulate(self.slots, initial=0))[:-1]
 
     @property
     def depth_choices(self) -> tuple[tuple[int, ...], ...]:
@@ -240,13 +258,6 @@ class SearchSpace:
             raise ValueError(f"SubnetConfig.r={cfg.r!r} is outside the space; allowed: {list(self.r)}")
         return cfg
 
-    def __contains__(self, cfg: object) -> bool:
-        try:
-            self.validate(cfg)  # type: ignore[arg-type]
-        except ValueError:
-            return False
-        return True
-
     # ---------------------------------------------------------------- members
     def largest(self, r: int | None = None) -> SubnetConfig:
         """The widest, deepest subnet with the largest kernels (at the largest resolution by default)."""
@@ -273,12 +284,6 @@ class SearchSpace:
         return SubnetConfig(ks=tuple(self.ks[i] for i in ks), e=tuple(self.e[i] for i in e),
                             d=tuple(min(self.d[i], n) for i, n in zip(d, self.slots)),
                             r=self.r[ri] if r is None else self._resolution(r))
-
-    def _resolution(self, r: Any) -> int:
-        """``r`` if it is one of the space's resolutions; a ``ValueError`` naming the allowed ones otherwise."""
-        if isinstance(r, bool) or r not in self.r:
-            raise ValueError(f"r={r!r} is outside the space; allowed: {list(self.r)}")
-        return int(r)
 
     def canonical(self, cfg: SubnetConfig) -> SubnetConfig:
         """Same architecture with inactive block slots set to the smallest choices.

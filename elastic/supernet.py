@@ -9,7 +9,7 @@ from torch import nn
 
 from elastic.blocks import ElasticMBConv
 from elastic.config import SubnetConfig
-from elastic.ops import apply_act, resize
+from elastic.ops import apply_act, check_input, resize
 from elastic.space import SearchSpace
 from elastic.spec import MobileNetV3Spec, costs, slot_layout
 from elastic.static import StaticMobileNetV3, conv_bn_act, make_bn, make_conv, make_linear
@@ -70,11 +70,7 @@ class ElasticMobileNetV3(nn.Module):
     def forward(self, x: torch.Tensor, cfg: SubnetConfig) -> torch.Tensor:
         """Logits of subnet ``cfg``; ``x`` is resized (bilinear) to ``cfg.r`` when its size differs."""
         self.space.validate(cfg)
-        if x.dim() != 4 or x.shape[1] != self.spec.in_channels or x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError(f"input shape {tuple(x.shape)} must be (N, {self.spec.in_channels}, H, W), H and W >= 1")
-        if x.dtype != self.stem_conv.weight.dtype:
-            raise ValueError(f"input dtype {x.dtype} differs from the weights' {self.stem_conv.weight.dtype}; "
-                             f"convert it (x.to({self.stem_conv.weight.dtype}))")
+        check_input(x, self.spec.in_channels, self.stem_conv.weight.dtype)
         spec = self.spec
         x = apply_act(self.stem_bn(self.stem_conv(resize(x, cfg.r))), spec.stem_act)
         x = self.first_block(x, 3, 1)

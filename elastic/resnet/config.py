@@ -8,18 +8,17 @@ Structure only is checked here; membership of a space is :meth:`elastic.resnet.s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from elastic.config import _as_int, _as_ratio, _as_seq, ofa_resolution, parse_json_object
+from elastic.config import JsonValue, _as_int, _as_ratio, _as_seq, check_keys, ofa_resolution
 
 _FIELDS = ("d", "e", "w", "r")
 _OWNER = "ResNetConfig"
 
 
 @dataclass(frozen=True)
-class ResNetConfig:
+class ResNetConfig(JsonValue):
     """A ResNet subnet.
 
     Attributes:
@@ -55,24 +54,8 @@ class ResNetConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ResNetConfig":
         """Build from a mapping with exactly the keys ``d``, ``e``, ``w``, ``r``."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a {_OWNER} must be a JSON object with keys {list(_FIELDS)}, got {data!r}")
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown {_OWNER} key(s) {unknown}; allowed: {list(_FIELDS)}")
-        missing = [k for k in _FIELDS if k not in data]
-        if missing:
-            raise ValueError(f"{_OWNER} is missing key(s) {missing}; required: {list(_FIELDS)}")
+        check_keys(data, _FIELDS, _OWNER)
         return cls(d=data["d"], e=data["e"], w=data["w"], r=data["r"])
-
-    def to_json(self) -> str:
-        """Compact JSON string; ``from_json(cfg.to_json()) == cfg``."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> "ResNetConfig":
-        """Parse the output of :meth:`to_json`."""
-        return cls.from_dict(parse_json_object(text, _OWNER))
 
     def to_ofa(self) -> dict[str, list]:
         """OFA's ``{"d": [...], "e": [...], "w": [...]}`` for ``OFAResNets.set_active_subnet``."""

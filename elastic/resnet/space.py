@@ -8,7 +8,6 @@ Randomness goes through an explicit ``numpy.random.Generator``.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,13 +16,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from elastic.resnet.config import ResNetConfig
-from elastic.space import _choices
+from elastic.space import SlotSpace, _choices
 
 _KEYS = ("d", "e", "widths", "r", "base_depth")
 
 
 @dataclass(frozen=True)
-class ResNetSpace:
+class ResNetSpace(SlotSpace):
     """Allowed values of every elastic dimension of an OFA-style ResNet.
 
     Attributes:
@@ -77,16 +76,6 @@ class ResNetSpace:
     def slots(self) -> tuple[int, ...]:
         """Block slots of every stage."""
         return tuple(b + max(self.d) for b in self.base_depth)
-
-    @property
-    def n_blocks(self) -> int:
-        """Length of a config's ``e``."""
-        return sum(self.slots)
-
-    @property
-    def stage_offsets(self) -> tuple[int, ...]:
-        """Index into ``e`` of every stage's first slot."""
-        return tuple(itertools.accumulate(self.slots, initial=0))[:-1]
 
     @property
     def stem_depths(self) -> tuple[int, ...]:
@@ -238,19 +227,7 @@ class ResNetSpace:
             raise ValueError(f"ResNetConfig.r={cfg.r!r} is outside the space; allowed: {list(self.r)}")
         return cfg
 
-    def __contains__(self, cfg: object) -> bool:
-        try:
-            self.validate(cfg)  # type: ignore[arg-type]
-        except ValueError:
-            return False
-        return True
-
     # ---------------------------------------------------------------- members
-    def _resolution(self, r: Any) -> int:
-        if isinstance(r, bool) or r not in self.r:
-            raise ValueError(f"r={r!r} is outside the space; allowed: {list(self.r)}")
-        return int(r)
-
     def largest(self, r: int | None = None) -> ResNetConfig:
         """Every stage at its deepest, widest, with the largest expand ratio (largest resolution by default)."""
         n = self.n_stages

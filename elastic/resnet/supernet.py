@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elastic.ops import ElasticBatchNorm2d, ElasticConv2d, resize
+from elastic.ops import ElasticBatchNorm2d, ElasticConv2d, check_input, resize
 from elastic.resnet.config import ResNetConfig
 from elastic.resnet.space import ResNetSpace
 from elastic.resnet.spec import ResNetSpec, costs, slot_layout
@@ -113,11 +113,7 @@ class ElasticResNet(nn.Module):
     def forward(self, x: torch.Tensor, cfg: ResNetConfig) -> torch.Tensor:
         """Logits of subnet ``cfg``; ``x`` is resized (bilinear) to ``cfg.r`` when its size differs."""
         self.space.validate(cfg)
-        if x.dim() != 4 or x.shape[1] != self.spec.in_channels or x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError(f"input shape {tuple(x.shape)} must be (N, {self.spec.in_channels}, H, W), H and W >= 1")
-        if x.dtype != self.stem0_conv.weight.dtype:
-            raise ValueError(f"input dtype {x.dtype} differs from the weights' {self.stem0_conv.weight.dtype}; "
-                             f"convert it (x.to({self.stem0_conv.weight.dtype}))")
+        check_input(x, self.spec.in_channels, self.stem0_conv.weight.dtype)
         mid, stem, _ = self._widths(cfg)
         x = F.relu(self.stem0_bn(self.stem0_conv(resize(x, cfg.r), mid)))
         if self.space.stem_residual(cfg):
