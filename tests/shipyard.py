@@ -28,8 +28,9 @@ QUICK = Protocol(warmup_s=0, warmup_runs=2, blocks=10, block_s=0.01, min_runs_pe
 LAT = latency_name("local", "onnxruntime")
 
 
-def build_shipyard(root: Path, recipe: str = "ofa_mbv3_tiny") -> tuple[CheckpointContext, Path]:
-    """A tiny supernet checkpoint at 28 px whose training data is a toy Fashion-MNIST, plus its latency table."""
+def build_shipyard(root: Path, recipe: str = "ofa_mbv3_tiny", calibration: int = 12) -> tuple[CheckpointContext, Path]:
+    """A tiny supernet checkpoint at 28 px whose training data is a toy Fashion-MNIST, plus its latency table
+    (``calibration`` whole subnets timed; the default set is the one the demo reuses)."""
     data = write_fmnist(root / "fmnist", n_train=160, n_test=48)
     net = randomize_(model_zoo.get_supernet(recipe, num_classes=10, in_channels=1, resolutions=(28,)),
                      seed=2).eval()
@@ -40,7 +41,7 @@ def build_shipyard(root: Path, recipe: str = "ofa_mbv3_tiny") -> tuple[Checkpoin
     table = root / "lut.sqlite"
     with LatencyTable(table) as t:
         build_table(t, "tiny28", net.spec, get_runtime("onnxruntime"),  # the default calibration set: the demo
-                    settings=BuildSettings(protocol=QUICK))                 # reuses the table as it is
+                    settings=BuildSettings(protocol=QUICK, calibration_subnets=calibration))  # reuses the table
     ctx = CheckpointContext(str(ckpt))  # the CLI's settings, so that both share the accuracy cache
     return ctx, table
 

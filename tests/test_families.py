@@ -132,7 +132,7 @@ def test_tiny_proxyless_table_search_export_ship(tmp_path):
     export with parity, a real measurement of the artifact interleaved with the table's reference subnets)
     meeting a budget; MACs stand in for accuracy (the CLI's accuracy data is family-blind and tested on
     MobileNetV3)."""
-    ctx, table = build_shipyard(tmp_path, recipe=TINY)
+    ctx, table = build_shipyard(tmp_path, recipe=TINY, calibration=6)
     spec = ctx.supernet.spec
     pred = LatencyPredictor.load(table, "local", "onnxruntime", spec)
     cfgs = [spec.space.sample(np.random.default_rng(i), r=28) for i in range(30)]

@@ -79,7 +79,7 @@ def test_space_follows_ofa_resnets(rng):
 
 @pytest.mark.parametrize("name, n", [(TINY, 8), (R50, 2)])
 def test_costs_match_real_counts(name, n, rng):
-    net = model_zoo.get_supernet(name, num_classes=10)
+    net = model_zoo.get_supernet(name, num_classes=10, resolutions=(28,) if name == TINY else (64,))
     for cfg in [net.space.largest(min(net.space.r)), net.space.smallest()] + [
             net.space.sample(rng, r=min(net.space.r)) for _ in range(n)]:
         static = net.extract(cfg).eval()
@@ -150,7 +150,7 @@ def test_families_registry_and_spec_dispatch():
 
 @needs_ofa
 def test_parity_with_ofa_resnets_20_configs():
-    report = check_parity(R50, n_configs=20, resolutions=(64, 96, 128))
+    report = check_parity(R50, n_configs=20, resolutions=(64, 96))
     assert report.configs == 20 and report.logit_scale > 0.05
     assert report.relative <= 1e-5, report
 
@@ -178,7 +178,7 @@ def test_tiny_resnet_table_search_export_ship(tmp_path):
     """The whole path on the family's tiny variant: a checkpoint, a latency table timed in onnxruntime whose
     layers cover every subnet, then `ship` (search, export with parity, a real measurement interleaved with
     the table's reference subnets) meeting a budget; MACs stand in for accuracy."""
-    ctx, table = build_shipyard(tmp_path, recipe=TINY)
+    ctx, table = build_shipyard(tmp_path, recipe=TINY, calibration=6)
     spec = ctx.supernet.spec
     assert isinstance(ctx.supernet, ElasticResNet) and ctx.supernet.spec == model_zoo.get_spec(TINY, resolutions=(28,))
     pred = LatencyPredictor.load(table, "local", "onnxruntime", spec)

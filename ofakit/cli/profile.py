@@ -299,7 +299,7 @@ def _check_drifts(table: Path, summary: dict, token: str | None) -> tuple[list[s
     and the checks a read-only table could not store (``recorded: False``) by (device, runtime, recipe)."""
     notes, unrecorded = [], {}
     stored = not read_only(table)
-    with LatencyTable(table) as t:
+    with LatencyTable(table, readonly=True) as t:  # only read here; check_drift stores where it may
         specs = {n: spec_from_dict(t.recipe(n)) for n in t.recipes()}
     for r in summary["tables"]:
         if not r["calibration_samples"]:
