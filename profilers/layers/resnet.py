@@ -5,7 +5,7 @@ depth, then an optional max-pool), its active bottlenecks and a head (global poo
 bottleneck's latency depends on its input width, which the previous block's width gene decides; the
 variants of a slot are therefore ``(ratio, input width, output width)`` (numbered as
 :meth:`elastic.resnet.ResNetSpace.slot_variants`), and the stem and head variants
-``(stem depth, stem widths, last width)`` (:meth:`elastic.resnet.ResNetSpace.fixed_variants`).
+``(stem residual conv or not, stem widths, last width)`` (:meth:`elastic.resnet.ResNetSpace.fixed_variants`).
 """
 
 from __future__ import annotations
@@ -72,11 +72,10 @@ class Head(nn.Module):
 
 
 def _stems(spec: ResNetSpec, r: int) -> list[StemPlan]:
-    """Every stem variant at resolution ``r``, ordered as the fixed variants (stem depth, w0, w1)."""
-    sp = spec.space
+    """Every stem variant at resolution ``r``, ordered as the fixed variants (residual conv or not, w0, w1)."""
+    nw = range(len(spec.widths))
     return [StemPlan(spec.in_channels, spec.stem_mid_channels[w0], spec.stem_channels[w1], spec.stem_stride,
-                     depth == max(sp.d), spec.max_pool, r)
-            for depth in sp.stem_depths for w0 in range(len(spec.widths)) for w1 in range(len(spec.widths))]
+                     res, spec.max_pool, r) for res in (False, True) for w0 in nw for w1 in nw]
 
 
 def _slot_blocks(spec: ResNetSpec, r: int) -> list[list[BottleneckPlan]]:
