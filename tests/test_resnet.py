@@ -238,3 +238,22 @@ def test_resnet_progressive_shrinking_trains_and_sorting_keeps_the_function(tmp_
     again = load_checkpoint(path)
     assert isinstance(again, ElasticResNet) and all(torch.equal(again.state_dict()[k], v)
                                                     for k, v in net.state_dict().items())
+
+
+def test_layer_grid_matches_the_variant_numbering(rng):
+    """Table keys, costs and variants agree, also for a space with one depth (one stem depth)."""
+    from profilers.layers import slot_grid
+
+    base = model_zoo.get_spec(TINY, resolutions=(28,))
+    for spec in (base, ResNetSpec.from_dict({**base.to_dict(), "d": [2]})):
+        grid, costs = slot_grid(spec), CostGrid.build(spec)
+        sp = spec.space
+        assert len(grid.fixed_keys[0]) == sp.n_fixed_variants == costs.fixed_macs.shape[1]
+        assert all(len(row) == sp.n_slot_variants for slot in grid.block_keys for row in slot)
+        batch = ConfigBatch.random(sp, 20, rng)
+        for i, cfg in enumerate(batch.configs()):
+            keys = subnet_layers(spec, cfg)
+            fixed = grid.fixed_keys[0][batch.fixed_choice[i]]
+            blocks = [grid.block_keys[s][0][v % sp.n_slot_variants] for s, v in
+                      zip(np.flatnonzero(batch.active[i]), batch.slot_choice[i][batch.active[i]])]
+            assert keys == [fixed[0], *blocks, fixed[1]]
