@@ -124,8 +124,9 @@ def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
 
     The picks are measured for real here, so whether each budget is met depends on this machine's speed at
     that moment; the test checks what holds whatever the speed: every verdict agrees with its measurement,
-    a miss was confirmed and the loop used its retries (one, `--retries 1`), and the exit status says so. (Shortlists and drift
-    checks are tested elsewhere; here they would only add minutes.) The third budget meets an injected
+    a miss was confirmed and the loop used its retries (one, `--retries 1`), and the exit status says so. (Shortlists, drift
+    checks and the ExecuTorch export of the middle pick are tested elsewhere — tests/test_executorch.py, the
+    conformance suites, `make demo`; here they would only add minutes.) The third budget meets an injected
     fault: the machine slowed down so much since the budgets were set that no subnet fits it any more (a
     closed loop that rescaled its predictor can get there); the demo reports that row and carries on."""
     import importlib
@@ -146,7 +147,8 @@ def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
     monkeypatch.setattr(demo_cmd, "ship", ship_until_slowed)
     (tmp_path / "lut.sqlite").write_bytes(table.read_bytes())  # the demo reuses it: nothing left to measure
     res = CliRunner().invoke(app, ["demo", "--checkpoint", ctx.name, "--samples", "20", "--workdir",
-                                   str(tmp_path), "--no-measure", "--no-drift-check", "--retries", "1", "--json"])
+                                   str(tmp_path), "--no-measure", "--no-drift-check", "--retries", "1",
+                                   "--no-executorch", "--json"])
     rows = json.loads(res.stdout)["rows"] if res.stdout.startswith("{") else None
     assert rows is not None, res.output
     out = json.loads(res.stdout)
@@ -177,13 +179,7 @@ def test_demo_ships_three_budgets(shipyard, tmp_path, monkeypatch):
         assert 0 <= r["test_accuracy"] <= 1 and Path(r["onnx"]).is_file()
         assert r["coreml"].endswith(".mlpackage") or r["coreml"].startswith("unavailable")
         assert r["precision"] == "fp32"
-    assert [("pte" in r) for r in rows] == [False, rows[1] in real]  # the middle budget also ships as ExecuTorch
-    pte = rows[1].get("pte", "")
-    if pte.endswith(".pte"):
-        side = json.loads(sidecar_path(pte).read_text())
-        assert side["target"] == "executorch" and side["config"] == rows[1]["config"] and rows[1]["pte_latency_ms"] > 0
-    elif rows[1] in real:
-        assert pte.startswith("unavailable: executorch is not installed"), pte
+    assert not any("pte" in r for r in rows)  # --no-executorch
     assert Path(out["pareto_png"]).stat().st_size > 1000
     checks = {c["claim"].split()[0]: c for c in out["checks"]}  # the demo checks its own claims
     assert checks["every"]["ok"] is False  # the third budget was not met, whatever the first two did
