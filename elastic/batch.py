@@ -22,7 +22,6 @@ The config value (``SubnetConfig``, ``ResNetConfig``) stays what crosses API bou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,14 +35,23 @@ class _Genes:
     card: np.ndarray  # choices per column (read-only)
     values: tuple[tuple, ...]  # allowed values per column
     encoded: tuple[tuple[str, bool], ...]
+    slices: dict[str, slice]  # columns of every group
+    encoding: tuple[tuple[slice, int, bool, np.ndarray], ...]  # (columns, width, per_slot, one-hot offsets)
 
     def cols(self, name: str) -> slice:
-        i = self.names.index(name)
-        return slice(self.starts[i], self.starts[i] + self.sizes[i])
+        return self.slices[name]
 
 
-@lru_cache(maxsize=64)
 def _genes(space: Any) -> _Genes:
+    """The space's gene layout, computed once and kept on the space (no hashing on the search's hot path)."""
+    cached = space.__dict__.get("_gene_layout")
+    if cached is None:
+        cached = _layout(space)
+        object.__setattr__(space, "_gene_layout", cached)  # frozen dataclasses: a cache, not a field
+    return cached
+
+
+def _layout(space: Any) -> _Genes:
     groups = space.gene_groups()
     names = tuple(n for n, _ in groups)
     if names[-1] != "r":
@@ -53,7 +61,14 @@ def _genes(space: Any) -> _Genes:
     values = tuple(tuple(c) for _, cols in groups for c in cols)
     card = np.array([len(v) for v in values])
     card.flags.writeable = False
-    return _Genes(names, starts, sizes, card, values, tuple(space.encoded_groups))
+    slices = {n: slice(a, a + b) for n, a, b in zip(names, starts, sizes)}
+    encoding, at = [], len(space.r)
+    for name, per_slot in space.encoded_groups:
+        widths = card[slices[name]]
+        encoding.append((slices[name], int(widths.sum()), per_slot,
+                         (at + np.concatenate([[0], np.cumsum(widths)[:-1]])).astype(np.intp)))
+        at += int(widths.sum())
+    return _Genes(names, starts, sizes, card, values, tuple(space.encoded_groups), slices, tuple(encoding))
 
 
 def space_cardinalities(space: Any) -> list[int]:
@@ -84,14 +99,17 @@ class ConfigBatch:
         if name.startswith("_") or name in ("space", "g"):
             raise AttributeError(name)
         genes = _genes(self.space)
-        if name not in genes.names:
+        if name not in genes.slices:
             raise AttributeError(f"{type(self.space).__name__} has no gene group {name!r}; groups: {list(genes.names)}")
-        view = self.g[:, genes.cols(name)]
+        view = self.g[:, genes.slices[name]]
         return view[:, 0] if name == "r" else view
 
     def groups(self) -> dict[str, np.ndarray]:
         """``{name: index array}`` of every gene group (``r`` as ``[N]``)."""
-        return {n: getattr(self, n) for n in _genes(self.space).names}
+        g = self.g
+        out = {n: g[:, s] for n, s in _genes(self.space).slices.items()}
+        out["r"] = out["r"][:, 0]
+        return out
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -225,11 +243,6 @@ class ConfigBatch:
         """All subnets as config values."""
         return [self.config(i) for i in range(len(self))]
 
-    def _encoding(self) -> list[tuple[slice, np.ndarray, np.ndarray | None]]:
-        """``(columns, per-column width, mask)`` of every encoded group, after the resolution."""
-        genes = _genes(self.space)
-        return [(genes.cols(name), genes.card[genes.cols(name)], self.active if per_slot else None)
-                for name, per_slot in genes.encoded]
 
     def onehot(self) -> np.ndarray:
         """OFA's architecture encoding, float32 ``[N, width]``: one-hot resolution, then for every encoded group
@@ -238,28 +251,23 @@ class ConfigBatch:
         For MobileNetV3 spaces this is OFA's ``MobileNetArchEncoder`` layout: resolution, per slot a kernel
         size, per slot an expand ratio.
         """
-        n = len(self)
-        parts = [np.eye(len(self.space.r), dtype=np.float32)[self.r]]
-        for cols, widths, mask in self._encoding():
-            idx = self.g[:, cols].astype(np.intp)
-            offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
-            block = np.zeros((n, int(widths.sum()) + 1), dtype=np.float32)  # a spare column for masked genes
-            flat = idx + offsets
-            if mask is not None:
-                flat = np.where(mask, flat, int(widths.sum()))
+        n, nr = len(self), len(self.space.r)
+        parts = [np.eye(nr, dtype=np.float32)[self.r]]
+        for cols, width, per_slot, offsets in _genes(self.space).encoding:
+            flat = self.g[:, cols] + (offsets - offsets[0])
+            if per_slot:
+                flat = np.where(self.active, flat, width)
+            block = np.zeros((n, width + 1), dtype=np.float32)  # a spare column for masked genes
             np.put_along_axis(block, flat, 1.0, axis=1)
             parts.append(block[:, :-1])
         return np.concatenate(parts, axis=1)
 
     def onehot_dot(self, w: np.ndarray) -> np.ndarray:
         """``self.onehot() @ w`` for a weight vector ``w`` ``[width]``, by gathering the active entries."""
-        out = np.take(w, self.r).astype(np.float64)
-        at = len(self.space.r)
-        for cols, widths, mask in self._encoding():
-            offsets = at + np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
-            picked = np.take(w, self.g[:, cols].astype(np.intp) + offsets)
-            out += (picked * mask).sum(1) if mask is not None else picked.sum(1)
-            at += int(widths.sum())
+        g, out = self.g, np.take(w, self.g[:, -1])
+        for cols, _, per_slot, offsets in _genes(self.space).encoding:
+            picked = np.take(w, g[:, cols] + offsets)
+            out = out + (np.einsum("ij,ij->i", picked, self.active) if per_slot else picked.sum(1))
         return out
 
 
@@ -284,7 +292,7 @@ class SlotTable:
         """``[N]``: the fixed value at each subnet's resolution plus its active blocks' values."""
         r = batch.r.astype(np.intp)
         picked = np.take(self._by_r, (r * self._per_r)[:, None] + batch.slot_choice)
-        fixed = np.take(self._fixed, r * self._nf + batch.fixed_choice)
+        fixed = np.take(self._fixed, r if self._nf == 1 else r * self._nf + batch.fixed_choice)
         return np.einsum("ij,ij->i", picked, batch.active) + fixed
 
 

@@ -144,17 +144,21 @@ class SearchSpace(SlotSpace):
     encoded_groups = (("ks", True), ("e", True))  # OFA's MobileNetArchEncoder: kernel and ratio per active slot
 
     @cached_property
-    def _slot_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _slot_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         stage = np.repeat(np.arange(self.n_stages, dtype=np.intp), self.slots)
         pos = np.arange(self.n_blocks, dtype=np.intp) - np.asarray(self.stage_offsets, dtype=np.intp)[stage]
         width = max(len(c) for c in self.depth_choices)
         depths = np.array([list(c) + [c[-1]] * (width - len(c)) for c in self.depth_choices], dtype=np.intp)
-        return stage, pos, depths
+        masks = np.arange(self.max_depth)[None, :] < np.asarray(self.d)[:, None]  # [depth index, slot of a stage]
+        return stage, pos, depths, masks
 
     def active_slots(self, genes: Mapping[str, np.ndarray]) -> np.ndarray:
         """``[N, slots]``: the slots that run, from depth indices ``genes["d"]`` ``[N, stages]``."""
-        stage, pos, depths = self._slot_arrays
-        return pos < depths[stage, genes["d"][:, stage]]
+        stage, pos, depths, masks = self._slot_arrays
+        d = genes["d"]
+        if self.uniform:  # one mask row per stage, gathered at once (the search's hot path)
+            return np.take(masks, d, axis=0).reshape(len(d), -1)
+        return pos < depths[stage, d[:, stage]]
 
     @property
     def n_slot_variants(self) -> int:
