@@ -7,8 +7,11 @@ from typing import Any, Callable
 
 from elastic import ElasticMobileNetV3, MobileNetV3Spec, Registry
 from elastic.families import build_supernet
+from elastic.resnet import ElasticResNet, ResNetSpec
 
-SpecFactory = Callable[..., MobileNetV3Spec]
+Spec = MobileNetV3Spec | ResNetSpec  # one per family (elastic.families)
+Supernet = ElasticMobileNetV3 | ElasticResNet
+SpecFactory = Callable[..., Spec]
 MAX_RESOLUTION = 4096  # input pixels per side a recipe may be built for
 
 SUPERNETS: Registry[SpecFactory] = Registry("supernet recipe")
@@ -27,7 +30,7 @@ def list_supernets() -> list[str]:
     return SUPERNETS.names()
 
 
-def get_spec(name: str, **kwargs: Any) -> MobileNetV3Spec:
+def get_spec(name: str, **kwargs: Any) -> Spec:
     """The architecture spec of recipe ``name`` with overrides such as ``num_classes``."""
     factory = SUPERNETS.get(name)
     res = kwargs.get("resolutions")
@@ -44,6 +47,6 @@ def get_spec(name: str, **kwargs: Any) -> MobileNetV3Spec:
         raise ValueError(f"bad option for supernet recipe {name!r}: {exc}") from None
 
 
-def get_supernet(name: str, **kwargs: Any) -> ElasticMobileNetV3:
+def get_supernet(name: str, **kwargs: Any) -> Supernet:
     """A freshly initialised supernet of recipe ``name`` (e.g. ``num_classes=10``), of the recipe's family."""
     return build_supernet(get_spec(name, **kwargs), recipe=name)
