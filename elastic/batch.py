@@ -34,12 +34,8 @@ class _Genes:
     sizes: tuple[int, ...]
     card: np.ndarray  # choices per column (read-only)
     values: tuple[tuple, ...]  # allowed values per column
-    encoded: tuple[tuple[str, bool], ...]
     slices: dict[str, slice]  # columns of every group
     encoding: tuple[tuple[slice, int, bool, np.ndarray], ...]  # (columns, width, per_slot, one-hot offsets)
-
-    def cols(self, name: str) -> slice:
-        return self.slices[name]
 
 
 def _genes(space: Any) -> _Genes:
@@ -68,7 +64,7 @@ def _layout(space: Any) -> _Genes:
         encoding.append((slices[name], int(widths.sum()), per_slot,
                          (at + np.concatenate([[0], np.cumsum(widths)[:-1]])).astype(np.intp)))
         at += int(widths.sum())
-    return _Genes(names, starts, sizes, card, values, tuple(space.encoded_groups), slices, tuple(encoding))
+    return _Genes(names, starts, sizes, card, values, slices, tuple(encoding))
 
 
 def space_cardinalities(space: Any) -> list[int]:
@@ -130,7 +126,7 @@ class ConfigBatch:
                 space.validate(c)  # raises with the precise message
             rows.append([v for n in genes.names for v in vals[n]])
         arrays = np.array(rows, dtype=object)
-        return cls.from_values(space, **{n: arrays[:, genes.cols(n)] for n in genes.names})
+        return cls.from_values(space, **{n: arrays[:, genes.slices[n]] for n in genes.names})
 
     @classmethod
     def from_values(cls, space: Any, **groups: np.ndarray) -> "ConfigBatch":
@@ -214,11 +210,10 @@ class ConfigBatch:
 
     def canonical_genome(self) -> np.ndarray:
         """:meth:`genome` with inactive slots' genes set to index 0: equal rows mean the same network."""
-        genes, act, out = _genes(self.space), self.active, self.g.copy()
-        for name, per_slot in genes.encoded:
+        act, out = self.active, self.g.copy()
+        for cols, _, per_slot, _ in _genes(self.space).encoding:
             if per_slot:
-                cols = out[:, genes.cols(name)]
-                cols[~act] = 0
+                out[:, cols][~act] = 0
         return out
 
     # ------------------------------------------------------------ output

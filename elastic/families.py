@@ -65,8 +65,3 @@ def config_from_dict(data: Mapping[str, Any]) -> Any:
     if isinstance(data, Mapping) and "w" in data and "ks" not in data:
         return ResNetConfig.from_dict(data)
     return SubnetConfig.from_dict(data)
-
-
-def config_class(spec: Any) -> type:
-    """The config value type of ``spec``'s family (``SubnetConfig`` or ``ResNetConfig``)."""
-    return get_family(spec.family).config
