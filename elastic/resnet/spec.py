@@ -94,32 +94,20 @@ class ResNetSpec:
     def variant_costs(self) -> tuple[np.ndarray, np.ndarray]:
         """``(block[slot, r, variant, 2], fixed[r, fixed_variant, 2])``: MACs and parameters of every block
         slot's (ratio, input width, output width) variant and of the stem and classifier per (stem residual
-        conv or not, stem widths, last width), per resolution index (``elastic.batch.CostGrid``; variant numbering as
-        :meth:`ResNetSpace.slot_variants` / :meth:`ResNetSpace.fixed_variants`)."""
-        sp, nw = self.space, len(self.widths)
+        conv or not, stem widths, last width), per resolution index (``elastic.batch.CostGrid``; variants as
+        :func:`block_variants` / :func:`stem_variants` number them)."""
+        sp = self.space
         block = np.zeros((sp.n_blocks, len(sp.r), sp.n_slot_variants, 2), dtype=np.int64)
         fixed = np.zeros((len(sp.r), sp.n_fixed_variants, 2), dtype=np.int64)
-        stage_out = [self.scaled(b) for b in self.stage_widths]
+        lasts = self.scaled(self.stage_widths[-1])
         for ri, r in enumerate(sp.r):
-            for res in (0, 1):
-                for w0, w1, wl in itertools.product(range(nw), repeat=3):
-                    stem = StemPlan(self.in_channels, self.stem_mid_channels[w0], self.stem_channels[w1],
-                                    self.stem_stride, bool(res), self.max_pool, r)
-                    last = stage_out[-1][wl]
-                    m, p = stem_costs(stem)
-                    fixed[ri, ((res * nw + w0) * nw + w1) * nw + wl] = (m + last * self.num_classes,
-                                                                        p + last * self.num_classes + self.num_classes)
-            hw = StemPlan(self.in_channels, 1, 1, self.stem_stride, False, self.max_pool, r).hw_out
-            ins = [self.stem_channels, *stage_out[:-1]]
-            for slot, (stage, stride, down) in enumerate(slot_layout(self)):
-                first = sp.stage_offsets[stage] == slot
-                for ei, e in enumerate(sp.e):
-                    for wi, wo in itertools.product(range(nw), repeat=2):
-                        out_ch = stage_out[stage][wo]
-                        in_ch = ins[stage][wi] if first else out_ch  # in a stage, in == out always
-                        b = BottleneckPlan(slot, in_ch, self.mid_channels(out_ch, e), out_ch, stride, down, hw)
-                        block[slot, ri, (ei * nw + wi) * nw + wo] = block_costs(b)
-                hw = conv_out(hw, stride)
+            for si, stem in enumerate(stem_variants(self, r)):
+                m, p = stem_costs(stem)
+                for wl, last in enumerate(lasts):
+                    fixed[ri, si * len(lasts) + wl] = (m + last * self.num_classes,
+                                                       p + last * self.num_classes + self.num_classes)
+            for slot, row in enumerate(block_variants(self, r)):
+                block[slot, ri] = [block_costs(b) for b in row]
         return block, fixed
 
     # ------------------------------------------------------------ JSON
@@ -237,3 +225,32 @@ def costs(spec: ResNetSpec, cfg: ResNetConfig) -> tuple[int, int]:
         macs, params = macs + bm, params + bp
     last = blocks[-1].out_ch
     return macs + last * spec.num_classes, params + last * spec.num_classes + spec.num_classes
+
+
+def stem_variants(spec: ResNetSpec, r: int) -> list[StemPlan]:
+    """Every stem at resolution ``r``, ordered (residual conv or not, w0, w1) as the space's fixed variants
+    number them (each then times the last stage's width)."""
+    nw = range(len(spec.widths))
+    return [StemPlan(spec.in_channels, spec.stem_mid_channels[w0], spec.stem_channels[w1], spec.stem_stride,
+                     res, spec.max_pool, r) for res in (False, True) for w0 in nw for w1 in nw]
+
+
+def block_variants(spec: ResNetSpec, r: int) -> list[list[BottleneckPlan]]:
+    """``[slot][variant]``: every block variant at resolution ``r``, ordered (ratio, input width, output width)
+    as :meth:`ResNetSpace.slot_variants` numbers them (inside a stage a block's input width is its output
+    width; the other input widths never run and repeat that plan)."""
+    sp, nw = spec.space, len(spec.widths)
+    stage_out = [spec.scaled(b) for b in spec.stage_widths]
+    ins = [spec.stem_channels, *stage_out[:-1]]
+    hw = StemPlan(spec.in_channels, 1, 1, spec.stem_stride, False, spec.max_pool, r).hw_out
+    out = []
+    for slot, (stage, stride, down) in enumerate(slot_layout(spec)):
+        first = sp.stage_offsets[stage] == slot
+        row = []
+        for e, wi, wo in itertools.product(sp.e, range(nw), range(nw)):
+            out_ch = stage_out[stage][wo]
+            in_ch = ins[stage][wi] if first else out_ch
+            row.append(BottleneckPlan(slot, in_ch, spec.mid_channels(out_ch, e), out_ch, stride, down, hw))
+        out.append(row)
+        hw = row[0].hw_out
+    return out

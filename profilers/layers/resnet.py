@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from elastic.resnet import ResNetConfig, ResNetSpec
-from elastic.resnet.spec import BottleneckPlan, StemPlan, plan, slot_layout
+from elastic.resnet.spec import BottleneckPlan, StemPlan, block_variants, plan, stem_variants
 from elastic.resnet.static import Bottleneck, ResidualConv
 from elastic.static import conv_bn_act, make_conv, make_linear
 from profilers.layers.common import Layer, LayerGrid, rand_bn, rand_weight
@@ -71,44 +71,18 @@ class Head(nn.Module):
         return self.classifier(x.mean((2, 3)))
 
 
-def _stems(spec: ResNetSpec, r: int) -> list[StemPlan]:
-    """Every stem variant at resolution ``r``, ordered as the fixed variants (residual conv or not, w0, w1)."""
-    nw = range(len(spec.widths))
-    return [StemPlan(spec.in_channels, spec.stem_mid_channels[w0], spec.stem_channels[w1], spec.stem_stride,
-                     res, spec.max_pool, r) for res in (False, True) for w0 in nw for w1 in nw]
-
-
-def _slot_blocks(spec: ResNetSpec, r: int) -> list[list[BottleneckPlan]]:
-    """``[slot][variant]``: every block variant at resolution ``r`` (variants as ``slot_variants``)."""
-    sp, nw = spec.space, len(spec.widths)
-    stage_out = [spec.scaled(b) for b in spec.stage_widths]
-    ins = [spec.stem_channels, *stage_out[:-1]]
-    hw = StemPlan(spec.in_channels, 1, 1, spec.stem_stride, False, spec.max_pool, r).hw_out
-    out = []
-    for slot, (stage, stride, down) in enumerate(slot_layout(spec)):
-        first = sp.stage_offsets[stage] == slot
-        row = []
-        for e, wi, wo in itertools.product(sp.e, range(nw), range(nw)):
-            out_ch = stage_out[stage][wo]
-            in_ch = ins[stage][wi] if first else out_ch  # inside a stage in == out (other widths never run)
-            row.append(BottleneckPlan(slot, in_ch, spec.mid_channels(out_ch, e), out_ch, stride, down, hw))
-        out.append(row)
-        hw = row[0].hw_out
-    return out
-
-
 def slot_grid(spec: ResNetSpec) -> LayerGrid:
     """The table keys of ``spec``'s space laid out ``[slot][r][variant]`` and ``[r][fixed variant]``."""
     sp = spec.space
     keys = [[[] for _ in sp.r] for _ in range(sp.n_blocks)]
     fixed = []
     for ri, r in enumerate(sp.r):
-        blocks = _slot_blocks(spec, r)
+        blocks = block_variants(spec, r)
         for slot, row in enumerate(blocks):
             keys[slot][ri] = [_block_key(b) for b in row]
         hw = blocks[-1][0].hw_out
         lasts = spec.scaled(spec.stage_widths[-1])
-        fixed.append([[_stem_key(s), _head_key(spec, last, hw)] for s in _stems(spec, r) for last in lasts])
+        fixed.append([[_stem_key(s), _head_key(spec, last, hw)] for s in stem_variants(spec, r) for last in lasts])
     return LayerGrid(keys, fixed)
 
 
@@ -116,9 +90,9 @@ def space_layers(spec: ResNetSpec) -> list[Layer]:
     """Every distinct layer any subnet of ``spec``'s space runs, at every resolution (deduplicated)."""
     out: dict[str, Layer] = {}
     for r in spec.space.r:
-        for s in _stems(spec, r):
+        for s in stem_variants(spec, r):
             out.setdefault(_stem_key(s), Layer(_stem_key(s), (1, s.in_ch, r, r), lambda s=s: stem_module(s)))
-        blocks = _slot_blocks(spec, r)
+        blocks = block_variants(spec, r)
         for b in itertools.chain.from_iterable(blocks):
             key = _block_key(b)
             if key not in out:
