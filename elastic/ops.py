@@ -39,6 +39,15 @@ def apply_act(x: torch.Tensor, act: str | None) -> torch.Tensor:
     raise ValueError(f"unknown activation {act!r}; allowed: relu, relu6, h_swish, h_sigmoid, None")
 
 
+def init_batchnorms(model: nn.Module, momentum: float, eps: float) -> None:
+    """Every BatchNorm of ``model`` at weight 1, bias 0, with the spec's momentum and eps."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum, m.eps = momentum, eps
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def check_input(x: torch.Tensor, in_channels: int, dtype: torch.dtype) -> None:
     """``ValueError`` unless ``x`` is an ``(N, in_channels, H, W)`` batch of ``dtype``."""
     if x.dim() != 4 or x.shape[1] != in_channels or x.shape[2] < 1 or x.shape[3] < 1:

@@ -9,7 +9,7 @@ from torch import nn
 
 from elastic.blocks import ElasticMBConv
 from elastic.config import SubnetConfig
-from elastic.ops import apply_act, check_input, resize
+from elastic.ops import apply_act, check_input, init_batchnorms, resize
 from elastic.space import SearchSpace
 from elastic.spec import MobileNetV3Spec, costs, slot_layout
 from elastic.static import StaticMobileNetV3, conv_bn_act, make_bn, make_conv, make_linear
@@ -54,10 +54,7 @@ class ElasticMobileNetV3(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.momentum, m.eps = self.spec.bn_momentum, self.spec.bn_eps
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_batchnorms(self, self.spec.bn_momentum, self.spec.bn_eps)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 

@@ -36,6 +36,17 @@ def rng():
     return np.random.default_rng(0)
 
 
+def assert_extraction_exact(net: torch.nn.Module, rng: np.random.Generator, n: int = 8) -> None:
+    """``net.extract(cfg)`` computes ``net(x, cfg)`` (within 1e-5) on ``n`` random subnets, with outputs far
+    from zero (randomised weights), in eval mode."""
+    with torch.no_grad():
+        for _ in range(n):
+            cfg = net.space.sample(rng)
+            x = torch.randn(2, net.spec.in_channels, cfg.r, cfg.r)
+            y = net(x, cfg)
+            assert (net.extract(cfg)(x) - y).abs().max().item() <= 1e-5 and y.abs().mean() > 1e-2, cfg.to_json()
+
+
 def ofa_available() -> bool:
     try:
         import ofa.imagenet_classification.elastic_nn.networks  # noqa: F401

@@ -19,7 +19,7 @@ from ofakit.ship import ship
 from ofakit.specialize import Budget
 from profilers import LatencyPredictor, LatencyTable
 from profilers.layers import subnet_layers
-from tests.conftest import ofa_available
+from tests.conftest import assert_extraction_exact, ofa_available
 from tests.shipyard import LAT, build_shipyard, macs_specializer
 
 PROXYLESS = "ofa_proxyless_d234_e346_k357_w1.3"
@@ -75,12 +75,7 @@ def test_cost_grid_matches_planned_costs(rng):
 def test_tiny_variant_extracts_exactly_and_trains(rng):
     net = randomize_(model_zoo.get_supernet(TINY), seed=3).eval()
     assert net.mix_conv is None and net.classifier.in_features == 256
-    with torch.no_grad():
-        for _ in range(8):
-            cfg = net.space.sample(rng)
-            x = torch.randn(2, 1, cfg.r, cfg.r)
-            y = net(x, cfg)
-            assert (net.extract(cfg)(x) - y).abs().max().item() <= 1e-5 and y.abs().mean() > 1e-2
+    assert_extraction_exact(net, rng)
     net.train()
     loss = net(torch.randn(4, 1, 28, 28), net.space.smallest()).logsumexp(1).mean()
     loss.backward()

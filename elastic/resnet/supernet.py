@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elastic.ops import ElasticBatchNorm2d, ElasticConv2d, check_input, resize
+from elastic.ops import ElasticBatchNorm2d, ElasticConv2d, check_input, init_batchnorms, resize
 from elastic.resnet.config import ResNetConfig
 from elastic.resnet.space import ResNetSpace
 from elastic.resnet.spec import ResNetSpec, costs, slot_layout
@@ -86,11 +86,7 @@ class ElasticResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum, m.eps = self.spec.bn_momentum, self.spec.bn_eps
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_batchnorms(self, self.spec.bn_momentum, self.spec.bn_eps)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 
