@@ -114,7 +114,7 @@ class ConfigBatch:
         genes = _genes(space)
         if not cfgs:
             return cls(space, np.zeros((0, len(genes.card)), dtype=np.int8))
-        kind = type(space.largest())
+        kind = space.config_type
         bad_type = next((c for c in cfgs if not isinstance(c, kind)), None)
         if bad_type is not None:
             raise ValueError(f"{str(bad_type)[:80]!r} is a {type(bad_type).__name__}, not a {kind.__name__} "
@@ -148,7 +148,7 @@ class ConfigBatch:
                 pos = np.clip(np.searchsorted(allowed, col), 0, len(allowed) - 1)
                 bad = allowed[pos] != col
                 if np.any(bad):
-                    raise ValueError(f"{type(space.largest()).__name__}.{name}={col[bad].flat[0].item()!r} is outside "
+                    raise ValueError(f"{space.config_type.__name__}.{name}={col[bad].flat[0].item()!r} is outside "
                                      f"the space; allowed: {allowed.tolist()}")
                 out[:, start + j] = pos
         return cls(space, out)
