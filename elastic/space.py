@@ -57,6 +57,23 @@ class SlotSpace:
             return False
         return True
 
+    def _restricted(self, what: str, allowed: Mapping[str, tuple], chosen: Mapping[str, Any]) -> dict[str, tuple]:
+        """The values ``chosen`` per dimension, checked against ``allowed`` (unset: the largest value; the
+        resolution: all); the largest depth must stay, since it fixes the number of block slots."""
+        values = {}
+        for name, ok in allowed.items():
+            v = chosen.get(name)
+            v = (ok if name == "r" else (max(ok),)) if v is None else tuple(v)
+            bad = [x for x in v if x not in ok]
+            if bad:
+                raise ValueError(f"{what}: {name}={list(v)} has {bad} outside the space; allowed: {list(ok)}")
+            values[name] = v
+        top = max(allowed["d"])
+        if max(values["d"]) != top:
+            raise ValueError(f"{what}: d={list(values['d'])} must include the space's largest depth {top} "
+                             "(the number of block slots per stage is fixed)")
+        return values
+
     def _resolution(self, r: Any) -> int:
         """``r`` if it is one of the space's resolutions; a ``ValueError`` naming the allowed ones otherwise."""
         if isinstance(r, bool) or r not in self.r:  # type: ignore[attr-defined]
@@ -191,18 +208,7 @@ class SearchSpace(SlotSpace):
     def restrict(self, what: str = "restriction", **chosen: Any) -> "SearchSpace":
         """The sub-space allowing only ``chosen`` values (``ks``, ``e``, ``d``, ``r``; an unset dimension keeps
         its largest value, the resolution all of them); its configs fit this space's supernet."""
-        values = {}
-        for name in self.elastic_dims:
-            allowed = getattr(self, name)
-            v = chosen.get(name)
-            v = (allowed if name == "r" else (max(allowed),)) if v is None else tuple(v)
-            bad = [x for x in v if x not in allowed]
-            if bad:
-                raise ValueError(f"{what}: {name}={list(v)} has {bad} outside the space; allowed: {list(allowed)}")
-            values[name] = v
-        if max(values["d"]) != self.max_depth:
-            raise ValueError(f"{what}: d={list(values['d'])} must include the space's largest depth {self.max_depth} "
-                             "(the number of block slots per stage is fixed)")
+        values = self._restricted(what, {n: getattr(self, n) for n in self.elastic_dims}, chosen)
         return SearchSpace(n_stages=self.n_stages, stage_slots=self.stage_slots, **values)
 
     def around(self, cfg: SubnetConfig) -> "SearchSpace":

@@ -159,17 +159,7 @@ class ResNetSpace(SlotSpace):
         dimension keeps its largest value, the resolution all of them); its configs fit this space's supernet
         (widths keep their indices, the stem may skip its residual conv only where the smallest depth is
         allowed)."""
-        values = {}
-        for name, allowed in (("d", self.d), ("e", self.e), ("w", self.width_choices), ("r", self.r)):
-            v = chosen.get(name)
-            v = (allowed if name == "r" else (max(allowed),)) if v is None else tuple(v)
-            bad = [x for x in v if x not in allowed]
-            if bad:
-                raise ValueError(f"{what}: {name}={list(v)} has {bad} outside the space; allowed: {list(allowed)}")
-            values[name] = v
-        if max(values["d"]) != max(self.d):
-            raise ValueError(f"{what}: d={list(values['d'])} must include the space's largest depth {max(self.d)} "
-                             "(the number of block slots per stage is fixed)")
+        values = self._restricted(what, {"d": self.d, "e": self.e, "w": self.width_choices, "r": self.r}, chosen)
         stem = tuple(x for x in self.stem_depths if x in values["d"])
         return ResNetSpace(values["d"], values["e"], self.widths, values["r"], self.base_depth, values["w"], stem)
 
