@@ -173,8 +173,8 @@ class ExecuTorchExporter(Exporter):
             agreement = top1_agreement(got, ref)
             if agreement < need:
                 raise ParityError(f"ExecuTorch int8 parity check failed: top-1 agrees with torch on {agreement:.1%} of "
-                                   f"{len(x)} images < {need:.1%} (options min_top1_agreement); {spec.out} was not "
-                                   "written")
+                                   f"{len(x)} images < {need:.1%} (options min_top1_agreement; `ofakit export "
+                                   f"--min-agreement`); {spec.out} was not written")
             return diff, agreement, tol
         if not diff <= tol:
             raise ParityError(f"ExecuTorch parity check failed: max |executorch - torch| = {diff:.3g} > {tol:.3g} "

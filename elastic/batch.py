@@ -36,6 +36,10 @@ class _Genes:
     values: tuple[tuple, ...]  # allowed values per column
     slices: dict[str, slice]  # columns of every group
     encoding: tuple[tuple[slice, int, bool, np.ndarray], ...]  # (columns, width, per_slot, one-hot offsets)
+    slot_cols: np.ndarray  # the per-slot encoded groups' columns, group after group (one gather for all)
+    slot_offsets: np.ndarray  # their one-hot offsets, in the same order
+    fixed_cols: np.ndarray  # the other encoded groups' columns
+    fixed_offsets: np.ndarray
 
 
 def _genes(space: Any) -> _Genes:
@@ -64,7 +68,13 @@ def _layout(space: Any) -> _Genes:
         encoding.append((slices[name], int(widths.sum()), per_slot,
                          (at + np.concatenate([[0], np.cumsum(widths)[:-1]])).astype(np.intp)))
         at += int(widths.sum())
-    return _Genes(names, starts, sizes, card, values, slices, tuple(encoding))
+
+    def cols(per_slot: bool) -> tuple[np.ndarray, np.ndarray]:
+        parts = [(np.arange(c.start, c.stop), off) for c, _, ps, off in encoding if ps == per_slot]
+        return tuple(np.concatenate([p[i] for p in parts]).astype(np.intp) if parts else np.zeros(0, np.intp)
+                     for i in (0, 1))
+
+    return _Genes(names, starts, sizes, card, values, slices, tuple(encoding), *cols(True), *cols(False))
 
 
 def space_cardinalities(space: Any) -> list[int]:
@@ -181,7 +191,11 @@ class ConfigBatch:
         """The subnets at ``idx`` (indices or a boolean mask)."""
         return ConfigBatch(self.space, self.g[idx])
 
-    def _cached(self, key: str, make: Any) -> np.ndarray:
+    @property
+    def _groups(self) -> dict[str, np.ndarray]:
+        return self._cached("_groups_views", self.groups)
+
+    def _cached(self, key: str, make: Any) -> Any:
         value = self.__dict__.get(key)
         if value is None:
             value = make()
@@ -191,7 +205,12 @@ class ConfigBatch:
     @property
     def active(self) -> np.ndarray:
         """``[N, slots]`` booleans: which block slots run (computed once per batch)."""
-        return self._cached("_active", lambda: self.space.active_slots(self.groups()))
+        return self._cached("_active", lambda: self.space.active_slots(self._groups))
+
+    @property
+    def active_weight(self) -> np.ndarray:
+        """:attr:`active` as float32 0/1, for weighted sums over the active slots (computed once per batch)."""
+        return self._cached("_active_w", lambda: self.active.astype(np.float32))
 
     @property
     def slot_choice(self) -> np.ndarray:
@@ -199,14 +218,14 @@ class ConfigBatch:
         slot into any per-slot table laid out ``[slot, variant]`` (computed once per batch)."""
         def make() -> np.ndarray:
             nv = self.space.n_slot_variants
-            v = self.space.slot_variants(self.groups()).astype(np.intp)
+            v = self.space.slot_variants(self._groups).astype(np.intp)
             return v + np.arange(v.shape[1], dtype=np.intp) * nv
         return self._cached("_slot_choice", make)
 
     @property
     def fixed_choice(self) -> np.ndarray:
         """``[N]`` intp: the variant of the layers every subnet runs (stem, head), ``0`` where they never vary."""
-        return self._cached("_fixed_choice", lambda: self.space.fixed_variants(self.groups()).astype(np.intp))
+        return self._cached("_fixed_choice", lambda: self.space.fixed_variants(self._groups).astype(np.intp))
 
     def canonical_genome(self) -> np.ndarray:
         """:meth:`genome` with inactive slots' genes set to index 0: equal rows mean the same network."""
@@ -259,10 +278,13 @@ class ConfigBatch:
 
     def onehot_dot(self, w: np.ndarray) -> np.ndarray:
         """``self.onehot() @ w`` for a weight vector ``w`` ``[width]``, by gathering the active entries."""
-        g, out = self.g, np.take(w, self.g[:, -1])
-        for cols, _, per_slot, offsets in _genes(self.space).encoding:
-            picked = np.take(w, g[:, cols] + offsets)
-            out = out + (np.einsum("ij,ij->i", picked, self.active) if per_slot else picked.sum(1))
+        genes, g, w = _genes(self.space), self.g, np.asarray(w)
+        out = w.take(g[:, -1])
+        if genes.slot_cols.size:  # every per-slot group in one gather, weighted by the active slots
+            picked = w.take(g[:, genes.slot_cols] + genes.slot_offsets).reshape(len(g), -1, self.active.shape[1])
+            out = out + np.einsum("ikj,ij->i", picked, self.active_weight)
+        if genes.fixed_cols.size:
+            out = out + w.take(g[:, genes.fixed_cols] + genes.fixed_offsets).sum(1)
         return out
 
 
@@ -285,9 +307,9 @@ class SlotTable:
 
     def sum(self, batch: ConfigBatch) -> np.ndarray:
         """``[N]``: the fixed value at each subnet's resolution plus its active blocks' values."""
-        r = batch.r.astype(np.intp)
-        picked = np.take(self._by_r, (r * self._per_r)[:, None] + batch.slot_choice)
-        fixed = np.take(self._fixed, r if self._nf == 1 else r * self._nf + batch.fixed_choice)
+        r = batch.g[:, -1].astype(np.intp)  # the resolution is the last gene
+        picked = self._by_r.take((r * self._per_r)[:, None] + batch.slot_choice)
+        fixed = self._fixed.take(r if self._nf == 1 else r * self._nf + batch.fixed_choice)
         return np.einsum("ij,ij->i", picked, batch.active) + fixed
 
 

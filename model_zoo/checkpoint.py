@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from elastic import ElasticMobileNetV3
 from elastic.fileio import atomic_path, atomic_write_text, sha256_file
+from elastic.ops import nonfinite
 from elastic.families import SUPERNET_TYPES, build_supernet, spec_from_dict
 from model_zoo.registry import get_spec
 
@@ -84,6 +85,10 @@ def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metri
                          "(e.g. preprocess, training)")
     weights, sidecar = checkpoint_paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in supernet.state_dict().items()}
+    bad = nonfinite(tensors)
+    if bad:
+        raise ValueError(f"supernet weights hold NaN or infinity in {len(bad)} tensor(s) (first: {bad[0]}); a "
+                         f"diverged model is not saved as a checkpoint ({weights} left as it was)")
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "recipe": supernet.recipe})
         meta = {

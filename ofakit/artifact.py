@@ -16,13 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from deploy_targets import ExportResult, ExportSpec, get_exporter
+from deploy_targets import ExportResult, ExportSpec, get_exporter, list_exporters
 from elastic import SubnetConfig
 from elastic.fileio import atomic_write_text, sha256_file
 from ofakit.context import CheckpointContext
 from profilers import LOCAL, open_runtime
 
 SIDECAR_FORMAT = "ofa-kit-artifact"
+PREDICTIONS = {"predicted_accuracy": None, "predicted_latency_ms": None}  # in every sidecar; null when unknown
+AGREEMENT = "min_top1_agreement"  # the exporter option --min-agreement sets (int8 targets that check top-1)
 CALIBRATION_IMAGES = 256  # int8 calibration: the first validation images; top-1 agreement checks the next ones
 
 
@@ -50,26 +52,33 @@ def check_out_folder(out: str | Path) -> None:
 
 def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: str | Path, precision: str = "fp32",
                   dynamic_batch: bool = False, info: dict[str, Any] | None = None, device: str = LOCAL,
-                  token: str | None = None) -> tuple[ExportResult, Path]:
+                  token: str | None = None, min_agreement: float | None = None) -> tuple[ExportResult, Path]:
     """Export subnet ``cfg`` of ``ctx`` (BatchNorm recalibrated) to ``out`` and write its sidecar.
 
     Parity is checked on real validation images; int8 targets get their calibration batches from the
     validation split's first ``CALIBRATION_IMAGES``, and those that check top-1 agreement (ExecuTorch) do it on
     the next ``CALIBRATION_IMAGES``, which the calibration never saw. ``info`` (predictions, measurements ...)
     is merged into the sidecar. A TensorRT engine for a remote ``device`` (an agent URL) is built there, for
-    that device's GPU.
+    that device's GPU. ``min_agreement`` lowers (or raises) the int8 top-1 agreement an exporter that checks
+    it requires (its ``min_top1_agreement`` option; recorded in the sidecar).
     """
     cfg = ctx.supernet.space.validate(cfg)
     check_out_folder(out)
     exporter = get_exporter(target)
     if exporter.unavailable() is None:  # ``out`` as given (a trailing slash), before the images are prepared
         exporter.check_out(precision, out)
+    if min_agreement is not None and (precision != "int8" or AGREEMENT not in exporter.option_keys):
+        checking = [n for n in list_exporters() if AGREEMENT in get_exporter(n).option_keys]
+        raise ValueError(f"--min-agreement {min_agreement} applies to --precision int8 on a target that checks top-1 "
+                         f"agreement ({', '.join(checking)}); got --precision {precision} --target {target}")
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
     calibration = tuple(ctx.real_inputs(cfg, CALIBRATION_IMAGES).split(32)) if precision == "int8" else ()
     if device != LOCAL and target != "tensorrt":
         raise ValueError(f"--device {device} is for building TensorRT engines on the target; {target} "
                          "artifacts are portable: export them here")
     options = {"builder": open_runtime("tensorrt", device, token)} if device != LOCAL else {}
+    if min_agreement is not None:
+        options[AGREEMENT] = min_agreement
     metadata = {"short_description": f"ofa-kit subnet of {ctx.name}", "com.ofakit.config": cfg.to_json(),
                 "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
     inputs = ctx.real_inputs(cfg, 8 if dynamic_batch else 1)
@@ -155,7 +164,9 @@ def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResul
             "export": {**result.settings, "precision": precision, "max_abs_diff": result.max_abs_diff,
                        "notes": list(result.notes)},
             "versions": result.versions, "macs": ctx.supernet.flops(cfg), "params": ctx.supernet.params(cfg),
-            "written_at": time.time(), **(info or {})}
+            "written_at": time.time(), **PREDICTIONS, **(info or {})}
+    if not info or not set(PREDICTIONS) <= set(info):
+        side.setdefault("note", "exported from a config, not from `ofakit search` or `ship` output: no predictions")
     path = sidecar_path(result.path)
     atomic_write_text(path, json.dumps(_finite(side), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path

@@ -232,15 +232,15 @@ def build_table(table: LatencyTable, recipe: str, spec: MobileNetV3Spec, runtime
 
 def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Runtime, device: str,
                rk: RuntimeKey, s: BuildSettings, tmp: Path, progress: Progress | None) -> int:
-    """Measure the calibration subnets when any is missing or stale, with every other calibration subnet the
-    table holds for the recipe here; returns how many were measured."""
+    """Measure the calibration subnets when any is missing, or any the table holds for the recipe here is
+    stale, together with every other calibration subnet held; returns how many were measured. With
+    ``s.calibration_subnets == 0`` (``profile refresh``) no subnet is missing: the held ones are refreshed."""
     cfgs = calibration_configs(spec, s.calibration_subnets, s.seed)
     have = {c.subnet: c for c in table.calibration(device, rk, sid)}
     version, dev_fp, now = runtime.version(), runtime.device().fingerprint, time.time()
-    todo = [c for c in cfgs if c.to_json() not in have
-            or _stale(have[c.to_json()].runtime_version, have[c.to_json()].fingerprint, have[c.to_json()].measured_at,
-                      have[c.to_json()].protocol, s, now, version, dev_fp)]
-    if not todo:
+    todo = [c for c in cfgs if c.to_json() not in have]
+    if not todo and not any(_stale(c.runtime_version, c.fingerprint, c.measured_at, c.protocol, s, now, version,
+                                   dev_fp) for c in have.values()):
         return 0
     # Every calibration subnet of the recipe here, in one interleaved measurement: a slow drift of the machine
     # (other tenants, clocks) then scales them alike instead of bending the fitted correction. Samples kept

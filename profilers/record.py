@@ -7,13 +7,15 @@ so a figure is never separated from what it means. All records are JSON round-tr
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -183,6 +185,27 @@ class Stats:
                    int(ms.size), blocks)
 
 
+_TIME_LIMIT: contextvars.ContextVar[float | None] = contextvars.ContextVar("ofakit_time_limit", default=None)
+
+
+class MeasurementTooLong(ValueError):
+    """A timing protocol that would run past the time limit in force (see :func:`time_limit`)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Within this block (and this thread), every :func:`time_interleaved` call must finish within ``seconds``:
+    it stops a warm-up that runs past the limit, and refuses blocks whose runs, projected from the warm-up
+    speed, would (``MeasurementTooLong``). The agent sets it, since one request holds its single
+    measurement lock; the run counts a protocol forces (``warmup_runs``, ``min_runs_per_block``) would
+    otherwise make a slow model's measurement last hours."""
+    token = _TIME_LIMIT.set(float(seconds))
+    try:
+        yield
+    finally:
+        _TIME_LIMIT.reset(token)
+
+
 def time_interleaved(runners: Sequence[Callable[[], Any]], protocol: Protocol) -> list[Stats]:
     """Time several candidates with the same protocol, their blocks interleaved.
 
@@ -194,15 +217,24 @@ def time_interleaved(runners: Sequence[Callable[[], Any]], protocol: Protocol) -
     """
     if not runners:
         return []
-    per_block = []
+    limit, begun = _TIME_LIMIT.get(), time.perf_counter()
+    per_block, cost = [], 0.0
     for run in runners:
         n, start = 0, time.perf_counter()
         while n < protocol.warmup_runs or time.perf_counter() - start < protocol.warmup_s:
             run()
             n += 1
+            if limit is not None and time.perf_counter() - begun > limit:
+                raise MeasurementTooLong(f"the warm-up alone ran past the time limit of {limit:g} s ({n} runs of "
+                                         f"candidate {len(per_block) + 1}); ask for fewer warmup_runs")
         each = (time.perf_counter() - start) / n
         k = int(protocol.block_s / each) if each > 0 else protocol.max_runs_per_block
         per_block.append(min(protocol.max_runs_per_block, max(protocol.min_runs_per_block, k)))
+        cost += protocol.blocks * (per_block[-1] + protocol.block_warmup_runs) * each
+    if limit is not None and time.perf_counter() - begun + cost > limit:
+        raise MeasurementTooLong(f"the protocol would take ~{time.perf_counter() - begun + cost:.0f} s here (its "
+                                 f"runs per block at the warm-up's speed), over the time limit of {limit:g} s; "
+                                 "ask for fewer blocks or runs per block")
     times: list[list[float]] = [[] for _ in runners]
     clock = time.perf_counter
     for _ in range(protocol.blocks):

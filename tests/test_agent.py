@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import importlib.metadata
+import importlib.util
 import io
 import json
 import math
@@ -22,19 +23,20 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
-from deploy_targets import ExportSpec, get_exporter  # noqa: E402
-from ofakit.cli.agent import agent_app  # noqa: E402
-from profilers.agent import server as agent_module  # noqa: E402
-from profilers.agent.client import TOKEN_ENV, AgentError, AgentRequestError, RemoteRuntime, zip_dir  # noqa: E402
-from profilers.agent.server import MEASURE_HEADER, AgentServer, RequestError, extract_zip, make_server  # noqa: E402
-from profilers.record import Measurement, Protocol, local_device  # noqa: E402
-from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, open_runtime  # noqa: E402
-from profilers.runtimes.base import is_macos  # noqa: E402
+from deploy_targets import ExportSpec, get_exporter
+from ofakit.cli.agent import agent_app
+from profilers.agent import server as agent_module
+from profilers.agent.client import TOKEN_ENV, AgentError, AgentRequestError, RemoteRuntime, zip_dir
+from profilers.agent.server import MEASURE_HEADER, AgentServer, RequestError, extract_zip, make_server
+from profilers.record import Measurement, Protocol, local_device
+from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, open_runtime
+from profilers.runtimes.base import is_macos
 
 ROOT = Path(__file__).resolve().parents[1]
+# Only the tests that export or measure with onnxruntime need the [onnx] extra; the agent's safety, CLI and
+# connection tests run without it.
+needs_onnx = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")),
+                                reason="onnx and onnxruntime (the [onnx] extra) are not installed")
 TOKEN = "test-token-0123456789"
 SHAPE = (1, 1, 8, 8)
 TINY = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002, min_runs_per_block=2, max_runs_per_block=5)
@@ -47,6 +49,8 @@ def _model() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory) -> Path:
+    pytest.importorskip("onnx", reason="onnx (the [onnx] extra) is not installed")
+    pytest.importorskip("onnxruntime", reason="onnxruntime (the [onnx] extra) is not installed")
     path = tmp_path_factory.mktemp("agent") / "tiny.onnx"
     return get_exporter("onnx").export(ExportSpec(_model(), SHAPE, path)).path
 
@@ -94,6 +98,7 @@ def _raw(server: AgentServer, method: str, path: str, body: bytes | None = None,
     return resp.status, payload, resp
 
 
+@needs_onnx
 def test_the_client_reports_the_agents_device_and_version_not_its_own(start_agent, monkeypatch):
     """On loopback both sides are this machine; make the agent's side differ to see whose answer arrives."""
     server = start_agent()
@@ -211,6 +216,31 @@ def test_malformed_requests_are_400(start_agent, onnx_file):
     assert status == 404 and "/v1/measure" in payload["error"]
     assert len(server.history) == 0
     assert rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY)).runtime == "onnxruntime"  # still serving
+
+
+def test_forced_runs_cannot_hold_the_agent_past_its_time_limit(start_agent, onnx_file, monkeypatch):
+    """A protocol whose nominal time is short (blocks x block_s) but whose forced runs are many (warm-up runs,
+    a minimum of runs per block) is refused once its cost, projected from the model's own warm-up speed,
+    passes the agent's limit (300 s; 0.5 s here): 400 in one line, the lock released, the agent serving."""
+    from profilers.record import MeasurementTooLong, time_interleaved, time_limit
+
+    monkeypatch.setattr(agent_module, "PROTOCOL_MAX_S", 0.5)
+    server = start_agent()
+    forced = {"warmup_s": 0, "warmup_runs": 2, "blocks": 1000, "block_s": 0.0001, "min_runs_per_block": 1000,
+              "max_runs_per_block": 1000}
+    status, payload, _ = _raw(server, "POST", "/v1/measure", onnx_file.read_bytes(),
+                              {MEASURE_HEADER: json.dumps(_params(protocol=forced))})
+    assert status == 400 and "the protocol would take ~" in payload["error"], payload
+    assert "over the time limit of 0.5 s" in payload["error"] and "\n" not in payload["error"]
+    status, payload, _ = _raw(server, "POST", "/v1/measure", onnx_file.read_bytes(), {MEASURE_HEADER: json.dumps(
+        _params(protocol={"warmup_s": 0, "warmup_runs": 10_000, "blocks": 1, "block_s": 0.0001}))})
+    assert status == 200 or "warm-up alone ran past" in payload["error"], payload  # 10,000 fast runs may fit
+    assert RemoteRuntime(server.url, "onnxruntime", token=TOKEN).measure(
+        MeasureSpec(onnx_file, SHAPE, protocol=TINY)).stats.median_ms > 0  # still serving
+    slow = Protocol(warmup_s=0, warmup_runs=1000, blocks=2, block_s=0.001)
+    with time_limit(0.05), pytest.raises(MeasurementTooLong, match="warm-up alone ran past the time limit"):
+        time_interleaved([lambda: time.sleep(0.001)], slow)
+    assert time_interleaved([lambda: None], TINY)[0].runs > 0  # no limit outside the block
 
 
 def test_connections_are_capped_and_aborts_logged_in_one_line(start_agent, onnx_file, caplog):
@@ -394,6 +424,7 @@ def test_cli_serve_until_ctrl_c(tmp_path, signum):
     assert proc.returncode == 0 and "agent stopped" in out
 
 
+@needs_onnx
 def test_table_built_through_the_agent_like_a_local_runtime(start_agent, tmp_path):
     """`ofakit profile build --device http://HOST:PORT`: the whole build (layers, calibration) goes through
     the agent, the table names the device by its URL, and the predictor loads it like a local table."""
@@ -427,6 +458,7 @@ def test_table_built_through_the_agent_like_a_local_runtime(start_agent, tmp_pat
 
 
 
+@needs_onnx
 def test_search_and_ship_through_the_agent(start_agent, shipyard, tmp_path):
     """`ofakit search --device URL` and `ofakit ship --device URL`: the budget is on the agent's device, so the
     search's shortlist and the shipped artifact are timed there (on loopback, this machine's onnxruntime).
@@ -493,7 +525,7 @@ def test_build_requests_are_checked_and_unavailable_tensorrt_is_409(start_agent,
         (good, {BUILD_HEADER: json.dumps({"target": "tflite", "precision": "fp32"})}, 400, "target='tflite' cannot"),
         (good, {BUILD_HEADER: json.dumps({"target": "tensorrt"})}, 400, "missing key(s) ['precision']"),
         (b"not a zip", hdr, 400, "must be a zip of"),
-        (pack_build(b"x", x)[:-30], hdr, 400, ""),
+        (pack_build(b"x", x)[:-30], hdr, 400, "must be a zip of"),  # truncated: no central directory
     ]
     for body, headers, status, text in cases:
         code, reply, _ = _raw(server, "POST", "/v1/build", body, headers)
@@ -509,6 +541,7 @@ def test_build_requests_are_checked_and_unavailable_tensorrt_is_409(start_agent,
         open_runtime("tensorrt", server.url, TOKEN).build_engine(onnx_file.read_bytes(), x, "fp16")
 
 
+@needs_onnx
 def test_export_tensorrt_through_an_agent_says_what_the_device_lacks(start_agent, tmp_path):
     """`ofakit export --target tensorrt --device URL`: the engine is built on the agent; here the agent has no
     GPU, so the command fails with one line naming what is missing (and writes nothing)."""

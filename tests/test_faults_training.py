@@ -151,6 +151,36 @@ def test_diverging_loss_stops_training_without_a_checkpoint(tmp_path, monkeypatc
     assert not (tmp_path / "run" / "state.json").exists()
 
 
+def test_a_step_that_breaks_the_weights_saves_nothing(tmp_path, monkeypatch):
+    """The loss of every step was finite, but the run's last step left NaN weights: the run stops with the
+    same one-line error kind and saves no training state; `save_checkpoint` refuses such weights too."""
+    monkeypatch.setenv("OFAKIT_CACHE", str(tmp_path / "cache"))
+    splits = load_splits(DataSource("fashion-mnist", write_fmnist(tmp_path / "fm", 64, 16)), val_size=16,
+                         train_limit=32)
+    net = model_zoo.get_supernet("ofa_mbv3_tiny", resolutions=(28,))
+    real, steps = torch.optim.SGD.step, []
+
+    def step(self, *args, **kwargs):  # the second (last) step of the epoch overflows the classifier
+        out = real(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 2:
+            with torch.no_grad():
+                net.classifier.bias.fill_(math.nan)
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    config = TrainConfig(batch_size=16, calib_images=16, epoch_calib_images=16, eval_images=16, log_every=0)
+    trainer = Trainer(net, splits, [Phase("teacher", 1, 0.05)], config, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"training diverged: 1 weight tensor\(s\) hold NaN or infinity after "
+                                         r"phase 'teacher' epoch 1 \(first: classifier.bias\); lower lr"):
+        trainer.run()
+    assert len(steps) == 2 and not (tmp_path / "run" / "state.json").exists()
+    assert not list((tmp_path / "run").glob("state-*"))
+    with pytest.raises(ValueError, match=r"weights hold NaN or infinity in 1 tensor\(s\) \(first: classifier.bias\)"):
+        model_zoo.save_checkpoint(net, tmp_path / "ck")
+    assert not list(tmp_path.glob("ck*"))
+
+
 def test_atomic_files_honour_the_umask(tmp_path):
     old = os.umask(0o022)
     try:

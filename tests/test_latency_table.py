@@ -269,45 +269,77 @@ def _edit_sql(path: Path, *statements: str) -> None:
     db.close()
 
 
-def test_refresh_measures_only_stale_entries(tmp_path):
+def test_profile_refresh_on_a_new_runtime_version_age_and_hardware(tmp_path):
+    """`ofakit profile refresh` end to end (issue 18): layers and calibration subnets are re-measured when taken
+    with another runtime version, when older than --max-age, and when the table moved to other hardware; fresh
+    ones are not; refresh adds no calibration subnet of its own; afterwards the table predicts this machine
+    (held-out subnets timed now, against the 10x figures of the other hardware)."""
+    from typer.testing import CliRunner
+
+    from elastic.families import spec_from_dict
+    from ofakit.cli import app
+    from profilers.builder import time_subnets
+
     path = tmp_path / "lut.sqlite"
-    rt = get_runtime("onnxruntime")
-    settings = BuildSettings(protocol=QUICK, calibration_subnets=3)
-    with LatencyTable(path) as t:
-        build_table(t, "tiny28", SPEC, rt, settings=settings)
-        again = build_table(t, "tiny28", SPEC, rt, settings=settings)
-        assert again.measured == 0 and again.calibration_measured == 0
-    _edit_sql(path, "UPDATE entries SET runtime_version = '0.1' WHERE key LIKE 'stem:%' OR key LIKE 'head:%'",
-              "UPDATE entries SET measured_at = measured_at - 86400 * 40 WHERE key LIKE '%:k7:%'")
-    with LatencyTable(path) as t:
-        r = build_table(t, "tiny28", SPEC, rt, settings=settings)
-        assert r.measured == 2  # runtime version changed: stem and head only
-        r = build_table(t, "tiny28", SPEC, rt, settings=BuildSettings(protocol=QUICK, calibration_subnets=3,
-                                                                      max_age_s=30 * 86400))
-        assert r.measured == 24  # kernel-7 blocks: 8 block shapes x 3 expand ratios
-        assert all(e.runtime_version == rt.version() for e in t.entries("local"))
-        n_layers = len(t.entries("local"))
-    # The table moved to other hardware (issue 18): layers and calibration subnets record the fingerprint of
-    # the machine that measured them, so a refresh here re-measures both, and predicts this machine again.
-    _edit_sql(path, "UPDATE entries SET fingerprint = 'elsewhere'",
+
+    def cli(*args: str) -> dict:
+        res = CliRunner().invoke(app, ["profile", *args, "--table", str(path), "--quick", "--json"])
+        assert res.exit_code == 0, res.output
+        rep = json.loads(res.stdout)
+        (rep,) = rep if isinstance(rep, list) else [rep]
+        return rep
+
+    first = cli("build", "--recipe", "ofa_mbv3_tiny", "--resolutions", "28", "--calibrate", "3")
+    n_layers = first["layers"]
+    assert first["measured"] == n_layers > 50 and first["calibration_measured"] == 3
+    assert (cli("refresh")["measured"], cli("refresh")["calibration_measured"]) == (0, 0)
+    _edit_sql(path, "UPDATE entries SET runtime_version = '0.1' WHERE key LIKE 'stem:%' OR key LIKE 'head:%'")
+    r = cli("refresh")
+    assert (r["measured"], r["calibration_measured"]) == (2, 0)  # runtime upgraded: stem and head only
+    _edit_sql(path, "UPDATE calibrations SET runtime_version = '0.1' WHERE rowid = (SELECT MIN(rowid) FROM "
+                    "calibrations)")
+    r = cli("refresh")
+    assert (r["measured"], r["calibration_measured"]) == (0, 3)  # one stale subnet: the set is re-timed together
+    _edit_sql(path, "UPDATE entries SET measured_at = measured_at - 86400 * 40 WHERE key LIKE '%:k7:%'",
+              "UPDATE calibrations SET measured_at = measured_at - 86400 * 40")
+    assert cli("refresh")["measured"] == 0  # age alone is no reason without --max-age
+    r = cli("refresh", "--max-age", "30d")
+    assert (r["measured"], r["calibration_measured"]) == (24, 3)  # kernel-7 blocks: 8 shapes x 3 expand ratios
+    # The table moved to other hardware, 10x slower: every figure there is stale here.
+    _edit_sql(path, "UPDATE entries SET fingerprint = 'elsewhere', median_ms = median_ms * 10",
               "UPDATE calibrations SET fingerprint = 'elsewhere', measured_ms = measured_ms * 10")
-    with LatencyTable(path) as t:
-        r = build_table(t, "tiny28", SPEC, rt, settings=settings)
-        assert r.measured == n_layers and r.calibration_measured == 3
-        fp = rt.device().fingerprint
-        rk = t.runtimes()[0]
-        samples = t.calibration("local", rk, spec_id(SPEC.to_dict()))
-        assert all(c.fingerprint == fp and json.loads(c.protocol)["blocks"] == QUICK.blocks for c in samples)
-    pred = LatencyPredictor.load(path, "local", "onnxruntime", SPEC)
-    got = pred.predict([SubnetConfig.from_json(c.subnet) for c in samples])
-    ratio = got / np.array([c.measured_ms for c in samples])
-    assert np.all((ratio > 0.4) & (ratio < 2.5)), ratio  # this machine's figures (quick protocol), not 10x ones
+    r = cli("refresh")
+    assert (r["measured"], r["calibration_measured"]) == (n_layers, 3)
+    rt = get_runtime("onnxruntime")
+    with LatencyTable(path, readonly=True) as t:
+        (name,) = t.recipes()
+        spec = spec_from_dict(t.recipe(name))
+        cal = t.calibration("local", t.runtimes()[0], spec_id(spec.to_dict()))
+        assert all(e.fingerprint == rt.device().fingerprint for e in t.entries("local"))
+        assert all(c.fingerprint == rt.device().fingerprint for c in cal) and len(cal) == 3
+    rng = np.random.default_rng(7)
+    held = [spec.space.sample(rng) for _ in range(5)]
+    cal_cfgs = [spec.space.config_type.from_json(c.subnet) for c in cal]
+    protocol = Protocol(warmup_s=0, warmup_runs=3, blocks=6, block_s=0.01)
+    ms = np.array([m.stats.median_ms for m in time_subnets(rt, spec, held + cal_cfgs, BuildSettings(
+        protocol=protocol), tmp_path)])  # held-out and calibration subnets in one interleaved measurement
+    pred = LatencyPredictor.load(path, "local", "onnxruntime", spec).predict(held + cal_cfgs)
+    drift = np.median(pred[5:] / ms[5:])  # the machine's speed now against the refresh moment
+    ratio = pred[:5] / ms[:5] / drift
+    assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio  # this machine's figures: the 10x ones would read ~10
+    # `profile show` as a person reads it: coverage marked --quick, calibration and its error, versions, device.
+    res = CliRunner().invoke(app, ["profile", "show", "--table", str(path)])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if name in line)
+    assert f"{n_layers}/{n_layers} ({n_layers} --quick)" in row and "3 subnets, LOO" in row, row
+    assert rt.version() in row and "0.1" not in row and "0.0 d" in row, row
+    assert f"fingerprint {rt.device().fingerprint}" in res.output and "drift:" in res.output
     # A --quick table is re-measured by a build with a longer protocol, and a quick build keeps longer figures.
-    longer = replace(QUICK, blocks=6)  # times 3x as long
+    longer = replace(QUICK, blocks=6, block_s=0.002)  # 3x the CLI --quick protocol (2 blocks of 2 ms)
     with LatencyTable(path) as t:
-        r = build_table(t, "tiny28", SPEC, rt, settings=BuildSettings(protocol=longer, calibration_subnets=3))
+        r = build_table(t, name, spec, rt, settings=BuildSettings(protocol=longer, calibration_subnets=0))
         assert r.measured == n_layers and r.calibration_measured == 3
-        r = build_table(t, "tiny28", SPEC, rt, settings=settings)
+        r = build_table(t, name, spec, rt, settings=BuildSettings(protocol=QUICK, calibration_subnets=0))
         assert r.measured == 0 and r.calibration_measured == 0
 
 

@@ -75,10 +75,29 @@ def test_elastic_se_hidden_width_follows_channels():
     assert se(torch.randn(2, 48, 3, 3)).shape == (2, 48, 3, 3)
 
 
-def test_dense_conv_on_small_maps_is_exact():
-    """Cropped padding-only taps and 1x1 maps run as a matrix product: outputs and gradients as a plain conv."""
+def test_elastic_se_computes_squeeze_and_excite_of_the_leading_weights():
+    """Values, not shapes: x * hardsigmoid(W_e relu(W_r mean(x) + b_r) + b_e) with the leading 16x48 / 48x16
+    weights, written out by hand; the channels it gates off (a zero expand row, bias -3) go to 0."""
     torch.manual_seed(0)
-    for k, stride, hw in [(3, 1, 1), (3, 2, 1), (3, 2, 2), (5, 1, 2), (1, 1, 1), (3, 1, 4), (7, 2, 3)]:
+    se = ElasticSqueezeExcite(96)
+    with torch.no_grad():
+        se.expand.weight[5].zero_()
+        se.expand.bias[5] = -3.0  # hardsigmoid(-3) = 0
+    x = torch.randn(2, 48, 3, 3)
+    s = x.mean((2, 3))  # (2, 48)
+    h = torch.relu(s @ se.reduce.weight[:16, :48, 0, 0].T + se.reduce.bias[:16])
+    gate = torch.clamp((h @ se.expand.weight[:48, :16, 0, 0].T + se.expand.bias[:48]) / 6 + 0.5, 0, 1)
+    got = se(x)
+    assert torch.allclose(got, x * gate[:, :, None, None], atol=1e-6)
+    assert got[:, 5].abs().max() == 0 and got.abs().sum() > 0
+
+
+def test_dense_conv_on_small_maps_is_exact():
+    """Cropped padding-only taps, 1x1 maps as a matrix product and 1x1 convs on 2x2 maps as batched matrix
+    products: outputs and gradients as a plain conv (and the other shapes through the plain conv)."""
+    torch.manual_seed(0)
+    for k, stride, hw in [(3, 1, 1), (3, 2, 1), (3, 2, 2), (5, 1, 2), (1, 1, 1), (3, 1, 4), (7, 2, 3), (1, 1, 2),
+                          (1, 2, 2), (1, 1, 3)]:
         conv = ElasticConv2d(12, 10, k, stride, bias=True).double()
         x = torch.randn(3, 8, hw, hw, dtype=torch.float64, requires_grad=True)
         y = conv(x, 6)

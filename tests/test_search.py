@@ -185,6 +185,10 @@ def test_a_predictor_that_ranks_noise_is_flagged(caplog):
     data = AccuracyData(SPACE, tuple(cfgs), np.random.default_rng(0).normal(0.9, 0.003, len(cfgs)))
     _, report = select_predictor(data, seed=0)
     assert report["poor"] is True and "ranks poorly" in caplog.text
+    caplog.clear()  # every subnet measured alike (constant labels): τ is undefined (NaN), and that is poor too
+    flat = AccuracyData(SPACE, tuple(cfgs), np.full(len(cfgs), 0.9))
+    _, report = select_predictor(flat, seed=0)
+    assert report["poor"] is True and "ranks poorly" in caplog.text
 
 
 def test_per_image_results_give_each_validation_half_and_the_label_noise_ceiling(tmp_path):

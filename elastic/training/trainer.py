@@ -26,7 +26,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from elastic.config import SubnetConfig
 from elastic.fileio import atomic_write_text
-from elastic.ops import resize
+from elastic.ops import nonfinite, resize
 from elastic.sorting import sort_channels
 from elastic.space import SearchSpace
 from elastic.strict import dataclass_kwargs
@@ -270,6 +270,11 @@ class Trainer:
                 sampler.set_epoch(global_epoch)
                 t0 = time.perf_counter()
                 loss = self._train_epoch(model, phase, pi, space, epoch, opt, sched, teacher, loader, device, rank)
+                bad = nonfinite(self.supernet.state_dict())
+                if bad:  # a finite loss can still end in a step that broke the weights: never save those
+                    raise ValueError(f"training diverged: {len(bad)} weight tensor(s) hold NaN or infinity after "
+                                     f"phase {phase.name!r} epoch {epoch + 1} (first: {bad[0]}); lower lr (now "
+                                     f"{phase.lr}) or check the data; no checkpoint of this epoch was saved")
                 global_epoch += 1
                 if distributed.is_main():
                     rec = {"phase": phase.name, "phase_index": pi, "epoch": epoch + 1, "global_epoch": global_epoch,

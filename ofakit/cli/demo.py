@@ -30,7 +30,7 @@ from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, fastest_candidate
 from ofakit.artifact import export_subnet, nearest_existing
-from ofakit.ship import ship
+from ofakit.ship import ShipReport, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
 from profilers.runtimes import MeasureSpec, get_runtime
@@ -105,14 +105,15 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
             reason = get_exporter("coreml").unavailable()
             if reason is None:
                 try:
-                    res, _ = export_subnet(spz.ctx, rep.final.config, "coreml", workdir / f"subnet_{i + 1}.mlpackage")
+                    res, _ = export_subnet(spz.ctx, rep.final.config, "coreml", workdir / f"subnet_{i + 1}.mlpackage",
+                                           info=_predictions(rep))
                     row["coreml"] = str(res.path)
                 except (ExporterUnavailable, RuntimeError, ValueError) as exc:
                     row["coreml"] = f"failed: {exc}"
             else:
                 row["coreml"] = f"unavailable: {reason}"
         if executorch and i == 1:
-            row |= _pte(spz.ctx, rep.final.config, workdir / f"subnet_{i + 1}.pte")
+            row |= _pte(spz.ctx, rep.final.config, workdir / f"subnet_{i + 1}.pte", _predictions(rep))
         rows.append(row)
         chosen.append(rep.final)
         measured.append(row["measured_latency_ms"])
@@ -185,14 +186,20 @@ def _positive(v: Any, what: str, zero: bool = False) -> float:
     return float(v)
 
 
-def _pte(ctx: CheckpointContext, cfg, out: Path) -> dict:
+def _predictions(rep: ShipReport) -> dict:
+    """The shipped pick's predictions (as its ONNX sidecar states them), for the sidecars of its other exports."""
+    side = json.loads(rep.sidecar.read_text())
+    return {k: side.get(k) for k in ("predicted_accuracy", "predicted_latency_ms")}
+
+
+def _pte(ctx: CheckpointContext, cfg, out: Path, info: dict | None = None) -> dict:
     """Export ``cfg`` to an ExecuTorch ``.pte`` and time it with the executorch runtime; what happened as
     row fields (``pte``: the path, or why not; ``pte_latency_ms``)."""
     reason = get_exporter("executorch").unavailable()
     if reason is not None:
         return {"pte": f"unavailable: {reason}"}
     try:
-        res, _ = export_subnet(ctx, cfg, "executorch", out)
+        res, _ = export_subnet(ctx, cfg, "executorch", out, info=info)
         shape = tuple(res.settings["input_shape"])
         m = get_runtime("executorch").measure(MeasureSpec(res.path, shape))
     except (ExporterUnavailable, RuntimeError, ValueError) as exc:

@@ -212,7 +212,8 @@ def refresh(table: Path = typer.Option(Path(DEFAULT_TABLE), help="SQLite table f
         for rk in configs:
             for name, spec in specs.items():
                 settings = builder.BuildSettings(threads=rk.threads, precision=rk.precision, provider=rk.provider,
-                                                 batch=rk.batch, protocol=protocol, max_age_s=parse_age(max_age))
+                                                 batch=rk.batch, protocol=protocol, max_age_s=parse_age(max_age),
+                                                 calibration_subnets=0)  # the table's own set, none added
                 reports.append(run_build(table, name, spec, rk.name, device, read_token(token_file), settings, as_json))
     except CLI_ERRORS as exc:
         fail(exc)

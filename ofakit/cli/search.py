@@ -306,6 +306,8 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
                                    parser=artifact_option),
            precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (as the target supports)."),
            dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Let the batch dimension vary."),
+           min_agreement: Optional[float] = typer.Option(
+               None, help="int8 on executorch: the top-1 agreement with fp32 required (default 0.99), 0.5 to 1."),
            device: str = typer.Option(LOCAL, help="TensorRT only: build the engine on this agent URL's GPU."),
            token_file: Path = typer.Option(None, help="Agent token file (with --device)."),
            as_json: bool = JSON) -> None:
@@ -323,7 +325,7 @@ def export(checkpoint: Optional[str] = typer.Option(None, help="Zoo checkpoint n
                  "note": "exported from a bare config: no search predictions (use `ofakit search` output)"})
         with console.status(f"exporting {cfg.to_json()} to {target}..."):
             result, side = export_subnet(ctx, cfg, target, out, precision, dynamic_batch, info, device=device,
-                                         token=token)
+                                         token=token, min_agreement=min_agreement)
     except (ValueError, OSError, ExporterUnavailable, ParityError, RuntimeUnavailable, AgentError) as exc:
         fail(exc)
     record = {"artifact": str(result.path), "sidecar": str(side), "target": result.target,

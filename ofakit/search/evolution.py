@@ -205,7 +205,7 @@ def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constrai
     if len(pop) < s.population:  # fill by mutating the feasible ones found
         fill = pop[rng.integers(0, len(pop), s.population - len(pop))]
         pop = np.concatenate([pop, _children(space, fill, fill, len(fill), rng, s, feasible, None)[0]])
-    score = accuracy(ConfigBatch.from_genome(space, pop))
+    score = accuracy(ConfigBatch(space, pop))  # genomes made here are valid by construction: no re-check
     history = []
     for _ in range(s.generations):
         order = np.argsort(-score, kind="stable")[:n_par]
@@ -232,7 +232,7 @@ def _children(space: SearchSpace, a: np.ndarray, b: np.ndarray, n_mut: int, rng:
     batch, then again only for the rows that needed more rounds.
     """
     out = offspring(space, a, b, n_mut, rng, s.mutate_prob, s.r_mutate_prob)
-    batch = ConfigBatch.from_genome(space, out)
+    batch = ConfigBatch(space, out)  # offspring keeps every gene within its choices: no re-check per generation
     ok = feasible(batch)
     score = None if accuracy is None else np.array(accuracy(batch), dtype=np.float64)
     redo = np.flatnonzero(~ok)
@@ -246,14 +246,14 @@ def _children(space: SearchSpace, a: np.ndarray, b: np.ndarray, n_mut: int, rng:
         rows = np.repeat(pending, m)  # sorted, so the mutant rows (index < n_mut) come first
         cand = offspring(space, a[rows], b[rows], int(np.count_nonzero(rows < n_mut)), rng, s.mutate_prob,
                          s.r_mutate_prob)
-        ok = feasible(ConfigBatch.from_genome(space, cand)).reshape(len(pending), m)
+        ok = feasible(ConfigBatch(space, cand)).reshape(len(pending), m)
         hit = ok.any(1)
         out[pending[hit]] = cand.reshape(len(pending), m, -1)[hit, ok.argmax(1)[hit]]
         pending = pending[~hit]
         tried += m
         copies *= 4
     if score is not None:
-        score[redo] = accuracy(ConfigBatch.from_genome(space, out[redo]))
+        score[redo] = accuracy(ConfigBatch(space, out[redo]))
     return out, score
 
 

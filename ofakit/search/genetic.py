@@ -4,8 +4,6 @@ crossover, each a handful of array operations per generation."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from elastic import SearchSpace
@@ -46,9 +44,19 @@ def _select(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y + mask.view(np.int8) * (x - y)
 
 
-@lru_cache(maxsize=32)
 def _mutation_law(space: SearchSpace, prob: float, r_prob: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene resampling probability and the factor mapping ``u < p`` to a uniform choice index."""
+    """Per-gene resampling probability and the factor mapping ``u < p`` to a uniform choice index (kept on the
+    space per probability pair: hashing a whole space on every generation costs more than the operators)."""
+    laws = space.__dict__.get("_mutation_laws")
+    if laws is None:
+        laws = {}
+        object.__setattr__(space, "_mutation_laws", laws)  # frozen dataclasses: a cache, not a field
+    if (prob, r_prob) not in laws:
+        laws[prob, r_prob] = _law(space, prob, r_prob)
+    return laws[prob, r_prob]
+
+
+def _law(space: SearchSpace, prob: float, r_prob: float) -> tuple[np.ndarray, np.ndarray]:
     for name, p in (("prob", prob), ("r_prob", r_prob)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"mutation {name}={p!r} must be within [0, 1]")

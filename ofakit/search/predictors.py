@@ -189,6 +189,7 @@ def select_predictor(data: AccuracyData, seed: int = 0, folds: int = FOLDS, name
         if cache is not None:
             atomic_write_text(cache, json.dumps({"key": key, "report": report}, indent=1) + "\n")
     best, tau = report["chosen"], report["candidates"][report["chosen"]]["kendall_tau"]
+    report["poor"] = not tau >= POOR_TAU  # also a NaN τ (every subnet measured alike); decided here, not cached
     log.info("accuracy predictor: %s (cross-validated τ %.3f, RMSE %.2f pp; label-noise ceiling τ %s)", best,
              tau, report["candidates"][best]["rmse_pp"],
              "n/a" if report["noise_ceiling_tau"] is None else f"{report['noise_ceiling_tau']:.3f}")
@@ -212,7 +213,7 @@ def _cached_report(cache: Path | None, key: str) -> dict[str, Any] | None:
         return None
     cands = report.get("candidates") if isinstance(report, dict) else None
     ok = (isinstance(cands, dict) and report.get("chosen") in cands and report.get("chosen") in PREDICTORS.names()
-          and isinstance(report.get("poor"), bool) and all(
+          and all(
               isinstance(c, dict) and all(isinstance(c.get(k), (int, float)) for k in ("rmse_pp", "kendall_tau"))
               for c in cands.values()))
     if not ok:
@@ -238,5 +239,4 @@ def _cross_validate(data: AccuracyData, x: np.ndarray, y: np.ndarray, seed: int,
     report["chosen"] = best
     report["halves_tau"] = data.halves_tau()
     report["noise_ceiling_tau"] = data.noise_ceiling()
-    report["poor"] = report["candidates"][best]["kendall_tau"] < POOR_TAU
     return report

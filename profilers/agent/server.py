@@ -49,9 +49,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from profilers.agent.build import BUILD_HEADER, BuildRequestError, build_here, parse_build_params, unpack_build
-from profilers.agent.wire import (EXTRA_FORMATS, MEASURE_HEADER, SUFFIXES, WIRE_FORMATS,  # noqa: F401 (re-exported)
+from profilers.agent.wire import (EXTRA_FORMATS, MEASURE_HEADER, PROTOCOL_MAX_S, SUFFIXES, WIRE_FORMATS,  # noqa: F401 (re-exported)
                                   RequestError, _one_line, check_onnx, extract_zip, parse_params, write_artifact)
-from profilers.record import local_device
+from profilers.record import local_device, time_limit
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, runtime_status
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ class AgentServer(ThreadingHTTPServer):
             with self.measurement_slot():
                 start = time.monotonic()
                 try:
-                    m = runtime.measure(spec)
+                    with time_limit(PROTOCOL_MAX_S):  # the projected cost, not only the nominal one, is bounded
+                        m = runtime.measure(spec)
                 except RuntimeUnavailable as exc:
                     raise RequestError(409, _one_line(exc)) from None
                 except ValueError as exc:
