@@ -1,8 +1,10 @@
 """OpenVINO exporter: the ONNX graph converted to OpenVINO IR (``model.xml`` + ``model.bin``), checked on the
 CPU plugin against PyTorch before the files are written.
 
-Both IR files are saved in a temporary folder next to the target and renamed into place, the weights
-(``.bin``) first, so the ``.xml`` that names them never appears before them. ``fp16`` stores compressed
+Both IR files are saved in a temporary folder next to the target and renamed into place: an old ``.xml`` is
+removed first, then the weights (``.bin``) and the new ``.xml`` are moved in, so a crash between the two
+steps leaves no IR rather than an old ``.xml`` beside new weights (a pair that would load and compute
+nonsense), and an ``.xml`` never appears before its weights. ``fp16`` stores compressed
 weights (the CPU plugin still computes in fp32 unless told otherwise).
 """
 
@@ -79,6 +81,7 @@ class OpenVinoExporter(Exporter):
             if not diff <= tol:
                 raise ParityError(f"OpenVINO parity check failed: max |openvino - torch| = {diff:.3g} > {tol:.3g} "
                                    f"({spec.precision}); {spec.out} was not written")
+            spec.out.unlink(missing_ok=True)  # never an old .xml beside the new .bin, even after a crash
             for suffix in (".bin", ".xml"):
                 os.replace(staged.with_suffix(suffix), spec.out.with_suffix(suffix))
         finally:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from elastic.training.data import augmentation_policy
 from elastic.training.schedule import Phase, check_value, ofa_schedule, sandwich_schedule
 from elastic.training.trainer import TrainConfig
 from model_zoo.registry import get_spec
@@ -137,6 +138,11 @@ def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingR
     bad = sorted(set(data_cfg) - _DATA_KEYS)
     if bad:
         raise ValueError(f"recipe {name!r}: unknown [data] key(s) {bad}; allowed: {sorted(_DATA_KEYS)}")
+    if "augment" in data_cfg:  # checked with the recipe, not minutes later when the data loads
+        try:
+            augmentation_policy(data_cfg["augment"])
+        except ValueError as exc:
+            raise ValueError(f"recipe {name!r}: [data] {exc}") from None
     train = TrainConfig.from_dict(data.get("train", {}))
     strategy = data.get("strategy", "progressive")
     if strategy not in STRATEGIES:

@@ -75,6 +75,10 @@ def run_training(recipe: str | None, out: str | Path, data: str | None = None, r
     torch.manual_seed(rec.train.seed)
     supernet = model_zoo.get_supernet(rec.supernet, num_classes=splits.num_classes, in_channels=splits.in_channels,
                                       **rec.supernet_options)
+    if source.kind == "imagefolder" and max(supernet.space.r) > splits.image_size:  # own images: say it
+        log.warning("the images are %d px and the space's resolutions %s: batches are upscaled for the larger "
+                    "ones; set supernet_options resolutions (e.g. [%d]) to train at the images' own size",
+                    splits.image_size, list(supernet.space.r), splits.image_size)
     if distributed.is_main() and not settings_path.is_file():
         if not resume and (out / "state.json").exists():
             raise ValueError(f"{out} already holds a training run; pass --resume or choose another --out")

@@ -345,6 +345,18 @@ class LatencyTable(TableSharing):
         """Recipes with a recorded spec."""
         return [r[0] for r in self._db.execute("SELECT name FROM recipes ORDER BY name")]
 
+    def recipe_name(self, name: str, spec: Mapping[str, Any]) -> str:
+        """The name to record ``spec`` under here: ``name`` when it is one of the names ``spec`` already has,
+        else the first of those; a new architecture gets ``name``, or ``name@SPECID`` when ``name`` belongs to
+        another architecture here (never an error, never a silently dropped name)."""
+        sid = spec_id(spec)
+        names = self.recipes()
+        same = [n for n, (s,) in zip(names, (self._db.execute("SELECT spec_id FROM recipes WHERE name = ?", (n,))
+                                               .fetchone() for n in names)) if s == sid]
+        if same:
+            return name if name in same else same[0]
+        return name if name not in names else f"{name}@{sid[:8]}"
+
     def entries(self, device: str | None = None, runtime: RuntimeKey | None = None,
                 keys: Iterable[str] | None = None) -> list[Entry]:
         """Stored entries, optionally only those of one device, runtime configuration and set of keys."""

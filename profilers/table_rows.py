@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -172,10 +172,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class MergeReport:
-    """What :meth:`LatencyTable.import_json` did: entries added or replaced, devices stored under a new name."""
+    """What :meth:`LatencyTable.import_json` did: entries added or replaced, devices stored under a new name,
+    and architectures whose name here belongs to another architecture, stored under a new name."""
 
     changed: int
     renamed: dict[str, str]
+    recipes_renamed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,10 @@ class TableSharing:
         try:
             names = self._import_names(data, dict(rename or {}))
             src = Path("<dict>") if isinstance(path_or_data, Mapping) else Path(path_or_data)
-            report = MergeReport(self._merge(data, names, src), {k: v for k, v in names.items() if k != v})
+            recipe_names = self._recipe_names(data)
+            report = MergeReport(self._merge(data, names, recipe_names, src),
+                                 {k: v for k, v in names.items() if k != v},
+                                 {k: v for k, v in recipe_names.items() if k != v})
             self._refit_imported(data, names, src)
             return report
         except (KeyError, TypeError, AttributeError) as exc:
@@ -134,7 +137,21 @@ class TableSharing:
             names[name] = target
         return names
 
-    def _merge(self, data: Mapping[str, Any], names: Mapping[str, str], src: Path) -> int:
+    def _recipe_names(self, data: Mapping[str, Any]) -> dict[str, str]:
+        """Incoming recipe name -> the name its architecture gets here (:meth:`LatencyTable.recipe_name`)."""
+        out = {}
+        for name, spec in data.get("recipes", {}).items():
+            check_name(name, "imported recipe name")
+            if not isinstance(spec, Mapping):
+                raise ValueError(f"imported recipe {name!r} has spec {str(spec)[:60]!r}; allowed: a spec object")
+            out[name] = self.recipe_name(name, spec)
+            if out[name] != name:
+                log.warning("recipe %r of the import is another architecture than %r here: stored as %r", name,
+                            name, out[name])
+        return out
+
+    def _merge(self, data: Mapping[str, Any], names: Mapping[str, str], recipe_names: Mapping[str, str],
+               src: Path) -> int:
         changed = 0
         spaces = {}  # the architectures known here, by spec id: imported calibration subnets must fit theirs
         for name in self.recipes():
@@ -146,10 +163,9 @@ class TableSharing:
                                  "or import a good copy") from None
         with self._write() as db:
             for name, spec in data.get("recipes", {}).items():
-                check_name(name, "imported recipe name")
                 spaces[spec_id(spec)] = spec_from_dict(spec).space  # a malformed spec is refused
-                db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?, ?)",
-                           (name, spec_id(spec), json.dumps(spec), time.time()))
+                db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?, ?)",  # its name here: ignored if known
+                           (recipe_names[name], spec_id(spec), json.dumps(spec), time.time()))
             for name, info in data["devices"].items():
                 self._device_id(db, names[name], DeviceInfo.from_dict(info), True)
             for e in data["entries"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.metadata
 import importlib.util
@@ -268,6 +269,31 @@ def test_connections_are_capped_and_aborts_logged_in_one_line(start_agent, onnx_
     while time.time() < deadline and _try_info(server) != 200:
         time.sleep(0.1)
     assert _try_info(server) == 200
+    assert "Traceback" not in caplog.text
+
+
+def test_a_slow_drip_client_is_dropped_at_its_deadline(start_agent, onnx_file, monkeypatch, caplog):
+    """A client that keeps a connection alive by sending a byte now and then (never silent for the 30 s idle
+    timeout) is dropped when its request has not arrived by the deadline (60 s for the headers, plus 1 s per
+    64 KiB of body; 0.5 s here), in one log line; an honest request on the next connection is served."""
+    monkeypatch.setattr(agent_module, "READ_DEADLINE_S", 0.5)
+    server = start_agent(max_connections=1)
+    drip = socket.create_connection(server.server_address[:2], timeout=10)
+    t0 = time.monotonic()
+    with contextlib.suppress(OSError):
+        for ch in b"POST /v1/measure HTTP/1.1\r\nHost: x\r\n":
+            drip.sendall(bytes([ch]))
+            time.sleep(0.05)
+            if time.monotonic() - t0 > 5:
+                break
+    assert drip.recv(4096) == b"" and time.monotonic() - t0 < 4  # closed by the agent at ~0.5 s
+    drip.close()
+    deadline, served = time.time() + 10, False
+    while time.time() < deadline and not served:  # the one slot is free again (one try at a time: with a
+        served = _try_info(server) == 200         # single slot, a second try races the first one's close)
+        time.sleep(0.1)
+    assert served
+    assert "did not arrive within 0 s" not in caplog.text and "did not arrive within" in caplog.text
     assert "Traceback" not in caplog.text
 
 

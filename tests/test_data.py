@@ -50,6 +50,8 @@ def test_augmentation_policies(tmp_path):
     assert (augmentation_policy(True), augmentation_policy(False)) == ("crop_flip", "none")
     with pytest.raises(ValueError, match="augment='mixup' is not an augmentation policy; allowed"):
         load_splits(src, val_size=20, augment="mixup")
+    with pytest.raises(ValueError, match="image_size=32 applies to ImageFolder data only; fashion-mnist"):
+        load_splits(src, val_size=20, image_size=32)  # would be ignored: Fashion-MNIST is 28 px
 
     def draws(policy):
         s = load_splits(src, val_size=20, augment=policy)

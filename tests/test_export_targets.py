@@ -355,3 +355,31 @@ def test_metadata_is_recorded_where_the_format_has_room(tmp_path):
         with pytest.raises(ValueError, match="metadata entry .* is not supported"):
             ExportSpec(tiny_net(), SHAPE, tmp_path / "n.onnx", metadata=bad)
     assert not (tmp_path / "n.onnx").exists()
+
+
+def test_openvino_never_leaves_an_old_xml_beside_new_weights(tmp_path, monkeypatch):
+    """A crash between moving the new `.bin` and the new `.xml` into place (the two files cannot be renamed at
+    once): the old `.xml` is gone, never left to load the new weights as its own; the next export repairs it."""
+    from deploy_targets import openvino_export
+
+    ov = get_exporter("openvino")
+    if ov.unavailable() is not None:
+        pytest.skip(f"openvino: {ov.unavailable()}")
+    out = tmp_path / "m.xml"
+    ov.export(ExportSpec(tiny_net(1), SHAPE, out))
+    real = openvino_export.os.replace
+
+    def crash_before_the_xml(src, dst):
+        if str(dst).endswith(".xml"):
+            raise KeyboardInterrupt  # the process dies here
+        return real(src, dst)
+
+    monkeypatch.setattr(openvino_export.os, "replace", crash_before_the_xml)
+    with pytest.raises(KeyboardInterrupt):
+        ov.export(ExportSpec(tiny_net(2), SHAPE, out))
+    assert not out.exists() and out.with_suffix(".bin").exists()
+    monkeypatch.setattr(openvino_export.os, "replace", real)
+    res = ov.export(ExportSpec(tiny_net(2), SHAPE, out))
+    x = torch.randn(SHAPE)
+    with torch.no_grad():
+        assert np.abs(ov.bind(res.path, x.numpy())() - tiny_net(2).eval()(x).numpy()).max() < 1e-4

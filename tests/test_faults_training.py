@@ -45,6 +45,10 @@ BASE = {"supernet": "ofa_mbv3_tiny", "strategy": "sandwich", "schedule": {"epoch
     ({"schedule": {"epochs": {"kernel": 1}}}, r"epochs=\{'kernel': 1\}: expected a int"),
     ({"schedule": {"epochs": 1, "resolution": "big"}}, r"resolution='big'; allowed"),
     ({"strategy": "progressive", "schedule": {"epochs": {"kernal": 1}}}, r"unknown phase name\(s\) \['kernal'\]"),
+    ({"strategy": "progressive", "schedule": {"epochs": {"width1": 1}}},
+     r"unknown phase name\(s\) \['width1'\] in epochs; allowed for this space: \['teacher', 'kernel', 'depth1'"),
+    ({"supernet": "ofa_resnet_tiny", "strategy": "progressive", "schedule": {"epochs": {"kernel": 2}}},
+     r"unknown phase name\(s\) \['kernel'\] in epochs; allowed for this space: \['teacher', 'depth1'.*'width2'\]"),
     ({"strategy": "progressive", "schedule": {"epochs": 3}}, r"epochs=3 must be a table of per-phase epochs"),
     ({"strategy": "progressive", "schedule": {"epochs": {"teacher": -2}}}, r"epochs=-2 is out of range"),
     ({"phase": [{"name": "a", "epochs": 1, "lr": 0.1, "ks": "357"}]}, r"ks='357' must be a non-empty list"),
@@ -59,7 +63,7 @@ BASE = {"supernet": "ofa_mbv3_tiny", "strategy": "sandwich", "schedule": {"epoch
     ({"data": {"val_size": "5000"}}, r"val_size='5000': expected a int"),
     ({"data": {"image_size": 100000}}, r"image_size=100000 is out of range"),
     ({"data": {"augment": 3}}, r"augment=3 must be a policy name"),
-    ({"data": {"augment": "mixup"}}, None),  # checked where the data is built (test below)
+    ({"data": {"augment": "mixup"}}, r"recipe 'custom': \[data\] augment='mixup' is not an augmentation policy"),
     ({"supernet_options": []}, r"supernet_options=\[\] must be a table"),
     ({"supernet": 3}, r"supernet=3 must be a str"),
 ])
@@ -205,6 +209,19 @@ def test_own_grey_imagefolder_keeps_its_channels_size_and_statistics(tmp_path):
     assert again.mean == s.mean and again.in_channels == 1
     rgb = load_splits(DataSource("imagefolder", write_imagefolder(tmp_path / "rgb", 40, 10, size=20)), image_size=16)
     assert rgb.in_channels == 3 and rgb.train[0][0].shape == (3, 16, 16)
+    from PIL import Image  # grey saved with alpha, or as a grey palette, is still grey; a colour palette is not
+
+    for mode, want in (("LA", 1), ("P", 1), ("RGBP", 3)):
+        folder = write_imagefolder(tmp_path / mode, n_train=20, n_test=10, size=12, grey=True)
+        for png in folder.rglob("*.png"):
+            im = Image.open(png).convert("L")
+            im = im.convert("RGB").convert("P", palette=Image.ADAPTIVE) if mode == "RGBP" else im.convert(mode)
+            if mode == "RGBP":
+                pal = im.getpalette()
+                pal[0:3] = [255, 0, 0]  # one colour in the palette
+                im.putpalette(pal)
+            im.save(png)
+        assert load_splits(DataSource("imagefolder", folder)).in_channels == want, mode
 
 
 def test_corrupt_image_names_the_file(tmp_path):

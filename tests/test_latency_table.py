@@ -159,6 +159,23 @@ def test_import_never_overwrites_another_machine_called_local(tmp_path):
     with LatencyTable(tmp_path / "mine.sqlite") as mine:
         assert {e.key: e.median_ms for e in mine.entries("lab-pc")} == {"k1": 10.0}
         assert {e.key: e.median_ms for e in mine.entries("local")} == {"k1": 1.0}
+    # Another lab's architecture under a name this table gives to another one: kept, under NAME@SPECID.
+    other = model_zoo.get_spec("ofa_mbv3_tiny", resolutions=(32,)).to_dict()
+    with LatencyTable(tmp_path / "lab2.sqlite") as lab:
+        lab.put_recipe("tiny", other)
+        lab.put_many("local", [("k2", fake_measurement(3.0, at=300.0))])
+        lab.export_json(tmp_path / "lab2.json")
+    with LatencyTable(tmp_path / "mine.sqlite") as mine:
+        mine.put_recipe("tiny", SPEC.to_dict())
+    res = CliRunner().invoke(app, ["profile", "import", str(tmp_path / "lab2.json"), "--table",
+                                   str(tmp_path / "mine.sqlite")])
+    assert res.exit_code == 0 and "architecture 'tiny' stored as 'tiny@" in res.output, res.output
+    with LatencyTable(tmp_path / "mine.sqlite") as mine:
+        renamed = next(n for n in mine.recipes() if n.startswith("tiny@"))
+        assert mine.recipe("tiny") == SPEC.to_dict() and mine.recipe(renamed) == other
+        assert mine.recipe_name("tiny", other) == renamed and mine.recipe_name("x", SPEC.to_dict()) == "tiny"
+        assert mine.import_json(tmp_path / "lab2.json").recipes_renamed == {"tiny": renamed}
+        assert sorted(mine.recipes()) == ["tiny", renamed]  # a second import adds no third name
     del data["entries"][0]["key"]
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with LatencyTable(tmp_path / "mine.sqlite") as mine, pytest.raises(ValueError, match="malformed latency table"):
@@ -269,7 +286,7 @@ def _edit_sql(path: Path, *statements: str) -> None:
     db.close()
 
 
-def test_profile_refresh_on_a_new_runtime_version_age_and_hardware(tmp_path):
+def test_profile_refresh_on_a_new_runtime_version_age_and_hardware(tmp_path, caplog):
     """`ofakit profile refresh` end to end (issue 18): layers and calibration subnets are re-measured when taken
     with another runtime version, when older than --max-age, and when the table moved to other hardware; fresh
     ones are not; refresh adds no calibration subnet of its own; afterwards the table predicts this machine
@@ -323,7 +340,9 @@ def test_profile_refresh_on_a_new_runtime_version_age_and_hardware(tmp_path):
     protocol = Protocol(warmup_s=0, warmup_runs=3, blocks=6, block_s=0.01)
     ms = np.array([m.stats.median_ms for m in time_subnets(rt, spec, held + cal_cfgs, BuildSettings(
         protocol=protocol), tmp_path)])  # held-out and calibration subnets in one interleaved measurement
+    caplog.clear()
     pred = LatencyPredictor.load(path, "local", "onnxruntime", spec).predict(held + cal_cfgs)
+    assert f"{n_layers} of {n_layers} layers" in caplog.text and "short --quick protocol" in caplog.text  # said
     drift = np.median(pred[5:] / ms[5:])  # the machine's speed now against the refresh moment
     ratio = pred[:5] / ms[:5] / drift
     assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio  # this machine's figures: the 10x ones would read ~10

@@ -275,13 +275,23 @@ class _ImageLoader:
 
 def _imagefolder_format(samples: list[tuple[str, int]]) -> tuple[str, int]:
     """``(PIL mode, native size)`` of an ImageFolder's images, from the first few: grey if all are grey."""
-    modes, sizes = set(), []
+    greys, sizes = [], []
     for path, _ in samples[:50]:
         with _opened_image(path) as im:
-            modes.add(im.mode)
+            greys.append(_is_grey(im))
             sizes.append(min(im.size))
-    grey = modes <= {"1", "L", "I", "I;16", "F"}
-    return ("L" if grey else "RGB"), sizes[0]
+    return ("L" if all(greys) else "RGB"), sizes[0]
+
+
+def _is_grey(im: Any) -> bool:
+    """Whether a PIL image holds grey values only: a grey mode (with or without alpha), or a palette whose
+    colours are all grey (PNG encoders pick one for grey images with few levels)."""
+    if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return True
+    if im.mode in ("P", "PA"):
+        pal = im.getpalette() or []
+        return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+    return False
 
 
 def _stats_of(dataset: Dataset, indices: list[int]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -337,6 +347,10 @@ def load_splits(source: DataSource, val_size: int | None = None, seed: int = 0, 
             raise ValueError(f"preprocess record {str(preprocess)[:80]!r} lacks {lacking}; allowed: "
                              "Splits.preprocessing() output")
     policy = augmentation_policy(augment)
+    if image_size is not None and source.kind != "imagefolder":
+        raise ValueError(f"image_size={image_size} applies to ImageFolder data only; {source.kind} images have "
+                         "their own size (28 or 32 px): drop [data] image_size (the space's resolutions set the "
+                         "network's input sizes)")
     if source.kind == "fashion-mnist":
         root = fashion_mnist_root(source.path)
         base = datasets.FashionMNIST(str(root), train=True)

@@ -201,11 +201,12 @@ def ofa_schedule(epochs: Mapping[str, int] | None = None, lr: float = 0.1, kd_we
     if epochs is not None and not isinstance(epochs, Mapping):
         raise ValueError(f"epochs={epochs!r} must be a table of per-phase epochs, e.g. {{teacher = 4}}; "
                          f"phases: {list(ep)}")
-    unknown = sorted(set(epochs or {}) - set(ep))
-    if unknown:
-        raise ValueError(f"unknown phase name(s) {unknown} in epochs; allowed: {list(ep)}")
-    ep.update(epochs or {})
     dims = space.elastic_dims if space else ("ks", "e", "d", "r")
+    here = [n for n in ep if not (n == "kernel" and "ks" not in dims or n.startswith("width") and "w" not in dims)]
+    unknown = sorted(set(epochs or {}) - set(here))
+    if unknown:  # a phase this space has no elastic dimension for would be silently ignored
+        raise ValueError(f"unknown phase name(s) {unknown} in epochs; allowed for this space: {here}")
+    ep.update(epochs or {})
     d = space.d if space else (2, 3, 4)
     e = space.e if space else (3, 4, 6)
     ks = {"ks": space.ks if space else (3, 5, 7)} if "ks" in dims else {}

@@ -81,16 +81,11 @@ def table_name(table: LatencyTable, name: str, spec: MobileNetV3Spec, explicit: 
     """The name to record ``spec`` under in ``table``: the name it already has there, else ``name``; when
     ``name`` is taken by another architecture, ``name@SPECID`` (or an error naming it, for an ``explicit``
     ``--name``)."""
-    sid = spec_id(spec.to_dict())
-    names = table.recipes()
-    same = [n for n in names if spec_id(table.recipe(n)) == sid]
     if explicit:
-        if name in names and name not in same:
+        if name in table.recipes() and spec_id(table.recipe(name)) != spec_id(spec.to_dict()):
             raise CliError(f"--name {name!r} is taken in {table.path} by another architecture; choose another")
         return name
-    if same:
-        return name if name in same else same[0]
-    return name if name not in names else f"{name}@{sid[:8]}"
+    return table.recipe_name(name, spec.to_dict())
 
 
 def run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name: str, device: str,
@@ -357,5 +352,7 @@ def import_(sources: list[Path] = typer.Argument(..., help="JSON exports or .sql
                 typer.echo(f"{src}: {report.changed} entries added or updated")
                 for old, new in report.renamed.items():
                     typer.echo(f"{src}: device {old!r} stored as {new!r}")
+                for old, new in report.recipes_renamed.items():
+                    typer.echo(f"{src}: architecture {old!r} stored as {new!r} ({old!r} is another one here)")
     except CLI_ERRORS as exc:
         fail(exc)

@@ -60,6 +60,8 @@ AGENT_VERSION = 1
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_BYTES = "127.0.0.1", 8470, 64 * 2**20
 DEFAULT_MAX_CONNECTIONS = 16
 LOCK_WAIT_S = 600.0  # a request waits at most this long for the measurement lock
+READ_DEADLINE_S = 60.0  # a request's headers must arrive within this, its body within this + size / rate
+MIN_BODY_RATE = 64 * 1024  # bytes per second: a 64 MB artifact may take ~17 min on a slow link
 class _Handler(BaseHTTPRequestHandler):
     """One HTTP request of the agent (see the module docstring for the API)."""
 
@@ -67,6 +69,33 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"ofakit-agent/{AGENT_VERSION}"
     timeout = 30  # seconds a silent client may hold a connection
+    _watchdog: threading.Timer | None = None
+
+    def handle_one_request(self) -> None:
+        """Each request must arrive in time (:data:`READ_DEADLINE_S` for the headers, plus the body's
+        allowance): a client that sends a byte every few seconds never holds a connection slot for long."""
+        self._arm(READ_DEADLINE_S)
+        try:
+            super().handle_one_request()
+        finally:
+            self._disarm()
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._watchdog = threading.Timer(seconds, self._expire, (seconds,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _expire(self, seconds: float) -> None:
+        log.warning("connection from %s dropped: its request did not arrive within %g s", self.client_address[0],
+                    seconds)
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.info("%s %s", self.address_string(), format % args)
@@ -101,6 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, fn: Callable[[], dict[str, Any]]) -> None:
         # whether a request body is still unread (then the reply closes the connection)
         self._unread = self.command == "POST" or self.headers.get("Content-Length", "0").strip() not in ("", "0")
+        if not self._unread:
+            self._disarm()  # the request has arrived: its work and reply have no read deadline
         try:
             status, payload = 200, fn()
         except RequestError as exc:
@@ -140,7 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._auth()
         self._route(path)
         n = self._length()
+        self._arm(READ_DEADLINE_S + n / MIN_BODY_RATE)
         data = self.rfile.read(n)
+        self._disarm()  # the body has arrived: measuring and replying take as long as they take
         self._unread = len(data) != n
         if self._unread:
             raise RequestError(400, f"body ended after {len(data)} of {n} bytes")
