@@ -14,9 +14,16 @@ from torch import nn
 
 from elastic.config import SubnetConfig
 from elastic.registry import Registry
-from elastic.resnet import ElasticResNet, ResNetConfig, ResNetSpec
+from elastic.resnet import ElasticResNet, ResNetConfig, ResNetSpace, ResNetSpec
+from elastic.space import SearchSpace
 from elastic.spec import MobileNetV3Spec
 from elastic.supernet import ElasticMobileNetV3
+
+# Any family's value of each kind, for type hints of family-blind code (one member per engine).
+Spec = MobileNetV3Spec | ResNetSpec
+Config = SubnetConfig | ResNetConfig
+Space = SearchSpace | ResNetSpace
+Supernet = ElasticMobileNetV3 | ElasticResNet
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,9 @@ from typing import Any, Mapping
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from elastic import ElasticMobileNetV3
+from elastic.families import SUPERNET_TYPES, Supernet, build_supernet, spec_from_dict
 from elastic.fileio import atomic_path, atomic_write_text, sha256_file
 from elastic.ops import nonfinite
-from elastic.families import SUPERNET_TYPES, build_supernet, spec_from_dict
 from model_zoo.registry import get_spec
 
 FORMAT = "ofa-kit-checkpoint"
@@ -66,7 +65,7 @@ RESERVED_KEYS = frozenset({"format", "version", "recipe", "spec", "space", "num_
 """Sidecar fields :func:`save_checkpoint` writes itself (``extra`` may not replace them)."""
 
 
-def save_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
+def save_checkpoint(supernet: Supernet, path: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
                     extra: Mapping[str, Any] | None = None) -> Path:
     """Atomically write ``supernet``'s weights and sidecar; returns the ``.safetensors`` path.
 
@@ -142,7 +141,7 @@ def _check_preprocess(pre: Any, sidecar: Path, channels: int) -> None:
                          "from 8 to 4096 pixels, or null")
 
 
-def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") -> ElasticMobileNetV3:
+def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") -> Supernet:
     """Load a checkpoint (a path, or a zoo name like ``ofa_mbv3_tiny.fmnist``), verifying sha256 and recipe.
 
     The sidecar is available afterwards as ``supernet.checkpoint_meta``.

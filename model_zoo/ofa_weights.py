@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
-from elastic import ElasticMobileNetV3
+from elastic.families import Supernet
 from elastic.fileio import atomic_path
 from model_zoo.registry import get_supernet
 
@@ -76,13 +76,13 @@ def ofa_key(key: str, family: str = "mobilenetv3") -> str:
     raise ValueError(f"no OFA name for state-dict key {key!r}")
 
 
-def to_ofa_state_dict(supernet: ElasticMobileNetV3) -> dict[str, torch.Tensor]:
+def to_ofa_state_dict(supernet: Supernet) -> dict[str, torch.Tensor]:
     """Our state dict renamed to OFA's layout (``OFAMobileNetV3``, ``OFAProxylessNASNets`` or ``OFAResNets``)."""
     family = supernet.spec.family
     return {ofa_key(k, family): v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
 
 
-def export_ofa_checkpoint(supernet: ElasticMobileNetV3, path: str | os.PathLike) -> Path:
+def export_ofa_checkpoint(supernet: Supernet, path: str | os.PathLike) -> Path:
     """Atomically save ``{"state_dict": ...}`` in OFA's layout, loadable by ``OFAMobileNetV3.load_state_dict``
     (``OFAProxylessNASNets`` for a ProxylessNAS recipe)."""
     path = Path(path)
@@ -106,7 +106,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     return obj
 
 
-def import_ofa_checkpoint(name: str, path: str | os.PathLike, **kwargs: Any) -> ElasticMobileNetV3:
+def import_ofa_checkpoint(name: str, path: str | os.PathLike, **kwargs: Any) -> Supernet:
     """Load an official OFA supernet checkpoint into our supernet of recipe ``name``.
 
     ``num_classes`` is taken from the file's classifier unless given. A missing, unexpected or

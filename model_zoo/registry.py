@@ -5,12 +5,9 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any, Callable
 
-from elastic import ElasticMobileNetV3, MobileNetV3Spec, Registry
-from elastic.families import build_supernet
-from elastic.resnet import ElasticResNet, ResNetSpec
+from elastic import Registry
+from elastic.families import Spec, Supernet, build_supernet
 
-Spec = MobileNetV3Spec | ResNetSpec  # one per family (elastic.families)
-Supernet = ElasticMobileNetV3 | ElasticResNet
 SpecFactory = Callable[..., Spec]
 MAX_RESOLUTION = 4096  # input pixels per side a recipe may be built for
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from deploy_targets import ExportResult, ExportSpec, get_exporter, list_exporters
-from elastic import SubnetConfig
+from elastic.families import Config
 from elastic.fileio import atomic_write_text, sha256_file
 from ofakit.context import CheckpointContext
 from profilers import LOCAL, open_runtime
@@ -50,7 +50,7 @@ def check_out_folder(out: str | Path) -> None:
         raise ValueError(f"out={str(out)!r}: {p} is a file, not a directory; give a path in a folder")
 
 
-def export_subnet(ctx: CheckpointContext, cfg: SubnetConfig, target: str, out: str | Path, precision: str = "fp32",
+def export_subnet(ctx: CheckpointContext, cfg: Config, target: str, out: str | Path, precision: str = "fp32",
                   dynamic_batch: bool = False, info: dict[str, Any] | None = None, device: str = LOCAL,
                   token: str | None = None, min_agreement: float | None = None) -> tuple[ExportResult, Path]:
     """Export subnet ``cfg`` of ``ctx`` (BatchNorm recalibrated) to ``out`` and write its sidecar.
@@ -144,7 +144,7 @@ def artifact_files(result: ExportResult) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in [root, *([root.with_name(weights)] if weights else [])]}
 
 
-def write_sidecar(ctx: CheckpointContext, cfg: SubnetConfig, result: ExportResult, precision: str,
+def write_sidecar(ctx: CheckpointContext, cfg: Config, result: ExportResult, precision: str,
                   info: dict[str, Any] | None = None) -> Path:
     """Write (atomically) the sidecar of an exported artifact; returns its path."""
     meta = ctx.meta

@@ -19,8 +19,9 @@ from torch.utils.data import TensorDataset
 
 import model_zoo
 from deploy_targets import get_exporter
-from elastic import SubnetConfig, calibrated_subnet
+from elastic import calibrated_subnet
 from elastic.batch import CostGrid
+from elastic.families import Config
 from elastic.training.data import DataSource, Splits, load_splits
 from elastic.training.evaluate import correct, loader
 from model_zoo.checkpoint import checkpoint_paths
@@ -113,7 +114,7 @@ class CheckpointContext:
             raise ValueError(f"the dataset of {self.name} has no test split")
         return materialize(self.splits.test)
 
-    def subnet(self, cfg: SubnetConfig) -> torch.nn.Module:
+    def subnet(self, cfg: Config) -> torch.nn.Module:
         """The extracted static subnet with BatchNorm recalibrated (eval mode).
 
         The last few are kept, since shipping one subnet exports, measures and evaluates it; callers share
@@ -132,7 +133,7 @@ class CheckpointContext:
         (a benchmark timing that work, or a caller freeing memory)."""
         self._cache.pop("subnets", None)
 
-    def correct(self, cfg: SubnetConfig, split: str = "val") -> np.ndarray:
+    def correct(self, cfg: Config, split: str = "val") -> np.ndarray:
         """Per-image correctness of ``cfg`` after BatchNorm recalibration on the ``val`` or ``test`` split.
 
         Inference runs in onnxruntime when it is installed (5x faster than eager PyTorch on CPU for these
@@ -146,11 +147,11 @@ class CheckpointContext:
             return ort_correct(net, data, cfg.r)
         return correct(copy.deepcopy(net), loader(data, 500), cfg.r).numpy()  # it converts to channels-last
 
-    def top1(self, cfg: SubnetConfig, split: str = "val") -> float:
+    def top1(self, cfg: Config, split: str = "val") -> float:
         """Top-1 of ``cfg`` after BatchNorm recalibration on the ``val`` or ``test`` split."""
         return float(self.correct(cfg, split).mean())
 
-    def real_inputs(self, cfg: SubnetConfig, n: int) -> torch.Tensor:
+    def real_inputs(self, cfg: Config, n: int) -> torch.Tensor:
         """``n`` validation images at ``cfg``'s resolution (export parity checks)."""
         from elastic.ops import resize
 

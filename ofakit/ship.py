@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from deploy_targets import ExportResult
-from elastic import SubnetConfig
+from elastic.families import Config
 from ofakit.artifact import export_subnet, write_sidecar
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
-from ofakit.shortlist import (TIMING_ERRORS, Timer, measure_with_references, measured_choice, reading,
-                              time_candidates)
+from ofakit.shortlist import TIMING_ERRORS, Timer, measure_with_references, measured_choice, reading, time_candidates
 from ofakit.specialize import Budget, Specializer
 from profilers import Measurement, Protocol
 from profilers.agent.client import AgentError
@@ -23,7 +22,7 @@ from profilers.runtimes import RuntimeUnavailable
 from profilers.store import read_only
 
 log = logging.getLogger(__name__)
-Meter = Callable[[SubnetConfig, ExportResult, Budget], "Measurement | tuple[Measurement, float]"]
+Meter = Callable[[Config, ExportResult, Budget], "Measurement | tuple[Measurement, float]"]
 """Times an exported subnet for one budget: ``meter(config, artifact, budget)``, a measurement or a
 measurement and the machine ratio at that moment (see :func:`profilers.drift.measure_referenced`)."""
 UNDER_BUDGET = 0.8  # a pick predicted at >= 80% of its budget that measures under 80% of it wastes the budget
@@ -86,14 +85,14 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
                          "a pick wastes it")
     refuse_read_only(spz.table, retries)
     if meter is None:
-        def meter(cfg: SubnetConfig, artifact: ExportResult, budget: Budget) -> Measurement | tuple[Measurement, float]:
+        def meter(cfg: Config, artifact: ExportResult, budget: Budget) -> Measurement | tuple[Measurement, float]:
             return measure_with_references(spz, cfg, artifact, budget, token, protocol)
     if timer is None and measure_shortlist:
-        def timer(cfgs: Sequence[SubnetConfig], budget: Budget) -> list[Measurement]:
+        def timer(cfgs: Sequence[Config], budget: Budget) -> list[Measurement]:
             return time_candidates(spz, cfgs, budget, token, protocol)
     search_ms = {b.metric_name: b.ms for b in budgets}
     attempts: list[dict[str, Any]] = []
-    tried: dict[SubnetConfig, tuple[Candidate, ExportResult]] = {}
+    tried: dict[Config, tuple[Candidate, ExportResult]] = {}
     for attempt in range(retries + 1):
         try:
             cand, shortlist = _choose(spz, budgets, search_ms, max_macs, max_params, settings, set(tried),
@@ -173,7 +172,7 @@ def _search(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, fl
 
 
 def _choose(spz: Specializer, budgets: Sequence[Budget], search_ms: dict[str, float], max_macs: float | None,
-            max_params: float | None, settings: EvolutionSettings | None, tried: set[SubnetConfig],
+            max_params: float | None, settings: EvolutionSettings | None, tried: set[Config],
             timer: Timer | None) -> tuple[Candidate, list[dict[str, Any]] | None]:
     """The subnet to export: the search's pick or, with a ``timer``, the best of its measured shortlist
     (subnets already shipped and measured in an earlier attempt are not candidates again)."""

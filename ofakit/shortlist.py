@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from deploy_targets import ExporterUnavailable, ExportResult
-from elastic import SubnetConfig
+from elastic.families import Config
 from ofakit.context import CheckpointContext
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
 from ofakit.specialize import Budget, Specializer
@@ -37,7 +37,7 @@ def _open(budget: Budget, name: str, token: str | None) -> Runtime:
     return rt
 
 
-def measure(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportResult | None, budget: Budget,
+def measure(ctx: CheckpointContext, cfg: Config, artifact: ExportResult | None, budget: Budget,
             token: str | None = None, protocol: Protocol | None = None, runtime: RuntimeKey | None = None
             ) -> Measurement:
     """Time the shipped subnet on ``budget``'s device and runtime.
@@ -52,7 +52,7 @@ def measure(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportResult | 
         return rt.measure(_artifact_spec(ctx, cfg, artifact, rt, runtime, protocol, Path(tmp)))
 
 
-def _artifact_spec(ctx: CheckpointContext, cfg: SubnetConfig, artifact: ExportResult | None, rt: Runtime,
+def _artifact_spec(ctx: CheckpointContext, cfg: Config, artifact: ExportResult | None, rt: Runtime,
                    runtime: RuntimeKey | None, protocol: Protocol | None, tmp: Path) -> MeasureSpec:
     """What :func:`measure` times: the artifact, or the subnet exported in ``rt``'s format into ``tmp``."""
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
@@ -90,7 +90,7 @@ def _referenced(spz: Specializer, budget: Budget, token: str | None, protocol: P
     return got
 
 
-def measure_with_references(spz: Specializer, cfg: SubnetConfig, artifact: ExportResult | None, budget: Budget,
+def measure_with_references(spz: Specializer, cfg: Config, artifact: ExportResult | None, budget: Budget,
                             token: str | None = None, protocol: Protocol | None = None
                             ) -> Measurement | tuple[Measurement, float]:
     """:func:`measure`, interleaved with the table's reference subnets: the measurement and the machine ratio
@@ -103,14 +103,14 @@ def measure_with_references(spz: Specializer, cfg: SubnetConfig, artifact: Expor
     return ref.measurements[0], ref.ratio
 
 
-Timer = Callable[[Sequence[SubnetConfig], Budget], "list[Measurement] | tuple[list[Measurement], float]"]
+Timer = Callable[[Sequence[Config], Budget], "list[Measurement] | tuple[list[Measurement], float]"]
 """Times several subnets on one budget's device and runtime: ``timer(configs, budget)``, their measurements
 or their measurements and the machine ratio at that moment."""
 TIMING_ERRORS = (RuntimeUnavailable, AgentError, ExporterUnavailable, ValueError)
 """What timing on a device may raise when it cannot be done there (the caller falls back to predictions)."""
 
 
-def time_candidates(spz: Specializer, cfgs: Sequence[SubnetConfig], budget: Budget, token: str | None = None,
+def time_candidates(spz: Specializer, cfgs: Sequence[Config], budget: Budget, token: str | None = None,
                     protocol: Protocol | None = None) -> list[Measurement] | tuple[list[Measurement], float]:
     """Time subnets on ``budget``'s device and runtime, configured like its table (threads, precision,
     batch): interleaved on this machine, one after another through an agent; with the table's reference
@@ -173,7 +173,7 @@ def _mark_pick(cands: Sequence[Candidate], rows: list[dict[str, Any]], budgets: 
 
 def measured_choice(spz: Specializer, budgets: Sequence[Budget], timer: Timer, max_macs: float | None = None,
                     max_params: float | None = None, settings: EvolutionSettings | None = None,
-                    search_budgets: Sequence[Budget] | None = None, tried: frozenset[SubnetConfig] = frozenset(),
+                    search_budgets: Sequence[Budget] | None = None, tried: frozenset[Config] = frozenset(),
                     use: float = USE_BUDGET, normalise: bool = False) -> tuple[Candidate | None, list[dict[str, Any]]]:
     """The most accurate subnet of a measured shortlist within every budget (``None`` when none is) and one
     record per candidate timed (``round`` 1 or 2).

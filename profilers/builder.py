@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from deploy_targets.base import PRECISIONS
-from elastic import MobileNetV3Spec, SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid
-from elastic.families import build_supernet, spec_from_dict
+from elastic.families import Config, Spec, build_supernet, spec_from_dict
 from profilers.layers import LAYOUT_VERSION, Layer, space_layers
 from profilers.predictor import Correction, LatencyPredictor, fit_correction
 from profilers.record import Measurement, Protocol
@@ -122,7 +121,7 @@ class BuildReport:
     contended: int
 
 
-def calibration_configs(spec: MobileNetV3Spec, n: int, seed: int) -> list[SubnetConfig]:
+def calibration_configs(spec: Spec, n: int, seed: int) -> list[Config]:
     """``n`` subnets spread over the space: largest and smallest at the top resolution, then seeded random
     ones at evenly spaced quantiles of log-MACs (from a pool of ``50 n`` random draws), so the fitted
     correction sees small, middle and large subnets alike; uniform draws would mostly be middle-sized and
@@ -133,7 +132,7 @@ def calibration_configs(spec: MobileNetV3Spec, n: int, seed: int) -> list[Subnet
         return out
     rng = np.random.default_rng(seed)
     seen = {c.to_json() for c in out}
-    pool: dict[str, SubnetConfig] = {}
+    pool: dict[str, Config] = {}
     for _ in range(min(50 * n, 20_000)):
         cfg = sp.sample(rng)
         if cfg.to_json() not in seen:
@@ -183,7 +182,7 @@ def _stale(m_version: str, fingerprint: str, measured_at: float, protocol: str, 
             or Protocol.stored_is_shorter(protocol, s.protocol))
 
 
-def build_table(table: LatencyTable, recipe: str, spec: MobileNetV3Spec, runtime: Runtime, device: str = "local",
+def build_table(table: LatencyTable, recipe: str, spec: Spec, runtime: Runtime, device: str = "local",
                 settings: BuildSettings | None = None, progress: Progress | None = None) -> BuildReport:
     """Measure what ``table`` lacks (or holds stale) for ``recipe`` on ``device`` and refit the correction.
 
@@ -230,7 +229,7 @@ def build_table(table: LatencyTable, recipe: str, spec: MobileNetV3Spec, runtime
                        time.time() - t0, contended)
 
 
-def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Runtime, device: str,
+def _calibrate(table: LatencyTable, sid: str, spec: Spec, runtime: Runtime, device: str,
                rk: RuntimeKey, s: BuildSettings, tmp: Path, progress: Progress | None) -> int:
     """Measure the calibration subnets when any is missing, or any the table holds for the recipe here is
     stale, together with every other calibration subnet held; returns how many were measured. With
@@ -255,7 +254,7 @@ def _calibrate(table: LatencyTable, sid: str, spec: MobileNetV3Spec, runtime: Ru
     return len(todo)
 
 
-def subnet_specs(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetConfig], settings: BuildSettings,
+def subnet_specs(runtime: Runtime, spec: Spec, cfgs: Sequence[Config], settings: BuildSettings,
                  workdir: Path, progress: Progress | None = None) -> list[MeasureSpec]:
     """Export whole subnets of ``spec`` for ``runtime``: one measurement spec each, not yet timed.
 
@@ -273,7 +272,7 @@ def subnet_specs(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetC
     return specs
 
 
-def time_subnets(runtime: Runtime, spec: MobileNetV3Spec, cfgs: Sequence[SubnetConfig], settings: BuildSettings,
+def time_subnets(runtime: Runtime, spec: Spec, cfgs: Sequence[Config], settings: BuildSettings,
                  workdir: Path, progress: Progress | None = None) -> list[Measurement]:
     """Export whole subnets of ``spec`` for ``runtime`` (:func:`subnet_specs`) and time them in one
     interleaved measurement."""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from elastic import MobileNetV3Spec
+from elastic.families import Spec
 from profilers.builder import BuildSettings, subnet_specs
 from profilers.predictor import resolve_runtime
 from profilers.record import Measurement, Protocol
@@ -92,7 +92,7 @@ def drift_ratio(stored_ms: Sequence[float], now_ms: Sequence[float]) -> float:
     return float(np.median(now / stored))
 
 
-def table_references(table_path: str | Path, spec: MobileNetV3Spec, device: str, runtime_key: str | RuntimeKey,
+def table_references(table_path: str | Path, spec: Spec, device: str, runtime_key: str | RuntimeKey,
                      references: int = DEFAULT_REFERENCES) -> tuple[RuntimeKey, list[CalibrationSample]]:
     """The table's runtime configuration named ``runtime_key`` and its reference subnets of ``spec`` on
     ``device``; ``ValueError`` when it has none."""
@@ -129,7 +129,7 @@ class Referenced:
         return self.check.ratio
 
 
-def reference_specs(runtime: Runtime, spec: MobileNetV3Spec, refs: Sequence[CalibrationSample],
+def reference_specs(runtime: Runtime, spec: Spec, refs: Sequence[CalibrationSample],
                     settings: BuildSettings, workdir: str | Path) -> list[MeasureSpec]:
     """Export the reference subnets ``refs`` for ``runtime`` into ``workdir`` (reusable across measurements)."""
     return subnet_specs(runtime, spec, [spec.space.config_type.from_json(r.subnet) for r in refs], settings, Path(workdir))
@@ -226,7 +226,7 @@ def _checked_try(t: Any) -> Referenced:
     return t
 
 
-def check_drift(table_path: str | Path, spec: MobileNetV3Spec, device: str, runtime: Runtime,
+def check_drift(table_path: str | Path, spec: Spec, device: str, runtime: Runtime,
                 runtime_key: str | RuntimeKey, references: int = DEFAULT_REFERENCES,
                 protocol: Protocol | None = None, record: bool = True, settle: bool = True) -> DriftCheck:
     """Re-time the table's reference subnets of ``spec`` on ``runtime`` now; the ratio to their stored latency.

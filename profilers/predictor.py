@@ -21,9 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from elastic import MobileNetV3Spec, SubnetConfig
 from elastic.batch import ConfigBatch, CostGrid, SlotTable
-from elastic.families import spec_from_dict
+from elastic.families import Config, Spec, spec_from_dict
 from profilers.correction import Correction
 from profilers.layers import slot_grid
 from profilers.record import Protocol
@@ -92,7 +91,7 @@ class LatencyPredictor:
 
     drift: float = 1.0
 
-    def __init__(self, spec: MobileNetV3Spec, layer_ms: Mapping[str, float], correction: Correction,
+    def __init__(self, spec: Spec, layer_ms: Mapping[str, float], correction: Correction,
                  device: str = "local", runtime: RuntimeKey | None = None, stat: str = "median_ms"):
         self.spec, self.device, self.runtime, self.stat = spec, device, runtime, stat
         self.correction = correction
@@ -110,7 +109,7 @@ class LatencyPredictor:
     # ------------------------------------------------------------- loading
     @classmethod
     def load(cls, table_path: str | Path, device: str, runtime: str | RuntimeKey,
-             recipe: str | MobileNetV3Spec, stat: str = "median_ms") -> "LatencyPredictor":
+             recipe: str | Spec, stat: str = "median_ms") -> "LatencyPredictor":
         """The predictor for ``recipe`` (a name in the table or a spec) on ``device`` and ``runtime``.
 
         Args:
@@ -148,7 +147,7 @@ class LatencyPredictor:
         return cls(spec, layer_ms, corr, device, rk, stat)
 
     # ----------------------------------------------------------- encoding
-    def batch(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> ConfigBatch:
+    def batch(self, cfgs: Sequence[Config] | Mapping[str, Any] | ConfigBatch) -> ConfigBatch:
         """``cfgs`` as a :class:`ConfigBatch` of this space (values outside the space raise ``ValueError``).
 
         ``cfgs`` is a sequence of :class:`SubnetConfig`, a mapping of value arrays ``ks`` ``[N, slots]``, ``e``
@@ -164,18 +163,18 @@ class LatencyPredictor:
         return ConfigBatch.from_configs(space, list(cfgs))
 
     # --------------------------------------------------------- prediction
-    def features(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> dict[str, np.ndarray]:
+    def features(self, cfgs: Sequence[Config] | Mapping[str, Any] | ConfigBatch) -> dict[str, np.ndarray]:
         """The correction's input features of every config (raw layer sum, weights in millions, active
         blocks, 1)."""
         b = self.batch(cfgs)
         return {"layer_sum_ms": self._layers.sum(b), "weights_m": self._costs.params(b) / 1e6,
                 "blocks": b.active.sum(1).astype(np.float64), "one": np.ones(len(b))}
 
-    def predict_raw(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | ConfigBatch) -> np.ndarray:
+    def predict_raw(self, cfgs: Sequence[Config] | Mapping[str, Any] | ConfigBatch) -> np.ndarray:
         """Uncalibrated latency: the sum of the subnet's layer entries (ms)."""
         return self.features(cfgs)["layer_sum_ms"]
 
-    def predict(self, cfgs: Sequence[SubnetConfig] | Mapping[str, Any] | SubnetConfig | ConfigBatch) -> np.ndarray:
+    def predict(self, cfgs: Sequence[Config] | Mapping[str, Any] | Config | ConfigBatch) -> np.ndarray:
         """Calibrated whole-subnet latency in milliseconds, one per config (or per row of a ConfigBatch)."""
         if isinstance(cfgs, self.spec.space.config_type):
             cfgs = [cfgs]
@@ -197,8 +196,8 @@ class LatencyPredictor:
                 "drift": self.drift, "loaded_at": time.time()}
 
 
-def _uncalibrated(table: LatencyTable, device: str, rk: RuntimeKey, spec: MobileNetV3Spec,
-                  recipe: str | MobileNetV3Spec) -> str:
+def _uncalibrated(table: LatencyTable, device: str, rk: RuntimeKey, spec: Spec,
+                  recipe: str | Spec) -> str:
     """What a predictor without calibration warns: the recipe lacking it and the recipes the table does
     calibrate on that device and runtime (another architecture's calibration does not apply), and how to build
     it."""

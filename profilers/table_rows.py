@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from deploy_targets.base import PRECISIONS
-from elastic import SearchSpace, SubnetConfig
+from elastic import SubnetConfig
+from elastic.families import Space
 from profilers.record import Measurement, Stats
 
 STATS = tuple(f.name for f in fields(Stats) if f.name != "blocks")
@@ -81,7 +82,7 @@ def _check_measurement(m: Measurement, what: str, path: Path) -> None:
         _count(v, f"{what} has {f}", path, "nothing stored")
 
 
-def check_subnet(text: str, space: SearchSpace | None, what: str, path: Path, fix: str) -> None:
+def check_subnet(text: str, space: Space | None, what: str, path: Path, fix: str) -> None:
     """A calibration subnet: a subnet config's JSON, inside its architecture's space when that is known."""
     try:
         cfg = (space.config_type if space is not None else SubnetConfig).from_json(text)
@@ -184,7 +185,7 @@ class MergeReport:
 class CalibrationSample:
     """A whole-subnet measurement used to calibrate a predictor."""
 
-    subnet: str  # SubnetConfig JSON
+    subnet: str  # the subnet config's JSON (any family)
     measured_ms: float
     measured_at: float
     runtime_version: str

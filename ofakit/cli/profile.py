@@ -16,8 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import model_zoo
-from elastic import MobileNetV3Spec
-from elastic.families import spec_from_dict
+from elastic.families import Spec, spec_from_dict
 from ofakit.cli.common import CLI_ERRORS, CliError, console, existing_table, fail, path_option, read_token
 from profilers import builder
 from profilers.drift import check_drift
@@ -45,7 +44,7 @@ def parse_age(text: str | None) -> float | None:
 MIN_RES, MAX_RES = 8, 1024  # input resolutions a table may be built for
 
 
-def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNetV3Spec]:
+def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, Spec]:
     """Table name and spec of a zoo recipe (optionally at other resolutions) or of a checkpoint."""
     res = None
     if resolutions:
@@ -77,7 +76,7 @@ def resolve_recipe(recipe: str, resolutions: str | None) -> tuple[str, MobileNet
     return meta["recipe"] + (f"@r{'-'.join(map(str, res))}" if res else ""), spec
 
 
-def table_name(table: LatencyTable, name: str, spec: MobileNetV3Spec, explicit: bool = False) -> str:
+def table_name(table: LatencyTable, name: str, spec: Spec, explicit: bool = False) -> str:
     """The name to record ``spec`` under in ``table``: the name it already has there, else ``name``; when
     ``name`` is taken by another architecture, ``name@SPECID`` (or an error naming it, for an ``explicit``
     ``--name``)."""
@@ -88,7 +87,7 @@ def table_name(table: LatencyTable, name: str, spec: MobileNetV3Spec, explicit: 
     return table.recipe_name(name, spec.to_dict())
 
 
-def run_build(table_path: Path, name: str, spec: MobileNetV3Spec, runtime_name: str, device: str,
+def run_build(table_path: Path, name: str, spec: Spec, runtime_name: str, device: str,
               token: str | None, settings: builder.BuildSettings, quiet: bool,
               explicit_name: bool = False) -> builder.BuildReport:
     """Build (or resume) ``name``'s table for ``runtime_name`` on ``device``; a refused build leaves no file."""
@@ -119,7 +118,7 @@ def _drop_if_empty(path: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def _build_into(table_path: Path, name: str, spec: MobileNetV3Spec, runtime: Runtime, device: str,
+def _build_into(table_path: Path, name: str, spec: Spec, runtime: Runtime, device: str,
                 settings: builder.BuildSettings, quiet: bool, explicit_name: bool) -> builder.BuildReport:
     with LatencyTable(table_path) as table, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

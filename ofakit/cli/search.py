@@ -13,13 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deploy_targets import ExporterUnavailable, ParityError, get_exporter, list_exporters
-from elastic import SubnetConfig
-from elastic.families import config_from_dict
+from elastic.families import Config, config_from_dict
+from ofakit.artifact import check_out_folder, export_subnet
 from ofakit.cli.common import artifact_option, console, fail, path_option, read_token
 from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
-from ofakit.artifact import check_out_folder, export_subnet
 from ofakit.ship import refuse_read_only, ship
 from ofakit.shortlist import TIMING_ERRORS, measured_choice, time_candidates
 from ofakit.specialize import Budget, Specializer
@@ -233,7 +232,7 @@ def checkpoint_ref(ctx: CheckpointContext) -> dict[str, str]:
     return {"name": ctx.name, "path": str(ctx.weights_path.resolve()), "sha256": ctx.meta["sha256"]}
 
 
-def read_subnet(path: Path) -> tuple[SubnetConfig, dict[str, Any] | None]:
+def read_subnet(path: Path) -> tuple[Config, dict[str, Any] | None]:
     """A SubnetConfig from a JSON file (a bare config, or ``ofakit search`` output) and the search record
     (``None`` for a bare config)."""
     try:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from elastic import SearchSpace, SubnetConfig
 from elastic.batch import ConfigBatch
+from elastic.families import Config, Space
 from elastic.fileio import atomic_write_text
 from elastic.training.evaluate import correct_with, loader
 
@@ -65,8 +65,8 @@ class AccuracyData:
     far two equally good measurements disagree, the noise an accuracy predictor cannot beat.
     """
 
-    space: SearchSpace
-    configs: tuple[SubnetConfig, ...]
+    space: Space
+    configs: tuple[Config, ...]
     acc: np.ndarray
     header: dict[str, Any] = field(default_factory=dict)
     halves: np.ndarray | None = None
@@ -118,7 +118,7 @@ def score(result: float | np.ndarray) -> dict[str, Any]:
     return {"val_top1": float(hits.mean()), "val_halves": [float(hits[:half].mean()), float(hits[half:].mean())]}
 
 
-def sample_configs(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:
+def sample_configs(space: Space, n: int, seed: int) -> list[Config]:
     """``n`` distinct subnets: the largest and smallest, then seeded random ones (distinct networks)."""
     if n < 2:
         raise ValueError(f"n={n} subnets is too few for an accuracy dataset; allowed: 2 or more")
@@ -165,11 +165,11 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]
     return header, records, good
 
 
-def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], float | np.ndarray], path: str | Path,
+def build_accuracy_data(space: Space, evaluate: Callable[[Config], float | np.ndarray], path: str | Path,
                         n: int,
                         header: dict[str, Any], seed: int = 0,
                         progress: Callable[[int, int], None] | None = None,
-                        extra: Sequence[SubnetConfig] = (), workers: int = 1) -> AccuracyData:
+                        extra: Sequence[Config] = (), workers: int = 1) -> AccuracyData:
     """Measure (or resume measuring) ``n`` subnets of ``space``, then ``extra`` ones, into the JSON-lines
     cache ``path``.
 
@@ -227,23 +227,23 @@ def build_accuracy_data(space: SearchSpace, evaluate: Callable[[SubnetConfig], f
     return _data(space, [done[c.to_json()] for c in cfgs], want)
 
 
-_WORKER_EVALUATE: Callable[[SubnetConfig], Any] | None = None
+_WORKER_EVALUATE: Callable[[Config], Any] | None = None
 
 
-def _worker_init(evaluate: Callable[[SubnetConfig], Any]) -> None:
+def _worker_init(evaluate: Callable[[Config], Any]) -> None:
     global _WORKER_EVALUATE
     _WORKER_EVALUATE = evaluate
     torch.set_num_threads(1)  # the processes share the cores; also what makes OpenMP safe after a fork
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool (one message, not three)
 
 
-def _worker_run(cfg: SubnetConfig) -> tuple[SubnetConfig, Any]:
+def _worker_run(cfg: Config) -> tuple[Config, Any]:
     return cfg, _WORKER_EVALUATE(cfg)
 
 
 @contextmanager
-def _evaluations(evaluate: Callable[[SubnetConfig], Any], todo: list[SubnetConfig],
-                 workers: int) -> Iterator[Iterator[tuple[SubnetConfig, Any]]]:
+def _evaluations(evaluate: Callable[[Config], Any], todo: list[Config],
+                 workers: int) -> Iterator[Iterator[tuple[Config, Any]]]:
     """``(cfg, evaluate(cfg))`` for every ``cfg`` of ``todo``, in order: in this process, or computed by
     ``workers`` forked processes (stopped, not waited for, when the caller stops early or fails)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -265,7 +265,7 @@ def _want(header: dict[str, Any], seed: int) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "seed": seed, **header}
 
 
-def cached_front(path: str | Path, space: SearchSpace, header: dict[str, Any], seed: int = 0) -> list[SubnetConfig]:
+def cached_front(path: str | Path, space: Space, header: dict[str, Any], seed: int = 0) -> list[Config]:
     """The ``extra`` subnets already measured in the cache ``path`` for ``header``, in the order measured."""
     have, records, _ = _read(Path(path))
     if have != _want(header, seed):
@@ -273,14 +273,14 @@ def cached_front(path: str | Path, space: SearchSpace, header: dict[str, Any], s
     return [space.validate(space.config_type.from_json(r["config"])) for r in records if r.get("origin") == "front"]
 
 
-def _data(space: SearchSpace, records: list[dict[str, Any]], header: dict[str, Any]) -> AccuracyData:
+def _data(space: Space, records: list[dict[str, Any]], header: dict[str, Any]) -> AccuracyData:
     cfgs = tuple(space.validate(space.config_type.from_json(r["config"])) for r in records)
     halves = np.array([r.get("val_halves", [np.nan, np.nan]) for r in records], dtype=np.float64).reshape(-1, 2)
     return AccuracyData(space, cfgs, np.array([r["val_top1"] for r in records], dtype=np.float64), header,
                         None if np.isnan(halves).all() else halves)
 
 
-def load_accuracy_data(path: str | Path, space: SearchSpace) -> AccuracyData:
+def load_accuracy_data(path: str | Path, space: Space) -> AccuracyData:
     """Read a cache written by :func:`build_accuracy_data` (all its complete records)."""
     header, records, _ = _read(Path(path))
     if header is None or header.get("format") != FORMAT:

@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from elastic import SearchSpace, SubnetConfig
 from elastic.batch import ConfigBatch, space_cardinalities
+from elastic.families import Config, Space
 from ofakit.search.genetic import offspring
 
 BatchFn = Callable[[ConfigBatch], np.ndarray]
@@ -68,7 +68,7 @@ class BudgetError(ValueError):
 class Candidate:
     """One searched subnet with its predicted accuracy and metrics."""
 
-    config: SubnetConfig
+    config: Config
     accuracy: float
     metrics: dict[str, float]
 
@@ -115,12 +115,12 @@ class SearchResult:
     constraints: tuple[str, ...] = field(default=())
 
 
-def _candidate(space: SearchSpace, g: np.ndarray, acc: float, metrics: Sequence[Metric]) -> Candidate:
+def _candidate(space: Space, g: np.ndarray, acc: float, metrics: Sequence[Metric]) -> Candidate:
     one = ConfigBatch.from_genome(space, g[None, :])
     return Candidate(space.canonical(one.config(0)), float(acc), {m.name: float(m.fn(one)[0]) for m in metrics})
 
 
-def _violation(space: SearchSpace, g: np.ndarray, constraints: Sequence[Constraint]) -> np.ndarray:
+def _violation(space: Space, g: np.ndarray, constraints: Sequence[Constraint]) -> np.ndarray:
     """Sum of relative excesses over the limits (0 for a feasible subnet)."""
     batch = ConfigBatch.from_genome(space, g)
     v = np.zeros(len(g))
@@ -129,14 +129,14 @@ def _violation(space: SearchSpace, g: np.ndarray, constraints: Sequence[Constrai
     return v
 
 
-def _small_biased(space: SearchSpace, n: int, rng: np.random.Generator) -> np.ndarray:
+def _small_biased(space: Space, n: int, rng: np.random.Generator) -> np.ndarray:
     """Random genomes skewed towards the first (smallest) choices, so tight budgets have starting points."""
     card = np.array(space_cardinalities(space))
     u = rng.random((n, len(card))) ** 3
     return np.minimum((u * card).astype(np.int8), card - 1).astype(np.int8)
 
 
-def minimise(space: SearchSpace, fn: Callable[[np.ndarray], np.ndarray], seed: int = 0,
+def minimise(space: Space, fn: Callable[[np.ndarray], np.ndarray], seed: int = 0,
              generations: int = 60) -> np.ndarray:
     """The genome minimising ``fn`` (a vectorised function of genomes), by a short unconstrained evolution."""
     rng = np.random.default_rng(seed)
@@ -152,7 +152,7 @@ def minimise(space: SearchSpace, fn: Callable[[np.ndarray], np.ndarray], seed: i
     return pop[int(np.argmin(score))]
 
 
-def check_budget(space: SearchSpace, constraints: Sequence[Constraint], seed: int = 0) -> np.ndarray:
+def check_budget(space: Space, constraints: Sequence[Constraint], seed: int = 0) -> np.ndarray:
     """A genome meeting every constraint, or :class:`BudgetError` naming the cheapest subnet per metric."""
     best = minimise(space, lambda g: _violation(space, g, constraints), seed)
     if _violation(space, best[None, :], constraints)[0] <= 0:
@@ -166,7 +166,7 @@ def check_budget(space: SearchSpace, constraints: Sequence[Constraint], seed: in
     raise BudgetError(f"no subnet meets the {what} " + "; ".join(parts))
 
 
-def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constraint], seed: int = 0,
+def evolve(space: Space, accuracy: BatchFn, constraints: Sequence[Constraint], seed: int = 0,
            settings: EvolutionSettings | None = None, report: Sequence[Metric] = ()) -> SearchResult:
     """OFA's constrained evolution: the most accurate subnet meeting every constraint.
 
@@ -220,7 +220,7 @@ def evolve(space: SearchSpace, accuracy: BatchFn, constraints: Sequence[Constrai
     return SearchResult(best, tuple(history), time.perf_counter() - t0, evals, tuple(c.describe() for c in constraints))
 
 
-def _children(space: SearchSpace, a: np.ndarray, b: np.ndarray, n_mut: int, rng: np.random.Generator,
+def _children(space: Space, a: np.ndarray, b: np.ndarray, n_mut: int, rng: np.random.Generator,
               s: EvolutionSettings, feasible: Callable[[ConfigBatch], np.ndarray],
               accuracy: BatchFn | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Feasible children (and their accuracy when ``accuracy`` is given): mutants of ``a[:n_mut]``, uniform
@@ -257,7 +257,7 @@ def _children(space: SearchSpace, a: np.ndarray, b: np.ndarray, n_mut: int, rng:
     return out, score
 
 
-def fastest_candidate(space: SearchSpace, metric: Metric, seed: int = 0) -> Candidate:
+def fastest_candidate(space: Space, metric: Metric, seed: int = 0) -> Candidate:
     """The subnet with the lowest ``metric`` (accuracy not estimated: NaN)."""
     g = minimise(space, lambda x: metric.fn(ConfigBatch.from_genome(space, x)), seed)
     return _candidate(space, g, float("nan"), [metric])

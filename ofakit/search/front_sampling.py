@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from elastic import SubnetConfig
 from elastic.batch import CostGrid
+from elastic.families import Config
 from ofakit.search.accuracy import AccuracyData
 from ofakit.search.evolution import Metric
 from ofakit.search.pareto import pareto_front
@@ -23,7 +23,7 @@ FRONT_ROUND = 25  # subnets measured per round: the predictor is refit between r
 
 
 def front_picks(data: AccuracyData, grid: CostGrid, k: int, seed: int = 0, generations: int = 100
-                ) -> list[SubnetConfig]:
+                ) -> list[Config]:
     """Up to ``k`` unmeasured subnets spread evenly (by rank) along the accuracy-vs-MACs front predicted by
     an MLP fit on ``data``, cheapest first; fewer when the front has fewer new subnets."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -33,7 +33,7 @@ def front_picks(data: AccuracyData, grid: CostGrid, k: int, seed: int = 0, gener
     front, _ = pareto_front(data.space, pred.predict_batch, Metric("macs", grid.macs, "M", 1e6), seed=seed,
                             generations=generations)
     seen = {data.space.canonical(c) for c in data.configs}
-    new: list[SubnetConfig] = []
+    new: list[Config] = []
     for cand in front:
         key = data.space.canonical(cand.config)
         if key not in seen:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from elastic import SearchSpace
 from elastic.batch import space_cardinalities
+from elastic.families import Space
 
 
-def mutate(space: SearchSpace, g: np.ndarray, rng: np.random.Generator, prob: float = 0.1,
+def mutate(space: Space, g: np.ndarray, rng: np.random.Generator, prob: float = 0.1,
            r_prob: float = 0.5) -> np.ndarray:
     """Each gene of every row resampled with probability ``prob`` (the resolution with ``r_prob``), as OFA."""
     return offspring(space, g, g, len(g), rng, prob, r_prob)
@@ -21,7 +21,7 @@ def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndar
     return _select(rng.random(a.shape, dtype=np.float32) < 0.5, b, a)
 
 
-def offspring(space: SearchSpace, a: np.ndarray, b: np.ndarray, n_mut: int, rng: np.random.Generator,
+def offspring(space: Space, a: np.ndarray, b: np.ndarray, n_mut: int, rng: np.random.Generator,
               prob: float = 0.1, r_prob: float = 0.5) -> np.ndarray:
     """Children of paired parent rows: ``a[:n_mut]`` mutated (as :func:`mutate`), the rest uniform crossovers
     of ``a`` and ``b`` (as :func:`crossover`).
@@ -44,7 +44,7 @@ def _select(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y + mask.view(np.int8) * (x - y)
 
 
-def _mutation_law(space: SearchSpace, prob: float, r_prob: float) -> tuple[np.ndarray, np.ndarray]:
+def _mutation_law(space: Space, prob: float, r_prob: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene resampling probability and the factor mapping ``u < p`` to a uniform choice index (kept on the
     space per probability pair: hashing a whole space on every generation costs more than the operators)."""
     laws = space.__dict__.get("_mutation_laws")
@@ -56,7 +56,7 @@ def _mutation_law(space: SearchSpace, prob: float, r_prob: float) -> tuple[np.nd
     return laws[prob, r_prob]
 
 
-def _law(space: SearchSpace, prob: float, r_prob: float) -> tuple[np.ndarray, np.ndarray]:
+def _law(space: Space, prob: float, r_prob: float) -> tuple[np.ndarray, np.ndarray]:
     for name, p in (("prob", prob), ("r_prob", r_prob)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"mutation {name}={p!r} must be within [0, 1]")

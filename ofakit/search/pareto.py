@@ -13,13 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from elastic import SearchSpace
 from elastic.batch import ConfigBatch, space_cardinalities
+from elastic.families import Space
 from ofakit.search.evolution import BatchFn, Candidate, Constraint, Metric, _candidate
 from ofakit.search.genetic import mutate
 
 
-def pareto_front(space: SearchSpace, accuracy: BatchFn, objective: Metric, constraints: Sequence[Constraint] = (),
+def pareto_front(space: Space, accuracy: BatchFn, objective: Metric, constraints: Sequence[Constraint] = (),
                  seed: int = 0, population: int = 100, generations: int = 200,
                  report: Sequence[Metric] = ()) -> tuple[list[Candidate], float]:
     """Non-dominated subnets (accuracy up, ``objective`` down) meeting ``constraints``, cheapest first.
