@@ -589,6 +589,54 @@ def test_export_tensorrt_through_an_agent_says_what_the_device_lacks(start_agent
     assert r.exit_code == 2 and "artifacts are portable" in r.stderr
 
 
+@needs_onnx
+def test_a_successful_remote_tensorrt_build_is_checked_and_written_by_the_host(start_agent, tmp_path, monkeypatch):
+    """`ofakit export --target tensorrt --device URL` when the agent's GPU build succeeds (issue 18). No GPU
+    here, so the agent's one GPU step, `build_here`, is replaced by a stand-in that runs the sent ONNX graph in
+    onnxruntime and answers in the real reply format; everything else is real: the build zip over HTTP, the
+    reply's decoding, the host's parity check against PyTorch, the atomic write and the sidecar. A reply whose
+    outputs disagree with PyTorch is refused in one line and writes nothing."""
+    import base64
+    import hashlib
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from deploy_targets import tensorrt_export
+    from ofakit.cli import app
+
+    skew = {"by": 0.0}
+
+    def build_on_a_gpu(params, onnx_model, inputs, calibration):
+        sess = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: inputs})[0] + skew["by"]
+        npy = io.BytesIO()
+        np.save(npy, out.astype(np.float32), allow_pickle=False)
+        engine = b"plan:" + hashlib.sha256(onnx_model).digest() + params["precision"].encode()
+        return {"engine_b64": base64.b64encode(engine).decode(), "outputs_b64": base64.b64encode(npy.getvalue()).decode(),
+                "versions": {"tensorrt": "10.3.0", "cuda": "12.6"}, "gpu": "Orin (stand-in)", "seconds": 1.0}
+
+    monkeypatch.setattr(agent_module, "build_here", build_on_a_gpu)
+    monkeypatch.setattr(tensorrt_export, "tensorrt_unavailable", lambda: None)  # the agent's side has "a GPU"
+    server = start_agent()
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "s.json").write_text(json.dumps(model_zoo_smallest()))
+    base = ["export", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--subnet", str(tmp_path / "s.json"), "--target",
+            "tensorrt", "--device", server.url, "--token-file", str(tmp_path / "token"), "--json"]
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "m.engine")])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    engine = (tmp_path / "m.engine").read_bytes()
+    assert engine.startswith(b"plan:") and engine.endswith(b"fp32") and 0 <= rec["max_abs_diff"] <= 1e-4
+    side = json.loads(Path(rec["sidecar"]).read_text())
+    assert side["export"]["built_on"] == server.url and side["export"]["gpu"] == "Orin (stand-in)"
+    assert side["versions"]["tensorrt"] == "10.3.0" and "runs only on Orin (stand-in)-class GPUs" in rec["notes"][0]
+    skew["by"] = 0.5  # an engine that computes something else
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad.engine")])
+    assert r.exit_code == 2 and "TensorRT parity check failed" in r.stderr and f"built on {server.url}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.engine").exists()
+
+
 def model_zoo_smallest() -> dict:
     import model_zoo
     return model_zoo.load_checkpoint("ofa_mbv3_tiny.fmnist").space.smallest().to_dict()

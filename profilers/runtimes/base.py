@@ -188,9 +188,13 @@ def runtime_status() -> dict[str, dict[str, Any]]:
     out = {}
     for name in list_runtimes():
         rt = get_runtime(name)
-        reason = rt.unavailable()
-        out[name] = {"available": reason is None, "reason": reason,
-                     "version": rt.version() if reason is None else None, "format": rt.artifact_format}
+        reason, version = rt.unavailable(), None
+        if reason is None:
+            try:
+                version = rt.version()
+            except Exception as exc:  # noqa: BLE001 - a broken SDK install: say so, do not break the listing
+                reason = f"its SDK does not load ({type(exc).__name__}: {str(exc)[:100]})"
+        out[name] = {"available": reason is None, "reason": reason, "version": version, "format": rt.artifact_format}
     return out
 
 
