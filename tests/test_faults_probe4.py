@@ -41,8 +41,10 @@ QUICK = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.001, min_runs_pe
 SPEC = model_zoo.get_spec("ofa_mbv3_tiny", resolutions=(28,))  # the table's recipe: not any zoo checkpoint's
 ZOO = "ofa_mbv3_tiny.fmnist"  # space ks 3/5/7, e 3/4/6, d 2/3/4, r 28/30/32
 DEPTH1 = "ofa_mbv3_tiny_d1234_e2346_k357.fmnist_v2"  # the default checkpoint: depth 1 is in its space
-ET = pytest.mark.skipif(get_exporter("executorch").unavailable() is not None, reason="executorch is not installed")
-OV = pytest.mark.skipif(get_exporter("openvino").unavailable() is not None, reason="openvino is not installed")
+ET = pytest.mark.skipif(get_exporter("executorch").unavailable() is not None,
+                        reason=f"executorch: {get_exporter('executorch').unavailable()}")  # the exporter's own reason
+OV = pytest.mark.skipif(get_exporter("openvino").unavailable() is not None,
+                        reason=f"openvino: {get_exporter('openvino').unavailable()}")
 
 
 @pytest.fixture(scope="module")
