@@ -316,3 +316,20 @@ def test_pareto_front_is_non_dominated_and_respects_constraints():
         assert not np.any((m <= m[i]) & (a >= a[i]) & ((m < m[i]) | (a > a[i])))
     assert all(c.metrics["params"] <= cap.limit for c in front)
     assert len({c.config for c in front}) == len(front)
+
+
+def test_the_accuracy_dataset_says_what_it_costs_and_how_far_it_got(tmp_path, caplog):
+    """In a run without a terminal (no progress bar), the log says before it starts how many subnets and about
+    how many minutes, then the progress with the time left, every tenth subnet and at the end (issue 13)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ofakit.search.accuracy")
+    build_accuracy_data(SPACE, lambda cfg: 0.5, tmp_path / "acc.jsonl", 20, {"checkpoint_sha256": "abc"})
+    text = caplog.text
+    assert "20 of 20 subnets to evaluate on the validation split" in text and "~0-2 min" in text, text
+    done = [line for line in text.splitlines() if "subnets evaluated" in line]
+    assert "1/20 subnets evaluated" in done[0] and "20/20 subnets evaluated" in done[-1] and len(done) == 11
+    assert all("min left" in line for line in done)
+    caplog.clear()
+    build_accuracy_data(SPACE, lambda cfg: 0.5, tmp_path / "acc.jsonl", 20, {"checkpoint_sha256": "abc"})
+    assert "to evaluate" not in caplog.text  # all cached: nothing announced

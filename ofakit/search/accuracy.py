@@ -206,8 +206,9 @@ def build_accuracy_data(space: Space, evaluate: Callable[[Config], float | np.nd
     todo = [c for c in cfgs if c.to_json() not in done]
     if todo:
         log.info("accuracy dataset: %d of %d subnets to evaluate on the validation split (each: extraction, "
-                 "BatchNorm recalibration, evaluation; typically 1-5 s each on a CPU), cached in %s and resumed "
-                 "after an interruption", len(todo), len(cfgs), path)
+                 "BatchNorm recalibration, evaluation; typically 1-5 s each on a CPU, so ~%.0f-%.0f min%s), cached "
+                 "in %s and resumed after an interruption", len(todo), len(cfgs), len(todo) / 60 / workers,
+                 5 * len(todo) / 60 / workers, f" with {workers} workers" if workers > 1 else "", path)
     t0, step = time.perf_counter(), max(1, len(todo) // 10)
     with open(path, "a", encoding="utf-8") as f, _evaluations(evaluate, todo, workers) as results:
         for i, (cfg, result) in enumerate(results):
