@@ -242,3 +242,57 @@ def test_accuracy_cache_with_a_broken_middle_line_is_not_truncated(tmp_path):
         build_accuracy_data(model_zoo.load_checkpoint(ZOO).space, lambda cfg: 0.5, path, 10,
                             {k: v for k, v in header.items() if k not in ("format", "version", "seed")})
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--checkpoint", ZOO, "--subnet", "{w}/subnet.json", "--out", "{w}/locked/o.onnx"],
+    ["profile", "export", "--table", "{w}/good.sqlite", "--out", "{w}/locked/t.json"],
+    ["search", "--checkpoint", ZOO, "--table", "{w}/good.sqlite", "--latency-ms", "100", "--samples", "20",
+     "--generations", "5", "--no-measure", "--no-drift-check", "--out", "{w}/locked/s"],
+], ids=["export", "profile export", "search"])
+def test_an_unwritable_output_folder_is_one_line_error(work, argv, monkeypatch):
+    """A folder the user may not write to (tests run as root, so the denial is injected where files are made):
+    one `error:` line naming the path and the reason, exit 2, and nothing left behind."""
+    import errno
+    import os as _os
+    import tempfile as _tempfile
+
+    if not (work / "good.sqlite").exists():
+        from profilers.builder import build_table
+        from profilers.record import Protocol
+        from profilers.runtimes import get_runtime
+
+        quick = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.001, min_runs_per_block=2, max_runs_per_block=4)
+        with LatencyTable(work / "good.sqlite") as t:
+            build_table(t, "ofa_mbv3_tiny", model_zoo.load_checkpoint(ZOO).spec, get_runtime("onnxruntime"),
+                        settings=BuildSettings(protocol=quick, calibration_subnets=2))
+    locked = work / "locked"
+    locked.mkdir(exist_ok=True)
+    real_mkstemp, real_mkdir, real_open = _tempfile.mkstemp, _os.mkdir, _os.open
+
+    def denied(path) -> bool:
+        return str(locked) in str(path)
+
+    def mkstemp(*a, **kw):
+        if denied(kw.get("dir", a[2] if len(a) > 2 else "")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(kw.get("dir")))
+        return real_mkstemp(*a, **kw)
+
+    def mkdir(path, *a, **kw):
+        if denied(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *a, **kw)
+
+    def open_(path, flags, *a, **kw):
+        if denied(path) and flags & (_os.O_WRONLY | _os.O_RDWR | _os.O_CREAT):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(_tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(_os, "mkdir", mkdir)
+    monkeypatch.setattr(_os, "open", open_)
+    res = CliRunner().invoke(app, [a.format(w=work) for a in argv])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert "locked" in lines[0] and ("Permission denied" in lines[0] or "not writable" in lines[0]), lines[0]
+    assert not list(locked.iterdir())
