@@ -106,7 +106,12 @@ def program_bytes(spec: ExportSpec) -> bytes:
             raise ValueError("precision='int8' needs calibration batches (real images; e.g. 256 validation images)")
         model = _quantized(model, x, spec.calibration)
     program = _capture(model, x, max_batch)
-    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    try:
+        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    except Exception as exc:  # noqa: BLE001 - ExecuTorch's passes raise bare Exceptions naming the pass
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"ExecuTorch cannot lower this {spec.precision} network to XNNPACK ({first[:200]}); "
+                         f"{spec.out} was not written") from None
 
 
 @register_exporter

@@ -331,17 +331,27 @@ class CostGrid:
     def build(cls, spec: Any) -> "CostGrid":
         """Plan every variant of ``spec``'s space once (a few hundred blocks)."""
         block, fixed = spec.variant_costs()
-        return cls(block[..., 0], block[..., 1], fixed[..., 0], fixed[..., 1])
+        grid = cls(block[..., 0], block[..., 1], fixed[..., 0], fixed[..., 1])
+        object.__setattr__(grid, "_space", spec.space)
+        return grid
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_macs", SlotTable(self.block_macs, self.fixed_macs))
         object.__setattr__(self, "_params", SlotTable(self.block_params, self.fixed_params))
+        object.__setattr__(self, "_space", None)
+
+    def _check(self, batch: ConfigBatch) -> ConfigBatch:
+        """``batch``, if it is of the space this grid was built for (another space's subnets index other tables)."""
+        if self._space is not None and batch.space is not self._space and batch.space != self._space:
+            raise ValueError(f"a batch of {type(batch.space).__name__} subnets does not belong to the space this cost "
+                             "grid was built for (CostGrid.build(spec) of its own supernet)")
+        return batch
 
     def macs(self, batch: ConfigBatch) -> np.ndarray:
         """Multiply-accumulates of every subnet (OFA's "FLOPs")."""
-        return self._macs.sum(batch)
+        return self._macs.sum(self._check(batch))
 
     def params(self, batch: ConfigBatch) -> np.ndarray:
         """Parameters of every extracted subnet."""
-        return self._params.sum(batch)
+        return self._params.sum(self._check(batch))
 

@@ -60,6 +60,9 @@ class SlotSpace:
     def _restricted(self, what: str, allowed: Mapping[str, tuple], chosen: Mapping[str, Any]) -> dict[str, tuple]:
         """The values ``chosen`` per dimension, checked against ``allowed`` (unset: the largest value; the
         resolution: all); the largest depth must stay, since it fixes the number of block slots."""
+        unknown = sorted(set(chosen) - set(allowed))
+        if unknown:  # a dimension this space does not have (another family's, a typo) is never ignored
+            raise ValueError(f"{what}: {unknown} is not an elastic dimension of this space; allowed: {list(allowed)}")
         values = {}
         for name, ok in allowed.items():
             v = chosen.get(name)

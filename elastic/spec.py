@@ -15,6 +15,7 @@ import numpy as np
 from elastic.config import SubnetConfig
 from elastic.ops import make_divisible
 from elastic.space import SearchSpace
+from elastic.strict import check_numerics
 
 _ACTS = ("relu", "relu6", "h_swish")
 FAMILIES = ("mobilenetv3", "proxylessnas")  # the MBConv families this spec describes
@@ -92,6 +93,7 @@ class MobileNetV3Spec:
         if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
                 or not 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout={self.dropout!r} must be within [0, 1)")
+        check_numerics("MobileNetV3Spec", self.bn_momentum, self.bn_eps, self.divisor)
         _check_act("stem_act", self.stem_act)
         _check_act("head_act", self.head_act)
         if self.family not in FAMILIES:

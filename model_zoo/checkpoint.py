@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from elastic.families import SUPERNET_TYPES, Supernet, build_supernet, spec_from_dict
-from elastic.fileio import atomic_path, atomic_write_text, sha256_file
+from elastic.fileio import atomic_path, sha256_file
 from elastic.ops import nonfinite
 from model_zoo.registry import get_spec
 
@@ -101,7 +101,10 @@ def save_checkpoint(supernet: Supernet, path: str | os.PathLike, metrics: Mappin
         except (TypeError, ValueError) as exc:
             raise ValueError(f"checkpoint metrics/extra for {weights} are not plain JSON ({exc}); allowed: "
                              "finite numbers, strings, bools, None, lists and dicts") from None
-    atomic_write_text(sidecar, text)
+        # The sidecar is written in full (a full disk fails here) before either file replaces its old copy;
+        # then the two renames, which need no space, put the new pair in place.
+        with atomic_path(sidecar) as tmp_side:
+            tmp_side.write_text(text, encoding="utf-8")
     return weights
 
 
@@ -167,7 +170,8 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
         raise ValueError(f"checkpoint sidecar {sidecar} has a bad 'spec' or 'recipe': {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if spec != stored:
-        diff = [k for k, v in stored.to_dict().items() if spec.to_dict()[k] != v]
+        have, want = stored.to_dict(), spec.to_dict()
+        diff = sorted(set(have) ^ set(want) | {k for k in set(have) & set(want) if have[k] != want[k]})
         raise ValueError(f"checkpoint {weights} was made with a different '{meta['recipe']}' architecture "
                          f"(fields {diff} differ from the registered recipe)")
     _check_preprocess(meta.get("preprocess"), sidecar, spec.in_channels)
@@ -175,6 +179,13 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
         tensors = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"cannot read safetensors file {weights}: {exc}") from None
+    except (RuntimeError, TypeError) as exc:  # a device that is not here (cuda:7 without a GPU), a bad name
+        raise ValueError(f"map_location={map_location!r} cannot hold {weights}: {str(exc).splitlines()[0]}; "
+                         "allowed: 'cpu' or a device present here") from None
+    bad = nonfinite(tensors)
+    if bad:
+        raise ValueError(f"checkpoint {weights} holds NaN or infinity in {len(bad)} tensor(s) (first: {bad[0]}): "
+                         "the weights of a diverged run; not loaded")
     supernet = build_supernet(spec, recipe=meta["recipe"])
     try:
         supernet.load_state_dict(tensors, strict=True)
@@ -200,8 +211,9 @@ def publish_checkpoint(src: str | os.PathLike, name: str, overwrite: bool = Fals
     if not overwrite and name in list_checkpoints():
         raise ValueError(f"zoo name {name!r} is taken; choose another tag, or pass overwrite=True to replace it")
     weights, _ = checkpoint_paths(resolve_checkpoint(src))
+    meta = {**net.checkpoint_meta, "name": name, "weights": f"{name}.safetensors"}
     with atomic_path(WEIGHTS_DIR / f"{name}.safetensors") as tmp:
         shutil.copyfile(weights, tmp)
-    meta = {**net.checkpoint_meta, "name": name, "weights": f"{name}.safetensors"}
-    atomic_write_text(WEIGHTS_DIR / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        with atomic_path(WEIGHTS_DIR / f"{name}.json") as tmp_side:  # both written before either is replaced
+            tmp_side.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return WEIGHTS_DIR / f"{name}.safetensors"

@@ -16,8 +16,9 @@ from typing import Any, Mapping
 
 import torch
 
-from elastic.families import Supernet
+from elastic.families import SUPERNET_TYPES, Supernet
 from elastic.fileio import atomic_path
+from elastic.ops import nonfinite
 from model_zoo.registry import get_supernet
 
 _BLOCK_BODY = (  # (our suffix, OFA suffix) inside one elastic block
@@ -78,6 +79,9 @@ def ofa_key(key: str, family: str = "mobilenetv3") -> str:
 
 def to_ofa_state_dict(supernet: Supernet) -> dict[str, torch.Tensor]:
     """Our state dict renamed to OFA's layout (``OFAMobileNetV3``, ``OFAProxylessNASNets`` or ``OFAResNets``)."""
+    if not isinstance(supernet, SUPERNET_TYPES):
+        raise ValueError(f"supernet={type(supernet).__name__} is not a supernet; allowed: one of "
+                         f"{[t.__name__ for t in SUPERNET_TYPES]} (an extracted subnet has no OFA supernet layout)")
     family = supernet.spec.family
     return {ofa_key(k, family): v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
 
@@ -86,8 +90,13 @@ def export_ofa_checkpoint(supernet: Supernet, path: str | os.PathLike) -> Path:
     """Atomically save ``{"state_dict": ...}`` in OFA's layout, loadable by ``OFAMobileNetV3.load_state_dict``
     (``OFAProxylessNASNets`` for a ProxylessNAS recipe)."""
     path = Path(path)
+    state = to_ofa_state_dict(supernet)
+    bad = nonfinite(state)
+    if bad:
+        raise ValueError(f"supernet weights hold NaN or infinity in {len(bad)} tensor(s) (first: {bad[0]}); "
+                         f"not exported ({path} left as it was)")
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": to_ofa_state_dict(supernet)}, tmp)
+        torch.save({"state_dict": state}, tmp)
     return path
 
 
@@ -101,8 +110,17 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"OFA checkpoint {path} holds no state dict of tensors (top level or under 'state_dict')")
+    if (not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj)
+            or not all(isinstance(v, torch.Tensor) for v in obj.values())):
+        raise ValueError(f"OFA checkpoint {path} holds no state dict of named tensors (top level or under "
+                         "'state_dict')")
+    wrong = [k for k, v in obj.items() if not (v.is_floating_point() or k.endswith("num_batches_tracked"))]
+    if wrong:
+        raise ValueError(f"OFA checkpoint {path}: tensor {wrong[0]!r} is {obj[wrong[0]].dtype}, not floating point "
+                         f"({len(wrong)} such); not OFA weights")
+    bad = nonfinite(obj)
+    if bad:
+        raise ValueError(f"OFA checkpoint {path} holds NaN or infinity in {len(bad)} tensor(s) (first: {bad[0]})")
     return obj
 
 
@@ -115,6 +133,9 @@ def import_ofa_checkpoint(name: str, path: str | os.PathLike, **kwargs: Any) -> 
     path = Path(path)
     state = _read_state_dict(path)
     cls_w = next((v for k, v in state.items() if re.search(r"classifier\.linear(\.linear)?\.weight$", k)), None)
+    if cls_w is not None and cls_w.dim() != 2:
+        raise ValueError(f"OFA checkpoint {path}: the classifier weight has shape {tuple(cls_w.shape)}; expected "
+                         "(classes, features)")
     if cls_w is not None and "num_classes" not in kwargs:
         kwargs["num_classes"] = int(cls_w.shape[0])
     supernet = get_supernet(name, **kwargs)

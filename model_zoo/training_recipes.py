@@ -152,6 +152,9 @@ def recipe_from_dict(data: Mapping[str, Any], name: str = "custom") -> TrainingR
         raise ValueError(f"recipe {name!r}: [data] source={source!r} must be a dataset such as fashion-mnist, "
                          "imagefolder:DIR or cifar10:DIR")
     if "phase" in data:
+        if "schedule" in data:  # a preset's settings next to explicit phases would be silently ignored
+            raise ValueError(f"recipe {name!r}: [[phase]] tables replace the preset schedule, so [schedule] would be "
+                             "ignored; give either [[phase]] tables or [schedule]")
         phases = [Phase.from_dict(p) for p in data["phase"]]
         names = [p.name for p in phases]
         if not phases or len(set(names)) != len(names):

@@ -72,7 +72,15 @@ def export_subnet(ctx: CheckpointContext, cfg: Config, target: str, out: str | P
         raise ValueError(f"--min-agreement {min_agreement} applies to --precision int8 on a target that checks top-1 "
                          f"agreement ({', '.join(checking)}); got --precision {precision} --target {target}")
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
-    calibration = tuple(ctx.real_inputs(cfg, CALIBRATION_IMAGES).split(32)) if precision == "int8" else ()
+    calibration, checked = (), None
+    if precision == "int8":  # calibration and agreement images: the validation split's first 256 and next 256
+        pool = ctx.real_inputs(cfg, 2 * CALIBRATION_IMAGES)
+        n_cal = min(CALIBRATION_IMAGES, len(pool) // 2 if exporter.checks_many_images else len(pool))
+        if n_cal < 1:
+            raise ValueError(f"int8 needs validation images to calibrate on; {ctx.name}'s validation split has "
+                             f"{len(pool)}")
+        calibration = tuple(pool[:n_cal].split(32))
+        checked = pool[n_cal:2 * n_cal]  # a small split is shared half and half
     if device != LOCAL and target != "tensorrt":
         raise ValueError(f"--device {device} is for building TensorRT engines on the target; {target} "
                          "artifacts are portable: export them here")
@@ -82,8 +90,8 @@ def export_subnet(ctx: CheckpointContext, cfg: Config, target: str, out: str | P
     metadata = {"short_description": f"ofa-kit subnet of {ctx.name}", "com.ofakit.config": cfg.to_json(),
                 "com.ofakit.checkpoint_sha256": ctx.meta["sha256"]}
     inputs = ctx.real_inputs(cfg, 8 if dynamic_batch else 1)
-    if precision == "int8" and exporter.checks_many_images:  # top-1 agreement on images the calibration never saw
-        inputs = ctx.real_inputs(cfg, 2 * CALIBRATION_IMAGES)[CALIBRATION_IMAGES:]
+    if checked is not None and exporter.checks_many_images:  # top-1 agreement on images calibration never saw
+        inputs = checked
     spec = ExportSpec(ctx.subnet(cfg), shape, Path(out), precision=precision, dynamic_batch=dynamic_batch,
                       inputs=inputs, calibration=calibration, options=options, metadata=metadata)
     with _parked_sidecar(Path(out)):
@@ -157,7 +165,7 @@ def write_sidecar(ctx: CheckpointContext, cfg: Config, result: ExportResult, pre
                                                     "recipe": meta["recipe"]},
             "input": {"shape": [1, ctx.supernet.spec.in_channels, cfg.r, cfg.r],
                       "name": result.settings.get("input_name", "input"), **pre,
-                      "steps": [f"load the image as {'greyscale' if pre.get('in_channels') == 1 else 'RGB'}"
+                      "steps": [f"load the image as {'greyscale' if ctx.supernet.spec.in_channels == 1 else 'RGB'}"
                                 + (f" at {size}x{size} px (the training data's size)" if size else ""),
                                 "pixel / 255, then (x - mean) / std per channel",
                                 f"resize bilinearly (align_corners=False) to {cfg.r}x{cfg.r}: the shape above"]},

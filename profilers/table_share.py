@@ -24,6 +24,22 @@ from profilers.table_rows import (STATS, MergeReport, RuntimeKey, _count, _impor
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+_ENTRY_KEYS = frozenset({"device", "runtime", "key", *STATS, "runs", "measured_at", "runtime_version", "fingerprint",
+                         "protocol", "load_avg"})
+_CAL_KEYS = frozenset({"device", "runtime", "spec_id", "subnet", "measured_ms", "measured_at", "runtime_version",
+                       "fingerprint", "protocol"})
+
+
+def _known_keys(record: Any, allowed: frozenset[str], what: str, src: Path) -> None:
+    """A record of an export holds only the fields the format has (an unknown one is an error, never dropped)."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{what} in {src} is {str(record)[:60]!r}, not an object (nothing imported)")
+    unknown = sorted(set(record) - allowed)
+    if unknown:
+        raise ValueError(f"{what} in {src} has unknown field(s) {unknown[:5]}; allowed: {sorted(allowed)} "
+                         "(nothing imported)")
+
+
 _ENTRY_MARKS = ", ".join("?" * (3 + len(STATS) + 5))  # ids + key, stats, measured_at .. load_avg
 _CAL_COLS = "device_id, runtime_id, spec_id, subnet, measured_ms, measured_at, runtime_version, fingerprint, protocol"
 
@@ -142,8 +158,7 @@ class TableSharing:
         out = {}
         for name, spec in data.get("recipes", {}).items():
             check_name(name, "imported recipe name")
-            if not isinstance(spec, Mapping):
-                raise ValueError(f"imported recipe {name!r} has spec {str(spec)[:60]!r}; allowed: a spec object")
+            spec_from_dict(spec)  # a malformed spec is refused before it is named
             out[name] = self.recipe_name(name, spec)
             if out[name] != name:
                 log.warning("recipe %r of the import is another architecture than %r here: stored as %r", name,
@@ -169,6 +184,7 @@ class TableSharing:
             for name, info in data["devices"].items():
                 self._device_id(db, names[name], DeviceInfo.from_dict(info), True)
             for e in data["entries"]:
+                _known_keys(e, _ENTRY_KEYS, f"imported entry {str(e.get('key'))[:60]!r}", src)
                 if not isinstance(e["key"], str) or not e["key"]:  # a missing one: "malformed ... KeyError"
                     raise ValueError(f"imported entry key {e['key']!r} must be a non-empty string")
                 for f in (*STATS, "measured_at", "load_avg"):
@@ -189,6 +205,7 @@ class TableSharing:
                                 e["fingerprint"], e["protocol"], e["load_avg"]))
                     changed += 1
             for c in data.get("calibrations", []):
+                _known_keys(c, _CAL_KEYS, "imported calibration subnet", src)
                 for f in ("measured_ms", "measured_at"):
                     _number(c[f], f"calibration subnet has {f}", src, "nothing imported")
                 for f in ("subnet", "spec_id", "runtime_version"):

@@ -49,6 +49,8 @@ def work(tmp_path_factory):
     (root / "subnet.json").write_text(net.space.smallest().to_json())
     (root / "garbage.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x13" * 200)
     (root / "a_file").write_text("x")
+    for suffix in (".safetensors", ".json", ".accuracy.jsonl"):  # a copy: searches write caches beside it
+        shutil.copy(weights.with_name(f"{weights.stem}{suffix}"), root / f"good{suffix}")
     (root / "deep.json").write_text("[" * 100000 + "]" * 100000)
     (root / "bad.yaml").write_text("a: [1,\n")
     (root / "bin.toml").write_bytes(b"\xff\xfe\x00")
@@ -247,7 +249,7 @@ def test_accuracy_cache_with_a_broken_middle_line_is_not_truncated(tmp_path):
 @pytest.mark.parametrize("argv", [
     ["export", "--checkpoint", ZOO, "--subnet", "{w}/subnet.json", "--out", "{w}/locked/o.onnx"],
     ["profile", "export", "--table", "{w}/good.sqlite", "--out", "{w}/locked/t.json"],
-    ["search", "--checkpoint", ZOO, "--table", "{w}/good.sqlite", "--latency-ms", "100", "--samples", "20",
+    ["search", "--checkpoint", "{w}/good", "--table", "{w}/good.sqlite", "--latency-ms", "100", "--samples", "20",
      "--generations", "5", "--no-measure", "--no-drift-check", "--out", "{w}/locked/s"],
 ], ids=["export", "profile export", "search"])
 def test_an_unwritable_output_folder_is_one_line_error(work, argv, monkeypatch):

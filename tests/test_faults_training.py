@@ -58,6 +58,9 @@ BASE = {"supernet": "ofa_mbv3_tiny", "strategy": "sandwich", "schedule": {"epoch
     ({"phase": [{"name": "a", "epochs": 1, "lr": 0.1, "sort_channels": "yes"}]}, r"sort_channels='yes'"),
     ({"phase": [{"name": "a", "epochs": 1, "lr": 0.1, "kernal": 3}]}, r"unknown phase key\(s\) \['kernal'\]"),
     ({"phase": {"name": "a"}}, r"phase=\{'name': 'a'\} must be a list"),
+    ({"phase": [{"name": "a\nb", "epochs": 1, "lr": 0.1}]}, r"Phase.name='a\\nb'; allowed: 1 to 100 printable"),
+    ({"phase": [{"name": "a", "epochs": 1, "lr": 0.1}], "schedule": {"epochs": 3}},
+     r"\[\[phase\]\] tables replace the preset schedule, so \[schedule\] would be ignored"),
     ({"phase": [3]}, r"phase 1 = 3 must be a table"),
     ({"data": {"val_size": 0}}, r"val_size=0 is out of range"),
     ({"data": {"val_size": "5000"}}, r"val_size='5000': expected a int"),
@@ -68,7 +71,8 @@ BASE = {"supernet": "ofa_mbv3_tiny", "strategy": "sandwich", "schedule": {"epoch
     ({"supernet": 3}, r"supernet=3 must be a str"),
 ])
 def test_bad_recipe_values_are_one_line_errors(patch, match):
-    data = {**BASE, **patch}
+    base = {k: v for k, v in BASE.items() if "phase" not in patch or k == "supernet"}  # phases replace a preset
+    data = {**base, **patch}
     if match is None:
         recipe_from_dict(data)
         return

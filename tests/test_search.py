@@ -90,7 +90,7 @@ def test_accuracy_dataset_resumes_and_survives_a_torn_line(tmp_path):
 
     def evaluate(cfg):
         calls.append(cfg)
-        return float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0])
+        return float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0]) - 0.5  # a top-1 in [0, 1]
 
     path = tmp_path / "acc.jsonl"
     header = {"checkpoint_sha256": "abc"}
@@ -115,7 +115,7 @@ def test_accuracy_dataset_in_worker_processes_equals_one_process(tmp_path):
     def evaluate(cfg):
         with open(pids, "a") as f:
             f.write(f"{os.getpid()}\n")
-        return float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0])
+        return float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0]) - 0.5  # a top-1 in [0, 1]
 
     header = {"checkpoint_sha256": "abc"}
     one = build_accuracy_data(SPACE, evaluate, tmp_path / "one.jsonl", 12, header)
@@ -239,7 +239,7 @@ def test_the_cost_feature_is_log_macs_scaled_over_the_space():
 def test_front_sampling_measures_where_the_search_looks(tmp_path):
     """Picks are new, distinct, spread from cheap to costly, and closer to the true front than random
     subnets; they are measured after the sampled ones, marked, and reused from the cache."""
-    truth = lambda cfg: float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0])  # noqa: E731
+    truth = lambda cfg: float(synthetic_accuracy(ConfigBatch.from_configs(SPACE, [cfg]))[0]) - 0.5  # noqa: E731
     path, header = tmp_path / "acc.jsonl", {"checkpoint_sha256": "abc"}
     data = build_accuracy_data(SPACE, truth, path, 60, header)
     picks = front_picks(data, GRID, 8, seed=0)
@@ -250,7 +250,7 @@ def test_front_sampling_measures_where_the_search_looks(tmp_path):
     # excess accuracy over a log-MACs fit of the random subnets: the front sits above the cloud
     rand = data.batch()
     slope, icpt = np.polyfit(np.log(GRID.macs(rand)), data.acc, 1)
-    excess = synthetic_accuracy(ConfigBatch.from_configs(SPACE, picks)) - (slope * np.log(macs) + icpt)
+    excess = synthetic_accuracy(ConfigBatch.from_configs(SPACE, picks)) - 0.5 - (slope * np.log(macs) + icpt)
     rand_excess = data.acc - (slope * np.log(GRID.macs(rand)) + icpt)
     assert np.median(excess) > np.percentile(rand_excess, 75)
     calls = []

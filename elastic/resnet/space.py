@@ -191,6 +191,9 @@ class ResNetSpace(SlotSpace):
         missing = [k for k in _KEYS if not isinstance(data, Mapping) or k not in data]
         if missing:
             raise ValueError(f"ResNetSpace is missing key(s) {missing}; required: {list(_KEYS)}")
+        unknown = sorted(set(data) - set(_KEYS) - {"w", "stem_d"})
+        if unknown:
+            raise ValueError(f"ResNetSpace has unknown key(s) {unknown}; allowed: {list(_KEYS) + ['w', 'stem_d']}")
         return cls(**{k: data[k] for k in _KEYS}, w=data.get("w"), stem_d=data.get("stem_d"))
 
     # ------------------------------------------------------------- validation

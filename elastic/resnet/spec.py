@@ -16,6 +16,7 @@ from elastic.ops import make_divisible
 from elastic.resnet.config import ResNetConfig
 from elastic.resnet.space import ResNetSpace
 from elastic.spec import conv_out
+from elastic.strict import check_numerics
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,12 @@ class ResNetSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
                 raise ValueError(f"ResNetSpec.{name}={v!r} must be an integer; allowed: 1 to {top:,}")
+        if any(isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 1 << 16 for w in self.stage_widths):
+            raise ValueError(f"ResNetSpec.stage_widths={list(self.stage_widths)!r}; allowed: integers from 1 to "
+                             f"{1 << 16:,}")
+        if not isinstance(self.max_pool, bool):
+            raise ValueError(f"ResNetSpec.max_pool={self.max_pool!r}; allowed: true or false")
+        check_numerics("ResNetSpec", self.bn_momentum, self.bn_eps, self.divisor)
         n = len(self.stage_widths)
         if not n or len(self.strides) != n or len(self.base_depth) != n:
             raise ValueError(f"ResNetSpec has {n} stage widths, {len(self.strides)} strides and "

@@ -87,8 +87,9 @@ class Phase:
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, tuple(sorted(set(v))))
-        if not self.name:
-            raise ValueError("Phase.name must not be empty")
+        if not self.name or len(self.name) > 100 or not self.name.isprintable() or self.name != self.name.strip():
+            raise ValueError(f"Phase.name={self.name!r}; allowed: 1 to 100 printable characters, no surrounding "
+                             "spaces (it names the phase in logs, records and resumed runs)")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"phase {self.name!r}: sampler={self.sampler!r}; allowed: {list(SAMPLERS)}")
         if self.resolution not in RESOLUTION_RULES:

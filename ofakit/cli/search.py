@@ -256,6 +256,13 @@ def read_subnet(path: Path) -> tuple[Config, dict[str, Any] | None]:
     acc = data.get("predicted_accuracy") if searched else None
     if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1):
         raise ValueError(f"--subnet {path}: predicted_accuracy={acc!r}; allowed: a top-1 from 0 to 1, or null")
+    for key in ("predicted_latency_ms", "measured_latency_ms"):  # a number, or per-device numbers
+        v = data.get(key) if searched else None
+        values = list(v.values()) if isinstance(v, dict) else [v]
+        if v is not None and not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf
+                                     for x in values):
+            raise ValueError(f"--subnet {path}: {key}={str(v)[:80]}; allowed: a positive number of milliseconds (or "
+                             "one per device), or null")
     return config_from_dict(data["config"] if searched else data), (data if searched else None)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import signal
@@ -157,9 +156,9 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]
         else:
             if not (isinstance(obj, dict) and isinstance(obj.get("config"), str)
                     and isinstance(obj.get("val_top1"), (int, float)) and not isinstance(obj["val_top1"], bool)
-                    and math.isfinite(obj["val_top1"])):
+                    and 0 <= obj["val_top1"] <= 1):
                 raise ValueError(f"{path} line {i + 1} is not an accuracy record (a JSON object with a 'config' "
-                                 f"string and a finite 'val_top1'); fix or delete that line")
+                                 f"string and a 'val_top1' from 0 to 1); fix or delete that line")
             records.append(obj)
         good += len(line) + 1
     return header, records, good
@@ -205,10 +204,11 @@ def build_accuracy_data(space: Space, evaluate: Callable[[Config], float | np.nd
     done = {r["config"]: r for r in records}
     todo = [c for c in cfgs if c.to_json() not in done]
     if todo:
+        par = workers if isinstance(workers, int) and not isinstance(workers, bool) and workers > 1 else 1
         log.info("accuracy dataset: %d of %d subnets to evaluate on the validation split (each: extraction, "
                  "BatchNorm recalibration, evaluation; typically 1-5 s each on a CPU, so ~%.0f-%.0f min%s), cached "
-                 "in %s and resumed after an interruption", len(todo), len(cfgs), len(todo) / 60 / workers,
-                 5 * len(todo) / 60 / workers, f" with {workers} workers" if workers > 1 else "", path)
+                 "in %s and resumed after an interruption", len(todo), len(cfgs), len(todo) / 60 / par,
+                 5 * len(todo) / 60 / par, f" with {par} workers" if par > 1 else "", path)
     t0, step = time.perf_counter(), max(1, len(todo) // 10)
     with open(path, "a", encoding="utf-8") as f, _evaluations(evaluate, todo, workers) as results:
         for i, (cfg, result) in enumerate(results):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import time
 import zipfile
 from typing import Any
@@ -63,6 +64,19 @@ def pack_build(onnx_model: bytes, inputs: np.ndarray, calibration: np.ndarray | 
     return buf.getvalue()
 
 
+def _load_npy(raw: bytes, name: str) -> np.ndarray:
+    """An ``.npy`` member, after checking that its header's shape fits the bytes it came with (a header that
+    claims 10^12 elements would otherwise make ``np.load`` try to allocate terabytes)."""
+    f = io.BytesIO(raw)
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    need = math.prod(shape) * dtype.itemsize
+    if need > len(raw) - f.tell():
+        raise BuildRequestError(f"{name} claims shape {shape} ({need} bytes) but holds {len(raw) - f.tell()} bytes")
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
 def unpack_build(data: bytes, max_total: int) -> tuple[bytes, np.ndarray, np.ndarray | None]:
     """``(onnx bytes, inputs, calibration or None)`` from a request body; never unpickles."""
     try:
@@ -77,7 +91,7 @@ def unpack_build(data: bytes, max_total: int) -> tuple[bytes, np.ndarray, np.nda
         if sum(i.file_size for i in zf.infolist()) > max_total:
             raise BuildRequestError(f"build zip unpacks to more than {max_total} bytes")
         try:
-            arrays = {n: np.load(io.BytesIO(zf.read(n)), allow_pickle=False) for n in names if n.endswith(".npy")}
+            arrays = {n: _load_npy(zf.read(n), n) for n in names if n.endswith(".npy")}
             model = zf.read("model.onnx")
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
             raise BuildRequestError(f"corrupt build request: {exc}") from None

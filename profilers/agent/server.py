@@ -121,7 +121,16 @@ class _Handler(BaseHTTPRequestHandler):
         """Any other method: 405 with the agent's JSON error, not http.server's HTML page."""
         self._dispatch(self._refuse_method)
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed  # noqa: N815
+
+    def do_HEAD(self) -> None:  # noqa: N802 - a HEAD reply has no body: 405 and its headers only
+        self._disarm()
+        self.send_response(405)
+        self.send_header("Allow", "GET, POST")
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
 
     def _refuse_method(self) -> dict[str, Any]:
         raise RequestError(405, f"method {self.command} is not allowed; allowed: GET /v1/info, POST /v1/measure, "
@@ -137,7 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
         except RequestError as exc:
             status, payload = exc.status, {"error": str(exc), **exc.extra}
         except Exception as exc:  # noqa: BLE001 - a failed measurement must not kill the agent
-            log.exception("%s %s failed", self.command, self.path)
+            log.error("%s %s failed: %s: %s", self.command, self.path, type(exc).__name__, _one_line(exc))
+            log.debug("%s %s failed", self.command, self.path, exc_info=True)  # the traceback, when asked for
             status, payload = 500, {"error": f"{self.command} {self.path} failed: {type(exc).__name__}: {_one_line(exc)}"}
         self._reply(status, payload, close=self._unread)
 
