@@ -64,7 +64,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="Detected pickle protocol")
 
 import model_zoo  # noqa: E402
-from elastic import SearchSpace, SubnetConfig  # noqa: E402
+from elastic import SubnetConfig  # noqa: E402
 from elastic.families import config_from_dict, get_family, spec_from_dict  # noqa: E402
 from elastic.resnet import ResNetConfig, ResNetSpace, ResNetSpec  # noqa: E402
 from model_zoo.checkpoint import checkpoint_paths, save_checkpoint  # noqa: E402
@@ -1174,9 +1174,8 @@ def _load_recipe(name: str) -> Any:
 # ====================================================================================== probes: tables
 def probes_tables(F: SimpleNamespace) -> None:
     A = "table"
-    from profilers import LatencyPredictor, LatencyTable
+    from profilers import LatencyPredictor
     from profilers.builder import BuildSettings
-    from profilers.store import spec_id
     TD = F.root / "tables"
     TD.mkdir()
     rn_t, px_t = F.rn_table, F.px_table
@@ -1235,7 +1234,6 @@ def probes_tables(F: SimpleNamespace) -> None:
           check=lambda v: (bool(np.all(np.isfinite(v)) and v[0] < v[1]), str(v)))
 
     # the profile command line with the new families
-    new = TD / "new.sqlite"
     cli("PC-01", A, "profile build --recipe <ResNet checkpoint> --resolutions 32 (trained at 28)",
         ["profile", "build", "--recipe", F.rn_ckpt, "--resolutions", "32", "--quick", "--table", TD / "PC-01.sqlite"], needle="32",
         must_not_exist=[TD / "PC-01.sqlite"])
@@ -1445,7 +1443,6 @@ def probes_cli(F: SimpleNamespace) -> None:
     E.mkdir()
     rn, px = str(F.rn_ckpt), str(F.px_ckpt)
     pair = [F.rn_onnx, F.rn_onnx.with_name("rn.onnx.json")]
-    o = E / "o.onnx"
 
     def sub(name: str, data: Any) -> Path:
         return write_json(S / name, data)
@@ -2217,7 +2214,6 @@ def _npy_lying_header() -> bytes:
 
 
 def _onnx_model(nodes, inputs, outputs, inits=(), domains=()) -> bytes:
-    import onnx
     from onnx import helper
     g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
     opsets = [helper.make_opsetid("", 17), *[helper.make_opsetid(d, 1) for d in domains]]
