@@ -637,6 +637,30 @@ def test_a_successful_remote_tensorrt_build_is_checked_and_written_by_the_host(s
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.engine").exists()
 
 
+@needs_onnx
+def test_an_artifact_the_sdk_cannot_run_is_400_not_500(start_agent, onnx_file, monkeypatch):
+    """A body that passes the agent's checks but that the runtime's SDK cannot load or run (a garbage TensorRT
+    engine or graph raises RuntimeError there) is the request's fault: 400 in one line, never 500."""
+    import numpy as np
+
+    from deploy_targets import tensorrt_export
+    from profilers.agent.build import BUILD_HEADER, pack_build
+
+    def sdk_refuses(*args, **kwargs):
+        raise RuntimeError("deserializeCudaEngine failed\n(a second line from the SDK)")
+
+    monkeypatch.setattr(type(get_runtime("onnxruntime")), "measure", sdk_refuses)
+    monkeypatch.setattr(agent_module, "build_here", sdk_refuses)
+    monkeypatch.setattr(tensorrt_export, "tensorrt_unavailable", lambda: None)
+    server = start_agent()
+    code, reply, _ = _raw(server, "POST", "/v1/measure", onnx_file.read_bytes(), {MEASURE_HEADER: json.dumps(_params())})
+    assert code == 400 and reply["error"] == "onnxruntime could not load or run the artifact: deserializeCudaEngine failed"
+    body = pack_build(onnx_file.read_bytes(), np.zeros(SHAPE, dtype=np.float32))
+    code, reply, _ = _raw(server, "POST", "/v1/build", body,
+                          {BUILD_HEADER: json.dumps({"target": "tensorrt", "precision": "fp32"})})
+    assert code == 400 and "tensorrt could not build the sent graph: deserializeCudaEngine failed" == reply["error"]
+
+
 def model_zoo_smallest() -> dict:
     import model_zoo
     return model_zoo.load_checkpoint("ofa_mbv3_tiny.fmnist").space.smallest().to_dict()

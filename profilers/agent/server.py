@@ -212,6 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return build_here(params, model, inputs, calibration)
             except ValueError as exc:
                 raise RequestError(400, _one_line(exc)) from None
+            except RuntimeError as exc:  # TensorRT could not parse or build the graph that was sent
+                raise RequestError(400, f"tensorrt could not build the sent graph: {_one_line(exc)}") from None
 
     def _reply(self, status: int, payload: dict[str, Any], close: bool, linger: bool = True) -> None:
         """Send JSON; ``close`` (a body left unread) closes the connection afterwards."""
@@ -346,6 +348,8 @@ class AgentServer(ThreadingHTTPServer):
                     raise RequestError(409, _one_line(exc)) from None
                 except ValueError as exc:
                     raise RequestError(400, _one_line(exc)) from None
+                except RuntimeError as exc:  # the SDK could not load or run what was sent (a garbage .engine ...)
+                    raise RequestError(400, f"{name} could not load or run the artifact: {_one_line(exc)}") from None
                 finally:
                     self.history.append({"received": received, "start": start, "end": time.monotonic()})
         log.info("%s %s: median %.3f ms over %d runs", name, list(spec.input_shape), m.stats.median_ms, m.stats.runs)
