@@ -47,8 +47,10 @@ def parse_json_object(text: str, owner: str) -> Any:
     """``json.loads`` with one-line ``ValueError``s naming ``owner`` (bad JSON, nesting too deep)."""
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{owner} JSON is not valid JSON: {exc}") from None
+    except ValueError as exc:  # e.g. Python's limit on the digits of an integer
+        raise ValueError(f"{owner} JSON holds a value Python refuses: {exc}") from None
     except RecursionError:
         raise ValueError(f"{owner} JSON is nested too deeply (not a {owner})") from None
 

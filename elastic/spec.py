@@ -143,6 +143,12 @@ class MobileNetV3Spec:
         """Build from :meth:`to_dict` output; a malformed dict is a ``ValueError`` naming what is wrong."""
         try:
             data = dict(data)
+            for key in ("first_block", "stages"):
+                want = dict if key == "first_block" else list
+                if not isinstance(data.get(key), want):
+                    raise ValueError(f"architecture spec {str(data)[:80]!r} is malformed: {key}="
+                                     f"{str(data.get(key))[:60]}; allowed: "
+                                     f"{'an object' if want is dict else 'a list of stage objects'}")
             data["first_block"] = StageSpec(**data["first_block"])
             data["stages"] = tuple(StageSpec(**s) for s in data["stages"])
             for k in ("ks", "e", "d", "r"):

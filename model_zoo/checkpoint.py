@@ -190,8 +190,9 @@ def load_checkpoint(name_or_path: str | os.PathLike, map_location: str = "cpu") 
     try:
         supernet.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]  # torch: a header, then the keys
         raise ValueError(f"checkpoint {weights} does not fit its '{meta['recipe']}' architecture: "
-                         f"{str(exc).splitlines()[0]}") from None
+                         f"{' '.join(lines[1:3])[:300] or lines[0]}") from None
     supernet.checkpoint_meta = meta
     return supernet
 

@@ -102,6 +102,10 @@ class TableSharing:
         if data.get("format") != "ofakit-latency-table" or data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"not an ofa-kit latency table export (schema {SCHEMA_VERSION}): "
                              f"format={data.get('format')!r}, schema_version={data.get('schema_version')!r}")
+        for key, kind in (("devices", Mapping), ("recipes", Mapping), ("entries", list), ("calibrations", list)):
+            if key in data and not isinstance(data[key], kind):
+                raise ValueError(f"malformed latency table export: {key!r} is a {type(data[key]).__name__}; allowed: "
+                                 f"{'an object' if kind is Mapping else 'a list'} (nothing imported)")
         try:
             names = self._import_names(data, dict(rename or {}))
             src = Path("<dict>") if isinstance(path_or_data, Mapping) else Path(path_or_data)
@@ -212,7 +216,10 @@ class TableSharing:
                     if not isinstance(c[f], str):
                         raise ValueError(f"imported calibration subnet has {f}={repr(c[f])[:60]} in {src}; "
                                          "allowed: a string (nothing imported)")
-                check_subnet(c["subnet"], spaces.get(c["spec_id"]), "imported calibration subnet", src,
+                if c["spec_id"] not in spaces:
+                    raise ValueError(f"imported calibration subnet in {src} is of architecture {c['spec_id'][:16]!r}, "
+                                     "which neither the export nor this table holds (nothing imported)")
+                check_subnet(c["subnet"], spaces[c["spec_id"]], "imported calibration subnet", src,
                              "nothing imported")
                 dev = self._device_id(db, names[c["device"]], None, True)
                 rt = self._runtime_id(db, _imported_runtime(c["runtime"], src), True)

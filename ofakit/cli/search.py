@@ -245,6 +245,8 @@ def read_subnet(path: Path) -> tuple[Config, dict[str, Any] | None]:
         raise ValueError(f"--subnet {path} is not JSON: {exc}") from None
     except RecursionError:
         raise ValueError(f"--subnet {path} is nested too deeply to be a subnet config") from None
+    except ValueError as exc:  # Python's limit on an integer's digits
+        raise ValueError(f"--subnet {path} holds a value Python refuses: {exc}") from None
     searched = isinstance(data, dict) and "config" in data
     ref = data.get("checkpoint") if searched else None
     if ref is not None and not (isinstance(ref, dict) and all(isinstance(ref.get(k), str)

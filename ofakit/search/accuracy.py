@@ -159,9 +159,24 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]
                     and 0 <= obj["val_top1"] <= 1):
                 raise ValueError(f"{path} line {i + 1} is not an accuracy record (a JSON object with a 'config' "
                                  f"string and a 'val_top1' from 0 to 1); fix or delete that line")
+            halves = obj.get("val_halves")
+            if halves is not None and not (isinstance(halves, list) and len(halves) == 2 and all(
+                    isinstance(h, (int, float)) and not isinstance(h, bool) and 0 <= h <= 1 for h in halves)):
+                raise ValueError(f"{path} line {i + 1}: val_halves={str(halves)[:60]} must be two top-1 values from "
+                                 "0 to 1; fix or delete that line")
+            obj["_line"] = i + 1
             records.append(obj)
         good += len(line) + 1
     return header, records, good
+
+
+def _config(space: Space, record: dict[str, Any], path: Path) -> Config:
+    """The subnet of an accuracy record, with the file and line named when it is not one of ``space``."""
+    try:
+        return space.validate(space.config_type.from_json(record["config"]))
+    except ValueError as exc:
+        raise ValueError(f"{path} line {record.get('_line', '?')}: {exc} (a record of another supernet? delete the "
+                         "file to re-measure)") from None
 
 
 def build_accuracy_data(space: Space, evaluate: Callable[[Config], float | np.ndarray], path: str | Path,
@@ -225,7 +240,7 @@ def build_accuracy_data(space: Space, evaluate: Callable[[Config], float | np.nd
             os.fsync(f.fileno())
             if progress:
                 progress(len(cfgs) - len(todo) + i + 1, len(cfgs))
-    return _data(space, [done[c.to_json()] for c in cfgs], want)
+    return _data(space, [done[c.to_json()] for c in cfgs], want, path)
 
 
 _WORKER_EVALUATE: Callable[[Config], Any] | None = None
@@ -271,11 +286,11 @@ def cached_front(path: str | Path, space: Space, header: dict[str, Any], seed: i
     have, records, _ = _read(Path(path))
     if have != _want(header, seed):
         return []
-    return [space.validate(space.config_type.from_json(r["config"])) for r in records if r.get("origin") == "front"]
+    return [_config(space, r, Path(path)) for r in records if r.get("origin") == "front"]
 
 
-def _data(space: Space, records: list[dict[str, Any]], header: dict[str, Any]) -> AccuracyData:
-    cfgs = tuple(space.validate(space.config_type.from_json(r["config"])) for r in records)
+def _data(space: Space, records: list[dict[str, Any]], header: dict[str, Any], path: Path) -> AccuracyData:
+    cfgs = tuple(_config(space, r, path) for r in records)
     halves = np.array([r.get("val_halves", [np.nan, np.nan]) for r in records], dtype=np.float64).reshape(-1, 2)
     return AccuracyData(space, cfgs, np.array([r["val_top1"] for r in records], dtype=np.float64), header,
                         None if np.isnan(halves).all() else halves)
@@ -286,4 +301,4 @@ def load_accuracy_data(path: str | Path, space: Space) -> AccuracyData:
     header, records, _ = _read(Path(path))
     if header is None or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not an ofa-kit accuracy dataset")
-    return _data(space, records, header)
+    return _data(space, records, header, Path(path))
