@@ -31,6 +31,7 @@ from profilers.predictor import Correction, LatencyPredictor, fit_correction
 from profilers.record import Measurement, Protocol
 from profilers.runtimes import MeasureSpec, Runtime
 from profilers.store import LatencyTable, RuntimeKey, spec_id
+from profilers.table_rows import stored_config
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def _calibrate(table: LatencyTable, sid: str, spec: Spec, runtime: Runtime, devi
     # from another moment (an earlier build's set, closed-loop misses) are timed again with them: mixed
     # moments fitted together made a correction with a leave-one-out error of 25% (benchmarks/RESULTS.md).
     queued = {c.to_json() for c in todo}
-    todo += [spec.space.config_type.from_json(j) for j in have if j not in queued]
+    todo += [stored_config(spec.space, j, table.path) for j in have if j not in queued]
     for cfg, m in zip(todo, time_subnets(runtime, spec, todo, s, tmp, progress)):
         table.add_calibration(device, sid, cfg.to_json(), m)
     if progress:
@@ -286,7 +287,7 @@ def refit(table: LatencyTable, recipe: str, device: str, runtime: RuntimeKey) ->
     samples = table.calibration(device, runtime, sid)
     layer_ms = {e.key: e.median_ms for e in table.entries(device, runtime)}
     raw = LatencyPredictor(spec, layer_ms, Correction(), device, runtime)
-    cfgs = [spec.space.config_type.from_json(c.subnet) for c in samples]
+    cfgs = [stored_config(spec.space, c.subnet, table.path) for c in samples]
     feats = raw.features(cfgs) if cfgs else {}
     corr = fit_correction(feats, np.array([c.measured_ms for c in samples])).to_dict()
     table.put_correction(device, runtime, sid, corr)

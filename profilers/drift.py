@@ -34,6 +34,7 @@ from profilers.predictor import resolve_runtime
 from profilers.record import Measurement, Protocol
 from profilers.runtimes import MeasureSpec, Runtime
 from profilers.store import CalibrationSample, LatencyTable, RuntimeKey, read_only, spec_id
+from profilers.table_rows import stored_config
 
 log = logging.getLogger(__name__)
 DEFAULT_REFERENCES = 4
@@ -132,7 +133,8 @@ class Referenced:
 def reference_specs(runtime: Runtime, spec: Spec, refs: Sequence[CalibrationSample],
                     settings: BuildSettings, workdir: str | Path) -> list[MeasureSpec]:
     """Export the reference subnets ``refs`` for ``runtime`` into ``workdir`` (reusable across measurements)."""
-    return subnet_specs(runtime, spec, [spec.space.config_type.from_json(r.subnet) for r in refs], settings, Path(workdir))
+    cfgs = [stored_config(spec.space, r.subnet, "the latency table") for r in refs]
+    return subnet_specs(runtime, spec, cfgs, settings, Path(workdir))
 
 
 def measure_referenced(runtime: Runtime, specs: Sequence[MeasureSpec], refs: Sequence[CalibrationSample],

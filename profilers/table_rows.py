@@ -82,6 +82,16 @@ def _check_measurement(m: Measurement, what: str, path: Path) -> None:
         _count(v, f"{what} has {f}", path, "nothing stored")
 
 
+def stored_config(space: Space, text: str, table: Any) -> Any:
+    """A stored calibration subnet as a config of ``space``; one that is not (a hand edit, another family's
+    row) is a ``ValueError`` naming the row and the table."""
+    try:
+        return space.config_type.from_json(text)  # parsed as before; membership is the caller's business
+    except ValueError as exc:
+        raise ValueError(f"{table}: calibration subnet {text[:80]} is not a subnet of this architecture ({exc}); "
+                         "delete that row, or rebuild the table with `ofakit profile build --force`") from None
+
+
 def check_subnet(text: str, space: Space | None, what: str, path: Path, fix: str) -> None:
     """A calibration subnet: a subnet config's JSON, inside its architecture's space when that is known."""
     try:
