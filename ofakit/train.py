@@ -36,6 +36,8 @@ def resolve_recipe(recipe: str | None, out: Path, resume: bool) -> tuple[Trainin
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{saved} is not a readable run settings file ({type(exc).__name__}: {exc}); "
                              "cannot resume") from None
+        except ValueError as exc:  # the recipe stored there no longer validates (a hand edit?)
+            raise ValueError(f"{saved}: the run's recipe does not load ({exc}); cannot resume") from None
         if recipe is not None and load_training_recipe(recipe).to_dict() != stored.to_dict():
             raise ValueError(f"--recipe {recipe} differs from the recipe this run was started with "
                              f"({saved}); resume without --recipe or use a new --out")
