@@ -345,7 +345,9 @@ def test_profile_refresh_on_a_new_runtime_version_age_and_hardware(tmp_path, cap
     assert f"{n_layers} of {n_layers} layers" in caplog.text and "short --quick protocol" in caplog.text  # said
     drift = np.median(pred[5:] / ms[5:])  # the machine's speed now against the refresh moment
     ratio = pred[:5] / ms[:5] / drift
-    assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio  # this machine's figures: the 10x ones would read ~10
+    # this machine's figures (the 10x ones would read ~10): the median within 30%, each subnet within 2x (a
+    # --quick table fitted on 3 subnets, timed while other tests load the machine)
+    assert 0.7 < np.median(ratio) < 1.4 and np.all((ratio > 0.5) & (ratio < 2.0)), ratio
     # `profile show` as a person reads it: coverage marked --quick, calibration and its error, versions, device.
     res = CliRunner().invoke(app, ["profile", "show", "--table", str(path)])
     assert res.exit_code == 0, res.output
