@@ -215,6 +215,13 @@ def probe(pid: str, area: str, desc: str, fn: Callable[[], Any], expect: str = "
         else:
             ok, detail = _checked(check, res)
             outcome = "ok" if ok else "silent"
+    _finish(pid, area, desc, outcome, detail, before, guard, must_not_exist, expect, t0, extra)
+
+
+def _finish(pid: str, area: str, desc: str, outcome: str, detail: str, before: Any, guard: Any,
+            must_not_exist: Any, expect: str, t0: float, extra: dict[str, Any]) -> None:
+    """Record a probe's outcome after the checks every probe shares: guarded files damaged (lost), files
+    left behind by a refusal (silent)."""
     lost = damaged(before, guard)
     if lost and outcome == "silent":  # bad input accepted: the change is that acceptance, not a lost file
         detail += " | and it changed " + "; ".join(lost)
@@ -288,16 +295,7 @@ def cli(pid: str, area: str, desc: str, argv: list[str], expect: str = "error", 
             outcome = "ok" if ok else "silent"
         else:
             outcome, detail = "silent", f"valid input refused (exit {res.exit_code}): {err.strip()[:300]!r}"
-    lost = damaged(before, guard)
-    if lost and outcome == "silent":  # bad input accepted: the change is that acceptance, not a lost file
-        detail += " | and it changed " + "; ".join(lost)
-    elif lost:
-        outcome, detail = "lost", "; ".join(lost) + f" | {detail}"
-    made = [str(p) for p in must_not_exist if Path(p).exists()]
-    if made and outcome == "ok" and expect == "error":
-        outcome, detail = "silent", f"refused but left {made} behind | {detail}"
-    extra["seconds"] = round(time.perf_counter() - t0, 3)
-    _record(pid, area, desc, outcome, detail, **extra)
+    _finish(pid, area, desc, outcome, detail, before, guard, must_not_exist, expect, t0, extra)
 
 
 def custom(pid: str, area: str, desc: str, fn: Callable[[], tuple[str, str]]) -> None:

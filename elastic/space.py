@@ -62,7 +62,9 @@ class SlotSpace:
         resolution: all); the largest depth must stay, since it fixes the number of block slots."""
         unknown = sorted(set(chosen) - set(allowed))
         if unknown:  # a dimension this space does not have (another family's, a typo) is never ignored
-            raise ValueError(f"{what}: {unknown} is not an elastic dimension of this space; allowed: {list(allowed)}")
+            name = unknown[0]
+            raise ValueError(f"{what}: {name}={list(chosen[name])} is not an elastic dimension of this supernet; "
+                             f"allowed: {list(allowed)}")
         values = {}
         for name, ok in allowed.items():
             v = chosen.get(name)
