@@ -109,8 +109,8 @@ class TableSharing:
         try:
             names = self._import_names(data, dict(rename or {}))
             src = Path("<dict>") if isinstance(path_or_data, Mapping) else Path(path_or_data)
-            recipe_names = self._recipe_names(data)
-            report = MergeReport(self._merge(data, names, recipe_names, src),
+            recipe_names, imported = self._recipe_names(data)
+            report = MergeReport(self._merge(data, names, recipe_names, imported, src),
                                  {k: v for k, v in names.items() if k != v},
                                  {k: v for k, v in recipe_names.items() if k != v})
             self._refit_imported(data, names, src)
@@ -157,20 +157,21 @@ class TableSharing:
             names[name] = target
         return names
 
-    def _recipe_names(self, data: Mapping[str, Any]) -> dict[str, str]:
-        """Incoming recipe name -> the name its architecture gets here (:meth:`LatencyTable.recipe_name`)."""
-        out = {}
+    def _recipe_names(self, data: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        """Incoming recipe name -> the name its architecture gets here (:meth:`LatencyTable.recipe_name`), and
+        the imported architectures' spaces by spec id (a malformed spec is refused before it is named)."""
+        out, spaces = {}, {}
         for name, spec in data.get("recipes", {}).items():
             check_name(name, "imported recipe name")
-            spec_from_dict(spec)  # a malformed spec is refused before it is named
+            spaces[spec_id(spec)] = spec_from_dict(spec).space
             out[name] = self.recipe_name(name, spec)
             if out[name] != name:
                 log.warning("recipe %r of the import is another architecture than %r here: stored as %r", name,
                             name, out[name])
-        return out
+        return out, spaces
 
     def _merge(self, data: Mapping[str, Any], names: Mapping[str, str], recipe_names: Mapping[str, str],
-               src: Path) -> int:
+               imported: Mapping[str, Any], src: Path) -> int:
         changed = 0
         spaces = {}  # the architectures known here, by spec id: imported calibration subnets must fit theirs
         for name in self.recipes():
@@ -180,9 +181,9 @@ class TableSharing:
             except (TypeError, KeyError, AttributeError, ValueError) as exc:
                 raise ValueError(f"{self.path}: the spec of recipe {name!r} is corrupt ({exc}); rebuild the table "
                                  "or import a good copy") from None
+        spaces.update(imported)
         with self._write() as db:
             for name, spec in data.get("recipes", {}).items():
-                spaces[spec_id(spec)] = spec_from_dict(spec).space  # a malformed spec is refused
                 db.execute("INSERT OR IGNORE INTO recipes VALUES (?, ?, ?, ?)",  # its name here: ignored if known
                            (recipe_names[name], spec_id(spec), json.dumps(spec), time.time()))
             for name, info in data["devices"].items():
