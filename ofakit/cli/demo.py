@@ -29,7 +29,7 @@ from ofakit.cli.search import (DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, 
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, fastest_candidate
-from ofakit.artifact import export_subnet, nearest_existing
+from ofakit.artifact import PREDICTIONS, export_subnet, nearest_existing
 from ofakit.ship import ShipReport, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
@@ -101,19 +101,20 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
                "measured_latency_ms": rep.shipped["measured_ms"].get(metric.name), "budget_met": rep.met,
                "machine_ratio": rep.shipped.get("machine_ratio", {}).get(metric.name),
                "attempts": len(rep.attempts), "onnx": str(rep.artifact.path), "precision": "fp32"}
+        predicted = _predictions(rep)  # for the sidecars of the pick's other exports
         if coreml:
             reason = get_exporter("coreml").unavailable()
             if reason is None:
                 try:
                     res, _ = export_subnet(spz.ctx, rep.final.config, "coreml", workdir / f"subnet_{i + 1}.mlpackage",
-                                           info=_predictions(rep))
+                                           info=predicted)
                     row["coreml"] = str(res.path)
                 except (ExporterUnavailable, RuntimeError, ValueError) as exc:
                     row["coreml"] = f"failed: {exc}"
             else:
                 row["coreml"] = f"unavailable: {reason}"
         if executorch and i == 1:
-            row |= _pte(spz.ctx, rep.final.config, workdir / f"subnet_{i + 1}.pte", _predictions(rep))
+            row |= _pte(spz.ctx, rep.final.config, workdir / f"subnet_{i + 1}.pte", predicted)
         rows.append(row)
         chosen.append(rep.final)
         measured.append(row["measured_latency_ms"])
@@ -189,7 +190,7 @@ def _positive(v: Any, what: str, zero: bool = False) -> float:
 def _predictions(rep: ShipReport) -> dict:
     """The shipped pick's predictions (as its ONNX sidecar states them), for the sidecars of its other exports."""
     side = json.loads(rep.sidecar.read_text())
-    return {k: side.get(k) for k in ("predicted_accuracy", "predicted_latency_ms")}
+    return {k: side.get(k) for k in PREDICTIONS}
 
 
 def _pte(ctx: CheckpointContext, cfg, out: Path, info: dict | None = None) -> dict:
