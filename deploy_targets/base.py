@@ -166,8 +166,10 @@ class ExportSpec:
         return torch.randn(self.input_shape, generator=gen)
 
     def frozen_module(self) -> nn.Module:
-        """A deep copy of the module in eval mode, so the caller's module is never changed."""
-        return copy.deepcopy(self.module).eval()
+        """A deep copy of the module in eval mode with its tensors in the default (contiguous) memory format, so
+        the caller's module is never changed and every exporter sees one layout (ExecuTorch's XNNPACK lowering
+        refuses a channels-last 3x3 conv weight under int8)."""
+        return copy.deepcopy(self.module).eval().to(memory_format=torch.contiguous_format)
 
 
 @dataclass(frozen=True)

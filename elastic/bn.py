@@ -114,11 +114,12 @@ def calibrated_subnet(supernet: torch.nn.Module, cfg: SubnetConfig, batches: Ite
     """The extracted static subnet ``cfg`` with BatchNorm statistics recalibrated on ``batches``.
 
     Same statistics as :func:`recalibrate_bn`, but the supernet is left untouched (use this to evaluate
-    subnets during training). The result is in eval mode.
+    subnets during training). The result is in eval mode, its weights in the default (contiguous) memory format
+    like any freshly extracted subnet (the statistics are gathered in channels-last, which is faster on CPU).
     """
     net, pairs, stats, _ = _pooled_statistics(supernet, cfg, batches)
     with torch.no_grad():
         for (static_bn, _), (mean, var) in zip(pairs, stats):
             static_bn.running_mean.copy_(mean)
             static_bn.running_var.copy_(var)
-    return net.eval()
+    return net.eval().to(memory_format=torch.contiguous_format)

@@ -110,10 +110,14 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if (not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj)
-            or not all(isinstance(v, torch.Tensor) for v in obj.values())):
-        raise ValueError(f"OFA checkpoint {path} holds no state dict of named tensors (top level or under "
-                         "'state_dict')")
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"OFA checkpoint {path} holds a {type(obj).__name__}, not a state dict of named tensors "
+                         "(top level or under 'state_dict')")
+    odd = next(((k, v) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if odd is not None:
+        raise ValueError(f"OFA checkpoint {path}: entry {odd[0]!r} ({type(odd[0]).__name__} key, "
+                         f"{type(odd[1]).__name__} value) is not a named tensor; allowed: a state dict of "
+                         "named tensors, str -> tensor (top level or under 'state_dict')")
     wrong = [k for k, v in obj.items() if not (v.is_floating_point() or k.endswith("num_batches_tracked"))]
     if wrong:
         raise ValueError(f"OFA checkpoint {path}: tensor {wrong[0]!r} is {obj[wrong[0]].dtype}, not floating point "
@@ -132,10 +136,11 @@ def import_ofa_checkpoint(name: str, path: str | os.PathLike, **kwargs: Any) -> 
     """
     path = Path(path)
     state = _read_state_dict(path)
-    cls_w = next((v for k, v in state.items() if re.search(r"classifier\.linear(\.linear)?\.weight$", k)), None)
+    cls_key = next((k for k in state if re.search(r"classifier\.linear(\.linear)?\.weight$", k)), None)
+    cls_w = None if cls_key is None else state[cls_key]
     if cls_w is not None and cls_w.dim() != 2:
-        raise ValueError(f"OFA checkpoint {path}: the classifier weight has shape {tuple(cls_w.shape)}; expected "
-                         "(classes, features)")
+        raise ValueError(f"OFA checkpoint {path}: the classifier weight {cls_key!r} has shape {tuple(cls_w.shape)}; "
+                         "expected (classes, features)")
     if cls_w is not None and "num_classes" not in kwargs:
         kwargs["num_classes"] = int(cls_w.shape[0])
     supernet = get_supernet(name, **kwargs)

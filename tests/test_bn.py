@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import model_zoo
-from elastic import SubnetConfig, recalibrate_bn
+from elastic import SubnetConfig, calibrated_subnet, recalibrate_bn
 from model_zoo.ofa_parity import randomize_
 
 
@@ -73,3 +73,14 @@ def test_recalibration_errors(tiny):
         recalibrate_bn(tiny, tiny.space.largest(), [])
     with pytest.raises(ValueError, match="tensors or"):
         recalibrate_bn(tiny, tiny.space.largest(), ["not a batch"])
+
+
+def test_calibrated_subnet_is_in_the_default_memory_format():
+    """Statistics are gathered in channels-last (faster on CPU), but the subnet handed out has contiguous
+    weights like any extracted one: a channels-last 3x3 conv weight breaks ExecuTorch's int8 lowering."""
+    net = randomize_(model_zoo.get_supernet("ofa_resnet_tiny"), seed=1).eval()
+    cfg = net.space.largest()
+    sub = calibrated_subnet(net, cfg, [torch.randn(8, 1, cfg.r, cfg.r)])
+    convs = [m.weight for m in sub.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert convs and all(w.is_contiguous() for w in convs)
+    assert not sub.training

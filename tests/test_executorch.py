@@ -51,6 +51,19 @@ def test_int8_program_is_quantized_within_the_logit_bound(tmp_path):
     assert res.path.stat().st_size < 0.6 * fp32.path.stat().st_size  # int8 weights: a smaller program
 
 
+def test_int8_export_of_a_channels_last_module(tmp_path):
+    """A module whose 3x3 conv weights are channels-last (as after a channels-last evaluation) lowers in int8:
+    XNNPACK's layout pass refuses such a weight ("The same constant data tensor can't be used in NHWC format in
+    one place and NCHW in another"), so the exporter works on a contiguous copy; the caller's module is left
+    channels-last."""
+    net = _classifier().to(memory_format=torch.channels_last)
+    assert not net[2].weight.is_contiguous()
+    res = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "cl.pte", precision="int8", inputs=_images(8, 1),
+                                     calibration=tuple(_images(64, 2).split(32))))
+    assert res.path.is_file() and res.max_abs_diff <= res.settings["parity_tolerance"]
+    assert not net[2].weight.is_contiguous()
+
+
 def test_top1_agreement_is_checked_and_recorded_and_bad_calibration_fails_it(tmp_path):
     """With 100+ example images int8 is checked on top-1 agreement. Well calibrated, the program passes and
     records its agreement and the bar (lowered here by option, since 200 random images leave near-ties).
