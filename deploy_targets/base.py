@@ -58,6 +58,38 @@ def top1_agreement(got: np.ndarray, ref: np.ndarray) -> float:
     return float((got.argmax(1) == ref.argmax(1)).mean())
 
 
+def min_agreement(spec: "ExportSpec") -> float:
+    """The int8 top-1 agreement ``spec`` requires: ``options["min_top1_agreement"]`` (a fraction from 0.5 to 1, for
+    ``precision='int8'`` only), else :data:`INT8_MIN_AGREEMENT`."""
+    value = spec.options.get("min_top1_agreement", INT8_MIN_AGREEMENT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value <= 1:
+        raise ValueError(f"min_top1_agreement={value!r} is not supported; allowed: a fraction from 0.5 to 1")
+    if "min_top1_agreement" in spec.options and spec.precision != "int8":
+        raise ValueError(f"min_top1_agreement={value} applies to precision='int8' only (got {spec.precision!r})")
+    return float(value)
+
+
+def check_parity(target: str, got: np.ndarray, ref: np.ndarray, spec: "ExportSpec",
+                 need: float) -> tuple[float, float | None, float]:
+    """One parity rule for targets that check many images: int8 on ``INT8_AGREEMENT_IMAGES`` or more must agree
+    with PyTorch's top-1 on ``need`` of them; otherwise the max abs diff must be within
+    :func:`parity_tolerance`. Raises :class:`ParityError` naming ``target``; returns (max abs diff, top-1 agreement
+    or ``None``, tolerance)."""
+    got = np.asarray(got).reshape(ref.shape)
+    diff, tol = float(np.abs(got - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
+    if spec.precision == "int8" and len(ref) >= INT8_AGREEMENT_IMAGES:
+        agreement = top1_agreement(got, ref)
+        if agreement < need:
+            raise ParityError(f"{target} int8 parity check failed: top-1 agrees with torch on {agreement:.1%} of "
+                              f"{len(ref)} images < {need:.1%} (options min_top1_agreement; `ofakit export "
+                              f"--min-agreement`); {spec.out} was not written")
+        return diff, agreement, tol
+    if not diff <= tol:
+        raise ParityError(f"{target} parity check failed: max |{target.lower()} - torch| = {diff:.3g} > {tol:.3g} "
+                          f"({spec.precision}); {spec.out} was not written")
+    return diff, None, tol
+
+
 class ExporterUnavailable(RuntimeError):
     """The exporter cannot run on this machine; the message says what it needs."""
 

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from deploy_targets.base import (INT8_AGREEMENT_IMAGES, INT8_MIN_AGREEMENT, Exporter, ExportResult, ExportSpec,
-                                 ParityError, does_not_run, parity_tolerance, register_exporter, top1_agreement)
+from deploy_targets.base import (Exporter, ExportResult, ExportSpec, check_parity, does_not_run, min_agreement,
+                                 register_exporter)
 from elastic.fileio import atomic_path
 
 OPTIONS = ("max_batch", "min_top1_agreement")
@@ -42,16 +42,6 @@ def _max_batch(spec: ExportSpec) -> int | None:
     if value < spec.input_shape[0]:
         raise ValueError(f"max_batch={value} is below the example batch {spec.input_shape[0]}")
     return value
-
-
-def _min_agreement(spec: ExportSpec) -> float:
-    """The int8 top-1 agreement required (``options["min_top1_agreement"]``, default ``INT8_MIN_AGREEMENT``)."""
-    value = spec.options.get("min_top1_agreement", INT8_MIN_AGREEMENT)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value <= 1:
-        raise ValueError(f"min_top1_agreement={value!r} is not supported; allowed: a fraction from 0.5 to 1")
-    if "min_top1_agreement" in spec.options and spec.precision != "int8":
-        raise ValueError(f"min_top1_agreement={value} applies to precision='int8' only (got {spec.precision!r})")
-    return float(value)
 
 
 def _capture(model: torch.nn.Module, x: torch.Tensor, max_batch: int | None) -> Any:
@@ -136,7 +126,7 @@ class ExecuTorchExporter(Exporter):
         import executorch
 
         t0 = time.perf_counter()
-        max_batch, need = _max_batch(spec), _min_agreement(spec)  # bad options fail before minutes of lowering
+        max_batch, need = _max_batch(spec), min_agreement(spec)  # bad options fail before minutes of lowering
         data = program_bytes(spec)
         notes: tuple[str, ...] = ()
         if max_batch:
@@ -172,19 +162,7 @@ class ExecuTorchExporter(Exporter):
                 chunks.append(forward(part.clone()).numpy())
         except RuntimeError as exc:  # ExecuTorch reports load and execute errors as RuntimeErrors
             raise does_not_run("ExecuTorch", "the program", exc, spec.out) from None
-        got = np.concatenate(chunks)[:len(x)].reshape(ref.shape)
-        diff, tol = float(np.abs(got - ref).max()), parity_tolerance(spec.precision, spec.atol, ref)
-        if spec.precision == "int8" and len(x) >= INT8_AGREEMENT_IMAGES:
-            agreement = top1_agreement(got, ref)
-            if agreement < need:
-                raise ParityError(f"ExecuTorch int8 parity check failed: top-1 agrees with torch on {agreement:.1%} of "
-                                   f"{len(x)} images < {need:.1%} (options min_top1_agreement; `ofakit export "
-                                   f"--min-agreement`); {spec.out} was not written")
-            return diff, agreement, tol
-        if not diff <= tol:
-            raise ParityError(f"ExecuTorch parity check failed: max |executorch - torch| = {diff:.3g} > {tol:.3g} "
-                               f"({spec.precision}); {spec.out} was not written")
-        return diff, None, tol
+        return check_parity("ExecuTorch", np.concatenate(chunks)[:len(x)], ref, spec, need)
 
 
 class Forward:

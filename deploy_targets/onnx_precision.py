@@ -1,5 +1,5 @@
-"""ONNX graphs at reduced precision for strongly typed TensorRT builds, and the input-shape check every build
-runs on the ONNX graph before TensorRT is imported.
+"""ONNX graphs at reduced precision (for strongly typed TensorRT builds and for onnxruntime's int8 CPU kernels),
+and the input-shape check every build runs on the ONNX graph before TensorRT is imported.
 
 TensorRT 11 removed the fp16/int8 builder flags and the int8 calibrator: the precision is the graph's own.
 :func:`to_fp16` casts weights and activations to fp16 (onnxruntime's float16 converter); :func:`to_int8_qdq`
@@ -10,6 +10,7 @@ them are fed and read like fp32 ones. onnx and onnxruntime are imported inside t
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +25,15 @@ INT8_OPS = ("Conv", "Gemm", "MatMul")
 #: of the quantized layers (TensorRT fuses the next layer's input quantization instead).
 TENSORRT_QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                         "AddQDQPairToWeight": True, "OpTypesToExcludeOutputQuantization": list(INT8_OPS)}
+#: Quantization schemes by the runtime that runs the Q/DQ graph. ``tensorrt``: the settings above (signed int8
+#: activations). ``cpu``: onnxruntime's x86 fast path, uint8 activations and int8 per-channel weights on
+#: Conv/Gemm/MatMul only (signed activations on every op ran 4-9x slower than fp32 here; docs/phones.md).
+QDQ_SCHEMES = {
+    "tensorrt": {"activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+                 "ops": list(INT8_OPS), "calibration": "min/max", "tool": "onnxruntime.quantization (QDQ)"},
+    "cpu": {"activations": "uint8 asymmetric per-tensor", "weights": "int8 symmetric per-channel",
+            "ops": list(INT8_OPS), "calibration": "min/max", "tool": "onnxruntime.quantization (QDQ)"},
+}
 
 
 def _graph_input(model: bytes):
@@ -87,17 +97,31 @@ def _sort_nodes(graph) -> None:
     graph.node.extend(ordered)
 
 
-def to_int8_qdq(model: bytes, calibration: Sequence[np.ndarray]) -> bytes:
+class _QuietQuantizer(logging.Filter):
+    """Drops onnxruntime.quantization's warnings on the root logger (one line per float bias it leaves alone)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+def to_int8_qdq(model: bytes, calibration: Sequence[np.ndarray], scheme: str = "tensorrt") -> bytes:
     """``model`` with int8 Q/DQ pairs whose scales are calibrated (min/max) on ``calibration`` batches.
 
-    Weights are quantized per output channel; the remaining layers stay float32.
+    Weights are quantized per output channel; the remaining layers stay float32. ``scheme`` names the runtime
+    (:data:`QDQ_SCHEMES`). A model with a static batch is calibrated on the images in batches of that size.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationDataReader, QuantType
 
+    if scheme not in QDQ_SCHEMES:
+        raise ValueError(f"scheme={scheme!r} is not supported; allowed: {sorted(QDQ_SCHEMES)}")
     batches = [np.ascontiguousarray(b, dtype=np.float32) for b in calibration]
     if not batches:
         raise ValueError("int8 quantization needs calibration batches; none were given")
+    batch = input_dims(model)[0]
+    if batch > 0 and any(len(b) != batch for b in batches):  # a static batch: re-cut the images to fit it
+        images = np.concatenate(batches)
+        batches = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)] or [
+            np.resize(images, (batch, *images.shape[1:]))]
     name = _graph_input(model).name
 
     class _Batches(CalibrationDataReader):
@@ -105,17 +129,32 @@ def to_int8_qdq(model: bytes, calibration: Sequence[np.ndarray]) -> bytes:
             self.pending = iter(batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.pending, None)
-            return None if batch is None else {name: batch}
+            item = next(self.pending, None)
+            return None if item is None else {name: item}
+
+    if scheme == "tensorrt":
+        kinds = {"activation_type": QuantType.QInt8, "extra_options": dict(TENSORRT_QDQ_OPTIONS)}
+    else:
+        kinds = {"activation_type": QuantType.QUInt8, "extra_options": {"WeightSymmetric": True}}
+    quiet, root = _QuietQuantizer(), logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        return _quantize(model, _Batches(), kinds)
+    finally:
+        root.removeFilter(quiet)
+
+
+def _quantize(model: bytes, reader, kinds: dict) -> bytes:  # noqa: ANN001 - a CalibrationDataReader
+    """onnxruntime's ``quantize_static`` of ``model`` (QDQ, per-channel int8 weights) with ``kinds``' settings."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="ofakit-qdq-") as tmp:
         src, pre, out = (Path(tmp) / f for f in ("model.onnx", "shapes.onnx", "qdq.onnx"))
         src.write_bytes(model)
         # ONNX shape inference only: onnxruntime's graph optimisation would rewrite ops (e.g. HardSwish) for
-        # its own kernels, and TensorRT is the target here.
+        # its own kernels, which TensorRT may not parse; onnxruntime optimises the graph again when it loads it.
         quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out), _Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=list(INT8_OPS), extra_options=dict(TENSORRT_QDQ_OPTIONS))
+        quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS), **kinds)
         return out.read_bytes()
-

@@ -57,10 +57,13 @@ def _artifact_spec(ctx: CheckpointContext, cfg: Config, artifact: ExportResult |
     """What :func:`measure` times: the artifact, or the subnet exported in ``rt``'s format into ``tmp``."""
     shape = (1, ctx.supernet.spec.in_channels, cfg.r, cfg.r)
     how = {"threads": runtime.threads, "precision": runtime.precision, "provider": runtime.provider} if runtime else {}
-    if artifact is not None and artifact.target == rt.artifact_format:
+    precision = how.get("precision", "fp32")
+    if artifact is not None and artifact.target == rt.artifact_format and artifact.settings.get(
+            "precision", "fp32") == precision:
         thing = artifact.path
     else:
-        thing = rt.prepare(ctx.subnet(cfg), shape, tmp / "subnet")
+        calibration = ctx.real_inputs(cfg, 256).split(32) if precision == "int8" else ()
+        thing = rt.prepare(ctx.subnet(cfg), shape, tmp / "subnet", precision, calibration)
     return MeasureSpec(thing, shape, protocol=protocol or Protocol(), **how)
 
 

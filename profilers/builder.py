@@ -169,7 +169,7 @@ def _specs(runtime: Runtime, items: list[tuple[torch.nn.Module, tuple[int, ...]]
     out = []
     for i, (module, shape) in enumerate(items):
         shape = (s.batch, *shape[1:])
-        artifact = runtime.prepare(module, shape, workdir / f"m{i}")
+        artifact = runtime.prepare(module, shape, workdir / f"m{i}", s.precision)
         out.append(MeasureSpec(artifact, shape, s.threads, s.precision, s.provider, s.protocol))
     return out
 

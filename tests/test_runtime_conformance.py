@@ -59,3 +59,32 @@ def test_runtime_conformance(name, tmp_path):
         MeasureSpec(artifact, SHAPE, precision="int4")
     with pytest.raises(ValueError, match="input_shape"):
         MeasureSpec(artifact, (1, 0, 16, 16))
+
+
+INT8 = [n for n in list_runtimes() if "int8" in get_runtime(n).precisions]
+
+
+@pytest.mark.parametrize("name", INT8)
+def test_int8_runtime_prepares_and_times_a_quantized_artifact(name, tmp_path):
+    """A runtime listing int8 prepares a really quantized artifact (its outputs differ from the fp32 one's by
+    quantization noise, within the int8 logit bound) and records the precision with the figure; a precision it
+    lacks is refused before any export."""
+    rt = get_runtime(name)
+    reason = rt.unavailable()
+    if reason is not None:
+        pytest.skip(f"unavailable: {name}: {reason}")
+    from deploy_targets import get_exporter
+
+    model = _model()
+    fp32, int8 = (rt.prepare(model, SHAPE, tmp_path / p, p) for p in ("fp32", "int8"))
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1)).numpy()
+    bind = get_exporter(rt.artifact_format).bind
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    a, b = bind(fp32, x)(), bind(int8, x)()
+    assert abs(a - ref).max() <= 1e-4 < abs(b - ref).max() <= 0.1 * abs(ref).max() + 1e-3
+    m = rt.measure(MeasureSpec(int8, SHAPE, precision="int8", protocol=QUICK))
+    assert m.precision == "int8" and m.stats.median_ms > 0
+    if "fp16" not in rt.precisions:
+        with pytest.raises(ValueError, match=f"runtime {name} does not support precision='fp16'"):
+            rt.prepare(model, SHAPE, tmp_path / "x", "fp16")

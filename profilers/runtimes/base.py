@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
 from deploy_targets import ExportSpec, get_exporter
@@ -26,6 +27,7 @@ from elastic import Registry
 from profilers.record import DeviceInfo, Measurement, Protocol, load_average, local_device, time_interleaved
 
 Runner = Callable[[], Any]
+CALIBRATION_IMAGES = 32  # random images an int8 artifact prepared for timing alone is calibrated on
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -105,13 +107,25 @@ class Runtime(ABC):
         """The device measurements run on."""
         return local_device()
 
-    def prepare(self, module: nn.Module, input_shape: Sequence[int], out: Path) -> Path | nn.Module:
-        """The artifact this runtime measures, exported from ``module`` to ``out`` (suffix added)."""
+    def prepare(self, module: nn.Module, input_shape: Sequence[int], out: Path, precision: str = "fp32",
+                calibration: Sequence[torch.Tensor] = ()) -> Path | nn.Module:
+        """The artifact this runtime measures, exported from ``module`` to ``out`` (suffix added) at
+        ``precision``. An int8 artifact is calibrated on ``calibration`` batches, or else on
+        :data:`CALIBRATION_IMAGES` seeded random images: its speed does not depend on the scales, so a layer
+        of a latency table is quantized without the images that would reach it in a network."""
+        if precision not in self.precisions:
+            raise ValueError(f"runtime {self.name} does not support precision={precision!r}; "
+                             f"allowed: {list(self.precisions)}")
         if self.artifact_format == "module":
             return copy.deepcopy(module).eval()
+        if precision == "int8" and not calibration:
+            gen = torch.Generator().manual_seed(0)
+            calibration = tuple(torch.randn((CALIBRATION_IMAGES, *input_shape[1:]), generator=gen).split(8))
         exporter = get_exporter(self.artifact_format)
         path = Path(out).with_suffix(exporter.suffix)
-        return exporter.export(ExportSpec(module, tuple(input_shape), path)).path
+        spec = ExportSpec(module, tuple(input_shape), path, precision=precision,
+                          calibration=tuple(calibration) if precision == "int8" else ())
+        return exporter.export(spec).path
 
     def provider_of(self, spec: MeasureSpec) -> str:
         """The provider ``spec`` runs on."""

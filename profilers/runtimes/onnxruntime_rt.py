@@ -1,4 +1,5 @@
-"""onnxruntime: an ``.onnx`` file on the CPU execution provider (CUDA / TensorRT providers when present)."""
+"""onnxruntime: an ``.onnx`` file on the CPU execution provider (CUDA / TensorRT providers when present); int8 is
+the ONNX exporter's Q/DQ model on the CPU provider."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
     artifact_format = "onnx"
     default_provider = "CPUExecutionProvider"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
     requires = (("onnxruntime", "onnx"),)
 
     def check(self, spec: MeasureSpec) -> None:
@@ -27,6 +28,9 @@ class OnnxRuntime(Runtime):
         if spec.precision == "fp16" and provider != "TensorrtExecutionProvider":
             raise ValueError(f"precision='fp16' needs provider TensorrtExecutionProvider (got {provider!r}); "
                              "export an fp16 model or use the tensorrt runtime")
+        if spec.precision == "int8" and provider != self.default_provider:
+            raise ValueError(f"precision='int8' (a Q/DQ model for onnxruntime's CPU kernels) needs provider "
+                             f"{self.default_provider} (got {provider!r}); use the tensorrt runtime for a GPU")
 
     def _runner(self, spec: MeasureSpec) -> Runner:
         provider = self.provider_of(spec)
