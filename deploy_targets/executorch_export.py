@@ -158,7 +158,7 @@ class ExecuTorchExporter(Exporter):
             for start in range(0, len(x), step):
                 part = x[start:start + step]
                 if len(part) < step and not max_batch:  # a static program takes whole batches only
-                    part = torch.cat([part, x[:step - len(part)]])[:step]
+                    part = x[torch.arange(start, start + step) % len(x)]  # (wrapping round a short x)
                 chunks.append(forward(part.clone()).numpy())
         except RuntimeError as exc:  # ExecuTorch reports load and execute errors as RuntimeErrors
             raise does_not_run("ExecuTorch", "the program", exc, spec.out) from None

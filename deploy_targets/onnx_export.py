@@ -118,7 +118,7 @@ class OnnxExporter(Exporter):
             for start in range(0, len(x), step):
                 part = x[start:start + step]
                 if len(part) < step:  # a static model takes whole batches only
-                    part = torch.cat([part, x[:step - len(part)]])[:step]
+                    part = x[torch.arange(start, start + step) % len(x)]  # (wrapping round a short x)
                 chunks.append(session.run(None, {feed: part.numpy()})[0])
         except Exception as exc:  # onnxruntime's errors (Fail, InvalidArgument, ...) derive from Exception only
             if not type(exc).__module__.startswith("onnxruntime"):

@@ -1,5 +1,6 @@
 """A trained checkpoint with what specialising it needs: its data splits (validation for accuracy data and
-BatchNorm calibration, test for reporting), its cached accuracy dataset and the chosen accuracy predictor.
+BatchNorm calibration, test for reporting), its cached accuracy dataset, the chosen accuracy predictor, and
+the top-1 a reduced precision costs it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from elastic.training.evaluate import correct, loader
 from model_zoo.checkpoint import checkpoint_paths
 from ofakit.search.accuracy import AccuracyData, build_accuracy_data, cached_front, materialize, ort_correct
 from ofakit.search.front_sampling import FRONT_ROUND, front_picks
+from ofakit.search.precision import (DROP_SUBNETS, PrecisionDrop, calibration_split, measure_drop, quantized_top1,
+                                     spread_configs)
 from ofakit.search.predictors import AccuracyPredictor, Encoder, select_predictor
 
 log = logging.getLogger(__name__)
@@ -205,6 +208,30 @@ class CheckpointContext:
                 out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra, workers)
             self._cache[key] = out
         return self._cache[key]
+
+    def precision_drop(self, target: str, precision: str, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
+                       subnets: int = DROP_SUBNETS, progress: Callable[[int, int], None] | None = None
+                       ) -> PrecisionDrop:
+        """The top-1 that ``target``'s ``precision`` costs, on ``subnets`` subnets of the accuracy dataset spread
+        over its range (:mod:`ofakit.search.precision`); cached next to the accuracy dataset."""
+        if precision == "fp32":
+            return PrecisionDrop(target, precision, (), (), 0)
+        data = self.accuracy_data(n, seed)
+        labels = self.val.tensors[1]
+        n_cal = calibration_split(len(labels))
+        header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
+                  "calibration_images": n_cal, "images": len(labels) - n_cal}
+
+        def evaluate(cfg: Config) -> tuple[float, float]:
+            net, x = self.subnet(cfg), self.real_inputs(cfg, len(labels))
+            with torch.no_grad():
+                fp32 = float((net(x[n_cal:]).argmax(1) == labels[n_cal:]).float().mean())
+            return fp32, quantized_top1(net, x, labels, target, precision)
+
+        cache = self.accuracy_cache(seed)
+        path = cache.with_name(cache.name.replace(".accuracy", ".precision"))
+        return measure_drop(spread_configs(data.configs, data.acc, subnets), evaluate, path, header, target,
+                            precision, progress)
 
     def accuracy_predictor(self, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
                            progress: Callable[[int, int], None] | None = None

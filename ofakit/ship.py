@@ -49,7 +49,8 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
          max_macs: float | None = None, max_params: float | None = None, token: str | None = None,
          settings: EvolutionSettings | None = None, precision: str = "fp32", protocol: Protocol | None = None,
          on_attempt: Callable[[dict[str, Any]], None] | None = None, meter: Meter | None = None,
-         under: float = UNDER_BUDGET, measure_shortlist: bool = True, timer: Timer | None = None) -> ShipReport:
+         under: float = UNDER_BUDGET, measure_shortlist: bool = True, timer: Timer | None = None,
+         min_agreement: float | None = None) -> ShipReport:
     """Search, export, measure; re-search after a missed or a wasted budget (at most ``retries`` times).
 
     The default meter times the artifact interleaved with the table's reference subnets
@@ -76,7 +77,9 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
     ``meter(config, artifact, budget)`` times the exported artifact; by default :func:`measure` on the
     budget's device. ``timer(configs, budget)`` times a shortlist; by default :func:`time_candidates`.
     Replayed, recorded measurements make the loop's decisions testable. With ``retries``, the table must be
-    writable (misses are stored there): a read-only one is a ``ValueError`` before any work.
+    writable (misses are stored there): a read-only one is a ``ValueError`` before any work. The artifact is
+    exported at ``precision``; ``min_agreement`` is the int8 top-1 agreement bar it must pass (the
+    exporter's default when ``None``).
     """
     if retries < 0:
         raise ValueError(f"retries={retries!r} must be >= 0")
@@ -84,6 +87,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
         raise ValueError(f"under={under!r} must be within (0, 1): the measured share of a budget below which "
                          "a pick wastes it")
     refuse_read_only(spz.table, retries)
+    bar = min_agreement if precision == "int8" else None  # an auto search may settle on fp32
     if meter is None:
         def meter(cfg: Config, artifact: ExportResult, budget: Budget) -> Measurement | tuple[Measurement, float]:
             return measure_with_references(spz, cfg, artifact, budget, token, protocol)
@@ -106,7 +110,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
         if cand.config in tried:
             attempts[-1]["stopped"] = "the search returned a subnet already measured"
             break
-        exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
+        exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision, min_agreement=bar)
         tried[cand.config] = (cand, exported)
         rec, measured, wasted = _attempt(cand, budgets, exported, meter, attempt + 1, search_ms, under)
         if shortlist is not None:
@@ -136,7 +140,7 @@ def ship(spz: Specializer, budgets: Sequence[Budget], target: str, out: str | Pa
     final = max(met, key=lambda a: a["predicted_accuracy"]) if met else attempts[-1]
     cand, exported = tried[spz.space.config_type.from_dict(final["config"])]
     if final is not attempts[-1]:  # a later attempt overwrote the file: export the chosen subnet again
-        exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision)
+        exported, _ = export_subnet(spz.ctx, cand.config, target, out, precision, min_agreement=bar)
     verdict = final["met"]  # None: some budget could not be measured there
     info = {"predicted_accuracy": cand.accuracy, "predicted_latency_ms": final["predicted_ms"],
             "expected_latency_ms": final["expected_ms"], "expected_from": final["expected_from"],

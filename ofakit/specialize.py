@@ -12,15 +12,16 @@ import math
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ofakit.context import CheckpointContext
 from ofakit.search.evolution import BudgetError, Candidate, Constraint, EvolutionSettings, Metric, SearchResult, evolve
 from ofakit.search.pareto import pareto_front
+from ofakit.search.precision import PrecisionAccuracy, PrecisionDrop
 from profilers import LatencyPredictor, LatencyTable, Measurement
 from profilers.builder import refit
 from profilers.drift import SETTLE_TOLERANCE, DriftCheck, check_drift
-from profilers.runtimes import open_runtime
+from profilers.runtimes import get_runtime, open_runtime
 from profilers.store import spec_id
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,60 @@ def latency_name(device: str, runtime: str) -> str:
     return f"latency_ms[{device}/{runtime}]"
 
 
+def at_precision(table_path: str | Path, budget: Budget, precision: str) -> Budget:
+    """``budget`` on the table's configuration of its runtime at ``precision`` (its runtime given by the
+    configuration's label, which names the precision). A budget whose runtime is already a label keeps it when
+    the precision agrees."""
+    keys = _runtime_keys(table_path, budget)
+    matches = [k for k in keys if k.precision == precision]
+    if len(matches) != 1:
+        labels = [k.label() for k in keys]
+        what = "no configuration" if not matches else "several configurations"
+        raise ValueError(f"{table_path} has {what} of runtime {budget.runtime!r} at precision {precision!r} on "
+                         f"device {budget.device!r}; measured there: {labels}" + (
+                             " (build one with `ofakit profile build --precision ...`)" if not matches else
+                             "; name one with --runtime LABEL"))
+    return Budget(budget.device, matches[0].label(), budget.ms)
+
+
+def table_precisions(table_path: str | Path, budget: Budget) -> list[str]:
+    """The precisions ``table_path`` holds for ``budget``'s device and runtime, fp32 first."""
+    from deploy_targets.base import PRECISIONS
+
+    have = {k.precision for k in _runtime_keys(table_path, budget)}
+    return [p for p in PRECISIONS if p in have]
+
+
+def _runtime_keys(table_path: str | Path, budget: Budget) -> list[Any]:
+    if not Path(table_path).is_file():
+        raise ValueError(f"latency table {table_path} does not exist; build one with `ofakit profile build`")
+    with LatencyTable(table_path, readonly=True) as table:
+        keys = sorted({e.runtime for e in table.entries(budget.device)}, key=lambda k: k.label())
+    return [k for k in keys if budget.runtime in (k.name, k.label())]
+
+
+def precision_plans(table_path: str | Path, budgets: Sequence[Budget], precision: str | None,
+                    exportable: Sequence[str] = ("fp32", "fp16", "int8")) -> list[tuple[str, list[Budget]]]:
+    """The (precision, budgets at that precision) pairs to search: one for ``fp32``/``fp16``/``int8``; for
+    ``auto``, every precision the table holds for all budgets' runtimes and the shipping target can export
+    (fp32 first); for ``None``, the budgets as given at the precision of the primary budget's one table."""
+    from deploy_targets.base import PRECISIONS
+
+    if precision is None:
+        keys = _runtime_keys(table_path, budgets[0])
+        return [(keys[0].precision if len(keys) == 1 else "fp32", list(budgets))]
+    if precision == "auto":
+        held = [p for p in PRECISIONS if p in exportable and all(p in table_precisions(table_path, b) for b in budgets)]
+        if not held:
+            raise ValueError(f"--precision auto: {table_path} holds no precision of {budgets[0].runtime!r} on "
+                             f"{budgets[0].device!r} that every budget's runtime has and the target exports "
+                             f"({list(exportable)}); build tables with `ofakit profile build --precision ...`")
+        return [(p, [at_precision(table_path, b, p) for b in budgets]) for p in held]
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r} is not supported; allowed: {[*PRECISIONS, 'auto']}")
+    return [(precision, [at_precision(table_path, b, precision) for b in budgets])]
+
+
 def table_recipe(table: LatencyTable, spec_dict: dict[str, Any]) -> str:
     """The recipe name under which ``table`` holds this exact architecture."""
     sid = spec_id(spec_dict)
@@ -114,10 +169,53 @@ class Specializer:
         else:
             raise ValueError(f"accuracy={accuracy!r} has no predict_batch(batch) method; allowed: an accuracy "
                              "objective, or None to train one")
+        self.base_accuracy, self.base_report = self.accuracy, dict(self.accuracy_report)
         grid = ctx.cost_grid
         self.metrics: dict[str, Metric] = {
             "macs": Metric("macs", grid.macs, "M", 1e6), "params": Metric("params", grid.params, "M", 1e6),
             **{name: Metric(name, p.predict, "ms") for name, p in self.latency.items()}}
+
+    def use_precision(self, drop: PrecisionDrop | None) -> None:
+        """Search at a reduced precision: the fp32 accuracy objective minus ``drop``'s measured mean loss
+        (``None``: fp32 again). The report says which."""
+        if drop is None or drop.precision == "fp32":
+            self.accuracy, self.accuracy_report = self.base_accuracy, dict(self.base_report)
+            return
+        self.accuracy = PrecisionAccuracy(self.base_accuracy, drop)
+        self.accuracy_report = {**self.base_report, "precision": drop.to_dict()}
+
+    def precision_drop(self, budget: Budget, precision: str, samples: int,
+                       progress: Callable[[int, int], None] | None = None) -> PrecisionDrop | None:
+        """What ``precision`` costs in top-1 when shipped for ``budget``'s runtime (measured with that runtime's
+        artifact format; ``None`` for fp32)."""
+        if precision == "fp32":
+            return None
+        target = get_runtime(self.latency[budget.metric_name].runtime.name).artifact_format
+        return self.ctx.precision_drop(target, precision, samples, self.seed, progress=progress)
+
+    def choose_precision(self, plans: Sequence[tuple[str, list[Budget]]], drops: dict[str, PrecisionDrop | None],
+                         max_macs: float | None = None, max_params: float | None = None,
+                         settings: EvolutionSettings | None = None
+                         ) -> tuple[str, list[Budget], SearchResult, dict[str, Any]]:
+        """Search every plan (precision, budgets) with that precision's accuracy and return the one whose pick
+        is predicted most accurate (the first on a tie: higher precision), its search result and what each
+        plan offered; the specializer is left at the chosen precision. ``BudgetError`` when no plan fits."""
+        best, offers, error = None, {}, None
+        for p, budgets in plans:
+            self.use_precision(drops.get(p))
+            try:
+                result = self.search(self.constraints(budgets, max_macs, max_params), settings)
+            except BudgetError as exc:
+                offers[p], error = {"error": str(exc)}, error or exc
+                continue
+            offers[p] = {"predicted_accuracy": result.best.accuracy,
+                         "predicted_latency_ms": result.best.metrics[budgets[0].metric_name]}
+            if best is None or result.best.accuracy > best[2].best.accuracy:
+                best = (p, budgets, result)
+        if best is None:
+            raise error  # type: ignore[misc]
+        self.use_precision(drops.get(best[0]))
+        return (*best, offers)
 
     def scratch(self) -> Path:
         """A private working folder that lives as long as this specializer (removed with it)."""

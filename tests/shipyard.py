@@ -28,15 +28,17 @@ QUICK = Protocol(warmup_s=0, warmup_runs=2, blocks=10, block_s=0.01, min_runs_pe
 LAT = latency_name("local", "onnxruntime")
 
 
-def build_shipyard(root: Path, recipe: str = "ofa_mbv3_tiny", calibration: int = 12) -> tuple[CheckpointContext, Path]:
-    """A tiny supernet checkpoint at 28 px whose training data is a toy Fashion-MNIST, plus its latency table
-    (``calibration`` whole subnets timed; the default set is the one the demo reuses)."""
-    data = write_fmnist(root / "fmnist", n_train=160, n_test=48)
+def build_shipyard(root: Path, recipe: str = "ofa_mbv3_tiny", calibration: int = 12, n_train: int = 160,
+                   val_size: int = 48) -> tuple[CheckpointContext, Path]:
+    """A tiny supernet checkpoint at 28 px whose training data is a toy Fashion-MNIST (``val_size`` of its
+    ``n_train`` training images held out), plus its latency table (``calibration`` whole subnets timed; the
+    default set is the one the demo reuses)."""
+    data = write_fmnist(root / "fmnist", n_train=n_train, n_test=48)
     net = randomize_(model_zoo.get_supernet(recipe, num_classes=10, in_channels=1, resolutions=(28,)),
                      seed=2).eval()
     ckpt = save_checkpoint(net, root / "tiny", extra={
         "training": {"recipe": "test", "epochs": 0, "data": {"kind": "fashion-mnist", "path": str(data),
-                                                              "val_size": 48, "seed": 0, "train_limit": None}},
+                                                              "val_size": val_size, "seed": 0, "train_limit": None}},
         "preprocess": {"mean": [0.2], "std": [0.3], "resolutions": [28]}})
     table = root / "lut.sqlite"
     with LatencyTable(table) as t:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -21,7 +22,8 @@ from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
 from ofakit.ship import refuse_read_only, ship
 from ofakit.shortlist import TIMING_ERRORS, measured_choice, time_candidates
-from ofakit.specialize import Budget, Specializer
+from ofakit.search.precision import DROP_SUBNETS
+from ofakit.specialize import Budget, Specializer, precision_plans
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.agent.client import AgentError
 from profilers.runtimes import RuntimeUnavailable
@@ -39,6 +41,9 @@ SEED = typer.Option(0, help="Seed of sampling, predictor training and search.")
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 MEASURE = typer.Option(True, "--measure/--no-measure", help="Time a shortlist around the budget and pick the "
                        "most accurate subnet measured within it.")
+PRECISION = typer.Option(None, help="fp32, fp16, int8, or auto: every precision the table holds for the budget's "
+                         "runtime, searched jointly with the architecture (what int8 costs in top-1 is measured "
+                         "on validation images). Default: the runtime's one table.")
 DRIFT = typer.Option(True, "--drift-check/--no-drift-check",
                      help="Re-time the table's reference subnets first (seconds) and rescale predictions by how "
                           "much faster or slower the machine runs now than when the table was calibrated.")
@@ -117,6 +122,18 @@ def drift_json(spz: Specializer) -> dict[str, Any]:
     return {k: c.to_dict() for k, c in spz.drift_checks.items()}
 
 
+def precision_drops(spz: Specializer, plans: list[tuple[str, list[Budget]]], samples: int,
+                    quiet: bool) -> dict[str, Any]:
+    """What each plan's precision costs in top-1 (measured once per checkpoint and target, then cached)."""
+    out: dict[str, Any] = {}
+    for p, budgets in plans:
+        if p != "fp32":
+            with console.status(f"measuring what {p} costs in top-1 ({DROP_SUBNETS} subnets, cached)...") if not \
+                    quiet else contextlib.nullcontext():
+                out[p] = spz.precision_drop(budgets[0], p, samples)
+    return out
+
+
 def budgets_of(device: str, runtime: str, latency_ms: float, also: list[str] | None) -> list[Budget]:
     """The primary budget followed by ``--also`` ones."""
     return [Budget(device, runtime, latency_ms), *(Budget.parse(a) for a in also or [])]
@@ -152,7 +169,7 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
            population: int = typer.Option(100, help="Evolution population."),
            generations: int = typer.Option(500, help="Evolution generations."),
            samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT,
-           measure: bool = MEASURE,
+           measure: bool = MEASURE, precision: Optional[str] = PRECISION,
            token_file: Path = typer.Option(None, help="Agent token file (budgets on agent URLs)."),
            out: Path = typer.Option(Path("ofakit-search"), help="Directory for subnet.json and front.png.",
                                     parser=path_option),
@@ -178,14 +195,15 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
                        "--latency-ms")
         return
     try:
-        budgets = budgets_of(device, runtime, latency_ms, also)
+        plans = precision_plans(table, budgets_of(device, runtime, latency_ms, also), precision)
         caps = _caps(max_macs, max_params)
         settings = EvolutionSettings(population=population, generations=generations)
         _check_out_dir(out)
         token = read_token(token_file)
-        spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
+        spz = specializer(checkpoint, table, [b for _, bs in plans for b in bs], samples, seed, as_json, drift, token)
+        chosen, budgets, result, offers = spz.choose_precision(plans, precision_drops(spz, plans, samples, as_json),
+                                                               *caps, settings)
         cons = spz.constraints(budgets, *caps)
-        result = spz.search(cons, settings)
         pick, shortlist = measured_pick(spz, budgets, caps, settings, token, result.best) if measure else \
             (result.best, None)
         front, front_s = spz.pareto(budgets[0].metric_name, cons[1:])
@@ -196,6 +214,7 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
         "constraints": list(result.constraints), "search_seconds": result.seconds,
         "accuracy_predictor": spz.accuracy_report, "latency_predictor": spz.latency[primary].describe(),
         "drift": drift_json(spz), "shortlist": shortlist, "checkpoint": checkpoint_ref(spz.ctx),
+        "precision": chosen, "precision_choice": offers,
         "measured_latency_ms": next((r["measured_ms"] for r in shortlist or () if r["picked"]), None)})
     if pareto:
         record["front"] = [candidate_json(c, primary) for c in front]
@@ -210,10 +229,10 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
         typer.echo(json.dumps(record, indent=2))
         return
     t = Table(title=f"Chosen subnet ({result.seconds:.2f}s search; front {front_s:.2f}s)")
-    for col in ("budget", "predicted latency", "predicted accuracy", "MACs", "params", "config"):
+    for col in ("budget", "precision", "predicted latency", "predicted accuracy", "MACs", "params", "config"):
         t.add_column(col)
     b = pick
-    t.add_row(" & ".join(result.constraints), f"{b.metrics[primary]:.3f} ms", f"{100 * b.accuracy:.2f}%",
+    t.add_row(" & ".join(result.constraints), chosen, f"{b.metrics[primary]:.3f} ms", f"{100 * b.accuracy:.2f}%",
               f"{b.metrics['macs'] / 1e6:.2f}M", f"{b.metrics['params'] / 1e6:.2f}M", b.config.to_json())
     Console().print(t)
     if pareto:
@@ -377,6 +396,10 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
              retries: int = typer.Option(3, help="Re-searches after a missed budget."),
              token_file: Path = typer.Option(None, help="Agent token file (remote devices)."),
              samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, measure: bool = MEASURE,
+             precision: Optional[str] = PRECISION,
+             min_agreement: Optional[float] = typer.Option(
+                 None, help="int8 only: the top-1 agreement with the fp32 subnet the artifact must reach "
+                            "(default 0.99; recorded in the sidecar)."),
              as_json: bool = JSON) -> None:
     """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
     try:
@@ -392,8 +415,19 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         if get_exporter(target).unavailable() is None:  # a path ending with a slash names a folder
             get_exporter(target).check_out("fp32", out)
         refuse_read_only(table, retries, ("--table", "--retries 0"))  # before the checkpoint and the search
+        plans = precision_plans(table, budgets, precision, get_exporter(target).precisions)
+        if min_agreement is not None and all(p != "int8" for p, _ in plans):
+            raise ValueError(f"--min-agreement {min_agreement} applies to int8 artifacts; this ship exports "
+                             f"{plans[0][0]} (pass --precision int8 or auto)")
+        if precision != "auto" and get_exporter(target).unavailable() is None:
+            get_exporter(target).check_out(plans[0][0], out)
         token = read_token(token_file)
-        spz = specializer(checkpoint, table, budgets, samples, seed, as_json, drift, token)
+        spz = specializer(checkpoint, table, [b for _, bs in plans for b in bs], samples, seed, as_json, drift, token)
+        chosen, budgets, _, offers = spz.choose_precision(plans, precision_drops(spz, plans, samples, as_json), *caps)
+        if len(plans) > 1 and not as_json:
+            console.print(f"precision {chosen}: " + "; ".join(
+                f"{p} {100 * o['predicted_accuracy']:.2f}% predicted" if "error" not in o else f"{p} fits no subnet"
+                for p, o in offers.items()))
 
         def show(rec: dict[str, Any]) -> None:
             if not as_json:
@@ -408,7 +442,8 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
                 verdict = {True: "met", False: "MISSED", None: "not measured on every budget"}[rec["met"]]
                 console.print(f"attempt {rec['attempt']}: {verdict}; " + "; ".join(parts))
 
-        report = ship(spz, budgets, target, out, retries, *caps, token, on_attempt=show, measure_shortlist=measure)
+        report = ship(spz, budgets, target, out, retries, *caps, token, precision=chosen, on_attempt=show,
+                      measure_shortlist=measure, min_agreement=min_agreement)
     except (ValueError, OSError, BudgetError, ExporterUnavailable, ParityError, RuntimeUnavailable, AgentError) as exc:
         fail(exc)
     record = candidate_json(report.final, budgets[0].metric_name, {
@@ -416,7 +451,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         "expected_from": report.shipped["expected_from"],
         "expected_machine_ratio": report.shipped["expected_machine_ratio"], "budget_met": report.met,
         "artifact": str(report.artifact.path), "sidecar": str(report.sidecar), "attempts": len(report.attempts),
-        "drift": drift_json(spz)})
+        "drift": drift_json(spz), "precision": chosen, "precision_choice": offers})
     if as_json:
         typer.echo(json.dumps(record, indent=2))
     else:
