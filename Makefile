@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-under-load data bench clean agent-jetson
+.PHONY: demo test test-under-load data bench clean agent-jetson venv-litert test-litert
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,22 @@ test-under-load: $(STAMP) data
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 
+# LiteRT (.tflite) lives in a venv of its own: litert-torch pins older typing_extensions, pydantic and anyio
+# than the kit's venv holds (docs/phones.md). `make test-litert` runs the LiteRT tests there.
+LITERT_VENV := .venv-litert
+$(LITERT_VENV)/.installed: pyproject.toml
+	test -x $(LITERT_VENV)/bin/python || $(PYTHON) -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LITERT_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(LITERT_VENV)/bin/python -m pip install -q -e '.[onnx,litert]' 'pytest>=8'
+	touch $@
+venv-litert: $(LITERT_VENV)/.installed
+test-litert: venv-litert data
+	$(LITERT_VENV)/bin/python -m pytest -p no:cacheprovider -k litert tests/test_litert.py \
+	  tests/test_exporter_conformance.py tests/test_runtime_conformance.py tests/test_agent.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LITERT_VENV) .pytest_cache
 
 # On a Jetson only (JetPack 6: TensorRT 10.3 and NVIDIA's CUDA torch are system packages, not PyPI wheels):
 # a venv that sees the system site-packages, ofa-kit without its PyPI dependencies, the few light ones the

@@ -1,4 +1,5 @@
-"""Exporters of extracted subnets to deployable artifacts (ONNX, TensorRT, CoreML, OpenVINO IR, ExecuTorch).
+"""Exporters of extracted subnets to deployable artifacts (ONNX, TensorRT, CoreML, OpenVINO IR, ExecuTorch,
+LiteRT).
 
 One registry (:func:`list_exporters`, :func:`get_exporter`), one contract (:class:`Exporter`:
 :class:`ExportSpec` in, :class:`ExportResult` out). Exporters import only ``elastic``; they never import
@@ -10,6 +11,7 @@ from deploy_targets import coreml_export as _coreml  # noqa: F401
 from deploy_targets import tensorrt_export as _tensorrt  # noqa: F401
 from deploy_targets import openvino_export as _openvino  # noqa: F401
 from deploy_targets import executorch_export as _executorch  # noqa: F401
+from deploy_targets import litert_export as _litert  # noqa: F401
 from deploy_targets.base import (EXPORTERS, Exporter, ExporterUnavailable, ExportResult, ExportSpec, ParityError,
                                  get_exporter, list_exporters, register_exporter)
 

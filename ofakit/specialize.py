@@ -109,12 +109,19 @@ def precision_plans(table_path: str | Path, budgets: Sequence[Budget], precision
                     exportable: Sequence[str] = ("fp32", "fp16", "int8")) -> list[tuple[str, list[Budget]]]:
     """The (precision, budgets at that precision) pairs to search: one for ``fp32``/``fp16``/``int8``; for
     ``auto``, every precision the table holds for all budgets' runtimes and the shipping target can export
-    (fp32 first); for ``None``, the budgets as given at the precision of the primary budget's one table."""
+    (fp32 first); for ``None``, fp32 where the primary budget's table holds it, else its one precision (the
+    budgets as given when the table holds one configuration of the runtime)."""
     from deploy_targets.base import PRECISIONS
 
     if precision is None:
         keys = _runtime_keys(table_path, budgets[0])
-        return [(keys[0].precision if len(keys) == 1 else "fp32", list(budgets))]
+        held = sorted({k.precision for k in keys})
+        if len(keys) <= 1:
+            return [(keys[0].precision if keys else "fp32", list(budgets))]  # (none: the predictor says why)
+        if "fp32" not in held and len(held) > 1:
+            raise ValueError(f"{table_path} holds {budgets[0].runtime!r} on {budgets[0].device!r} at {held}; pass "
+                             f"--precision {'|'.join(held)}|auto")
+        precision = "fp32" if "fp32" in held else held[0]
     if precision == "auto":
         held = [p for p in PRECISIONS if p in exportable and all(p in table_precisions(table_path, b) for b in budgets)]
         if not held:

@@ -324,23 +324,26 @@ def test_unknown_and_unavailable_runtimes(start_agent, onnx_file, tmp_path):
         coreml.send(zip_dir(pkg), _params(runtime="coreml", format="mlpackage"))  # agent replies 409
 
 
-def test_executorch_programs_through_the_agent(start_agent, tmp_path):
-    """A .pte travels like any artifact: measured there, a body without ExecuTorch's identifier refused before
-    the runtime sees it, and a corrupt program with the right identifier refused by the verifying loader."""
-    rt_local = get_runtime("executorch")
+@pytest.mark.parametrize("name, fmt, kind, engine", [("executorch", "pte", "an ExecuTorch program", "ExecuTorch"),
+                                                      ("litert", "tflite", "a LiteRT model", "LiteRT")])
+def test_phone_formats_through_the_agent(start_agent, tmp_path, name, fmt, kind, engine):
+    """A .pte or .tflite travels like any artifact: measured there, a body without the format's flatbuffer
+    identifier refused before the runtime sees it, and a corrupt file with the right identifier refused by the
+    runtime's loader."""
+    rt_local = get_runtime(name)
     if rt_local.unavailable() is not None:
-        pytest.skip(f"executorch: unavailable: {rt_local.unavailable()}")
+        pytest.skip(f"{name}: unavailable: {rt_local.unavailable()}")
     server = start_agent()
-    rt = open_runtime("executorch", server.url, TOKEN)
-    pte = rt.prepare(_model(), SHAPE, tmp_path / "sub")  # exported here, measured there
-    assert pte.suffix == ".pte" and rt.default_provider == "XNNPACK"
-    m = rt.measure(MeasureSpec(pte, SHAPE, protocol=TINY))
-    assert (m.runtime, m.provider, m.input_shape) == ("executorch", "XNNPACK", SHAPE) and m.stats.runs >= 4
-    params = _params(runtime="executorch", format="pte")
-    with pytest.raises(AgentRequestError, match=r"body is not an ExecuTorch program: its file identifier is"):
+    rt = open_runtime(name, server.url, TOKEN)
+    artifact = rt.prepare(_model(), SHAPE, tmp_path / "sub")  # exported here, measured there
+    assert artifact.suffix == f".{fmt}" and rt.default_provider == "XNNPACK"
+    m = rt.measure(MeasureSpec(artifact, SHAPE, protocol=TINY))
+    assert (m.runtime, m.provider, m.input_shape) == (name, "XNNPACK", SHAPE) and m.stats.runs >= 4
+    params = _params(runtime=name, format=fmt)
+    with pytest.raises(AgentRequestError, match=rf"body is not {kind}: its file identifier is"):
         rt.send(b"\x80\x04 surely not a program" * 4, params)
-    data = pte.read_bytes()
-    with pytest.raises(AgentRequestError, match=r"ExecuTorch cannot run model.pte") as err:
+    data = artifact.read_bytes()
+    with pytest.raises(AgentRequestError, match=rf"{engine} cannot run model.{fmt}") as err:
         rt.send(data[:8] + b"\xff" * 64, params)
     assert err.value.status == 400 and len(server.history) == 2  # the identifier check ran before the queue
 

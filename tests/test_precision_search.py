@@ -42,7 +42,8 @@ def test_budgets_resolve_to_the_table_at_a_precision(int8_table, shipyard):
     assert at_precision(path, b, "int8").runtime == INT8
     assert [p for p, _ in precision_plans(path, [b], "auto")] == ["fp32", "int8"]
     assert [p for p, _ in precision_plans(path, [b], "auto", exportable=("fp32",))] == ["fp32"]
-    assert precision_plans(shipyard[1], [b], None) == [("fp32", [b])]
+    assert precision_plans(shipyard[1], [b], None) == [("fp32", [b])]  # one table: the budget as given
+    assert precision_plans(path, [b], None) == [("fp32", [at_precision(path, b, "fp32")])]  # fp32 by default
     with pytest.raises(ValueError, match=r"has no configuration of runtime 'onnxruntime' at precision 'int8' on "
                                          r"device 'local'; measured there: \['onnxruntime/CPUExecutionProvider/1t/fp32/b1'\]"):
         precision_plans(shipyard[1], [b], "int8")

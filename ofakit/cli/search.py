@@ -43,7 +43,7 @@ MEASURE = typer.Option(True, "--measure/--no-measure", help="Time a shortlist ar
                        "most accurate subnet measured within it.")
 PRECISION = typer.Option(None, help="fp32, fp16, int8, or auto: every precision the table holds for the budget's "
                          "runtime, searched jointly with the architecture (what int8 costs in top-1 is measured "
-                         "on validation images). Default: the runtime's one table.")
+                         "on validation images). Default: fp32 where the table holds it, else its one precision.")
 DRIFT = typer.Option(True, "--drift-check/--no-drift-check",
                      help="Re-time the table's reference subnets first (seconds) and rescale predictions by how "
                           "much faster or slower the machine runs now than when the table was calibrated.")

@@ -2,7 +2,8 @@
 
 Run it on the target device (a Jetson, a Mac, a Linux/Android board with Python) with ``ofakit agent serve``;
 the host then measures there through :class:`profilers.agent.client.RemoteRuntime` exactly as with a local
-runtime. Only exported files travel (ONNX, a zipped ``.mlpackage``, a TensorRT engine, an ExecuTorch ``.pte``);
+runtime. Only exported files travel (ONNX, a zipped ``.mlpackage``, a TensorRT engine, an ExecuTorch ``.pte``, a
+LiteRT ``.tflite``);
 nothing is unpickled.
 
 HTTP API (every request needs ``Authorization: Bearer <token>``; every reply is JSON, errors ``{"error": "..."}``):
@@ -12,7 +13,8 @@ HTTP API (every request needs ``Authorization: Bearer <token>``; every reply is 
     formats), "default_provider", "precisions"}, "agent_version": 1, "max_bytes": N}``.
 ``POST /v1/measure``
     Body (``Content-Type: application/octet-stream``, ``Content-Length`` required): the ``.onnx`` bytes, a zip of
-    the *contents* of the ``.mlpackage`` directory (``Manifest.json`` at the top), or the raw engine or ``.pte`` bytes.
+    the *contents* of the ``.mlpackage`` directory (``Manifest.json`` at the top), or the raw engine, ``.pte`` or
+    ``.tflite`` bytes.
     Header ``X-Ofakit-Measure``: JSON ``{"runtime", "format", "input_shape"`` (required) ``, "threads",
     "precision", "provider", "protocol"}`` (optional; ``protocol`` is ``Protocol.to_dict()``).
     Reply: ``Measurement.to_dict()``.

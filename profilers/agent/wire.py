@@ -1,6 +1,6 @@
 """The agent's wire format: request parameters, accepted artifact formats, and safe unpacking of artifacts
-(ONNX checked with ``onnx.checker``; ``.mlpackage`` zips without absolute or ``..`` members; ``.pte`` programs by
-their flatbuffer identifier, then verified by ExecuTorch's loader; never pickle).
+(ONNX checked with ``onnx.checker``; ``.mlpackage`` zips without absolute or ``..`` members; ``.pte`` programs and
+``.tflite`` models by their flatbuffer identifier, then verified by their runtime's loader; never pickle).
 Shared by the agent (:mod:`profilers.agent.server`) and its client (:mod:`profilers.agent.client`).
 """
 
@@ -19,10 +19,11 @@ from profilers.runtimes.base import MeasureSpec
 MEASURE_HEADER = "X-Ofakit-Measure"
 # a runtime's artifact_format -> the body format it is sent as
 WIRE_FORMATS = {"onnx": "onnx", "coreml": "mlpackage", "mlpackage": "mlpackage", "tensorrt": "engine",
-                "engine": "engine", "executorch": "pte", "pte": "pte"}
+                "engine": "engine", "executorch": "pte", "pte": "pte", "litert": "tflite", "tflite": "tflite"}
 EXTRA_FORMATS = {"tensorrt": ("engine",)}  # runtimes that also time prebuilt files
-SUFFIXES = {"onnx": ".onnx", "mlpackage": ".mlpackage", "engine": ".engine", "pte": ".pte"}
+SUFFIXES = {"onnx": ".onnx", "mlpackage": ".mlpackage", "engine": ".engine", "pte": ".pte", "tflite": ".tflite"}
 PTE_IDENTIFIER = b"ET"  # an ExecuTorch program is a flatbuffer whose file identifier (bytes 4-7) is "ET" + version
+TFLITE_IDENTIFIER = b"TFL3"  # a LiteRT (TensorFlow Lite) model's flatbuffer file identifier
 REQUIRED, OPTIONAL = ("runtime", "format", "input_shape"), ("threads", "precision", "provider", "protocol")
 MAX_INPUT_ELEMENTS = 2**24  # 64 MiB of float32 input at most (allocating 2**27 elements took 11 s)
 MAX_RANK, MAX_DIM, MAX_THREADS = 8, 65_536, 1024
@@ -163,6 +164,9 @@ def write_artifact(data: bytes, fmt: str, folder: Path, max_unpacked: int) -> Pa
     if fmt == "pte" and data[4:6] != PTE_IDENTIFIER:
         raise RequestError(400, f"body is not an ExecuTorch program: its file identifier is {data[4:8]!r}, "
                                 f"allowed: {PTE_IDENTIFIER.decode()}.. (a .pte file from to_executorch())")
+    if fmt == "tflite" and data[4:8] != TFLITE_IDENTIFIER:
+        raise RequestError(400, f"body is not a LiteRT model: its file identifier is {data[4:8]!r}, "
+                                f"allowed: {TFLITE_IDENTIFIER.decode()} (a .tflite file)")
     if fmt == "mlpackage":
         extract_zip(data, path, max_unpacked)
     else:

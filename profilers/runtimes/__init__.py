@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from profilers.runtimes import coreml_rt as _coreml  # noqa: F401  (registration)
 from profilers.runtimes import executorch_rt as _executorch  # noqa: F401
+from profilers.runtimes import litert_rt as _litert  # noqa: F401
 from profilers.runtimes import onnxruntime_rt as _ort  # noqa: F401
 from profilers.runtimes import openvino_rt as _ov  # noqa: F401
 from profilers.runtimes import tensorrt_rt as _tensorrt  # noqa: F401
