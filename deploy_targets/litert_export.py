@@ -35,6 +35,7 @@ def _quantized(model: torch.nn.Module, x: torch.Tensor,
     """``model`` with int8 quantize/dequantize pairs calibrated on ``calibration`` (PT2E, LiteRT's quantizer),
     batch by batch at the program's static batch; and the quantizer (the converter needs it)."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
@@ -43,7 +44,7 @@ def _quantized(model: torch.nn.Module, x: torch.Tensor,
         images, n = torch.cat([b.float() for b in calibration]), len(x)
         for start in range(0, max(1, len(images) - n + 1), n):
             prepared(images[torch.arange(start, start + n) % len(images)])
-    return convert_pt2e(prepared, fold_quantize=False), quantizer
+    return move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False)), quantizer
 
 
 def flatbuffer(spec: ExportSpec) -> bytes:
@@ -71,6 +72,29 @@ def flatbuffer(spec: ExportSpec) -> bytes:
         return path.read_bytes()
 
 
+def _to_model(x: np.ndarray, detail: dict) -> np.ndarray:
+    """``x`` in the dtype of the model input ``detail``: quantized with its scale and zero point when int8."""
+    if detail["dtype"] == np.float32:
+        return np.ascontiguousarray(x)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+def io_quantization(data: bytes) -> dict[str, Any]:
+    """The model's input and output types, with scale and zero point when quantized (what an app feeding the
+    ``.tflite`` must do to its float images)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    out = {}
+    for name, detail in (("input", interpreter.get_input_details()[0]), ("output", interpreter.get_output_details()[0])):
+        scale, zero = detail["quantization"]
+        out[name] = {"dtype": np.dtype(detail["dtype"]).name, **({"scale": float(scale), "zero_point": int(zero)}
+                                                                   if detail["dtype"] != np.float32 else {})}
+    return out
+
+
 @register_exporter
 class LiteRTExporter(Exporter):
     """``.tflite`` converted by litert-torch, checked in the LiteRT interpreter before writing."""
@@ -89,23 +113,27 @@ class LiteRTExporter(Exporter):
 
     def bind(self, artifact: Path | bytes, x: np.ndarray, threads: int = 1) -> Callable[[], np.ndarray]:
         """The LiteRT interpreter (XNNPACK delegate, ``threads`` threads) on ``x``, whose shape must be the
-        model's input shape."""
+        model's input shape. An int8 model's converter makes its input and output int8 too: ``x`` is quantized
+        once with the input's scale and zero point (:func:`io_quantization`), and each output dequantized, as
+        an app feeding it does."""
         from ai_edge_litert.interpreter import Interpreter
 
         data = artifact if isinstance(artifact, bytes) else Path(artifact).read_bytes()
         interpreter = Interpreter(model_content=data, num_threads=threads)
         interpreter.allocate_tensors()
         inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if tuple(x.shape) != tuple(inp["shape"]):
-            raise ValueError(f"input of shape {list(x.shape)} does not fit the LiteRT model's input "
-                             f"{list(inp['shape'])}")
+        if tuple(np.shape(x)) != tuple(inp["shape"]):
+            raise ValueError(f"input of shape {list(np.shape(x))} does not fit the LiteRT model's input "
+                             f"{[int(v) for v in inp['shape']]}")
+        fed = _to_model(np.asarray(x, dtype=np.float32), inp)
+        (o_scale, o_zero), o_float = out["quantization"], out["dtype"] == np.float32
         set_tensor, invoke, get_tensor = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
 
         def run() -> np.ndarray:
-            set_tensor(inp["index"], x)
+            set_tensor(inp["index"], fed)
             invoke()
-            return get_tensor(out["index"])
+            y = get_tensor(out["index"])
+            return y if o_float else (y.astype(np.float32) - o_zero) * o_scale
 
         return run
 
@@ -127,7 +155,7 @@ class LiteRTExporter(Exporter):
                     "top1_agreement": agreement}
         if spec.precision == "int8":
             settings |= {"quantization": QUANTIZATION, "calibration_images": sum(len(b) for b in spec.calibration),
-                         "min_top1_agreement": need}
+                         "min_top1_agreement": need, "io": io_quantization(data)}
         versions = {"torch": torch.__version__, "litert_torch": litert_torch.__version__,
                     "ai_edge_litert": getattr(ai_edge_litert, "__version__", _version("ai-edge-litert"))}
         return ExportResult(spec.out, self.name, settings, versions, diff, time.perf_counter() - t0)

@@ -69,7 +69,8 @@ class OnnxExporter(Exporter):
 
     def bind(self, artifact: Path | bytes, x: np.ndarray, threads: int = 1,
              providers: list[Any] | None = None) -> Callable[[], np.ndarray]:
-        """An onnxruntime session on ``threads`` threads (``providers``: CPU by default) run on ``x``."""
+        """An onnxruntime session on ``threads`` threads (``providers``: CPU by default) run on ``x`` (read at
+        each run: an array refilled in place feeds new images to the same session)."""
         session = ort_session(artifact if isinstance(artifact, bytes) else str(artifact), threads, providers)
         run, feed = session.run, {session.get_inputs()[0].name: x}
         return lambda: run(None, feed)[0]
@@ -113,13 +114,11 @@ class OnnxExporter(Exporter):
             ref = spec.frozen_module()(x).numpy()
         step = len(x) if spec.dynamic_batch else spec.input_shape[0]
         try:
-            session, chunks = ort_session(data), []
-            feed = session.get_inputs()[0].name
+            buf = np.empty((step, *x.shape[1:]), dtype=np.float32)
+            run, chunks = self.bind(data, buf), []  # one session; its input is read from ``buf`` at each run
             for start in range(0, len(x), step):
-                part = x[start:start + step]
-                if len(part) < step:  # a static model takes whole batches only
-                    part = x[torch.arange(start, start + step) % len(x)]  # (wrapping round a short x)
-                chunks.append(session.run(None, {feed: part.numpy()})[0])
+                buf[...] = x[torch.arange(start, start + step) % len(x)].numpy()  # whole batches (wrapping round)
+                chunks.append(np.array(run()))
         except Exception as exc:  # onnxruntime's errors (Fail, InvalidArgument, ...) derive from Exception only
             if not type(exc).__module__.startswith("onnxruntime"):
                 raise

@@ -98,6 +98,8 @@ def table_precisions(table_path: str | Path, budget: Budget) -> list[str]:
 
 
 def _runtime_keys(table_path: str | Path, budget: Budget) -> list[Any]:
+    if Path(table_path).is_dir():
+        raise ValueError(f"latency table {table_path} is a directory; give the .sqlite file")
     if not Path(table_path).is_file():
         raise ValueError(f"latency table {table_path} does not exist; build one with `ofakit profile build`")
     with LatencyTable(table_path, readonly=True) as table:

@@ -60,16 +60,21 @@ def check_retries(retries: int) -> None:
 MAX_SAMPLES = 20000  # measured subnets for the accuracy predictor: ~1-5 s each, so 20,000 is a day of work
 
 
+def check_samples(samples: int, seed: int) -> None:
+    """One-line errors for ``--samples`` and ``--seed`` out of range (before any table or checkpoint is read)."""
+    if not 2 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES} (subnets measured for the "
+                         "accuracy predictor, ~1-5 s each)")
+    if not 0 <= seed < 2 ** 32:
+        raise ValueError(f"--seed {seed} must be an integer from 0 to {2 ** 32 - 1}")
+
+
 def specializer(checkpoint: str | CheckpointContext, table: Path, budgets: list[Budget], samples: int, seed: int,
                 quiet: bool, drift: bool = True, token: str | None = None) -> Specializer:
     """Load everything a search needs, with a progress bar while the accuracy dataset is measured (if it is);
     with ``drift``, re-time each budget's reference subnets and rescale its predictor (skipped, with a
     warning, where the runtime cannot run). ``checkpoint`` is a zoo name or path, or an already loaded one."""
-    if not 2 <= samples <= MAX_SAMPLES:  # before the table and the checkpoint are loaded
-        raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES} (subnets measured for the "
-                         "accuracy predictor, ~1-5 s each)")
-    if not 0 <= seed < 2 ** 32:
-        raise ValueError(f"--seed {seed} must be an integer from 0 to {2 ** 32 - 1}")
+    check_samples(samples, seed)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=quiet)
     task: dict[str, int] = {}
@@ -195,10 +200,12 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
                        "--latency-ms")
         return
     try:
-        plans = precision_plans(table, budgets_of(device, runtime, latency_ms, also), precision)
+        budgets = budgets_of(device, runtime, latency_ms, also)
         caps = _caps(max_macs, max_params)
         settings = EvolutionSettings(population=population, generations=generations)
         _check_out_dir(out)
+        check_samples(samples, seed)
+        plans = precision_plans(table, budgets, precision)
         token = read_token(token_file)
         spz = specializer(checkpoint, table, [b for _, bs in plans for b in bs], samples, seed, as_json, drift, token)
         chosen, budgets, result, offers = spz.choose_precision(plans, precision_drops(spz, plans, samples, as_json),
@@ -415,6 +422,7 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
         if get_exporter(target).unavailable() is None:  # a path ending with a slash names a folder
             get_exporter(target).check_out("fp32", out)
         refuse_read_only(table, retries, ("--table", "--retries 0"))  # before the checkpoint and the search
+        check_samples(samples, seed)
         plans = precision_plans(table, budgets, precision, get_exporter(target).precisions)
         if min_agreement is not None and all(p != "int8" for p, _ in plans):
             raise ValueError(f"--min-agreement {min_agreement} applies to int8 artifacts; this ship exports "
