@@ -9,41 +9,29 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from deploy_targets import ExportSpec, ParityError, get_exporter
-from tests.tinynets import tiny_net
+from tests.tinynets import CLASSIFIER_SHAPE, images, tiny_classifier, tiny_net
 
 EXPORTER = get_exporter("executorch")
 pytestmark = pytest.mark.skipif(EXPORTER.unavailable() is not None,
                                 reason=f"executorch: unavailable: {EXPORTER.unavailable()}")
-SHAPE = (1, 3, 16, 16)
-
-
-def _classifier() -> nn.Module:
-    """A tiny classifier whose top-1 class varies with the input (a BN-biased net predicts one class for all)."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()
-
-
-def _images(n: int, seed: int) -> torch.Tensor:
-    return torch.randn((n, *SHAPE[1:]), generator=torch.Generator().manual_seed(seed))
+SHAPE = CLASSIFIER_SHAPE
 
 
 def test_int8_program_is_quantized_within_the_logit_bound(tmp_path):
     """With fewer than 100 example images the int8 check is the logit bound (10% of the largest fp32 logit):
     the program really is quantized (not bit-equal to fp32) and within it."""
-    net = _classifier()
-    fp32 = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "fp32.pte", inputs=_images(4, 0)))
-    spec = ExportSpec(net, SHAPE, tmp_path / "int8.pte", precision="int8", inputs=_images(8, 1),
-                      calibration=tuple(_images(128, 2).split(32)))
+    net = tiny_classifier()
+    fp32 = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "fp32.pte", inputs=images(4, 0)))
+    spec = ExportSpec(net, SHAPE, tmp_path / "int8.pte", precision="int8", inputs=images(8, 1),
+                      calibration=tuple(images(128, 2).split(32)))
     res = EXPORTER.export(spec)
     s = res.settings
     assert s["precision"] == "int8" and s["calibration_images"] == 128 and s["quantization"]["scheme"] == "pt2e-xnnpack"
     assert s["top1_agreement"] is None and 1e-4 < res.max_abs_diff <= s["parity_tolerance"]
     assert res.path.read_bytes()[4:6] == b"ET" and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    x = _images(1, 3)
+    x = images(1, 3)
     with torch.no_grad():
         ref = net(x).numpy()
     got_fp32, got_int8 = EXPORTER.bind(fp32.path, x.numpy())(), EXPORTER.bind(res.path, x.numpy())()
@@ -56,10 +44,10 @@ def test_int8_export_of_a_channels_last_module(tmp_path):
     XNNPACK's layout pass refuses such a weight ("The same constant data tensor can't be used in NHWC format in
     one place and NCHW in another"), so the exporter works on a contiguous copy; the caller's module is left
     channels-last."""
-    net = _classifier().to(memory_format=torch.channels_last)
+    net = tiny_classifier().to(memory_format=torch.channels_last)
     assert not net[2].weight.is_contiguous()
-    res = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "cl.pte", precision="int8", inputs=_images(8, 1),
-                                     calibration=tuple(_images(64, 2).split(32))))
+    res = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "cl.pte", precision="int8", inputs=images(8, 1),
+                                     calibration=tuple(images(64, 2).split(32))))
     assert res.path.is_file() and res.max_abs_diff <= res.settings["parity_tolerance"]
     assert not net[2].weight.is_contiguous()
 
@@ -69,12 +57,12 @@ def test_top1_agreement_is_checked_and_recorded_and_bad_calibration_fails_it(tmp
     records its agreement and the bar (lowered here by option, since 200 random images leave near-ties).
     Calibrated on images 1000x dimmer than the checked ones, the int8 input is clipped: top-1 agrees on about
     half, the check refuses the program and nothing is written."""
-    x, good = _images(200, 1), tuple(_images(128, 2).split(32))
-    ok = EXPORTER.export(ExportSpec(_classifier(), SHAPE, tmp_path / "ok.pte", precision="int8", inputs=x,
+    x, good = images(200, 1), tuple(images(128, 2).split(32))
+    ok = EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "ok.pte", precision="int8", inputs=x,
                                     calibration=good, options={"min_top1_agreement": 0.95}))
     assert ok.settings["min_top1_agreement"] == 0.95 <= ok.settings["top1_agreement"] <= 1
-    bad = ExportSpec(_classifier(), SHAPE, tmp_path / "bad.pte", precision="int8", inputs=x,
-                     calibration=(_images(32, 2) * 1e-3,))
+    bad = ExportSpec(tiny_classifier(), SHAPE, tmp_path / "bad.pte", precision="int8", inputs=x,
+                     calibration=(images(32, 2) * 1e-3,))
     with pytest.raises(ParityError, match=r"top-1 agrees with torch on .* of 200 images < 99.0% \(options "
                                           r"min_top1_agreement; `ofakit export --min-agreement`\); .*bad.pte was not written"):
         EXPORTER.export(bad)
@@ -119,12 +107,12 @@ def test_dynamic_batch_runs_every_batch_up_to_its_bound(tmp_path):
     res = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "dyn.pte", dynamic_batch=True, options={"max_batch": 8}))
     assert res.settings["dynamic_batch"] is True and res.settings["max_batch"] == 8
     for n in (1, 5, 8):
-        x = _images(n, n)
+        x = images(n, n)
         with torch.no_grad():
             ref = net(x).numpy()
         assert abs(EXPORTER.bind(res.path, x.numpy())() - ref).max() <= 1e-4, n
     with pytest.raises(RuntimeError):
-        EXPORTER.bind(res.path, _images(9, 9).numpy())()
+        EXPORTER.bind(res.path, images(9, 9).numpy())()
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -143,11 +131,11 @@ def test_dynamic_batch_records_the_bound_the_program_accepts(tmp_path):
     """ExecuTorch's XNNPACK lowering may bound a dynamic batch below ``max_batch`` (15 for the default 32 here):
     the export records the bound the program really accepts, with a note, and a batch of that size runs (an
     int8 parity check in chunks of 32 crashed on it); an explicit ``max_batch`` above it is refused."""
-    net = _classifier()
+    net = tiny_classifier()
     res = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "dyn.pte", dynamic_batch=True))
     bound = res.settings["max_batch"]
     assert 2 <= bound <= 32 and bool(res.notes) == (bound < 32)
-    x = _images(bound, 1)
+    x = images(bound, 1)
     with torch.no_grad():
         assert abs(EXPORTER.bind(res.path, x.numpy())() - net(x).numpy()).max() <= 1e-4
     if bound < 32:

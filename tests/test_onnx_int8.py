@@ -6,40 +6,29 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
-from torch import nn
 
 from deploy_targets import ExportSpec, ParityError, get_exporter
+from tests.tinynets import CLASSIFIER_SHAPE, images, tiny_classifier
 
 EXPORTER = get_exporter("onnx")
 pytestmark = pytest.mark.skipif(EXPORTER.unavailable() is not None,
                                 reason=f"onnx: unavailable: {EXPORTER.unavailable()}")
-SHAPE = (1, 3, 16, 16)
-
-
-def _classifier() -> nn.Module:
-    """A tiny classifier whose top-1 class varies with the input."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()
-
-
-def _images(n: int, seed: int) -> torch.Tensor:
-    return torch.randn((n, *SHAPE[1:]), generator=torch.Generator().manual_seed(seed))
+SHAPE = CLASSIFIER_SHAPE
 
 
 def test_int8_onnx_is_a_calibrated_qdq_graph_within_the_logit_bound(tmp_path):
     """Few example images: the logit bound. The file holds Q/DQ pairs around every conv and the classifier,
     runs in onnxruntime with outputs that differ from fp32 (it really is quantized) and records its scheme."""
-    net = _classifier()
-    res = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "q.onnx", precision="int8", inputs=_images(4, 1),
-                                     calibration=tuple(_images(96, 2).split(32))))
+    net = tiny_classifier()
+    res = EXPORTER.export(ExportSpec(net, SHAPE, tmp_path / "q.onnx", precision="int8", inputs=images(4, 1),
+                                     calibration=tuple(images(96, 2).split(32))))
     s = res.settings
     assert s["precision"] == "int8" and s["calibration_images"] == 96 and s["top1_agreement"] is None
     assert s["quantization"]["activations"].startswith("uint8") and s["quantization"]["ops"] == ["Conv", "Gemm", "MatMul"]
     assert 1e-4 < res.max_abs_diff <= s["parity_tolerance"]
     ops = [n.op_type for n in onnx.load(str(res.path)).graph.node]
     assert ops.count("QuantizeLinear") >= 3 and ops.count("Conv") == 2 and "Gemm" in ops
-    x = _images(1, 3)
+    x = images(1, 3)
     with torch.no_grad():
         ref = net(x).numpy()
     got = EXPORTER.bind(res.path, x.numpy())()
@@ -50,17 +39,17 @@ def test_int8_onnx_is_a_calibrated_qdq_graph_within_the_logit_bound(tmp_path):
 def test_int8_onnx_top1_agreement_is_checked_and_bad_calibration_fails_it(tmp_path):
     """100+ images: top-1 agreement, recorded with the bar. Calibrated on images 1000x dimmer than the checked
     ones, activations clip, agreement falls and nothing is written."""
-    x, good = _images(200, 1), tuple(_images(128, 2).split(32))
-    ok = EXPORTER.export(ExportSpec(_classifier(), SHAPE, tmp_path / "ok.onnx", precision="int8", inputs=x,
+    x, good = images(200, 1), tuple(images(128, 2).split(32))
+    ok = EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "ok.onnx", precision="int8", inputs=x,
                                     calibration=good, options={"min_top1_agreement": 0.9}))
     assert ok.settings["min_top1_agreement"] == 0.9 <= ok.settings["top1_agreement"] <= 1
-    bad = ExportSpec(_classifier(), SHAPE, tmp_path / "bad.onnx", precision="int8", inputs=x,
-                     calibration=(_images(32, 2) * 1e-3,))
+    bad = ExportSpec(tiny_classifier(), SHAPE, tmp_path / "bad.onnx", precision="int8", inputs=x,
+                     calibration=(images(32, 2) * 1e-3,))
     with pytest.raises(ParityError, match=r"ONNX int8 parity check failed: top-1 agrees with torch on .* of 200 "
                                           r"images < 99.0% .*bad.onnx was not written"):
         EXPORTER.export(bad)
     with pytest.raises(ValueError, match=r"precision='int8' needs calibration batches"):
-        EXPORTER.export(ExportSpec(_classifier(), SHAPE, tmp_path / "none.onnx", precision="int8"))
+        EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "none.onnx", precision="int8"))
     with pytest.raises(ValueError, match=r"min_top1_agreement=0.9 applies to precision='int8' only"):
-        EXPORTER.export(ExportSpec(_classifier(), SHAPE, tmp_path / "f.onnx", options={"min_top1_agreement": 0.9}))
+        EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "f.onnx", options={"min_top1_agreement": 0.9}))
     assert [p.name for p in tmp_path.iterdir()] == ["ok.onnx"]

@@ -178,6 +178,38 @@ class Runtime(ABC):
         return contextlib.nullcontext()
 
 
+class FileRuntime(Runtime):
+    """A runtime of one file format (``suffix``) on one provider, run through its exporter's ``bind``: ``check``
+    insists on both, and a file the engine cannot load or an input it cannot take (``load_errors``) is a
+    one-line ``ValueError`` naming the ``engine``."""
+
+    engine: ClassVar[str]
+    suffix: ClassVar[str]
+    load_errors: ClassVar[tuple[type[BaseException], ...]] = (RuntimeError,)
+
+    def bind_settings(self, spec: MeasureSpec) -> dict[str, Any]:  # noqa: ARG002 - engines with per-model settings
+        """Keyword settings for the exporter's ``bind`` (none: the engine's settings are process-wide)."""
+        return {}
+
+    def check(self, spec: MeasureSpec) -> None:
+        super().check(spec)
+        provider = self.provider_of(spec)
+        if provider != self.default_provider:
+            raise ValueError(f"{self.name} provider {provider!r} is not supported; allowed: [{self.default_provider!r}]")
+        if Path(spec.artifact).suffix != self.suffix:
+            raise ValueError(f"{self.name} artifact {spec.artifact} is not supported; allowed: a {self.suffix} file")
+
+    def _runner(self, spec: MeasureSpec) -> Runner:
+        try:
+            infer = get_exporter(self.artifact_format).bind(spec.artifact, spec.example(), **self.bind_settings(spec))
+            infer()
+        except self.load_errors as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{self.engine} cannot run {spec.artifact.name} on an input of shape "
+                             f"{list(spec.input_shape)}: {first[:300]}") from None
+        return infer
+
+
 RUNTIMES: Registry[Callable[[], Runtime]] = Registry("runtime")
 
 

@@ -6,22 +6,24 @@ through the agent, on any board that runs Python. Threads are the interpreter's 
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
-from deploy_targets import get_exporter
 from deploy_targets.litert_export import INSTALL_HINT
-from profilers.runtimes.base import MeasureSpec, Runner, Runtime, register_runtime
+from profilers.runtimes.base import FileRuntime, MeasureSpec, register_runtime
 
 
 @register_runtime
-class LiteRTRuntime(Runtime):
+class LiteRTRuntime(FileRuntime):
     """Times ``set_tensor`` + ``invoke`` + ``get_tensor`` of the interpreter on fixed input."""
 
     name = "litert"
+    engine = "LiteRT"
     artifact_format = "litert"
+    suffix = ".tflite"
     default_provider = "XNNPACK"
     precisions = ("fp32", "int8")
     requires = (("ai_edge_litert", "litert"), ("litert_torch", "litert"))
+    load_errors = (RuntimeError, ValueError)  # the interpreter's load and invoke errors, and a shape that misfits
 
     def unavailable(self) -> str | None:
         """Why LiteRT cannot run here, with where to install it."""
@@ -34,20 +36,6 @@ class LiteRTRuntime(Runtime):
 
         return importlib.metadata.version("ai-edge-litert")
 
-    def check(self, spec: MeasureSpec) -> None:
-        super().check(spec)
-        provider = self.provider_of(spec)
-        if provider != self.default_provider:
-            raise ValueError(f"litert provider {provider!r} is not supported; allowed: ['XNNPACK']")
-        if Path(spec.artifact).suffix != ".tflite":
-            raise ValueError(f"litert artifact {spec.artifact} is not supported; allowed: a .tflite file")
-
-    def _runner(self, spec: MeasureSpec) -> Runner:
-        try:  # a file the interpreter cannot load, or an input it cannot take, is bad input: a ValueError
-            infer = get_exporter("litert").bind(spec.artifact, spec.example(), spec.threads)
-            infer()
-        except (RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"LiteRT cannot run {spec.artifact.name} on an input of shape "
-                             f"{list(spec.input_shape)}: {first[:300]}") from None
-        return infer
+    def bind_settings(self, spec: MeasureSpec) -> dict[str, Any]:
+        """The interpreter's threads are per model."""
+        return {"threads": spec.threads}
