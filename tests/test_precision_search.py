@@ -138,3 +138,21 @@ def test_precision_records_resume_and_belong_to_their_checkpoint(tmp_path):
     assert measure_drop(chosen, evaluate, path, {"checkpoint_sha256": "a"}, "onnx", "int8") == d and len(calls) == 4
     measure_drop(chosen[:1], evaluate, path, {"checkpoint_sha256": "b"}, "onnx", "int8")
     assert len(calls) == 5 and len(path.read_text().splitlines()) == 2
+
+
+def test_a_cost_that_cannot_be_measured_here(int8_table, tmp_path, monkeypatch):
+    """A precision whose cost cannot be measured on this machine (a TensorRT table without a GPU, injected here
+    by making the measurement refuse): a fixed --precision still searches, with a warning and fp32's predicted
+    accuracy; auto cannot compare precisions and stops in one line."""
+    ctx, path = int8_table
+
+    def refuse(self, budget, precision, samples, progress=None):
+        raise ValueError("tensorrt is unavailable here (no NVIDIA GPU)")
+
+    monkeypatch.setattr(Specializer, "precision_drop", refuse)
+    base = ["search", "--checkpoint", ctx.name, "--table", str(path), "--samples", "20", "--latency-ms", "50",
+            "--no-drift-check", "--no-measure", "--out", str(tmp_path / "s")]
+    res = CliRunner().invoke(app, [*base, "--precision", "int8"])
+    assert res.exit_code == 0 and "warning: int8's cost in top-1 not measured (tensorrt is unavailable" in res.output
+    res = CliRunner().invoke(app, [*base, "--precision", "auto"])
+    assert res.exit_code == 2 and "--precision auto needs what int8 costs in top-1" in res.stderr, res.output

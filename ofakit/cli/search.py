@@ -129,13 +129,21 @@ def drift_json(spz: Specializer) -> dict[str, Any]:
 
 def precision_drops(spz: Specializer, plans: list[tuple[str, list[Budget]]], samples: int,
                     quiet: bool) -> dict[str, Any]:
-    """What each plan's precision costs in top-1 (measured once per checkpoint and target, then cached)."""
+    """What each plan's precision costs in top-1 (measured once per checkpoint and target, then cached). Where
+    it cannot be measured here (a TensorRT table on a machine without a GPU), one fixed precision is searched
+    with fp32's predicted accuracy and a warning; ``auto`` cannot compare precisions and stops."""
     out: dict[str, Any] = {}
     for p, budgets in plans:
         if p != "fp32":
-            with console.status(f"measuring what {p} costs in top-1 ({DROP_SUBNETS} subnets, cached)...") if not \
-                    quiet else contextlib.nullcontext():
-                out[p] = spz.precision_drop(budgets[0], p, samples)
+            try:
+                with console.status(f"measuring what {p} costs in top-1 ({DROP_SUBNETS} subnets, cached)...") \
+                        if not quiet else contextlib.nullcontext():
+                    out[p] = spz.precision_drop(budgets[0], p, samples)
+            except ValueError as exc:
+                if len(plans) > 1:
+                    raise ValueError(f"--precision auto needs what {p} costs in top-1, which cannot be measured "
+                                     f"here: {exc}; pass a fixed --precision") from None
+                console.print(f"warning: {p}'s cost in top-1 not measured ({exc}); predicted accuracies are fp32's")
     return out
 
 
