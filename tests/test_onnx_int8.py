@@ -53,3 +53,20 @@ def test_int8_onnx_top1_agreement_is_checked_and_bad_calibration_fails_it(tmp_pa
     with pytest.raises(ValueError, match=r"min_top1_agreement=0.9 applies to precision='int8' only"):
         EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "f.onnx", options={"min_top1_agreement": 0.9}))
     assert [p.name for p in tmp_path.iterdir()] == ["ok.onnx"]
+
+
+def test_a_figure_is_never_filed_under_the_wrong_precision(tmp_path):
+    """onnxruntime refuses to time a float model as int8 or a Q/DQ model as fp32 (the figure would land in the
+    other precision's table), locally as through the agent (which runs the same check)."""
+    from profilers.runtimes import MeasureSpec, get_runtime
+
+    rt = get_runtime("onnxruntime")
+    f = EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "f.onnx")).path
+    q = EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "q.onnx", precision="int8",
+                                   calibration=(images(32, 2),))).path
+    with pytest.raises(ValueError, match=r"precision='int8', but f.onnx is a float model"):
+        rt.check(MeasureSpec(f, SHAPE, precision="int8"))
+    with pytest.raises(ValueError, match=r"precision='fp32', but q.onnx is an int8 \(Q/DQ\) model"):
+        rt.check(MeasureSpec(q, SHAPE))
+    rt.check(MeasureSpec(q, SHAPE, precision="int8"))
+    rt.check(MeasureSpec(f, SHAPE))
