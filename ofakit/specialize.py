@@ -21,6 +21,7 @@ from ofakit.search.precision import PrecisionAccuracy, PrecisionDrop
 from profilers import LatencyPredictor, LatencyTable, Measurement
 from profilers.builder import refit
 from profilers.drift import SETTLE_TOLERANCE, DriftCheck, check_drift
+from profilers.predictor import check_table_file, named_runtimes
 from profilers.runtimes import get_runtime, open_runtime
 from profilers.store import spec_id
 
@@ -98,13 +99,10 @@ def table_precisions(table_path: str | Path, budget: Budget) -> list[str]:
 
 
 def _runtime_keys(table_path: str | Path, budget: Budget) -> list[Any]:
-    if Path(table_path).is_dir():
-        raise ValueError(f"latency table {table_path} is a directory; give the .sqlite file")
-    if not Path(table_path).is_file():
-        raise ValueError(f"latency table {table_path} does not exist; build one with `ofakit profile build`")
+    """The table's configurations of ``budget``'s runtime on its device."""
+    check_table_file(table_path)
     with LatencyTable(table_path, readonly=True) as table:
-        keys = sorted({e.runtime for e in table.entries(budget.device)}, key=lambda k: k.label())
-    return [k for k in keys if budget.runtime in (k.name, k.label())]
+        return named_runtimes(table, budget.runtime, budget.device)[1]
 
 
 def precision_plans(table_path: str | Path, budgets: Sequence[Budget], precision: str | None,
@@ -125,7 +123,8 @@ def precision_plans(table_path: str | Path, budgets: Sequence[Budget], precision
                              f"--precision {'|'.join(held)}|auto")
         precision = "fp32" if "fp32" in held else held[0]
     if precision == "auto":
-        held = [p for p in PRECISIONS if p in exportable and all(p in table_precisions(table_path, b) for b in budgets)]
+        tables = [table_precisions(table_path, b) for b in budgets]  # the table read once per budget
+        held = [p for p in PRECISIONS if p in exportable and all(p in t for t in tables)]
         if not held:
             raise ValueError(f"--precision auto: {table_path} holds no precision of {budgets[0].runtime!r} on "
                              f"{budgets[0].device!r} that every budget's runtime has and the target exports "

@@ -122,10 +122,7 @@ class LatencyPredictor:
         """
         if stat not in STATS:
             raise ValueError(f"stat={stat!r} is not supported; allowed: {list(STATS)}")
-        if Path(table_path).is_dir():
-            raise ValueError(f"latency table {table_path} is a directory; give the .sqlite file")
-        if not Path(table_path).is_file():
-            raise ValueError(f"latency table {table_path} does not exist; build one with `ofakit profile build`")
+        check_table_file(table_path)
         with LatencyTable(table_path, readonly=True) as table:
             spec = spec_from_dict(table.recipe(recipe)) if isinstance(recipe, str) else recipe
             if device not in table.devices():
@@ -215,13 +212,27 @@ def _uncalibrated(table: LatencyTable, device: str, rk: RuntimeKey, spec: Spec,
             f"--runtime {rk.name}`")
 
 
-def resolve_runtime(table: LatencyTable, runtime: str | RuntimeKey, device: str) -> RuntimeKey:
-    """The one runtime configuration of ``table`` on ``device`` that ``runtime`` names."""
+def check_table_file(table_path: str | Path) -> None:
+    """A one-line ``ValueError`` unless ``table_path`` is an existing table file (not a folder)."""
+    if Path(table_path).is_dir():
+        raise ValueError(f"latency table {table_path} is a directory; give the .sqlite file")
+    if not Path(table_path).is_file():
+        raise ValueError(f"latency table {table_path} does not exist; build one with `ofakit profile build`")
+
+
+def named_runtimes(table: LatencyTable, runtime: str | RuntimeKey, device: str) -> tuple[list[RuntimeKey],
+                                                                                         list[RuntimeKey]]:
+    """The runtime configurations ``table`` holds on ``device`` (sorted by label), and those ``runtime`` names
+    (a :class:`RuntimeKey`, a label, or a runtime name, which names every configuration of that runtime)."""
     have = sorted({e.runtime for e in table.entries(device)}, key=RuntimeKey.label)
     if isinstance(runtime, RuntimeKey):
-        matches = [r for r in have if r == runtime]
-    else:
-        matches = [r for r in have if runtime in (r.name, r.label())]
+        return have, [r for r in have if r == runtime]
+    return have, [r for r in have if runtime in (r.name, r.label())]
+
+
+def resolve_runtime(table: LatencyTable, runtime: str | RuntimeKey, device: str) -> RuntimeKey:
+    """The one runtime configuration of ``table`` on ``device`` that ``runtime`` names."""
+    have, matches = named_runtimes(table, runtime, device)
     if len(matches) == 1:
         return matches[0]
     labels = [r.label() for r in have]
