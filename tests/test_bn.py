@@ -84,3 +84,29 @@ def test_calibrated_subnet_is_in_the_default_memory_format():
     convs = [m.weight for m in sub.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     assert convs and all(w.is_contiguous() for w in convs)
     assert not sub.training
+
+
+def test_calibrated_subnet_keeps_nothing_of_the_calibration(tiny, rng):
+    """The subnet handed out runs its BatchNorm layers as plain eval-mode modules: no forward of the
+    calibration left on them, no hook, and its output is that of a fresh eval-mode copy with those statistics."""
+    cfg = tiny.space.sample(rng)
+    sub = calibrated_subnet(tiny, cfg, [torch.randn(24, 1, cfg.r, cfg.r) * 2 + 0.5])
+    bns = [m for m in sub.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all("forward" not in vars(m) and not m._forward_pre_hooks and not m._forward_hooks for m in bns)
+    fresh = tiny.extract(cfg).eval()
+    fresh.load_state_dict(sub.state_dict())
+    x = torch.randn(5, 1, cfg.r, cfg.r)
+    with torch.no_grad():
+        assert torch.equal(sub(x), fresh(x))
+        assert torch.equal(sub(x), sub(x))  # running statistics no longer move
+
+
+def test_statistics_survive_a_constant_channel(tiny):
+    """A channel with zero variance in a batch (a dead ReLU, a constant image) gets variance 0, never NaN
+    or a negative value from inverting the kernel's 1 / sqrt(var + eps)."""
+    cfg = tiny.space.smallest()
+    recalibrate_bn(tiny, cfg, [torch.zeros(4, 1, cfg.r, cfg.r), torch.zeros(4, 1, cfg.r, cfg.r)])
+    for static_bn, src in tiny.extract_with_bn_pairs(cfg)[1]:
+        var = src.running_var[:static_bn.num_features]
+        assert torch.isfinite(var).all() and (var >= 0).all()
+    assert float(tiny.stem_bn.running_var[:8].abs().max()) < 1e-6  # constant input: no spread at all

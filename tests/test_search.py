@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -333,3 +336,19 @@ def test_the_accuracy_dataset_says_what_it_costs_and_how_far_it_got(tmp_path, ca
     caplog.clear()
     build_accuracy_data(SPACE, lambda cfg: 0.5, tmp_path / "acc.jsonl", 20, {"checkpoint_sha256": "abc"})
     assert "to evaluate" not in caplog.text  # all cached: nothing announced
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident size from Linux's /proc")
+def test_accuracy_workers_keep_freed_memory():
+    """In a process that called ``keep_freed_memory`` (every accuracy worker does), a freed 64 MiB activation
+    stays mapped for the next one instead of going back to the kernel (and being page-faulted in again)."""
+    probe = ("import sys, torch\n"
+             "from ofakit.search.accuracy import keep_freed_memory\n"
+             "if sys.argv[1] == 'keep' and not keep_freed_memory(): sys.exit(3)\n"
+             "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+             "x = torch.ones(16 << 20); held = rss(); del x\n"
+             "print(held - rss())\n")
+    freed = {mode: int(subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True,
+                                      check=True).stdout) for mode in ("default", "keep")}
+    assert freed["default"] > 48 << 20  # glibc's default: a block this large is unmapped on free
+    assert freed["keep"] < 8 << 20
