@@ -26,14 +26,30 @@ from elastic.families import Config
 from elastic.training.data import DataSource, Splits, load_splits
 from elastic.training.evaluate import correct, loader
 from model_zoo.checkpoint import checkpoint_paths
-from ofakit.search.accuracy import AccuracyData, build_accuracy_data, cached_front, materialize, ort_correct
+from ofakit.search.accuracy import (
+    AccuracyData,
+    build_accuracy_data,
+    cached_front,
+    cached_samples,
+    materialize,
+    ort_correct,
+)
 from ofakit.search.front_sampling import FRONT_ROUND, front_picks
-from ofakit.search.precision import (DROP_SUBNETS, PrecisionDrop, calibration_split, measure_drop, quantized_top1,
-                                     spread_configs)
+from ofakit.search.precision import (
+    DROP_SUBNETS,
+    PrecisionDrop,
+    calibration_split,
+    measure_drop,
+    quantized_top1,
+    spread_configs,
+)
 from ofakit.search.predictors import AccuracyPredictor, Encoder, select_predictor
 
 log = logging.getLogger(__name__)
-DEFAULT_ACCURACY_SAMPLES = 300
+QUICK_ACCURACY_SAMPLES = 80
+"""Sampled subnets measured by default for a checkpoint without a cached accuracy dataset (plus 2/3 as many
+along the predicted front): ~1.5 min on 2 cores for the zoo's Fashion-MNIST supernet, so that shipping a new
+checkpoint from nothing takes ~3 min (benchmarks/RESULTS.md, issue 16). A cache holding more is used whole."""
 MAX_WORKERS = 8  # a bound on memory: each process holds its own activations and onnxruntime session
 
 
@@ -177,12 +193,26 @@ class CheckpointContext:
             shutil.copyfile(shipped, cache)
         return cache
 
-    def accuracy_data(self, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
+    def accuracy_header(self) -> dict[str, Any]:
+        """What identifies this checkpoint's accuracy measurements (a cache for another header is rebuilt)."""
+        data = self.training_data
+        return {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
+                "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
+
+    def accuracy_samples(self, n: int | None = None, seed: int = 0) -> int:
+        """``n``, or by default every sampled subnet the cache of ``seed`` holds, at least
+        :data:`QUICK_ACCURACY_SAMPLES`."""
+        if n is not None:
+            return n
+        return max(QUICK_ACCURACY_SAMPLES, cached_samples(self.accuracy_cache(seed), self.accuracy_header(), seed))
+
+    def accuracy_data(self, n: int | None = None, seed: int = 0,
                       progress: Callable[[int, int], None] | None = None,
                       front: int | None = None) -> AccuracyData:
-        """The (subnet, validation top-1) dataset: ``n`` sampled subnets, then ``front`` (default ``2n / 3``)
-        chosen along the predicted front in rounds (:mod:`ofakit.search.front_sampling`); read from the cache,
-        measuring what is missing."""
+        """The (subnet, validation top-1) dataset: ``n`` sampled subnets (default: :meth:`accuracy_samples`), then
+        ``front`` (default ``2n / 3``) chosen along the predicted front in rounds
+        (:mod:`ofakit.search.front_sampling`); read from the cache, measuring what is missing."""
+        n = self.accuracy_samples(n, seed)
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise ValueError(f"samples={n!r} is not a number of subnets to measure; allowed: an integer >= 2")
         front = 2 * n // 3 if front is None else front
@@ -190,14 +220,13 @@ class CheckpointContext:
             raise ValueError(f"front={front!r} must be a non-negative integer")
         key = f"data{n}-{front}-{seed}"
         if key not in self._cache:
-            data = self.training_data
-            header = {"checkpoint_sha256": self.meta["sha256"], "calib_images": len(self.calib),
-                      "val": {"size": data["val_size"], "seed": data["seed"], "source": data["path"]}}
+            header = self.accuracy_header()
             space, cache = self.supernet.space, self.accuracy_cache(seed)
             self.val  # decoded here once, so that forked workers share it  # noqa: B018
             workers = self.workers or min(MAX_WORKERS, os.cpu_count() or 1)
             extra = cached_front(cache, space, header, seed)[:front]
-            out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra, workers)
+            report = None if progress is None else (lambda done, _total: progress(done, n + front))  # the whole plan
+            out = build_accuracy_data(space, self.correct, cache, n, header, seed, report, extra, workers)
             while len(extra) < front:
                 picks = front_picks(out, self.cost_grid, min(FRONT_ROUND, front - len(extra)), seed + len(extra))
                 if not picks:
@@ -205,11 +234,11 @@ class CheckpointContext:
                 log.info("accuracy dataset: measuring %d subnets along the predicted front (%d of %d)", len(picks),
                          len(extra) + len(picks), front)
                 extra += picks
-                out = build_accuracy_data(space, self.correct, cache, n, header, seed, progress, extra, workers)
+                out = build_accuracy_data(space, self.correct, cache, n, header, seed, report, extra, workers)
             self._cache[key] = out
         return self._cache[key]
 
-    def precision_drop(self, target: str, precision: str, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
+    def precision_drop(self, target: str, precision: str, n: int | None = None, seed: int = 0,
                        subnets: int = DROP_SUBNETS, progress: Callable[[int, int], None] | None = None
                        ) -> PrecisionDrop:
         """The top-1 that ``target``'s ``precision`` costs, on ``subnets`` subnets of the accuracy dataset spread
@@ -233,10 +262,11 @@ class CheckpointContext:
         return measure_drop(spread_configs(data.configs, data.acc, subnets), evaluate, path, header, target,
                             precision, progress)
 
-    def accuracy_predictor(self, n: int = DEFAULT_ACCURACY_SAMPLES, seed: int = 0,
+    def accuracy_predictor(self, n: int | None = None, seed: int = 0,
                            progress: Callable[[int, int], None] | None = None
                            ) -> tuple[AccuracyPredictor, dict[str, Any]]:
         """The better of the accuracy predictors on this checkpoint's data, and the comparison report."""
+        n = self.accuracy_samples(n, seed)
         key = f"pred{n}-{seed}"
         if key not in self._cache:
             data = self.accuracy_data(n, seed, progress)

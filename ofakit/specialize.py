@@ -152,14 +152,15 @@ class Specializer:
         ctx: The checkpoint.
         table: The latency table file.
         targets: ``(device, runtime)`` pairs to predict latency for.
-        accuracy_samples: Size of the accuracy dataset (cached next to the checkpoint).
+        accuracy_samples: Random subnets of the accuracy dataset (cached next to the checkpoint); default: all
+            the cache holds, at least :data:`~ofakit.context.QUICK_ACCURACY_SAMPLES`.
         seed: Seeds data sampling, predictor training and search.
         accuracy: A ready accuracy objective (anything with ``predict_batch(ConfigBatch) -> [N]``) to use
             instead of one trained on the checkpoint's accuracy dataset (then ``accuracy_samples`` is unused).
     """
 
     def __init__(self, ctx: CheckpointContext, table: str | Path, targets: Sequence[tuple[str, str]],
-                 accuracy_samples: int = 300, seed: int = 0, progress=None,  # noqa: ANN001 - (done, total) callback
+                 accuracy_samples: int | None = None, seed: int = 0, progress=None,  # noqa: ANN001 - (done, total) callback
                  accuracy: Any = None):
         self.ctx, self.table, self.seed = ctx, Path(table), seed
         self.space = ctx.supernet.space
@@ -192,7 +193,7 @@ class Specializer:
         self.accuracy = PrecisionAccuracy(self.base_accuracy, drop)
         self.accuracy_report = {**self.base_report, "precision": drop.to_dict()}
 
-    def precision_drop(self, budget: Budget, precision: str, samples: int,
+    def precision_drop(self, budget: Budget, precision: str, samples: int | None,
                        progress: Callable[[int, int], None] | None = None) -> PrecisionDrop | None:
         """What ``precision`` costs in top-1 when shipped for ``budget``'s runtime (measured with that runtime's
         artifact format; ``None`` for fp32)."""

@@ -132,7 +132,7 @@ CLI_CASES = [  # (id, argv with {w} for the work folder, expected message)
     ("search: no table", [*SEARCH, "--table", "{w}/none.sqlite"], "none.sqlite does not exist"),
     ("search: table of another recipe", [*SEARCH, "--table", "{w}/lut.sqlite"], "the table lacks"),
     ("ship: table of another recipe", ["ship", "--table", "{w}/lut.sqlite", "--latency-ms", "5", "--out",
-                                       "{w}/shipped.onnx"], "the table lacks"),
+                                       "{w}/shipped.onnx", "--no-build-table"], "the table lacks"),
     ("ship: artifact under a file", [*SHIP[:-1], "{w}/a_file/o.onnx", "--table", "{w}/lut.sqlite"],
      "a_file is a file, not a directory"),
     ("ship: a folder path", [*SHIP[:-1], "{w}/new.onnx/", "--table", "{w}/lut.sqlite"],

@@ -475,3 +475,38 @@ def test_demo_checks_fail_on_their_own_figures():
     got = demo_checks([slow_then], [low])[1]
     assert got["ok"] is True and got["detail"].startswith("+0.0%") and "1.30x in the shortlist" in got["detail"]
     assert demo_checks([slow_then | {"expected_machine_ratio": 1.0}], [low])[1]["ok"] is False  # -23.1% raw
+
+
+def test_cli_ship_from_nothing_builds_the_table_it_lacks(shipyard, tmp_path, monkeypatch):
+    """`ofakit ship` on a table file that does not exist measures the checkpoint's layers first (as `ofakit
+    profile build` would, here with the tests' short protocol), skips the drift check of the table it just
+    built, and ships; the table then holds the architecture, and a second ship measures nothing more.
+    With --no-build-table a missing table is an error, as before."""
+    from ofakit.cli import profile as profile_cli
+    from profilers.builder import BuildSettings
+    from profilers.store import LatencyTable, spec_id
+    from tests.shipyard import QUICK
+
+    ctx, _ = shipyard
+    built: list[BuildSettings] = []
+
+    def quick_settings(**kw):
+        built.append(BuildSettings(protocol=QUICK, calibration_subnets=4, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(profile_cli.builder, "BuildSettings", quick_settings)
+    table = tmp_path / "new" / "lut.sqlite"
+    base = ["ship", "--checkpoint", ctx.name, "--table", str(table), "--samples", "12", "--latency-ms", "50",
+            "--out", str(tmp_path / "m.onnx")]
+    res = CliRunner().invoke(app, [*base[:-1], str(tmp_path / "n.onnx"), "--no-build-table"])
+    assert res.exit_code == 2 and "does not exist" in res.output and not table.exists()
+    res = CliRunner().invoke(app, [*base, "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    assert rec["budget_met"] is True and rec["drift"] == {}  # a table built seconds ago is not re-timed
+    assert len(built) == 1 and built[0].precision == "fp32"
+    with LatencyTable(table, readonly=True) as t:
+        assert any(spec_id(t.recipe(n)) == spec_id(ctx.supernet.spec.to_dict()) for n in t.recipes())
+    res = CliRunner().invoke(app, [*base, "--no-drift-check"])
+    assert res.exit_code == 0, res.output
+    assert len(built) == 1 and "measuring its layers" not in res.output

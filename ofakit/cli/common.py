@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from deploy_targets import ExporterUnavailable
@@ -18,6 +19,12 @@ log = logging.getLogger(__name__)
 
 console = Console(stderr=True)
 """Status lines, progress bars and warnings (stderr, so that ``--json`` output on stdout stays parseable)."""
+
+
+def progress_bars(quiet: bool) -> Progress:
+    """Progress bars for long phases: what is done, of how many, the time taken and the time left."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("left"), TimeRemainingColumn(), console=console, disable=quiet)
 
 
 class CliError(ValueError):

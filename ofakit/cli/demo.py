@@ -13,7 +13,7 @@ import json
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -22,14 +22,22 @@ from rich.table import Table
 from deploy_targets import ExporterUnavailable, get_exporter
 from elastic.batch import ConfigBatch
 from elastic.training.evaluate import paired_gain
+from ofakit.artifact import PREDICTIONS, export_subnet, nearest_existing
 from ofakit.cli.common import console, fail, path_option
 from ofakit.cli.profile import resolve_recipe, run_build
-from ofakit.cli.search import (DEFAULT_CHECKPOINT, DRIFT, MAX_SAMPLES, MEASURE, check_retries, drift_json,
-                               specializer)
+from ofakit.cli.search import (
+    DEFAULT_CHECKPOINT,
+    DRIFT,
+    MEASURE,
+    SAMPLES,
+    check_retries,
+    check_samples,
+    drift_json,
+    specializer,
+)
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, fastest_candidate
-from ofakit.artifact import PREDICTIONS, export_subnet, nearest_existing
 from ofakit.ship import ShipReport, ship
 from ofakit.specialize import Budget
 from profilers import LOCAL, BuildSettings
@@ -47,7 +55,7 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
          workdir: Path = typer.Option(Path("ofakit-demo"), help="Table, artifacts and plots go here.",
                                       parser=path_option),
          runtime: str = typer.Option("onnxruntime", help="Runtime to profile and measure with."),
-         samples: int = typer.Option(300, help="Measured subnets for the accuracy predictor (cached)."),
+         samples: Optional[int] = SAMPLES,
          coreml: bool = typer.Option(True, help="Also convert every pick to CoreML."),
          executorch: bool = typer.Option(True, help="Also ship the middle budget's pick as an ExecuTorch .pte "
                                                     "and time it with ExecuTorch."),
@@ -58,8 +66,7 @@ def demo(checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, help="Zoo checkpoint
     table = workdir / "lut.sqlite"
     try:
         check_retries(retries)
-        if not 2 <= samples <= MAX_SAMPLES:  # before the table's minutes of measuring, not after them
-            raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES}")
+        check_samples(samples, 0)  # before the table's minutes of measuring, not after them
         _check_workdir(workdir)  # made by the table build, after the checks below: a refusal leaves nothing
         if read_only(table):  # the closed loop stores its measurements there: refused now, not mid-demo
             raise ValueError(f"--workdir {workdir}: its table {table} is read-only; the demo measures into it; "

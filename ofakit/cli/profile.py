@@ -12,12 +12,20 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import model_zoo
 from elastic.families import Spec, spec_from_dict
-from ofakit.cli.common import CLI_ERRORS, CliError, console, existing_table, fail, path_option, read_token
+from ofakit.cli.common import (
+    CLI_ERRORS,
+    CliError,
+    console,
+    existing_table,
+    fail,
+    path_option,
+    progress_bars,
+    read_token,
+)
 from profilers import builder
 from profilers.drift import check_drift
 from profilers.layers import space_layers
@@ -120,9 +128,7 @@ def _drop_if_empty(path: Path) -> None:
 
 def _build_into(table_path: Path, name: str, spec: Spec, runtime: Runtime, device: str,
                 settings: builder.BuildSettings, quiet: bool, explicit_name: bool) -> builder.BuildReport:
-    with LatencyTable(table_path) as table, Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, disable=quiet) as bar:
+    with LatencyTable(table_path) as table, progress_bars(quiet) as bar:
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -132,6 +138,39 @@ def _build_into(table_path: Path, name: str, spec: Spec, runtime: Runtime, devic
 
         name = table_name(table, name, spec, explicit_name)
         return builder.build_table(table, name, spec, runtime, device, settings, progress)
+
+
+def holds(table_path: Path, spec: Spec, device: str, runtime: str) -> bool:
+    """Whether ``table_path`` holds ``spec``'s architecture with layers measured on ``device`` by ``runtime``."""
+    if not table_path.is_file():
+        return False
+    sid = spec_id(spec.to_dict())
+    with LatencyTable(table_path, readonly=True) as table:
+        if not any(spec_id(table.recipe(name)) == sid for name in table.recipes()):
+            return False
+        return device in table.devices() and any(runtime in (e.runtime.name, e.runtime.label())
+                                                 for e in table.entries(device))
+
+
+def build_missing(table_path: Path, checkpoint: str, targets: list[tuple[str, str]], precision: str,
+                  token: str | None, quiet: bool) -> list[tuple[str, str]]:
+    """Build, with ``ofakit profile build``'s defaults at ``precision``, the tables ``table_path`` lacks for
+    ``checkpoint``'s architecture among the ``(device, runtime)`` pairs of ``targets`` (a table holding any
+    configuration of the runtime there is left as it is); returns the pairs built."""
+    if table_path.is_dir():
+        raise CliError(f"latency table {table_path} is a directory; give the .sqlite file")
+    name, spec = resolve_recipe(checkpoint, None)
+    built = []
+    for device, runtime in dict.fromkeys(targets):
+        if holds(table_path, spec, device, runtime):
+            continue
+        if not quiet:
+            console.print(f"{table_path} has no {runtime} latencies of {name} on {device}: measuring its layers now "
+                          f"(as `ofakit profile build --recipe {checkpoint} --runtime {runtime} --device {device} "
+                          f"--precision {precision}` would; resumable, kept for every later search)")
+        run_build(table_path, name, spec, runtime, device, token, builder.BuildSettings(precision=precision), quiet)
+        built.append((device, runtime))
+    return built
 
 
 def _print_report(r: builder.BuildReport, as_json: bool) -> None:

@@ -6,23 +6,23 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from deploy_targets import ExporterUnavailable, ParityError, get_exporter, list_exporters
 from elastic.families import Config, config_from_dict
 from ofakit.artifact import check_out_folder, export_subnet
-from ofakit.cli.common import artifact_option, console, fail, path_option, read_token
-from ofakit.context import DEFAULT_ACCURACY_SAMPLES, CheckpointContext
+from ofakit.cli.common import artifact_option, console, fail, path_option, progress_bars, read_token
+from ofakit.cli.profile import build_missing
+from ofakit.context import QUICK_ACCURACY_SAMPLES, CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, Candidate, EvolutionSettings
+from ofakit.search.precision import DROP_SUBNETS
 from ofakit.ship import refuse_read_only, ship
 from ofakit.shortlist import TIMING_ERRORS, measured_choice, time_candidates
-from ofakit.search.precision import DROP_SUBNETS
 from ofakit.specialize import Budget, Specializer, precision_plans
 from profilers import DEFAULT_TABLE, LOCAL
 from profilers.agent.client import AgentError
@@ -36,7 +36,9 @@ RUNTIME = typer.Option("onnxruntime", help="Runtime of the budget (as in the tab
 ALSO = typer.Option(None, "--also", help="Another device's budget, DEVICE,RUNTIME,MS (repeatable): joint constraints.")
 MAX_MACS = typer.Option(None, help="Also cap MACs (millions).")
 MAX_PARAMS = typer.Option(None, help="Also cap parameters (millions).")
-SAMPLES = typer.Option(DEFAULT_ACCURACY_SAMPLES, help="Measured subnets for the accuracy predictor (cached).")
+SAMPLES = typer.Option(None, help="Random subnets measured for the accuracy predictor, plus 2/3 as many along the "
+                                   f"predicted front (cached); default: all the cache holds, at least "
+                                   f"{QUICK_ACCURACY_SAMPLES}.")
 SEED = typer.Option(0, help="Seed of sampling, predictor training and search.")
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 MEASURE = typer.Option(True, "--measure/--no-measure", help="Time a shortlist around the budget and pick the "
@@ -60,23 +62,25 @@ def check_retries(retries: int) -> None:
 MAX_SAMPLES = 20000  # measured subnets for the accuracy predictor: ~1-5 s each, so 20,000 is a day of work
 
 
-def check_samples(samples: int, seed: int) -> None:
+def check_samples(samples: int | None, seed: int) -> None:
     """One-line errors for ``--samples`` and ``--seed`` out of range (before any table or checkpoint is read)."""
-    if not 2 <= samples <= MAX_SAMPLES:
+    if samples is not None and not 2 <= samples <= MAX_SAMPLES:
         raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES} (subnets measured for the "
                          "accuracy predictor, ~1-5 s each)")
     if not 0 <= seed < 2 ** 32:
         raise ValueError(f"--seed {seed} must be an integer from 0 to {2 ** 32 - 1}")
 
 
-def specializer(checkpoint: str | CheckpointContext, table: Path, budgets: list[Budget], samples: int, seed: int,
-                quiet: bool, drift: bool = True, token: str | None = None) -> Specializer:
+def specializer(checkpoint: str | CheckpointContext, table: Path, budgets: list[Budget], samples: int | None,
+                seed: int,
+                quiet: bool, drift: bool = True, token: str | None = None,
+                fresh: Collection[tuple[str, str]] = ()) -> Specializer:
     """Load everything a search needs, with a progress bar while the accuracy dataset is measured (if it is);
     with ``drift``, re-time each budget's reference subnets and rescale its predictor (skipped, with a
-    warning, where the runtime cannot run). ``checkpoint`` is a zoo name or path, or an already loaded one."""
+    warning, where the runtime cannot run; and for the ``(device, runtime)`` pairs of ``fresh``, whose table
+    was just built). ``checkpoint`` is a zoo name or path, or an already loaded one."""
     check_samples(samples, seed)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, disable=quiet)
+    bar = progress_bars(quiet)
     task: dict[str, int] = {}
 
     def update(done: int, total: int) -> None:
@@ -92,7 +96,8 @@ def specializer(checkpoint: str | CheckpointContext, table: Path, budgets: list[
     finally:
         if task:
             bar.stop()
-    for dev, rt in dict.fromkeys((b.device, b.runtime) for b in budgets) if drift else ():
+    pairs = [p for p in dict.fromkeys((b.device, b.runtime) for b in budgets) if p not in fresh]
+    for dev, rt in pairs if drift else ():
         try:
             with console.status(f"re-timing reference subnets on {dev}/{rt} (drift check)..."):
                 check = spz.check_drift(dev, rt, token=token)
@@ -127,7 +132,7 @@ def drift_json(spz: Specializer) -> dict[str, Any]:
     return {k: c.to_dict() for k, c in spz.drift_checks.items()}
 
 
-def precision_drops(spz: Specializer, plans: list[tuple[str, list[Budget]]], samples: int,
+def precision_drops(spz: Specializer, plans: list[tuple[str, list[Budget]]], samples: int | None,
                     quiet: bool) -> dict[str, Any]:
     """What each plan's precision costs in top-1 (measured once per checkpoint and target, then cached). Where
     it cannot be measured here (a TensorRT table on a machine without a GPU), one fixed precision is searched
@@ -181,7 +186,7 @@ def search(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DEVI
            pareto: bool = typer.Option(False, "--pareto", help="Also print the accuracy-vs-latency Pareto front."),
            population: int = typer.Option(100, help="Evolution population."),
            generations: int = typer.Option(500, help="Evolution generations."),
-           samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT,
+           samples: Optional[int] = SAMPLES, seed: int = SEED, drift: bool = DRIFT,
            measure: bool = MEASURE, precision: Optional[str] = PRECISION,
            token_file: Path = typer.Option(None, help="Agent token file (budgets on agent URLs)."),
            out: Path = typer.Option(Path("ofakit-search"), help="Directory for subnet.json and front.png.",
@@ -410,11 +415,15 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
              out: str = typer.Option(..., help="Artifact path.", parser=artifact_option),
              retries: int = typer.Option(3, help="Re-searches after a missed budget."),
              token_file: Path = typer.Option(None, help="Agent token file (remote devices)."),
-             samples: int = SAMPLES, seed: int = SEED, drift: bool = DRIFT, measure: bool = MEASURE,
+             samples: Optional[int] = SAMPLES, seed: int = SEED, drift: bool = DRIFT, measure: bool = MEASURE,
              precision: Optional[str] = PRECISION,
              min_agreement: Optional[float] = typer.Option(
                  None, help="int8 only: the top-1 agreement with the fp32 subnet the artifact must reach "
                             "(default 0.99; recorded in the sidecar)."),
+             build_table: bool = typer.Option(
+                 True, "--build-table/--no-build-table",
+                 help="Measure first what --table lacks for this checkpoint on each budget's device and runtime "
+                      "(as `ofakit profile build` would); off: such a table is an error."),
              as_json: bool = JSON) -> None:
     """Search, export, measure on the device; recalibrate and re-search until the budget is met."""
     try:
@@ -431,14 +440,18 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
             get_exporter(target).check_out("fp32", out)
         refuse_read_only(table, retries, ("--table", "--retries 0"))  # before the checkpoint and the search
         check_samples(samples, seed)
+        token = read_token(token_file)
+        fresh = build_missing(table, checkpoint, [(b.device, b.runtime) for b in budgets],
+                              precision if precision in ("fp16", "int8") else "fp32", token, as_json
+                              ) if build_table else []
         plans = precision_plans(table, budgets, precision, get_exporter(target).precisions)
         if min_agreement is not None and all(p != "int8" for p, _ in plans):
             raise ValueError(f"--min-agreement {min_agreement} applies to int8 artifacts; this ship exports "
                              f"{plans[0][0]} (pass --precision int8 or auto)")
         if precision != "auto" and get_exporter(target).unavailable() is None:
             get_exporter(target).check_out(plans[0][0], out)
-        token = read_token(token_file)
-        spz = specializer(checkpoint, table, [b for _, bs in plans for b in bs], samples, seed, as_json, drift, token)
+        spz = specializer(checkpoint, table, [b for _, bs in plans for b in bs], samples, seed, as_json, drift, token,
+                          fresh)
         chosen, budgets, _, offers = spz.choose_precision(plans, precision_drops(spz, plans, samples, as_json), *caps)
         if len(plans) > 1 and not as_json:
             console.print(f"precision {chosen}: " + "; ".join(

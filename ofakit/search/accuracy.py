@@ -315,6 +315,14 @@ def cached_front(path: str | Path, space: Space, header: dict[str, Any], seed: i
     return [_config(space, r, Path(path)) for r in records if r.get("origin") == "front"]
 
 
+def cached_samples(path: str | Path, header: dict[str, Any], seed: int = 0) -> int:
+    """How many sampled (not ``extra``) subnets the cache ``path`` holds for ``header`` (0 for another one)."""
+    have, records, _ = _read(Path(path))
+    if have != _want(header, seed):
+        return 0
+    return sum(r.get("origin") != "front" for r in records)
+
+
 def _data(space: Space, records: list[dict[str, Any]], header: dict[str, Any], path: Path) -> AccuracyData:
     cfgs = tuple(_config(space, r, path) for r in records)
     halves = np.array([r.get("val_halves", [np.nan, np.nan]) for r in records], dtype=np.float64).reshape(-1, 2)
