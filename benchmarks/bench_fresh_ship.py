@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import independent_medians
 
-from benchmarks._timing import independent_medians
 from elastic.families import Config
 from model_zoo.checkpoint import checkpoint_paths, resolve_checkpoint
 from ofakit.context import CheckpointContext

@@ -46,10 +46,10 @@ from ofakit.search.precision import (
 from ofakit.search.predictors import AccuracyPredictor, Encoder, select_predictor
 
 log = logging.getLogger(__name__)
-QUICK_ACCURACY_SAMPLES = 80
+QUICK_ACCURACY_SAMPLES = 64
 """Sampled subnets measured by default for a checkpoint without a cached accuracy dataset (plus 2/3 as many
-along the predicted front): ~1.5 min on 2 cores for the zoo's Fashion-MNIST supernet, so that shipping a new
-checkpoint from nothing takes ~3 min (benchmarks/RESULTS.md, issue 16). A cache holding more is used whole."""
+along the predicted front): ~70 s on 2 cores for the zoo's Fashion-MNIST supernet, so that shipping a new
+checkpoint from nothing takes under 3 min (benchmarks/RESULTS.md, issue 16). A cache holding more is used whole."""
 MAX_WORKERS = 8  # a bound on memory: each process holds its own activations and onnxruntime session
 
 
