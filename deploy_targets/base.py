@@ -98,6 +98,12 @@ class ParityError(RuntimeError):
     """The exported artifact's output differs from PyTorch's beyond the tolerance; nothing was written."""
 
 
+def whole_batches(x: torch.Tensor, step: int) -> list[torch.Tensor]:
+    """``x`` cut into batches of ``step`` images for a model of static batch ``step``; the last one is filled
+    by wrapping round to the first images (the caller keeps the first ``len(x)`` outputs)."""
+    return [x[torch.arange(start, start + step) % len(x)] for start in range(0, len(x), step)]
+
+
 def does_not_run(runtime: str, what: str, exc: BaseException, out: Path) -> ParityError:
     """The parity failure of an artifact that ``runtime`` cannot load or run (``what``: e.g. "the program"),
     naming the first line of the runtime's error."""

@@ -5,7 +5,9 @@ Both IR files are saved in a temporary folder next to the target and renamed int
 removed first, then the weights (``.bin``) and the new ``.xml`` are moved in, so a crash between the two
 steps leaves no IR rather than an old ``.xml`` beside new weights (a pair that would load and compute
 nonsense), and an ``.xml`` never appears before its weights. ``fp16`` stores compressed
-weights (the CPU plugin still computes in fp32 unless told otherwise).
+weights (the CPU plugin still computes in fp32 unless told otherwise). ``int8`` converts the ONNX exporter's
+Q/DQ model (uint8 activations, per-channel int8 weights, min/max-calibrated on ``spec.calibration``), which
+OpenVINO runs with its int8 kernels, and is checked by top-1 agreement like the other int8 targets.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from deploy_targets.base import (Exporter, ExportResult, ExportSpec, ParityError, does_not_run, parity_tolerance,
-                                 register_exporter)
+from deploy_targets.base import (Exporter, ExportResult, ExportSpec, check_parity, does_not_run, min_agreement,
+                                 register_exporter, whole_batches)
 from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 
 RT_INFO_KEY = "ofakit"  # ExportSpec.metadata lives in the IR's rt_info under this key
@@ -33,8 +35,10 @@ class OpenVinoExporter(Exporter):
 
     name = "openvino"
     suffix = ".xml"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
+    option_keys = ("min_top1_agreement",)
     requires = (("onnx", "onnx"), ("openvino", "openvino"))
+    checks_many_images = True
 
     def bind(self, artifact: Path | bytes, x: np.ndarray, device: str = "CPU",
              config: dict[str, Any] | None = None) -> Callable[[], np.ndarray]:
@@ -54,33 +58,28 @@ class OpenVinoExporter(Exporter):
     def _export(self, spec: ExportSpec) -> ExportResult:
         import openvino as ov
 
+        from deploy_targets.onnx_precision import QDQ_SCHEMES, to_int8_qdq
+
         t0 = time.perf_counter()
         if spec.out.suffix != ".xml":
             raise ValueError(f"OpenVINO IR path {spec.out} is not supported; allowed: a path ending in .xml")
-        x = spec.example()
-        if spec.dynamic_batch and x.shape[0] == spec.input_shape[0]:
-            x = torch.cat([x, x])
-        with torch.no_grad():
-            ref = spec.frozen_module()(x).numpy()
+        need = min_agreement(spec)
+        data = onnx_bytes(spec)
+        if spec.precision == "int8":
+            if not spec.calibration:
+                raise ValueError("precision='int8' needs calibration batches (real images; e.g. 256 validation images)")
+            data = to_int8_qdq(data, [b.numpy() for b in spec.calibration], scheme="cpu")
         spec.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.out.name}.", suffix=".tmp", dir=spec.out.parent))
         try:
             onnx_path = tmp / "model.onnx"
-            onnx_path.write_bytes(onnx_bytes(spec))
+            onnx_path.write_bytes(data)
             staged = tmp / spec.out.name
             model = ov.convert_model(str(onnx_path))
             for key, value in spec.metadata.items():
                 model.set_rt_info(value, [RT_INFO_KEY, key])
             ov.save_model(model, str(staged), compress_to_fp16=spec.precision == "fp16")
-            try:
-                got = self.bind(staged, x.numpy())()
-            except RuntimeError as exc:  # OpenVINO's errors (read, compile, shape) are RuntimeErrors
-                raise does_not_run("OpenVINO", "the IR", exc, spec.out) from None
-            diff = float(np.abs(got - ref).max())
-            tol = parity_tolerance(spec.precision, spec.atol, ref)
-            if not diff <= tol:
-                raise ParityError(f"OpenVINO parity check failed: max |openvino - torch| = {diff:.3g} > {tol:.3g} "
-                                   f"({spec.precision}); {spec.out} was not written")
+            diff, agreement, tol = self._parity(staged, spec, need)
             spec.out.unlink(missing_ok=True)  # never an old .xml beside the new .bin, even after a crash
             for suffix in (".bin", ".xml"):
                 os.replace(staged.with_suffix(suffix), spec.out.with_suffix(suffix))
@@ -89,5 +88,28 @@ class OpenVinoExporter(Exporter):
         settings = {"precision": spec.precision, "opset": spec.opset, "dynamic_batch": spec.dynamic_batch,
                     "input_shape": list(spec.input_shape), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
                     "weights": spec.out.with_suffix(".bin").name, "parity_device": "CPU"}
+        if spec.precision == "int8":
+            settings |= {"quantization": QDQ_SCHEMES["cpu"], "min_top1_agreement": need, "top1_agreement": agreement,
+                         "calibration_images": sum(len(b) for b in spec.calibration), "parity_tolerance": tol}
         versions = {"torch": torch.__version__, "openvino": ov.__version__}
         return ExportResult(spec.out, self.name, settings, versions, diff, time.perf_counter() - t0)
+
+    def _parity(self, path: Path, spec: ExportSpec, need: float) -> tuple[float, float | None, float]:
+        """Run the IR on the CPU plugin on every example image (whole batches of a static model) against
+        PyTorch; raises :class:`ParityError` when it disagrees. Returns (max abs diff, top-1 agreement or None,
+        tolerance)."""
+        x = spec.example()
+        if spec.dynamic_batch and x.shape[0] == spec.input_shape[0]:
+            x = torch.cat([x, x])  # prove the batch dimension really varies
+        with torch.no_grad():
+            ref = spec.frozen_module()(x).numpy()
+        step = len(x) if spec.dynamic_batch else spec.input_shape[0]
+        try:
+            buf = np.empty((step, *x.shape[1:]), dtype=np.float32)
+            run, chunks = self.bind(path, buf), []  # one compiled model; its input is read from ``buf`` at each run
+            for part in whole_batches(x, step):
+                buf[...] = part.numpy()
+                chunks.append(np.array(run()))
+        except RuntimeError as exc:  # OpenVINO's errors (read, compile, shape) are RuntimeErrors
+            raise does_not_run("OpenVINO", "the IR", exc, spec.out) from None
+        return check_parity("OpenVINO", np.concatenate(chunks)[:len(x)], ref, spec, need)

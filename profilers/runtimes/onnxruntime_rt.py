@@ -6,7 +6,6 @@ from __future__ import annotations
 from deploy_targets import get_exporter
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, register_runtime
 
-
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
 
@@ -19,6 +18,20 @@ def _is_quantized(path) -> bool | None:  # noqa: ANN001 - a Path
     except Exception:  # noqa: BLE001 - no onnx package, or not an ONNX file: the runner reports it
         return None
     return any(n.op_type in QUANTIZED_OPS for n in graph.node)
+
+
+def check_onnx_precision(spec: MeasureSpec) -> None:
+    """A ``ValueError`` when an fp32 or int8 measurement of an ONNX file would be filed under the wrong
+    precision: a float model timed as int8, or a Q/DQ model timed as fp32."""
+    if spec.precision not in ("fp32", "int8"):
+        return
+    quantized = _is_quantized(spec.artifact)
+    if quantized is not None and quantized != (spec.precision == "int8"):
+        raise ValueError(f"precision={spec.precision!r}, but {spec.artifact.name} is "
+                         f"{'an int8 (Q/DQ)' if quantized else 'a float'} model: its figure would be "
+                         f"filed under the wrong precision; export it with --precision "
+                         f"{'int8' if quantized else spec.precision} or measure it as "
+                         f"{'int8' if quantized else 'fp32'}")
 
 
 @register_runtime
@@ -45,14 +58,7 @@ class OnnxRuntime(Runtime):
         if spec.precision == "int8" and provider != self.default_provider:
             raise ValueError(f"precision='int8' (a Q/DQ model for onnxruntime's CPU kernels) needs provider "
                              f"{self.default_provider} (got {provider!r}); use the tensorrt runtime for a GPU")
-        if spec.precision in ("fp32", "int8"):
-            quantized = _is_quantized(spec.artifact)
-            if quantized is not None and quantized != (spec.precision == "int8"):
-                raise ValueError(f"precision={spec.precision!r}, but {spec.artifact.name} is "
-                                 f"{'an int8 (Q/DQ)' if quantized else 'a float'} model: its figure would be "
-                                 f"filed under the wrong precision; export it with --precision "
-                                 f"{'int8' if quantized else spec.precision} or measure it as "
-                                 f"{'int8' if quantized else 'fp32'}")
+        check_onnx_precision(spec)
 
     def _runner(self, spec: MeasureSpec) -> Runner:
         provider = self.provider_of(spec)

@@ -1,9 +1,11 @@
-"""OpenVINO: an ``.onnx`` file compiled for the CPU plugin (latency hint, fixed threads)."""
+"""OpenVINO: an ``.onnx`` file compiled for the CPU plugin (latency hint, fixed threads); int8 is the ONNX
+exporter's Q/DQ model, which the CPU plugin runs with its int8 kernels."""
 
 from __future__ import annotations
 
 from deploy_targets import get_exporter
 from profilers.runtimes.base import MeasureSpec, Runner, Runtime, register_runtime
+from profilers.runtimes.onnxruntime_rt import check_onnx_precision
 
 
 @register_runtime
@@ -13,8 +15,12 @@ class OpenVinoRuntime(Runtime):
     name = "openvino"
     artifact_format = "onnx"
     default_provider = "CPU"
-    precisions = ("fp32",)
+    precisions = ("fp32", "int8")
     requires = (("openvino", "openvino"),)
+
+    def check(self, spec: MeasureSpec) -> None:
+        super().check(spec)
+        check_onnx_precision(spec)
 
     def _runner(self, spec: MeasureSpec) -> Runner:
         import openvino as ov
