@@ -1597,10 +1597,22 @@ def probes_cli(F: SimpleNamespace) -> None:
         ["ship", "--checkpoint", rn, "--table", F.rn_table, "--latency-ms", "0.0001", "--out", E / "sh.onnx",
          "--retries", "0", "--samples", "20", "--no-drift-check", "--no-measure"],
         needle=["0.0001", "budget", "feasible"], must_not_exist=[E / "sh.onnx"])
-    cli("SH-02", A, "ship: ResNet checkpoint against the ProxylessNAS table",
+    cli("SH-02", A, "ship: ResNet checkpoint against the ProxylessNAS table, --no-build-table",
         ["ship", "--checkpoint", rn, "--table", F.px_table, "--latency-ms", "1", "--out", E / "sh.onnx",
-         "--retries", "0", "--samples", "20", "--no-drift-check"], needle=["lacks", "architecture", "entries"],
-        must_not_exist=[E / "sh.onnx"])
+         "--retries", "0", "--samples", "20", "--no-drift-check", "--no-build-table"],
+        needle=["lacks", "architecture", "entries"], must_not_exist=[E / "sh.onnx"])
+    mixed = E / "sh_mixed.sqlite"
+    shutil.copy(F.px_table, mixed)
+    px_rows = _rows(mixed, ("entries", "recipes", "calibrations", "corrections"))
+
+    def built_beside() -> tuple[bool, str]:
+        after = _rows(mixed, ("entries", "recipes", "calibrations", "corrections"))
+        kept = all(set(px_rows[t]) <= set(after[t]) for t in px_rows)
+        return kept and len(after["recipes"]) == len(px_rows["recipes"]) + 1, \
+            f"ProxylessNAS rows kept: {kept}; recipes {len(px_rows['recipes'])} -> {len(after['recipes'])}"
+    cli("SH-02b", A, "ship: ResNet checkpoint against a copy of the ProxylessNAS table builds its layers beside "
+        "(valid)", ["ship", "--checkpoint", rn, "--table", mixed, "--latency-ms", "1", "--out", E / "sh_b.onnx",
+                    "--retries", "0", "--samples", "20"], expect="accept", check=lambda r: built_beside())
     cli("SH-03", A, "ship: ResNet --target coreml with an .onnx path",
         ["ship", "--checkpoint", rn, "--table", F.rn_table, "--latency-ms", "1", "--out", E / "sh.onnx",
          "--target", "coreml"], needle=".mlpackage", must_not_exist=[E / "sh.onnx"])

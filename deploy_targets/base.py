@@ -104,6 +104,34 @@ def whole_batches(x: torch.Tensor, step: int) -> list[torch.Tensor]:
     return [x[torch.arange(start, start + step) % len(x)] for start in range(0, len(x), step)]
 
 
+def outputs_on_examples(spec: "ExportSpec", bind: Callable[[np.ndarray], Callable[[], np.ndarray]],
+                        is_runtime_error: Callable[[Exception], bool], runtime: str,
+                        what: str) -> tuple[np.ndarray, np.ndarray]:
+    """An artifact's outputs on every example image of ``spec`` and PyTorch's, for a parity check.
+
+    ``bind(buffer)`` loads the artifact once and returns a call that runs it on ``buffer``'s current content;
+    the images go through in whole batches of a static model (all at once, doubled if they are a single
+    batch, for a dynamic one: the batch dimension must really vary). An exception ``is_runtime_error`` accepts
+    becomes :func:`does_not_run`'s ``ParityError``; others propagate."""
+    x = spec.example()
+    if spec.dynamic_batch and x.shape[0] == spec.input_shape[0]:
+        x = torch.cat([x, x])
+    with torch.no_grad():
+        ref = spec.frozen_module()(x).numpy()
+    step = len(x) if spec.dynamic_batch else spec.input_shape[0]
+    try:
+        buf = np.empty((step, *x.shape[1:]), dtype=np.float32)
+        run, chunks = bind(buf), []
+        for part in whole_batches(x, step):
+            buf[...] = part.numpy()
+            chunks.append(np.array(run()))
+    except Exception as exc:
+        if not is_runtime_error(exc):
+            raise
+        raise does_not_run(runtime, what, exc, spec.out) from None
+    return np.concatenate(chunks)[:len(x)], ref
+
+
 def does_not_run(runtime: str, what: str, exc: BaseException, out: Path) -> ParityError:
     """The parity failure of an artifact that ``runtime`` cannot load or run (``what``: e.g. "the program"),
     naming the first line of the runtime's error."""

@@ -22,8 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from deploy_targets.base import (Exporter, ExportResult, ExportSpec, ParityError, check_parity, does_not_run,
-                                 min_agreement, register_exporter)
+from deploy_targets.base import (Exporter, ExportResult, ExportSpec, ParityError, check_parity, min_agreement,
+                                 outputs_on_examples, register_exporter)
 from elastic.fileio import atomic_path
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -40,6 +40,19 @@ def onnx_bytes(spec: ExportSpec) -> bytes:
         torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=spec.opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamic_axes=dynamic, do_constant_folding=True)
     return buf.getvalue()
+
+
+def cpu_model_bytes(spec: ExportSpec) -> bytes:
+    """The serialized ONNX model of ``spec`` for CPU runtimes at its precision: fp32, or int8 as a Q/DQ graph
+    (uint8 activations, per-channel int8 weights) calibrated on ``spec.calibration`` (not checked, not written)."""
+    from deploy_targets.onnx_precision import to_int8_qdq
+
+    data = onnx_bytes(spec)
+    if spec.precision == "int8":
+        if not spec.calibration:
+            raise ValueError("precision='int8' needs calibration batches (real images; e.g. 256 validation images)")
+        data = to_int8_qdq(data, [b.numpy() for b in spec.calibration], scheme="cpu")
+    return data
 
 
 def ort_session(model: bytes | str, threads: int = 1, providers: list[str] | None = None):
@@ -79,15 +92,11 @@ class OnnxExporter(Exporter):
         import onnx
         import onnxruntime as ort
 
-        from deploy_targets.onnx_precision import QDQ_SCHEMES, to_int8_qdq
+        from deploy_targets.onnx_precision import QDQ_SCHEMES
 
         t0 = time.perf_counter()
         need = min_agreement(spec)
-        data = onnx_bytes(spec)
-        if spec.precision == "int8":
-            if not spec.calibration:
-                raise ValueError("precision='int8' needs calibration batches (real images; e.g. 256 validation images)")
-            data = to_int8_qdq(data, [b.numpy() for b in spec.calibration], scheme="cpu")
+        data = cpu_model_bytes(spec)
         model = onnx.load_from_string(data)
         if spec.metadata:
             onnx.helper.set_model_props(model, spec.metadata)
@@ -107,23 +116,9 @@ class OnnxExporter(Exporter):
     def _parity(self, data: bytes, spec: ExportSpec, need: float) -> tuple[float, float | None, float]:
         """Run the model in onnxruntime on every example image (whole batches of a static model) against PyTorch;
         raises :class:`ParityError` when it disagrees. Returns (max abs diff, top-1 agreement or None, tolerance)."""
-        x = spec.example()
-        if spec.dynamic_batch and x.shape[0] == spec.input_shape[0]:
-            x = torch.cat([x, x])  # prove the batch dimension really varies
-        with torch.no_grad():
-            ref = spec.frozen_module()(x).numpy()
-        step = len(x) if spec.dynamic_batch else spec.input_shape[0]
-        try:
-            buf = np.empty((step, *x.shape[1:]), dtype=np.float32)
-            run, chunks = self.bind(data, buf), []  # one session; its input is read from ``buf`` at each run
-            for start in range(0, len(x), step):
-                buf[...] = x[torch.arange(start, start + step) % len(x)].numpy()  # whole batches (wrapping round)
-                chunks.append(np.array(run()))
-        except Exception as exc:  # onnxruntime's errors (Fail, InvalidArgument, ...) derive from Exception only
-            if not type(exc).__module__.startswith("onnxruntime"):
-                raise
-            raise does_not_run("onnxruntime", "the model", exc, spec.out) from None
-        got = np.concatenate(chunks)[:len(x)]
+        got, ref = outputs_on_examples(  # onnxruntime's errors (Fail, InvalidArgument, ...) derive from Exception only
+            spec, lambda buf: self.bind(data, buf), lambda exc: type(exc).__module__.startswith("onnxruntime"),
+            "onnxruntime", "the model")
         if spec.precision == "fp32":  # the documented fp32 rule: spec.atol
             diff = float(np.abs(got.reshape(ref.shape) - ref).max())
             if not diff <= spec.atol:

@@ -22,9 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from deploy_targets.base import (Exporter, ExportResult, ExportSpec, check_parity, does_not_run, min_agreement,
-                                 register_exporter, whole_batches)
-from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_bytes
+from deploy_targets.base import (Exporter, ExportResult, ExportSpec, check_parity, min_agreement,
+                                 outputs_on_examples, register_exporter)
+from deploy_targets.onnx_export import INPUT_NAME, OUTPUT_NAME, cpu_model_bytes
 
 RT_INFO_KEY = "ofakit"  # ExportSpec.metadata lives in the IR's rt_info under this key
 
@@ -58,17 +58,13 @@ class OpenVinoExporter(Exporter):
     def _export(self, spec: ExportSpec) -> ExportResult:
         import openvino as ov
 
-        from deploy_targets.onnx_precision import QDQ_SCHEMES, to_int8_qdq
+        from deploy_targets.onnx_precision import QDQ_SCHEMES
 
         t0 = time.perf_counter()
         if spec.out.suffix != ".xml":
             raise ValueError(f"OpenVINO IR path {spec.out} is not supported; allowed: a path ending in .xml")
         need = min_agreement(spec)
-        data = onnx_bytes(spec)
-        if spec.precision == "int8":
-            if not spec.calibration:
-                raise ValueError("precision='int8' needs calibration batches (real images; e.g. 256 validation images)")
-            data = to_int8_qdq(data, [b.numpy() for b in spec.calibration], scheme="cpu")
+        data = cpu_model_bytes(spec)
         spec.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.out.name}.", suffix=".tmp", dir=spec.out.parent))
         try:
@@ -95,21 +91,9 @@ class OpenVinoExporter(Exporter):
         return ExportResult(spec.out, self.name, settings, versions, diff, time.perf_counter() - t0)
 
     def _parity(self, path: Path, spec: ExportSpec, need: float) -> tuple[float, float | None, float]:
-        """Run the IR on the CPU plugin on every example image (whole batches of a static model) against
-        PyTorch; raises :class:`ParityError` when it disagrees. Returns (max abs diff, top-1 agreement or None,
-        tolerance)."""
-        x = spec.example()
-        if spec.dynamic_batch and x.shape[0] == spec.input_shape[0]:
-            x = torch.cat([x, x])  # prove the batch dimension really varies
-        with torch.no_grad():
-            ref = spec.frozen_module()(x).numpy()
-        step = len(x) if spec.dynamic_batch else spec.input_shape[0]
-        try:
-            buf = np.empty((step, *x.shape[1:]), dtype=np.float32)
-            run, chunks = self.bind(path, buf), []  # one compiled model; its input is read from ``buf`` at each run
-            for part in whole_batches(x, step):
-                buf[...] = part.numpy()
-                chunks.append(np.array(run()))
-        except RuntimeError as exc:  # OpenVINO's errors (read, compile, shape) are RuntimeErrors
-            raise does_not_run("OpenVINO", "the IR", exc, spec.out) from None
-        return check_parity("OpenVINO", np.concatenate(chunks)[:len(x)], ref, spec, need)
+        """Run the IR on the CPU plugin on every example image against PyTorch; raises :class:`ParityError` when
+        it disagrees. Returns (max abs diff, top-1 agreement or None, tolerance)."""
+        got, ref = outputs_on_examples(spec, lambda buf: self.bind(path, buf),
+                                       lambda exc: isinstance(exc, RuntimeError),  # OpenVINO's read/compile errors
+                                       "OpenVINO", "the IR")
+        return check_parity("OpenVINO", got, ref, spec, need)

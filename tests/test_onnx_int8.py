@@ -1,5 +1,6 @@
 """int8 ONNX for onnxruntime's CPU kernels: a calibrated Q/DQ graph, checked like every int8 target (top-1
-agreement on 100+ images, the logit bound below that), with checks that fail."""
+agreement on 100+ images, the logit bound below that), with checks that fail; OpenVINO's int8, which converts the
+same graph, goes through the same checks."""
 
 from __future__ import annotations
 
@@ -36,31 +37,40 @@ def test_int8_onnx_is_a_calibrated_qdq_graph_within_the_logit_bound(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["q.onnx"]
 
 
-def test_int8_onnx_top1_agreement_is_checked_and_bad_calibration_fails_it(tmp_path):
-    """100+ images: top-1 agreement, recorded with the bar. Calibrated on images 1000x dimmer than the checked
-    ones, activations clip, agreement falls and nothing is written."""
+@pytest.mark.parametrize("target, suffix, label", [("onnx", ".onnx", "ONNX"), ("openvino", ".xml", "OpenVINO")])
+def test_int8_top1_agreement_is_checked_and_bad_calibration_fails_it(target, suffix, label, tmp_path):
+    """100+ images: top-1 agreement, recorded with the bar (OpenVINO converts the same Q/DQ model). Calibrated
+    on images 1000x dimmer than the checked ones, activations clip, agreement falls and nothing is written."""
+    exporter = get_exporter(target)
+    if exporter.unavailable() is not None:
+        pytest.skip(f"unavailable: {target}: {exporter.unavailable()}")
     x, good = images(200, 1), tuple(images(128, 2).split(32))
-    ok = EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "ok.onnx", precision="int8", inputs=x,
+    ok = exporter.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / f"ok{suffix}", precision="int8", inputs=x,
                                     calibration=good, options={"min_top1_agreement": 0.9}))
     assert ok.settings["min_top1_agreement"] == 0.9 <= ok.settings["top1_agreement"] <= 1
-    bad = ExportSpec(tiny_classifier(), SHAPE, tmp_path / "bad.onnx", precision="int8", inputs=x,
+    assert ok.settings["calibration_images"] == 128 and ok.settings["quantization"]["weights"].startswith("int8")
+    bad = ExportSpec(tiny_classifier(), SHAPE, tmp_path / f"bad{suffix}", precision="int8", inputs=x,
                      calibration=(images(32, 2) * 1e-3,))
-    with pytest.raises(ParityError, match=r"ONNX int8 parity check failed: top-1 agrees with torch on .* of 200 "
-                                          r"images < 99.0% .*bad.onnx was not written"):
-        EXPORTER.export(bad)
+    with pytest.raises(ParityError, match=rf"{label} int8 parity check failed: top-1 agrees with torch on .* of 200 "
+                                          rf"images < 99.0% .*bad{suffix} was not written"):
+        exporter.export(bad)
     with pytest.raises(ValueError, match=r"precision='int8' needs calibration batches"):
-        EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "none.onnx", precision="int8"))
+        exporter.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / f"none{suffix}", precision="int8"))
     with pytest.raises(ValueError, match=r"min_top1_agreement=0.9 applies to precision='int8' only"):
-        EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "f.onnx", options={"min_top1_agreement": 0.9}))
-    assert [p.name for p in tmp_path.iterdir()] == ["ok.onnx"]
+        exporter.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / f"f{suffix}",
+                                   options={"min_top1_agreement": 0.9}))
+    assert sorted(p.stem for p in tmp_path.iterdir()) == ["ok"] * len(list(tmp_path.iterdir()))
 
 
-def test_a_figure_is_never_filed_under_the_wrong_precision(tmp_path):
-    """onnxruntime refuses to time a float model as int8 or a Q/DQ model as fp32 (the figure would land in the
-    other precision's table), locally as through the agent (which runs the same check)."""
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_figure_is_never_filed_under_the_wrong_precision(runtime, tmp_path):
+    """The runtimes that time the ONNX exporter's files refuse a float model as int8 and a Q/DQ model as fp32 (the
+    figure would land in the other precision's table), locally as through the agent (which runs the same check)."""
     from profilers.runtimes import MeasureSpec, get_runtime
 
-    rt = get_runtime("onnxruntime")
+    rt = get_runtime(runtime)
+    if rt.unavailable() is not None:
+        pytest.skip(f"unavailable: {runtime}: {rt.unavailable()}")
     f = EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "f.onnx")).path
     q = EXPORTER.export(ExportSpec(tiny_classifier(), SHAPE, tmp_path / "q.onnx", precision="int8",
                                    calibration=(images(32, 2),))).path
