@@ -1,4 +1,4 @@
-"""BatchNorm recalibration for one subnet (OFA's ``set_running_statistics``, exact pooled statistics).
+"""BatchNorm recalibration for one subnet (OFA's ``set_running_statistics``, statistics pooled over all images).
 
 After progressive shrinking the shared running statistics fit no particular subnet; recalibrating them
 on a few thousand training images restores a subnet's accuracy without any gradient step.
@@ -22,7 +22,7 @@ class _Moments:
     """Per-channel count, mean and sum of squared deviations of a BatchNorm's inputs.
 
     Each batch's statistics (one pass over its activations, in their precision) are merged in float64 with
-    Chan et al.'s parallel formula, so pooling many batches stays exact.
+    Chan et al.'s parallel formula, so pooling many batches adds no error of its own.
     """
 
     def __init__(self) -> None:
@@ -51,7 +51,9 @@ def _gathering_forward(bn: nn.BatchNorm2d, moments: _Moments) -> Callable[[torch
     recalibrates) and adds them to ``moments``; its running buffers are not touched.
 
     The statistics are the ones the train-mode kernel computes to normalise the batch (its mean and inverse
-    standard deviation): a separate ``var_mean`` over the same activations cost 3-7x the BatchNorm on CPU."""
+    standard deviation): a separate ``var_mean`` over the same activations cost 3-7x the BatchNorm on CPU. The
+    variance comes back from the float32 ``1 / sqrt(var + eps)``, so ``var + eps`` is exact to float32 precision
+    (what normalisation uses); a variance far below ``eps`` keeps only its order of magnitude."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         y, mean_b, invstd_b = torch.native_batch_norm(x, bn.weight, bn.bias, None, None, True, 0.0, bn.eps)
@@ -79,19 +81,21 @@ def _pooled_statistics(supernet: torch.nn.Module, cfg: SubnetConfig, batches: It
         static_bn.forward = _gathering_forward(static_bn, m)
     param = next(supernet.parameters())
     seen = 0
-    with torch.no_grad():
-        channels = supernet.spec.in_channels
-        for batch in batches:
-            x = _images(batch).to(device=param.device, dtype=param.dtype)
-            if x.dim() != 4 or x.shape[1] != channels or x.shape[0] < 1:
-                raise ValueError(f"recalibrate_bn got a batch of shape {tuple(x.shape)}; allowed: (N, {channels}, H, W) "
-                                 "image batches (an iterable of them, not one tensor)")
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError("recalibrate_bn got NaN or infinite pixel values; the statistics would be NaN")
-            net(resize(x, cfg.r).contiguous(memory_format=torch.channels_last))
-            seen += x.shape[0]
-    for static_bn, _ in pairs:
-        del static_bn.forward
+    try:
+        with torch.no_grad():
+            channels = supernet.spec.in_channels
+            for batch in batches:
+                x = _images(batch).to(device=param.device, dtype=param.dtype)
+                if x.dim() != 4 or x.shape[1] != channels or x.shape[0] < 1:
+                    raise ValueError(f"recalibrate_bn got a batch of shape {tuple(x.shape)}; allowed: (N, {channels}, "
+                                     "H, W) image batches (an iterable of them, not one tensor)")
+                if not bool(torch.isfinite(x).all()):
+                    raise ValueError("recalibrate_bn got NaN or infinite pixel values; the statistics would be NaN")
+                net(resize(x, cfg.r).contiguous(memory_format=torch.channels_last))
+                seen += x.shape[0]
+    finally:
+        for static_bn, _ in pairs:
+            del static_bn.forward
     if seen == 0:
         raise ValueError("BatchNorm recalibration got no images: pass at least one non-empty batch")
     return net, pairs, [m.mean_var() for m in moments], seen
@@ -101,7 +105,7 @@ def recalibrate_bn(supernet: torch.nn.Module, cfg: SubnetConfig, batches: Iterab
     """Recompute the running mean/variance of every BatchNorm that subnet ``cfg`` uses.
 
     The subnet is run with batch statistics (as in training) on all ``batches``; each BatchNorm's running
-    mean and unbiased variance are set to the exact statistics of its inputs pooled over every image.
+    mean and unbiased variance are set to the statistics of its inputs pooled over every image.
     Only the active channels of the active BatchNorm layers change; weights, other channels, other
     layers, ``num_batches_tracked`` and the train/eval mode are left as they were.
 

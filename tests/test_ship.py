@@ -500,6 +500,10 @@ def test_cli_ship_from_nothing_builds_the_table_it_lacks(shipyard, tmp_path, mon
             "--out", str(tmp_path / "m.onnx")]
     res = CliRunner().invoke(app, [*base[:-1], str(tmp_path / "n.onnx"), "--no-build-table"])
     assert res.exit_code == 2 and "does not exist" in res.output and not table.exists()
+    for bad, message in ((["--precision", "int4"], "--precision 'int4' is not supported"),
+                         (["--precision", "fp32", "--min-agreement", "0.9"], "applies to int8 artifacts")):
+        res = CliRunner().invoke(app, [*base, *bad])  # refused before any minute of building
+        assert res.exit_code == 2 and message in res.output and not table.exists() and not built, res.output
     res = CliRunner().invoke(app, [*base, "--json"])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout)
@@ -510,3 +514,34 @@ def test_cli_ship_from_nothing_builds_the_table_it_lacks(shipyard, tmp_path, mon
     res = CliRunner().invoke(app, [*base, "--no-drift-check"])
     assert res.exit_code == 0, res.output
     assert len(built) == 1 and "measuring its layers" not in res.output
+
+
+def test_a_table_holds_an_architecture_only_when_complete(shipyard, tmp_path):
+    """`ship --build-table` builds unless the table holds every layer of the architecture and its fitted
+    correction for one configuration of the runtime on the device (at the precision asked for, if any): a build
+    killed half-way, another device or precision are not held."""
+    import shutil
+    import sqlite3
+
+    from ofakit.cli.profile import holds
+
+    ctx, table = shipyard
+    spec = ctx.supernet.spec
+    assert holds(table, spec, "local", "onnxruntime") and holds(table, spec, "local", "onnxruntime", "fp32")
+    assert not holds(table, spec, "local", "onnxruntime", "int8") and not holds(table, spec, "local", "openvino")
+    assert not holds(table, spec, "http://elsewhere:8470", "onnxruntime") and not holds(tmp_path / "no.sqlite", spec,
+                                                                                        "local", "onnxruntime")
+    killed = tmp_path / "killed.sqlite"
+    shutil.copy(table, killed)
+    db = sqlite3.connect(killed)
+    db.execute("DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries LIMIT 3)")
+    db.commit()
+    db.close()
+    assert not holds(killed, spec, "local", "onnxruntime")
+    uncalibrated = tmp_path / "uncalibrated.sqlite"
+    shutil.copy(table, uncalibrated)
+    db = sqlite3.connect(uncalibrated)
+    db.execute("DELETE FROM corrections")
+    db.commit()
+    db.close()
+    assert not holds(uncalibrated, spec, "local", "onnxruntime")

@@ -140,35 +140,41 @@ def _build_into(table_path: Path, name: str, spec: Spec, runtime: Runtime, devic
         return builder.build_table(table, name, spec, runtime, device, settings, progress)
 
 
-def holds(table_path: Path, spec: Spec, device: str, runtime: str) -> bool:
-    """Whether ``table_path`` holds ``spec``'s architecture with layers measured on ``device`` by ``runtime``."""
+def holds(table_path: Path, spec: Spec, device: str, runtime: str, precision: str | None = None) -> bool:
+    """Whether ``table_path`` holds ``spec``'s architecture complete on ``device`` for one configuration of
+    ``runtime`` (at ``precision``, if given): every layer of its space measured and the correction fitted (a
+    build killed half-way is not complete, and ``build_missing`` resumes it)."""
     if not table_path.is_file():
         return False
     sid = spec_id(spec.to_dict())
+    keys = {layer.key for layer in space_layers(spec)}
     with LatencyTable(table_path, readonly=True) as table:
-        if not any(spec_id(table.recipe(name)) == sid for name in table.recipes()):
+        if not any(spec_id(table.recipe(name)) == sid for name in table.recipes()) or device not in table.devices():
             return False
-        return device in table.devices() and any(runtime in (e.runtime.name, e.runtime.label())
-                                                 for e in table.entries(device))
+        configs = {e.runtime for e in table.entries(device)
+                   if e.runtime.name == runtime and precision in (None, e.runtime.precision)}
+        return any(keys <= {e.key for e in table.entries(device, rk)} and table.correction(device, rk, sid) is not None
+                   for rk in configs)
 
 
-def build_missing(table_path: Path, checkpoint: str, targets: list[tuple[str, str]], precision: str,
+def build_missing(table_path: Path, checkpoint: str, targets: list[tuple[str, str]], precision: str | None,
                   token: str | None, quiet: bool) -> list[tuple[str, str]]:
-    """Build, with ``ofakit profile build``'s defaults at ``precision``, the tables ``table_path`` lacks for
-    ``checkpoint``'s architecture among the ``(device, runtime)`` pairs of ``targets`` (a table holding any
-    configuration of the runtime there is left as it is); returns the pairs built."""
+    """Build, with ``ofakit profile build``'s defaults at ``precision`` (``None``: fp32 unless the table holds the
+    runtime complete at another precision), what ``table_path`` lacks for ``checkpoint``'s architecture among the
+    ``(device, runtime)`` pairs of ``targets``, resuming a build killed half-way; returns the pairs built."""
     if table_path.is_dir():
         raise CliError(f"latency table {table_path} is a directory; give the .sqlite file")
     name, spec = resolve_recipe(checkpoint, None)
     built = []
     for device, runtime in dict.fromkeys(targets):
-        if holds(table_path, spec, device, runtime):
+        if holds(table_path, spec, device, runtime, precision):
             continue
+        at = precision or "fp32"
         if not quiet:
-            console.print(f"{table_path} has no {runtime} latencies of {name} on {device}: measuring its layers now "
+            console.print(f"{table_path} lacks {at} {runtime} latencies of {name} on {device}: measuring them now "
                           f"(as `ofakit profile build --recipe {checkpoint} --runtime {runtime} --device {device} "
-                          f"--precision {precision}` would; resumable, kept for every later search)")
-        run_build(table_path, name, spec, runtime, device, token, builder.BuildSettings(precision=precision), quiet)
+                          f"--precision {at}` would; resumable, kept for every later search)")
+        run_build(table_path, name, spec, runtime, device, token, builder.BuildSettings(precision=at), quiet)
         built.append((device, runtime))
     return built
 

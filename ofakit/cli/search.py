@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy_targets import ExporterUnavailable, ParityError, get_exporter, list_exporters
+from deploy_targets.base import PRECISIONS
 from elastic.families import Config, config_from_dict
 from ofakit.artifact import check_out_folder, export_subnet
 from ofakit.cli.common import artifact_option, console, fail, path_option, progress_bars, read_token
@@ -96,7 +97,8 @@ def specializer(checkpoint: str | CheckpointContext, table: Path, budgets: list[
     finally:
         if task:
             bar.stop()
-    pairs = [p for p in dict.fromkeys((b.device, b.runtime) for b in budgets) if p not in fresh]
+    pairs = [(dev, rt) for dev, rt in dict.fromkeys((b.device, b.runtime) for b in budgets)
+             if (dev, rt.split("/")[0]) not in fresh]  # a budget's runtime may be a label: name/provider/...
     for dev, rt in pairs if drift else ():
         try:
             with console.status(f"re-timing reference subnets on {dev}/{rt} (drift check)..."):
@@ -440,10 +442,16 @@ def ship_cmd(checkpoint: str = CHECKPOINT, table: Path = TABLE, device: str = DE
             get_exporter(target).check_out("fp32", out)
         refuse_read_only(table, retries, ("--table", "--retries 0"))  # before the checkpoint and the search
         check_samples(samples, seed)
+        if precision not in (None, "auto", *PRECISIONS):  # these three: before minutes of building a table
+            raise ValueError(f"--precision {precision!r} is not supported; allowed: {[*PRECISIONS, 'auto']}")
+        if min_agreement is not None and precision in ("fp32", "fp16"):
+            raise ValueError(f"--min-agreement {min_agreement} applies to int8 artifacts; this ship exports "
+                             f"{precision} (pass --precision int8 or auto)")
+        if precision in PRECISIONS and get_exporter(target).unavailable() is None:
+            get_exporter(target).check_out(precision, out)
         token = read_token(token_file)
         fresh = build_missing(table, checkpoint, [(b.device, b.runtime) for b in budgets],
-                              precision if precision in ("fp16", "int8") else "fp32", token, as_json
-                              ) if build_table else []
+                              precision if precision in PRECISIONS else None, token, as_json) if build_table else []
         plans = precision_plans(table, budgets, precision, get_exporter(target).precisions)
         if min_agreement is not None and all(p != "int8" for p, _ in plans):
             raise ValueError(f"--min-agreement {min_agreement} applies to int8 artifacts; this ship exports "
