@@ -132,8 +132,10 @@ def _build_into(table_path: Path, name: str, spec: Spec, runtime: Runtime, devic
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
+            if not tasks:  # the architecture named once, so that the bars' columns fit an 80-column terminal
+                bar.print(f"measuring {name} on {device} with {runtime.name}:")
             if phase not in tasks:
-                tasks[phase] = bar.add_task(f"{name} {phase}", total=total)
+                tasks[phase] = bar.add_task(f"  {phase}", total=total)
             bar.update(tasks[phase], completed=done)
 
         name = table_name(table, name, spec, explicit_name)

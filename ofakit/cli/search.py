@@ -87,7 +87,7 @@ def specializer(checkpoint: str | CheckpointContext, table: Path, budgets: list[
     def update(done: int, total: int) -> None:
         if "t" not in task:  # started on the first report only: a cached dataset prints nothing
             bar.start()
-            task["t"] = bar.add_task("accuracy dataset (validation top-1 per subnet)", total=total)
+            task["t"] = bar.add_task("accuracy dataset (val top-1)", total=total)
         bar.update(task["t"], completed=done)
 
     try:
