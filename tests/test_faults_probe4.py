@@ -110,9 +110,9 @@ DEMO = ["demo", "--workdir", "{w}/demo_new"]
 
 CLI_CASES = [  # (id, argv with {w} for the work folder, expected message)
     # ofakit demo: refused before any measuring, and the new --workdir is not made
-    ("demo: one sample", [*DEMO, "--samples", "1"], "--samples 1 must be an integer from 2 to 20000"),
-    ("demo: negative samples", [*DEMO, "--samples", "-5"], "--samples -5 must be an integer from 2 to"),
-    ("demo: absurd samples", [*DEMO, "--samples", "20001"], "--samples 20001 must be an integer from 2 to"),
+    ("demo: one sample", [*DEMO, "--samples", "1"], "--samples 1 must be an integer from 12 to 20000"),
+    ("demo: negative samples", [*DEMO, "--samples", "-5"], "--samples -5 must be an integer from 12 to"),
+    ("demo: absurd samples", [*DEMO, "--samples", "20001"], "--samples 20001 must be an integer from 12 to"),
     ("demo: negative retries", [*DEMO, "--retries", "-1"], "--retries -1 must be >= 0 and at most 100"),
     ("demo: workdir is a file", ["demo", "--workdir", "{w}/a_file"], "a_file is a file, not a directory"),
     ("demo: workdir under a file", ["demo", "--workdir", "{w}/a_file/x/y"], "a_file is a file, not a directory"),

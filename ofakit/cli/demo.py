@@ -25,16 +25,8 @@ from elastic.training.evaluate import paired_gain
 from ofakit.artifact import PREDICTIONS, export_subnet, nearest_existing
 from ofakit.cli.common import console, fail, path_option
 from ofakit.cli.profile import resolve_recipe, run_build
-from ofakit.cli.search import (
-    DEFAULT_CHECKPOINT,
-    DRIFT,
-    MEASURE,
-    SAMPLES,
-    check_retries,
-    check_samples,
-    drift_json,
-    specializer,
-)
+from ofakit.cli.search import (DEFAULT_CHECKPOINT, DRIFT, MEASURE, SAMPLES, check_retries, check_samples,
+                               drift_json, specializer)
 from ofakit.context import CheckpointContext
 from ofakit.plots import plot_front
 from ofakit.search.evolution import BudgetError, fastest_candidate

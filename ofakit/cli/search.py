@@ -61,13 +61,15 @@ def check_retries(retries: int) -> None:
         raise ValueError(f"--retries {retries} must be >= 0 and at most {MAX_RETRIES} (each one exports and "
                          "measures a subnet)")
 MAX_SAMPLES = 20000  # measured subnets for the accuracy predictor: ~1-5 s each, so 20,000 is a day of work
+MIN_SAMPLES = 12  # with 2/3 as many front subnets, the 20 that the predictors' cross-validation needs
 
 
 def check_samples(samples: int | None, seed: int) -> None:
     """One-line errors for ``--samples`` and ``--seed`` out of range (before any table or checkpoint is read)."""
-    if samples is not None and not 2 <= samples <= MAX_SAMPLES:
-        raise ValueError(f"--samples {samples} must be an integer from 2 to {MAX_SAMPLES} (subnets measured for the "
-                         "accuracy predictor, ~1-5 s each)")
+    if samples is not None and not MIN_SAMPLES <= samples <= MAX_SAMPLES:
+        raise ValueError(f"--samples {samples} must be an integer from {MIN_SAMPLES} to {MAX_SAMPLES} (random "
+                         "subnets measured for the accuracy predictor, ~1 s each, plus 2/3 as many along the front: "
+                         "its cross-validation needs 20)")
     if not 0 <= seed < 2 ** 32:
         raise ValueError(f"--seed {seed} must be an integer from 0 to {2 ** 32 - 1}")
 
