@@ -7,7 +7,8 @@ throughput with a random subnet per step and with the largest subnet, and subnet
 (``extract`` vs ``get_active_subnet``). Steps are interleaved in blocks (ofa, ours, ofa, ours, ...) so
 that machine noise hits both alike; medians and p90 are reported, with ratios ours/ofa.
 
-Run: ``.venv/bin/python benchmarks/bench_engine.py [--recipe ofa_resnet50] [--rounds 6] [--steps 5] [--json out.json]``
+Run: ``.venv/bin/python benchmarks/bench_engine.py [--recipe ofa_resnet50] [--rounds 6] [--steps 5]
+[--channels-last none|ours|both] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def _stats(xs: list[float]) -> dict[str, float]:
 def train_steps(args: argparse.Namespace, ours, ref, cfgs) -> dict[str, dict]:
     x = torch.randn(args.batch, 3, args.res, args.res)
     y = torch.randint(0, 10, (args.batch,))
+    layout = {"ours": torch.channels_last if args.channels_last in ("ours", "both") else torch.contiguous_format,
+              "ofa": torch.channels_last if args.channels_last == "both" else torch.contiguous_format}
+    inputs = {impl: x.contiguous(memory_format=fmt) for impl, fmt in layout.items()}
     opts = {"ours": torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9),
             "ofa": torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)}
 
@@ -42,10 +46,10 @@ def train_steps(args: argparse.Namespace, ours, ref, cfgs) -> dict[str, dict]:
         t0 = time.perf_counter()
         opts[impl].zero_grad(set_to_none=True)
         if impl == "ours":
-            out = ours(x, cfg)
+            out = ours(inputs[impl], cfg)
         else:
             ref.set_active_subnet(**cfg.to_ofa())
-            out = ref(x)
+            out = ref(inputs[impl])
         F.cross_entropy(out, y).backward()
         opts[impl].step()
         return time.perf_counter() - t0
@@ -99,6 +103,9 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extract-configs", type=int, default=40)
+    ap.add_argument("--channels-last", choices=("none", "ours", "both"), default="none",
+                    help="feed the training steps NHWC batches: to ofa-kit only (as its trainer's channels_last "
+                         "option does), or to both (a control: what the layout alone gives)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,13 +115,14 @@ def main() -> None:
     ref.load_state_dict(to_ofa_state_dict(ours))
     rng = np.random.default_rng(0)
     cfgs = [ours.space.sample(rng) for _ in range(max(args.extract_configs, args.rounds * args.steps))]
-    env = {"recipe": args.recipe, "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "res": args.res,
-           "dtype": "float32", "device": "cpu", "cpu": platform.processor() or platform.machine()}
+    env = {"recipe": args.recipe, "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch,
+           "res": args.res, "dtype": "float32", "device": "cpu", "cpu": platform.processor() or platform.machine(),
+           "channels_last": args.channels_last}
     res = {"env": env, "train": train_steps(args, ours, ref, cfgs)}
     ours.eval(), ref.eval()
     res["extract_ms"] = extraction(ours, ref, cfgs[: args.extract_configs])
     print(f"ofa-kit engine benchmark ({args.recipe}, 10 classes, {args.res}px, batch {args.batch}, "
-          f"{env['threads']} threads, torch {env['torch']})")
+          f"{env['threads']} threads, torch {env['torch']}, NHWC batches: {args.channels_last})")
     for mode, r in res["train"].items():
         print(f"  train step, {mode:7s} subnet: ofa {r['ofa']['img_per_s']:7.1f} img/s  "
               f"ofa-kit {r['ours']['img_per_s']:7.1f} img/s  ratio {r['ratio']:.2f}x")
