@@ -267,8 +267,10 @@ def keep_freed_memory() -> bool:
         return False
     if mallopt is None:
         return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-    return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 31))
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
+    no_mmap = bool(mallopt(M_MMAP_MAX, 0))  # no block is mapped on its own: all come from the heap it keeps
+    no_trim = bool(mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1))  # (fits a C int) freed heap is not given back
+    return no_mmap and no_trim
 
 
 def _worker_init(evaluate: Callable[[Config], Any]) -> None:
