@@ -26,23 +26,11 @@ from elastic.families import Config
 from elastic.training.data import DataSource, Splits, load_splits
 from elastic.training.evaluate import correct, loader
 from model_zoo.checkpoint import checkpoint_paths
-from ofakit.search.accuracy import (
-    AccuracyData,
-    build_accuracy_data,
-    cached_front,
-    cached_samples,
-    materialize,
-    ort_correct,
-)
+from ofakit.search.accuracy import (AccuracyData, build_accuracy_data, cached_front, cached_samples, materialize,
+                                    ort_correct)
 from ofakit.search.front_sampling import FRONT_ROUND, front_picks
-from ofakit.search.precision import (
-    DROP_SUBNETS,
-    PrecisionDrop,
-    calibration_split,
-    measure_drop,
-    quantized_top1,
-    spread_configs,
-)
+from ofakit.search.precision import (DROP_SUBNETS, PrecisionDrop, calibration_split, measure_drop, quantized_top1,
+                                     spread_configs)
 from ofakit.search.predictors import AccuracyPredictor, Encoder, select_predictor
 
 log = logging.getLogger(__name__)

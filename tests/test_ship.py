@@ -520,6 +520,7 @@ def test_a_table_holds_an_architecture_only_when_complete(shipyard, tmp_path):
     """`ship --build-table` builds unless the table holds every layer of the architecture and its fitted
     correction for one configuration of the runtime on the device (at the precision asked for, if any): a build
     killed half-way, another device or precision are not held."""
+    import contextlib
     import shutil
     import sqlite3
 
@@ -531,17 +532,15 @@ def test_a_table_holds_an_architecture_only_when_complete(shipyard, tmp_path):
     assert not holds(table, spec, "local", "onnxruntime", "int8") and not holds(table, spec, "local", "openvino")
     assert not holds(table, spec, "http://elsewhere:8470", "onnxruntime") and not holds(tmp_path / "no.sqlite", spec,
                                                                                         "local", "onnxruntime")
-    killed = tmp_path / "killed.sqlite"
-    shutil.copy(table, killed)
-    db = sqlite3.connect(killed)
-    db.execute("DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries LIMIT 3)")
-    db.commit()
-    db.close()
+
+    def copy_with(name: str, sql: str) -> Path:
+        """A copy of the table with ``sql`` applied to it."""
+        path = tmp_path / name
+        shutil.copy(table, path)
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute(sql)
+        return path
+
+    killed = copy_with("killed.sqlite", "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries LIMIT 3)")
     assert not holds(killed, spec, "local", "onnxruntime")
-    uncalibrated = tmp_path / "uncalibrated.sqlite"
-    shutil.copy(table, uncalibrated)
-    db = sqlite3.connect(uncalibrated)
-    db.execute("DELETE FROM corrections")
-    db.commit()
-    db.close()
-    assert not holds(uncalibrated, spec, "local", "onnxruntime")
+    assert not holds(copy_with("uncalibrated.sqlite", "DELETE FROM corrections"), spec, "local", "onnxruntime")

@@ -16,16 +16,8 @@ from rich.table import Table
 
 import model_zoo
 from elastic.families import Spec, spec_from_dict
-from ofakit.cli.common import (
-    CLI_ERRORS,
-    CliError,
-    console,
-    existing_table,
-    fail,
-    path_option,
-    progress_bars,
-    read_token,
-)
+from ofakit.cli.common import (CLI_ERRORS, CliError, console, existing_table, fail, path_option, progress_bars,
+                               read_token)
 from profilers import builder
 from profilers.drift import check_drift
 from profilers.layers import space_layers
