@@ -8,6 +8,7 @@ import torch
 
 import model_zoo
 from model_zoo.ofa_parity import randomize_
+from tests import agentkit
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +62,7 @@ def shipyard(tmp_path_factory):
     from tests.shipyard import build_shipyard
 
     return build_shipyard(tmp_path_factory.mktemp("ship"))
+
+
+start_agent = pytest.fixture(agentkit.start_agent)  # agents on loopback ports, shut down after each test
+onnx_file = pytest.fixture(scope="module")(agentkit.onnx_file)  # a tiny ONNX model for the agent tests

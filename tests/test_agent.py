@@ -20,11 +20,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 from typer.testing import CliRunner
 
-from deploy_targets import ExportSpec, get_exporter
 from ofakit.cli.agent import agent_app
 from profilers.agent import server as agent_module
 from profilers.agent.client import TOKEN_ENV, AgentError, AgentRequestError, RemoteRuntime, zip_dir
@@ -32,71 +29,9 @@ from profilers.agent.server import MEASURE_HEADER, AgentServer, RequestError, ex
 from profilers.record import Measurement, Protocol, local_device
 from profilers.runtimes import MeasureSpec, RuntimeUnavailable, get_runtime, list_runtimes, open_runtime
 from profilers.runtimes.base import is_macos
+from tests.agentkit import SHAPE, TINY, TOKEN, needs_onnx, params, raw, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-# Only the tests that export or measure with onnxruntime need the [onnx] extra; the agent's safety, CLI and
-# connection tests run without it.
-needs_onnx = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")),
-                                reason="onnx and onnxruntime (the [onnx] extra) are not installed")
-TOKEN = "test-token-0123456789"
-SHAPE = (1, 1, 8, 8)
-TINY = Protocol(warmup_s=0, warmup_runs=2, blocks=2, block_s=0.002, min_runs_per_block=2, max_runs_per_block=5)
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
-
-
-@pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory) -> Path:
-    pytest.importorskip("onnx", reason="onnx (the [onnx] extra) is not installed")
-    pytest.importorskip("onnxruntime", reason="onnxruntime (the [onnx] extra) is not installed")
-    path = tmp_path_factory.mktemp("agent") / "tiny.onnx"
-    return get_exporter("onnx").export(ExportSpec(_model(), SHAPE, path)).path
-
-
-@pytest.fixture
-def start_agent():
-    """Start agents on ephemeral loopback ports in background threads; shut each down cleanly afterwards."""
-    started: list[tuple[AgentServer, threading.Thread]] = []
-
-    def start(**kw) -> AgentServer:
-        server = make_server("127.0.0.1", 0, TOKEN, **kw)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((server, thread))
-        return server
-
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-        assert not thread.is_alive()
-
-
-def _params(**kw) -> dict:
-    return {"runtime": "onnxruntime", "format": "onnx", "input_shape": list(SHAPE), "protocol": TINY.to_dict(), **kw}
-
-
-def _raw(server: AgentServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-         token: str | None = TOKEN, length: int | None = None) -> tuple[int, dict, http.client.HTTPResponse]:
-    """One request by hand; ``length`` sends that Content-Length without the body (``-1``: no header at all)."""
-    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
-    conn.putrequest(method, path)
-    hdrs = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
-    if length is None and body is not None:
-        length = len(body)
-    if length is not None and length >= 0:
-        hdrs["Content-Length"] = str(length)
-    for k, v in hdrs.items():
-        conn.putheader(k, v)
-    conn.endheaders(body if body is not None and length == len(body) else None)
-    resp = conn.getresponse()
-    payload = json.loads(resp.read())
-    conn.close()
-    return resp.status, payload, resp
 
 
 @needs_onnx
@@ -126,11 +61,11 @@ def test_measurement_through_remote_runtime(start_agent, onnx_file, tmp_path):
     assert m.input_shape == SHAPE and m.protocol == TINY and m.device == local_device()
     assert 0 < m.stats.min_ms <= m.stats.median_ms <= m.stats.p90_ms and m.stats.runs >= 2 * TINY.blocks
     assert len(server.history) == 1
-    prepared = rt.prepare(_model(), SHAPE, tmp_path / "sub")  # exported here, measured there
+    prepared = rt.prepare(tiny_model(), SHAPE, tmp_path / "sub")  # exported here, measured there
     assert prepared.suffix == ".onnx" and rt.measure(MeasureSpec(prepared, SHAPE, protocol=TINY)).stats.runs >= 4
     with pytest.raises(ValueError, match="needs an exported file"):
-        rt.measure(MeasureSpec(_model(), SHAPE, protocol=TINY))
-    status, info, _ = _raw(server, "GET", "/v1/info")
+        rt.measure(MeasureSpec(tiny_model(), SHAPE, protocol=TINY))
+    status, info, _ = raw(server, "GET", "/v1/info")
     assert status == 200 and info["agent_version"] == 1 and info["runtimes"]["onnxruntime"]["available"]
     assert "torch" not in info["runtimes"]  # in-process modules cannot be sent
 
@@ -141,11 +76,11 @@ def test_bad_token_is_401(start_agent, onnx_file, monkeypatch):
     with pytest.raises(AgentError, match="agent rejected the token") as err:
         rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY))
     assert err.value.status == 401 and "rejected the token" in rt.unavailable()
-    assert _raw(server, "GET", "/v1/info", token=None)[0] == 401
-    status, payload, resp = _raw(server, "POST", "/v1/measure", onnx_file.read_bytes(),
-                                 {MEASURE_HEADER: json.dumps(_params())}, token="wrong")
+    assert raw(server, "GET", "/v1/info", token=None)[0] == 401
+    status, payload, resp = raw(server, "POST", "/v1/measure", onnx_file.read_bytes(),
+                                 {MEASURE_HEADER: json.dumps(params())}, token="wrong")
     assert status == 401 and "token" in payload["error"] and resp.getheader("Connection") == "close"
-    status, _, _ = _raw(server, "POST", "/v1/measure", headers={"Expect": "100-continue"}, token="x", length=10)
+    status, _, _ = raw(server, "POST", "/v1/measure", headers={"Expect": "100-continue"}, token="x", length=10)
     assert status == 401  # refused before the body is sent
     assert len(server.history) == 0
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
@@ -167,14 +102,14 @@ def test_oversize_body_is_413(start_agent, onnx_file):
         rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY))  # checked before uploading
     assert err.value.status == 413
     with pytest.raises(AgentError, match=f"artifact of {size} bytes exceeds the agent's limit of 64 bytes") as err:
-        rt.send(onnx_file.read_bytes(), _params())  # uploaded: the agent refuses from Content-Length
+        rt.send(onnx_file.read_bytes(), params())  # uploaded: the agent refuses from Content-Length
     assert err.value.status == 413
-    status, payload, resp = _raw(server, "POST", "/v1/measure", headers={MEASURE_HEADER: json.dumps(_params())},
+    status, payload, resp = raw(server, "POST", "/v1/measure", headers={MEASURE_HEADER: json.dumps(params())},
                                  length=10**9)
     assert status == 413 and payload["max_bytes"] == 64 and resp.getheader("Connection") == "close"
-    status, _, _ = _raw(server, "POST", "/v1/measure", headers={"Expect": "100-continue"}, length=10**9)
+    status, _, _ = raw(server, "POST", "/v1/measure", headers={"Expect": "100-continue"}, length=10**9)
     assert status == 413
-    assert len(server.history) == 0 and _raw(server, "GET", "/v1/info")[0] == 200
+    assert len(server.history) == 0 and raw(server, "GET", "/v1/info")[0] == 200
 
 
 def test_malformed_requests_are_400(start_agent, onnx_file):
@@ -184,36 +119,36 @@ def test_malformed_requests_are_400(start_agent, onnx_file):
         ("{not json", good, None, "not valid JSON"),
         (None, good, None, f"missing header {MEASURE_HEADER}"),
         (json.dumps([1, 2]), good, None, "must be a JSON object"),
-        (json.dumps(_params(bogus=1)), good, None, "unknown key(s) ['bogus']"),
+        (json.dumps(params(bogus=1)), good, None, "unknown key(s) ['bogus']"),
         (json.dumps({"runtime": "onnxruntime"}), good, None, "missing key(s) ['format', 'input_shape']"),
-        (json.dumps(_params(input_shape=[1, 0, 8])), good, None, "input_shape=[1, 0, 8] must be a list of 1 to 8"),
-        (json.dumps(_params(input_shape=7)), good, None, "input_shape=7 must be a list"),
-        (json.dumps(_params(input_shape=[1, 1, 8192, 8192])), good, None, "is too large; at most 16777216"),
-        (json.dumps(_params(input_shape=[1, True, 8])), good, None, "must be a list of 1 to 8 integers"),
-        (json.dumps(_params(threads=0)), good, None, "threads=0 must be an integer from 1 to 1024"),
-        (json.dumps(_params(threads="2")), good, None, "threads='2' must be an integer"),
-        (json.dumps(_params(protocol={"warmup_s": math.inf})), good, None, "Protocol.warmup_s=inf must be a number of seconds"),
-        (json.dumps(_params(protocol={"block_s": math.nan})), good, None, "Protocol.block_s=nan must be a number of seconds; allowed: 0 to 3600"),
-        (json.dumps(_params(protocol={"blocks": 5000})), good, None, "blocks=5000 exceeds the agent's limit"),
-        (json.dumps(_params(protocol={"blocks": 1000, "block_s": 1.0})), good, None, "exceeds the agent's limit of 300 s"),
-        (json.dumps(_params(protocol="fast")), good, None, "protocol='fast' must be a JSON object"),
-        (json.dumps(_params(protocol={"blocks": 0})), good, None, "Protocol.blocks=0"),
-        (json.dumps(_params(format="mlpackage")), good, None, "format='mlpackage' does not match runtime onnxruntime"),
-        (json.dumps(_params(precision="fp64")), good, None, "precision='fp64'"),
-        (json.dumps(_params()), b"\x80\x04garbage, surely not onnx" * 8, None, "not a valid ONNX model"),
-        (json.dumps(_params()), b"", None, "empty body"),
-        (json.dumps(_params()), None, -1, "missing Content-Length"),
+        (json.dumps(params(input_shape=[1, 0, 8])), good, None, "input_shape=[1, 0, 8] must be a list of 1 to 8"),
+        (json.dumps(params(input_shape=7)), good, None, "input_shape=7 must be a list"),
+        (json.dumps(params(input_shape=[1, 1, 8192, 8192])), good, None, "is too large; at most 16777216"),
+        (json.dumps(params(input_shape=[1, True, 8])), good, None, "must be a list of 1 to 8 integers"),
+        (json.dumps(params(threads=0)), good, None, "threads=0 must be an integer from 1 to 1024"),
+        (json.dumps(params(threads="2")), good, None, "threads='2' must be an integer"),
+        (json.dumps(params(protocol={"warmup_s": math.inf})), good, None, "Protocol.warmup_s=inf must be a number of seconds"),
+        (json.dumps(params(protocol={"block_s": math.nan})), good, None, "Protocol.block_s=nan must be a number of seconds; allowed: 0 to 3600"),
+        (json.dumps(params(protocol={"blocks": 5000})), good, None, "blocks=5000 exceeds the agent's limit"),
+        (json.dumps(params(protocol={"blocks": 1000, "block_s": 1.0})), good, None, "exceeds the agent's limit of 300 s"),
+        (json.dumps(params(protocol="fast")), good, None, "protocol='fast' must be a JSON object"),
+        (json.dumps(params(protocol={"blocks": 0})), good, None, "Protocol.blocks=0"),
+        (json.dumps(params(format="mlpackage")), good, None, "format='mlpackage' does not match runtime onnxruntime"),
+        (json.dumps(params(precision="fp64")), good, None, "precision='fp64'"),
+        (json.dumps(params()), b"\x80\x04garbage, surely not onnx" * 8, None, "not a valid ONNX model"),
+        (json.dumps(params()), b"", None, "empty body"),
+        (json.dumps(params()), None, -1, "missing Content-Length"),
     ]
     for header, body, length, message in cases:
         headers = {"Content-Type": "application/octet-stream", **({MEASURE_HEADER: header} if header else {})}
-        status, payload, _ = _raw(server, "POST", "/v1/measure", body, headers, length=length)
+        status, payload, _ = raw(server, "POST", "/v1/measure", body, headers, length=length)
         assert status == 400 and message in payload["error"], (message, payload)
         assert "\n" not in payload["error"]
     rt = RemoteRuntime(server.url, "onnxruntime", token=TOKEN)
     with pytest.raises(AgentRequestError, match="not a valid ONNX model") as err:
-        rt.send(b"garbage", _params())
+        rt.send(b"garbage", params())
     assert isinstance(err.value, ValueError) and err.value.status == 400
-    status, payload, _ = _raw(server, "GET", "/v2/nothing")
+    status, payload, _ = raw(server, "GET", "/v2/nothing")
     assert status == 404 and "/v1/measure" in payload["error"]
     assert len(server.history) == 0
     assert rt.measure(MeasureSpec(onnx_file, SHAPE, protocol=TINY)).runtime == "onnxruntime"  # still serving
@@ -229,12 +164,12 @@ def test_forced_runs_cannot_hold_the_agent_past_its_time_limit(start_agent, onnx
     server = start_agent()
     forced = {"warmup_s": 0, "warmup_runs": 2, "blocks": 1000, "block_s": 0.0001, "min_runs_per_block": 1000,
               "max_runs_per_block": 1000}
-    status, payload, _ = _raw(server, "POST", "/v1/measure", onnx_file.read_bytes(),
-                              {MEASURE_HEADER: json.dumps(_params(protocol=forced))})
+    status, payload, _ = raw(server, "POST", "/v1/measure", onnx_file.read_bytes(),
+                              {MEASURE_HEADER: json.dumps(params(protocol=forced))})
     assert status == 400 and "the protocol would take ~" in payload["error"], payload
     assert "over the time limit of 0.5 s" in payload["error"] and "\n" not in payload["error"]
-    status, payload, _ = _raw(server, "POST", "/v1/measure", onnx_file.read_bytes(), {MEASURE_HEADER: json.dumps(
-        _params(protocol={"warmup_s": 0, "warmup_runs": 10_000, "blocks": 1, "block_s": 0.0001}))})
+    status, payload, _ = raw(server, "POST", "/v1/measure", onnx_file.read_bytes(), {MEASURE_HEADER: json.dumps(
+        params(protocol={"warmup_s": 0, "warmup_runs": 10_000, "blocks": 1, "block_s": 0.0001}))})
     assert status == 200 or "warm-up alone ran past" in payload["error"], payload  # 10,000 fast runs may fit
     assert RemoteRuntime(server.url, "onnxruntime", token=TOKEN).measure(
         MeasureSpec(onnx_file, SHAPE, protocol=TINY)).stats.median_ms > 0  # still serving
@@ -262,7 +197,7 @@ def test_connections_are_capped_and_aborts_logged_in_one_line(start_agent, onnx_
         s.close()
     cut = socket.create_connection(server.server_address[:2], timeout=10)  # hangs up in the middle of its body
     head = (f"POST /v1/measure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n"
-            f"{MEASURE_HEADER}: {json.dumps(_params())}\r\n\r\n")
+            f"{MEASURE_HEADER}: {json.dumps(params())}\r\n\r\n")
     cut.sendall(head.encode() + b"x" * 10)
     cut.close()
     deadline = time.time() + 10
@@ -299,7 +234,7 @@ def test_a_slow_drip_client_is_dropped_at_its_deadline(start_agent, onnx_file, m
 
 def _try_info(server: AgentServer) -> int:
     try:
-        return _raw(server, "GET", "/v1/info")[0]
+        return raw(server, "GET", "/v1/info")[0]
     except (OSError, http.client.HTTPException, json.JSONDecodeError):
         return -1
 
@@ -308,7 +243,7 @@ def test_unknown_and_unavailable_runtimes(start_agent, onnx_file, tmp_path):
     server = start_agent()
     rt = RemoteRuntime(server.url, "onnxruntime", token=TOKEN)
     with pytest.raises(AgentRequestError, match=r"unknown runtime 'nope'; available: \[.*'onnxruntime'") as err:
-        rt.send(onnx_file.read_bytes(), _params(runtime="nope"))
+        rt.send(onnx_file.read_bytes(), params(runtime="nope"))
     assert err.value.status == 400
     reason = RemoteRuntime(server.url, "nope", token=TOKEN).unavailable()
     assert "not served by the agent" in reason and "onnxruntime" in reason
@@ -321,7 +256,7 @@ def test_unknown_and_unavailable_runtimes(start_agent, onnx_file, tmp_path):
     coreml = RemoteRuntime(server.url, "coreml", token=TOKEN)
     assert "needs macOS" in coreml.unavailable()
     with pytest.raises(RuntimeUnavailable, match="^unavailable: .*needs macOS"):
-        coreml.send(zip_dir(pkg), _params(runtime="coreml", format="mlpackage"))  # agent replies 409
+        coreml.send(zip_dir(pkg), params(runtime="coreml", format="mlpackage"))  # agent replies 409
 
 
 @pytest.mark.parametrize("name, fmt, kind, engine", [("executorch", "pte", "an ExecuTorch program", "ExecuTorch"),
@@ -335,16 +270,16 @@ def test_phone_formats_through_the_agent(start_agent, tmp_path, name, fmt, kind,
         pytest.skip(f"{name}: unavailable: {rt_local.unavailable()}")
     server = start_agent()
     rt = open_runtime(name, server.url, TOKEN)
-    artifact = rt.prepare(_model(), SHAPE, tmp_path / "sub")  # exported here, measured there
+    artifact = rt.prepare(tiny_model(), SHAPE, tmp_path / "sub")  # exported here, measured there
     assert artifact.suffix == f".{fmt}" and rt.default_provider == "XNNPACK"
     m = rt.measure(MeasureSpec(artifact, SHAPE, protocol=TINY))
     assert (m.runtime, m.provider, m.input_shape) == (name, "XNNPACK", SHAPE) and m.stats.runs >= 4
-    params = _params(runtime=name, format=fmt)
+    req = params(runtime=name, format=fmt)
     with pytest.raises(AgentRequestError, match=rf"body is not {kind}: its file identifier is"):
-        rt.send(b"\x80\x04 surely not a program" * 4, params)
+        rt.send(b"\x80\x04 surely not a program" * 4, req)
     data = artifact.read_bytes()
     with pytest.raises(AgentRequestError, match=rf"{engine} cannot run model.{fmt}") as err:
-        rt.send(data[:8] + b"\xff" * 64, params)
+        rt.send(data[:8] + b"\xff" * 64, req)
     assert err.value.status == 400 and len(server.history) == 2  # the identifier check ran before the queue
 
 
@@ -534,141 +469,6 @@ def test_search_and_ship_through_the_agent(start_agent, shipyard, tmp_path):
     assert m["runtime"] == "onnxruntime" and side["closed_loop"][0]["met"] is True
 
 
-# ------------------------------------------------------------------ engine builds on the agent
-def test_build_requests_are_checked_and_unavailable_tensorrt_is_409(start_agent, onnx_file):
-    """POST /v1/build: malformed requests are 400 with a one-line reason; without TensorRT on the device the
-    agent answers 409 'unavailable: ...' and the client raises RuntimeUnavailable saying what is missing."""
-    import numpy as np
-
-    from deploy_targets.tensorrt_export import tensorrt_unavailable
-    from profilers.agent.build import BUILD_HEADER, pack_build, unpack_build
-
-    server = start_agent()
-    x = np.zeros(SHAPE, dtype=np.float32)
-    good = pack_build(onnx_file.read_bytes(), x)
-    model, inputs, cal = unpack_build(good, 1 << 30)
-    assert model == onnx_file.read_bytes() and inputs.shape == SHAPE and cal is None
-    hdr = {BUILD_HEADER: json.dumps({"target": "tensorrt", "precision": "fp16"})}
-    cases = [
-        (good, {}, 400, "missing header X-Ofakit-Build"),
-        (good, {BUILD_HEADER: json.dumps({"target": "tflite", "precision": "fp32"})}, 400, "target='tflite' cannot"),
-        (good, {BUILD_HEADER: json.dumps({"target": "tensorrt"})}, 400, "missing key(s) ['precision']"),
-        (b"not a zip", hdr, 400, "must be a zip of"),
-        (pack_build(b"x", x)[:-30], hdr, 400, "must be a zip of"),  # truncated: no central directory
-    ]
-    for body, headers, status, text in cases:
-        code, reply, _ = _raw(server, "POST", "/v1/build", body, headers)
-        assert code == status and text in reply["error"], reply
-    code, reply, _ = _raw(server, "POST", "/v1/build", good, hdr, token="wrong")
-    assert code == 401
-    reason = tensorrt_unavailable()
-    if reason is None:
-        pytest.skip("TensorRT and a GPU are present here: the GPU tests build engines for real")
-    code, reply, _ = _raw(server, "POST", "/v1/build", good, hdr)
-    assert code == 409 and reply["error"].startswith("unavailable: tensorrt on this agent:")
-    with pytest.raises(RuntimeUnavailable, match="unavailable: tensorrt on this agent"):
-        open_runtime("tensorrt", server.url, TOKEN).build_engine(onnx_file.read_bytes(), x, "fp16")
-
-
-@needs_onnx
-def test_export_tensorrt_through_an_agent_says_what_the_device_lacks(start_agent, tmp_path):
-    """`ofakit export --target tensorrt --device URL`: the engine is built on the agent; here the agent has no
-    GPU, so the command fails with one line naming what is missing (and writes nothing)."""
-    from deploy_targets.tensorrt_export import tensorrt_unavailable
-    from ofakit.cli import app
-    if tensorrt_unavailable() is None:
-        pytest.skip("TensorRT and a GPU are present here")
-    server = start_agent()
-    (tmp_path / "token").write_text(TOKEN)
-    cfg = model_zoo_smallest()
-    (tmp_path / "s.json").write_text(json.dumps(cfg))
-    r = CliRunner().invoke(app, ["export", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--subnet", str(tmp_path / "s.json"),
-                                 "--target", "tensorrt", "--out", str(tmp_path / "m.engine"), "--device", server.url,
-                                 "--token-file", str(tmp_path / "token")])
-    assert r.exit_code == 2 and "unavailable: tensorrt on this agent" in r.stderr and "\n" not in r.stderr.strip()
-    assert not (tmp_path / "m.engine").exists()
-    r = CliRunner().invoke(app, ["export", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--subnet", str(tmp_path / "s.json"),
-                                 "--target", "onnx", "--out", str(tmp_path / "m.onnx"), "--device", server.url])
-    assert r.exit_code == 2 and "artifacts are portable" in r.stderr
-
-
-@needs_onnx
-def test_a_successful_remote_tensorrt_build_is_checked_and_written_by_the_host(start_agent, tmp_path, monkeypatch):
-    """`ofakit export --target tensorrt --device URL` when the agent's GPU build succeeds (issue 18). No GPU
-    here, so the agent's one GPU step, `build_here`, is replaced by a stand-in that runs the sent ONNX graph in
-    onnxruntime and answers in the real reply format; everything else is real: the build zip over HTTP, the
-    reply's decoding, the host's parity check against PyTorch, the atomic write and the sidecar. A reply whose
-    outputs disagree with PyTorch is refused in one line and writes nothing."""
-    import base64
-    import hashlib
-
-    import numpy as np
-    import onnxruntime as ort
-
-    from deploy_targets import tensorrt_export
-    from ofakit.cli import app
-
-    skew = {"by": 0.0}
-
-    def build_on_a_gpu(params, onnx_model, inputs, calibration):
-        sess = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
-        out = sess.run(None, {sess.get_inputs()[0].name: inputs})[0] + skew["by"]
-        npy = io.BytesIO()
-        np.save(npy, out.astype(np.float32), allow_pickle=False)
-        engine = b"plan:" + hashlib.sha256(onnx_model).digest() + params["precision"].encode()
-        return {"engine_b64": base64.b64encode(engine).decode(), "outputs_b64": base64.b64encode(npy.getvalue()).decode(),
-                "versions": {"tensorrt": "10.3.0", "cuda": "12.6"}, "gpu": "Orin (stand-in)", "seconds": 1.0}
-
-    monkeypatch.setattr(agent_module, "build_here", build_on_a_gpu)
-    monkeypatch.setattr(tensorrt_export, "tensorrt_unavailable", lambda: None)  # the agent's side has "a GPU"
-    server = start_agent()
-    (tmp_path / "token").write_text(TOKEN)
-    (tmp_path / "s.json").write_text(json.dumps(model_zoo_smallest()))
-    base = ["export", "--checkpoint", "ofa_mbv3_tiny.fmnist", "--subnet", str(tmp_path / "s.json"), "--target",
-            "tensorrt", "--device", server.url, "--token-file", str(tmp_path / "token"), "--json"]
-    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "m.engine")])
-    assert r.exit_code == 0, r.output
-    rec = json.loads(r.stdout)
-    engine = (tmp_path / "m.engine").read_bytes()
-    assert engine.startswith(b"plan:") and engine.endswith(b"fp32") and 0 <= rec["max_abs_diff"] <= 1e-4
-    side = json.loads(Path(rec["sidecar"]).read_text())
-    assert side["export"]["built_on"] == server.url and side["export"]["gpu"] == "Orin (stand-in)"
-    assert side["versions"]["tensorrt"] == "10.3.0" and "runs only on Orin (stand-in)-class GPUs" in rec["notes"][0]
-    skew["by"] = 0.5  # an engine that computes something else
-    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad.engine")])
-    assert r.exit_code == 2 and "TensorRT parity check failed" in r.stderr and f"built on {server.url}" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.engine").exists()
-
-
-@needs_onnx
-def test_an_artifact_the_sdk_cannot_run_is_400_not_500(start_agent, onnx_file, monkeypatch):
-    """A body that passes the agent's checks but that the runtime's SDK cannot load or run (a garbage TensorRT
-    engine or graph raises RuntimeError there) is the request's fault: 400 in one line, never 500."""
-    import numpy as np
-
-    from deploy_targets import tensorrt_export
-    from profilers.agent.build import BUILD_HEADER, pack_build
-
-    def sdk_refuses(*args, **kwargs):
-        raise RuntimeError("deserializeCudaEngine failed\n(a second line from the SDK)")
-
-    monkeypatch.setattr(type(get_runtime("onnxruntime")), "measure", sdk_refuses)
-    monkeypatch.setattr(agent_module, "build_here", sdk_refuses)
-    monkeypatch.setattr(tensorrt_export, "tensorrt_unavailable", lambda: None)
-    server = start_agent()
-    code, reply, _ = _raw(server, "POST", "/v1/measure", onnx_file.read_bytes(), {MEASURE_HEADER: json.dumps(_params())})
-    assert code == 400 and reply["error"] == "onnxruntime could not load or run the artifact: deserializeCudaEngine failed"
-    body = pack_build(onnx_file.read_bytes(), np.zeros(SHAPE, dtype=np.float32))
-    code, reply, _ = _raw(server, "POST", "/v1/build", body,
-                          {BUILD_HEADER: json.dumps({"target": "tensorrt", "precision": "fp32"})})
-    assert code == 400 and "tensorrt could not build the sent graph: deserializeCudaEngine failed" == reply["error"]
-
-
-def model_zoo_smallest() -> dict:
-    import model_zoo
-    return model_zoo.load_checkpoint("ofa_mbv3_tiny.fmnist").space.smallest().to_dict()
-
-
 def test_an_agent_that_dies_mid_request_is_not_blamed_on_the_token():
     """The agent process dies while it reads a request (issue 13: the message blamed a bad token)."""
     srv = socket.create_server(("127.0.0.1", 0))
@@ -684,6 +484,6 @@ def test_an_agent_that_dies_mid_request_is_not_blamed_on_the_token():
     thread.start()
     rt = RemoteRuntime(f"http://127.0.0.1:{port}", "onnxruntime", token=TOKEN, timeout=30)
     with pytest.raises(AgentError, match="no longer answers .*stopped or crashed") as err:
-        rt.send(b"\0" * (4 << 20), _params())
+        rt.send(b"\0" * (4 << 20), params())
     assert "token" not in str(err.value)
     thread.join(5)
